@@ -1,0 +1,28 @@
+"""rsrouter: certified robustness by randomized smoothing beyond one global noise level."""
+
+__version__ = "0.1.0"
+
+from .data import DatasetInfo, load_dataset  # noqa: E402
+from .errors import (  # noqa: E402
+    CardError,
+    ConfigError,
+    DatasetNotFoundError,
+    HubError,
+    IntegrityError,
+    RegistryError,
+    ResumeError,
+    RsrouterError,
+    UnknownArchitectureError,
+    UnknownExpertError,
+)
+from .expert import Expert, load_expert_folder  # noqa: E402
+from .smoothing import ABSTAIN, Certificate, Smooth  # noqa: E402
+
+load_expert = load_expert_folder
+
+__all__ = [
+    "ABSTAIN", "CardError", "Certificate", "ConfigError", "DatasetInfo", "DatasetNotFoundError",
+    "Expert", "HubError", "IntegrityError", "RegistryError", "ResumeError", "RsrouterError",
+    "Smooth", "UnknownArchitectureError", "UnknownExpertError", "__version__", "load_dataset",
+    "load_expert", "load_expert_folder",
+]

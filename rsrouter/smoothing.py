@@ -1,0 +1,405 @@
+"""Randomized smoothing (Cohen et al. 2019): Monte Carlo counts, Clopper-Pearson bounds.
+
+The whole algorithm on one screen:
+
+* CERTIFY draws ``n0`` noisy copies of ``x`` to *select* the top class ``cA``, then ``n`` *fresh*
+  copies to *estimate* ``nA`` = how often the base model says ``cA``. ``pA_lower`` is the one-sided
+  Clopper-Pearson lower bound at level ``alpha``; if ``pA_lower <= 0.5`` the smoothed classifier
+  ABSTAINs, else it is certified within ``R = sigma * Phi^-1(pA_lower)`` (l2, in pixel units).
+* PREDICT draws ``n`` copies and returns the top class if a two-sided binomial test of the top two
+  counts rejects a tie at level ``alpha``, else ABSTAIN.
+
+Noise is added in pixel space (inputs in [0, 1]) before the model, whose first layer normalizes.
+Every noise draw comes from a generator seeded by ``(seed, index, stage)`` and is drawn in fixed
+blocks of ``NOISE_BLOCK`` samples, so a certificate does not depend on the batch size or on which
+other inputs share a batch.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.stats import beta, binomtest, norm
+from torch import nn
+
+ABSTAIN = -1
+NOISE_BLOCK = 128
+STAGES = {
+    "select": 0,
+    "estimate": 1,
+    "predict": 2,
+    "router-select": 3,
+    "router-estimate": 4,
+    "router-predict": 5,
+    "label": 6,
+    "train": 7,
+    "router-train": 8,
+}
+PRECISIONS = ("fp32", "bf16")
+
+
+def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion."""
+    if n_a <= 0:
+        return 0.0
+    return float(beta.ppf(alpha, n_a, n - n_a + 1))
+
+
+def certified_radius(n_a: int, n: int, alpha: float, sigma: float) -> float | None:
+    """Radius ``sigma * Phi^-1(pA_lower)``, or ``None`` (abstain) when ``pA_lower <= 0.5``."""
+    p_lower = lower_confidence_bound(n_a, n, alpha)
+    if p_lower <= 0.5:
+        return None
+    return float(sigma * norm.ppf(p_lower))
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """One smoothed prediction with the counts it rests on (radii at any alpha follow from them).
+
+    ``prediction`` is ``ABSTAIN`` (-1) when the bound is <= 0.5; ``radius`` is then 0.
+    ``c_a`` is the class chosen on the ``n0`` selection samples, ``n_a`` its count among the ``n``
+    estimation samples. ``mode`` says how the counts were produced ("fp32", "bf16", "+compile").
+    """
+
+    prediction: int
+    radius: float
+    cA: int
+    nA: int
+    n: int
+    n0: int
+    sigma: float
+    alpha: float
+    seed: int = 0
+    index: int = 0
+    mode: str = "fp32"
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+    @property
+    def p_lower(self) -> float:
+        return lower_confidence_bound(self.nA, self.n, self.alpha)
+
+    def radius_at(self, alpha: float) -> float:
+        """Certified radius at another ``alpha`` from the stored counts (0 if abstaining there)."""
+        _check_alpha(alpha)
+        r = certified_radius(self.nA, self.n, alpha, self.sigma)
+        return 0.0 if r is None else r
+
+    def at_alpha(self, alpha: float) -> Certificate:
+        """The certificate the same counts give at level ``alpha``."""
+        return certificate_from_counts(
+            self.cA, self.nA, self.n, self.n0, self.sigma, alpha, self.seed, self.index, self.mode
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def certificate_from_counts(
+    c_a: int,
+    n_a: int,
+    n: int,
+    n0: int,
+    sigma: float,
+    alpha: float,
+    seed: int = 0,
+    index: int = 0,
+    mode: str = "fp32",
+) -> Certificate:
+    """Build a :class:`Certificate` from selection/estimation counts (DESIGN.md's CERTIFY rule)."""
+    r = certified_radius(n_a, n, alpha, sigma)
+    prediction = ABSTAIN if r is None else int(c_a)
+    return Certificate(
+        prediction, 0.0 if r is None else r, int(c_a), int(n_a), int(n), int(n0),
+        float(sigma), float(alpha), int(seed), int(index), mode,
+    )
+
+
+def stream_seed(seed: int, index: int, stage: str) -> int:
+    """A 63-bit generator seed for the noise of input ``index`` at ``stage`` under ``seed``."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown noise stage {stage!r}; known: {sorted(STAGES)}")
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(index), STAGES[stage]])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class NoiseStream:
+    """Standard normal noise for one (seed, index, stage), drawn in fixed blocks.
+
+    Drawing the same block size each time makes the stream independent of how it is consumed:
+    ``take(3); take(5)`` returns the same values as ``take(8)``. Memory: one block.
+    """
+
+    def __init__(self, shape: Sequence[int], seed: int, device: torch.device) -> None:
+        self.shape = tuple(shape)
+        self.device = device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self._block: torch.Tensor | None = None
+        self._pos = NOISE_BLOCK
+
+    def take(self, k: int) -> list[torch.Tensor]:
+        """The next ``k`` noise samples, as views of one or more blocks."""
+        pieces = []
+        while k > 0:
+            if self._pos == NOISE_BLOCK:
+                self._block = torch.randn(
+                    (NOISE_BLOCK, *self.shape), generator=self.generator, device=self.device
+                )
+                self._pos = 0
+            m = min(k, NOISE_BLOCK - self._pos)
+            pieces.append(self._block[self._pos : self._pos + m])
+            self._pos += m
+            k -= m
+        return pieces
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+
+
+def _check_count(name: str, value: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+class Smooth:
+    """A smoothed classifier ``g(x) = argmax_c P(f(x + eps) = c)``, ``eps ~ N(0, sigma^2 I)``.
+
+    Args:
+        base_model: maps a batch ``[B, C, H, W]`` of pixels in [0, 1] to ``[B, num_classes]``
+            logits; its normalization must be inside it (noise is added before it).
+        num_classes: number of classes the base model predicts.
+        sigma: noise level in pixel units (> 0).
+        compile: run the base model through ``torch.compile`` (opt-in; labelled in ``mode``).
+        precision: "fp32" (default, exact) or "bf16" (autocast; opt-in, labelled in ``mode``).
+        input_shape: optional ``(C, H, W)`` every input must have.
+
+    Raises:
+        ValueError: on sigma <= 0, num_classes < 2, or an unknown precision.
+    """
+
+    def __init__(
+        self,
+        base_model: nn.Module,
+        num_classes: int,
+        sigma: float,
+        *,
+        compile: bool = False,
+        precision: str = "fp32",
+        input_shape: Sequence[int] | None = None,
+    ) -> None:
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number (pixel units, inputs in [0, 1]); "
+                             f"got {sigma!r}")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.base_model = base_model.eval()
+        self.num_classes = num_classes
+        self.sigma = float(sigma)
+        self.precision = precision
+        self.compiled = bool(compile)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self._forward = torch.compile(self.base_model, dynamic=False) if compile else base_model
+        self._checked_output = False
+        self._warned_range = False
+        self._static_batch: int | None = None
+        params = list(base_model.parameters()) + list(base_model.buffers())
+        self.device = params[0].device if params else torch.device("cpu")
+
+    @property
+    def mode(self) -> str:
+        """How counts are produced: "fp32", "bf16", optionally "+compile"."""
+        return self.precision + ("+compile" if self.compiled else "")
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def certify(
+        self, x: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = 1000,
+        seed: int = 0, index: int = 0,
+    ) -> Certificate:
+        """Certify one input ``x`` of shape [C, H, W]; ``index`` names its noise streams."""
+        return self.certify_batch(
+            x.unsqueeze(0) if torch.is_tensor(x) and x.dim() == 3 else _bad_single(x),
+            n0, n, alpha, batch_size=batch_size, seed=seed, indices=[index],
+        )[0]
+
+    def certify_batch(
+        self, xs: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = 1000,
+        seed: int = 0, indices: Sequence[int] | None = None,
+    ) -> list[Certificate]:
+        """Certify each input of ``xs`` [B, C, H, W]; noisy copies of several inputs share batches.
+
+        ``indices`` (default ``0..B-1``) seed each input's noise, so a dataset index gives the same
+        certificate whether the input is certified alone or with others.
+        """
+        _check_count("n0", n0)
+        _check_count("n", n)
+        _check_alpha(alpha)
+        xs, indices = self._check_inputs(xs, indices)
+        select = self.sample_counts(xs, n0, batch_size=batch_size, seed=seed, indices=indices,
+                                    stage="select")
+        c_a = select.argmax(dim=1)
+        estimate = self.sample_counts(xs, n, batch_size=batch_size, seed=seed, indices=indices,
+                                      stage="estimate")
+        n_a = estimate.gather(1, c_a[:, None])[:, 0]
+        return [
+            certificate_from_counts(int(c), int(k), n, n0, self.sigma, alpha, seed, int(i),
+                                    self.mode)
+            for c, k, i in zip(c_a, n_a, indices)
+        ]
+
+    def predict(
+        self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000, seed: int = 0,
+        index: int = 0,
+    ) -> int:
+        """Cohen's PREDICT for one input: top class, or ABSTAIN if the top two are not separated."""
+        return self.predict_batch(
+            x.unsqueeze(0) if torch.is_tensor(x) and x.dim() == 3 else _bad_single(x),
+            n, alpha, batch_size=batch_size, seed=seed, indices=[index],
+        )[0]
+
+    def predict_batch(
+        self, xs: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000, seed: int = 0,
+        indices: Sequence[int] | None = None,
+    ) -> list[int]:
+        """PREDICT for each input of ``xs`` [B, C, H, W]."""
+        _check_count("n", n)
+        _check_alpha(alpha)
+        xs, indices = self._check_inputs(xs, indices)
+        counts = self.sample_counts(xs, n, batch_size=batch_size, seed=seed, indices=indices,
+                                    stage="predict")
+        return [predict_from_counts(row, alpha) for row in counts.tolist()]
+
+    @torch.no_grad()
+    def sample_counts(
+        self, xs: torch.Tensor, num: int, *, batch_size: int, seed: int,
+        indices: Sequence[int], stage: str,
+    ) -> torch.Tensor:
+        """Class counts ``[B, num_classes]`` (int64, CPU) of ``num`` noisy copies of each input.
+
+        Memory is bounded by ``batch_size`` noisy copies, whatever ``num`` is.
+        """
+        _check_count("batch_size", batch_size)
+        b = xs.shape[0]
+        xs = xs.to(self.device)
+        counts = torch.zeros(b * self.num_classes, dtype=torch.long, device=self.device)
+        streams = [NoiseStream(xs.shape[1:], stream_seed(seed, i, stage), self.device)
+                   for i in indices]
+        for owners, pieces, sizes in _batches(b, num, batch_size, streams):
+            batch = torch.cat(pieces)
+            batch.mul_(self.sigma)
+            start = 0
+            for j, size in zip(owners, sizes):
+                batch[start : start + size] += xs[j]
+                start += size
+            predictions = self._classify(batch)
+            owner_ids = torch.repeat_interleave(
+                torch.tensor(owners, device=self.device), torch.tensor(sizes, device=self.device)
+            )
+            counts += torch.bincount(owner_ids * self.num_classes + predictions,
+                                     minlength=b * self.num_classes)
+        return counts.view(b, self.num_classes).cpu()
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _classify(self, batch: torch.Tensor) -> torch.Tensor:
+        real = batch.shape[0]
+        if self.compiled:  # one static shape: pad every batch to the first (largest) size seen
+            self._static_batch = max(self._static_batch or real, real)
+            if real < self._static_batch:
+                pad = batch.new_zeros((self._static_batch - real, *batch.shape[1:]))
+                batch = torch.cat([batch, pad])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            logits = self._forward(batch)
+        if not self._checked_output:
+            if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"base model returned logits of shape {tuple(logits.shape)} but the smoothed "
+                    f"classifier was built with num_classes={self.num_classes}; pass the model's "
+                    f"class count (or check the expert card's num_classes)"
+                )
+            self._checked_output = True
+        return logits[:real].argmax(dim=1)
+
+    def _check_inputs(
+        self, xs: torch.Tensor, indices: Sequence[int] | None
+    ) -> tuple[torch.Tensor, list[int]]:
+        if not torch.is_tensor(xs) or xs.dim() != 4:
+            shape = tuple(xs.shape) if torch.is_tensor(xs) else type(xs).__name__
+            raise ValueError("inputs must be a tensor of shape [B, C, H, W] (one input: "
+                             f"[C, H, W]); got {shape}")
+        if self.input_shape is not None and tuple(xs.shape[1:]) != self.input_shape:
+            raise ValueError(f"input shape {tuple(xs.shape[1:])} does not match the model's input "
+                             f"shape {self.input_shape} (C, H, W)")
+        if not xs.is_floating_point():
+            raise ValueError(f"inputs must be floating point pixels in [0, 1], got {xs.dtype}")
+        if torch.isnan(xs).any() or torch.isinf(xs).any():
+            raise ValueError("input contains NaN or infinite values")
+        if not self._warned_range and (xs.min() < -0.01 or xs.max() > 1.01):
+            warnings.warn(
+                f"inputs range over [{xs.min():.3g}, {xs.max():.3g}], not [0, 1]: rsrouter adds "
+                "noise to raw pixels and normalizes inside the model; pass unnormalized inputs",
+                stacklevel=3,
+            )
+            self._warned_range = True
+        if indices is None:
+            indices = list(range(xs.shape[0]))
+        indices = [int(i) for i in indices]
+        if len(indices) != xs.shape[0]:
+            raise ValueError(f"got {len(indices)} indices for {xs.shape[0]} inputs")
+        return xs.float(), indices
+
+
+def predict_from_counts(counts: Sequence[int], alpha: float) -> int:
+    """Top class if a two-sided binomial test of the top two counts rejects a tie, else ABSTAIN."""
+    order = np.argsort(counts)[::-1]
+    top, second = int(order[0]), int(order[1])
+    n_a, n_b = int(counts[top]), int(counts[second])
+    if n_a + n_b == 0 or binomtest(n_a, n_a + n_b, 0.5).pvalue > alpha:
+        return ABSTAIN
+    return top
+
+
+def _batches(
+    b: int, num: int, batch_size: int, streams: list[NoiseStream]
+) -> Iterator[tuple[list[int], list[torch.Tensor], list[int]]]:
+    """Fill batches of ``batch_size`` noisy copies, input after input, ``num`` copies each."""
+    remaining = [num] * b
+    j = 0
+    while j < b:
+        owners, pieces, sizes, room = [], [], [], batch_size
+        while room > 0 and j < b:
+            k = min(room, remaining[j])
+            owners.append(j)
+            sizes.append(k)
+            pieces.extend(streams[j].take(k))
+            remaining[j] -= k
+            room -= k
+            if remaining[j] == 0:
+                j += 1
+        yield owners, pieces, sizes
+
+
+def _bad_single(x: object) -> torch.Tensor:
+    shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+    raise ValueError(f"one input must be a tensor of shape [C, H, W], got {shape}; "
+                     "use certify_batch/predict_batch for a batch")
+
+
+__all__ = [
+    "ABSTAIN", "Certificate", "Smooth", "certificate_from_counts", "certified_radius",
+    "lower_confidence_bound", "predict_from_counts", "stream_seed",
+]

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny experts trained in seconds on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rsrouter.train import TrainConfig, train_expert
+
+
+@pytest.fixture(scope="session")
+def digits_expert(tmp_path_factory) -> str:
+    """A digits expert (cnn_tiny, sigma 0.25, 3 epochs): a real expert folder."""
+    out = tmp_path_factory.mktemp("experts") / "digits-tiny"
+    torch.manual_seed(0)
+    train_expert(TrainConfig("digits", "cnn_tiny", 0.25, epochs=3, batch_size=64, lr=0.05), out,
+                 name="digits-tiny", progress=False)
+    return str(out)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Never touch the user's config or Hub cache; never reach beyond 127.0.0.1."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("RSROUTER_CONFIG_DIR", str(tmp_path / "rsrouter-config"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")

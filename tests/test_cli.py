@@ -1,0 +1,105 @@
+"""The command line: certify writes Cohen's TSV, resumes after a kill, reports errors clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from rsrouter.cli import main
+from rsrouter.results import COHEN_COLUMNS, read_tsv
+
+CERTIFY = ["certify", "--dataset", "digits", "--n0", "20", "--n", "400", "--alpha", "0.01",
+           "--batch-size", "500", "--skip", "5", "--max", "300", "--no-progress"]
+
+
+def _without_time(path) -> pd.DataFrame:
+    return read_tsv(path).drop(columns=["time"])
+
+
+def test_certify_writes_cohen_columns_then_counts(digits_expert, tmp_path, capsys):
+    out = tmp_path / "cert.tsv"
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    df = read_tsv(out)
+    assert list(df.columns[:6]) == list(COHEN_COLUMNS)
+    assert {"cA", "nA", "n", "n0", "sigma", "alpha", "mode"} <= set(df.columns)
+    assert df["idx"].tolist() == list(range(0, 300, 5))
+    assert ((df["predict"] == -1) == (df["radius"] == 0)).all()
+    assert (df["correct"] == ((df["predict"] == df["label"]) & (df["predict"] != -1))).all()
+    assert (df["n"] == 400).all() and (df["sigma"] == 0.25).all()
+    assert "ACR" in capsys.readouterr().out
+
+
+def test_killed_certify_resumes_to_the_same_tsv(digits_expert, tmp_path):
+    straight = tmp_path / "straight.tsv"
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(straight)]) == 0
+    resumed = tmp_path / "resumed.tsv"
+    cmd = [sys.executable, "-m", "rsrouter.cli", *CERTIFY, "--batch-size", "20",
+           "--model", digits_expert, "--out", str(resumed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it once a few rows are on disk
+        if resumed.exists() and resumed.read_text().count("\n") > 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rows_at_kill = resumed.read_text().count("\n") - 1
+    assert 0 < rows_at_kill < 60, "the run was not interrupted mid-way"
+    with open(resumed, "a") as f:  # and a torn last line, as a crash mid-write leaves
+        f.write("999\t3\t")
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(resumed)]) == 0
+    pd.testing.assert_frame_equal(_without_time(straight), _without_time(resumed))
+
+
+def test_rerun_with_other_settings_is_refused(digits_expert, tmp_path, capsys):
+    out = tmp_path / "c.tsv"
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    assert main([*CERTIFY, "--n", "500", "--model", digits_expert, "--out", str(out)]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--alpha", "1.5"], "alpha"),
+    (["--n0", "0"], "n0"),
+    (["--sigma", "-0.5"], "sigma"),
+])
+def test_bad_arguments_give_clear_errors(digits_expert, tmp_path, capsys, extra, message):
+    out = tmp_path / "x.tsv"
+    assert main([*CERTIFY, *extra, "--model", digits_expert, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_expert_dataset_mismatch(digits_expert, tmp_path, capsys):
+    args = [*CERTIFY, "--model", digits_expert, "--out", str(tmp_path / "x.tsv")]
+    args[args.index("digits")] = "fashion-mnist"
+    assert main(args) == 2
+    assert "expects 10 classes of input size [1, 8, 8]" in capsys.readouterr().err
+
+
+def test_missing_dataset(digits_expert, tmp_path, capsys, monkeypatch):
+    from rsrouter import data
+
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.delenv("RSROUTER_DATA", raising=False)
+    args = [*CERTIFY, "--model", digits_expert, "--out", str(tmp_path / "x.tsv")]
+    args[args.index("digits")] = "fashion-mnist"
+    assert main(args) == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_missing_expert_folder(tmp_path, capsys):
+    assert main([*CERTIFY, "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "rsrouter")
+    out = subprocess.run([exe if os.path.exists(exe) else "rsrouter", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("rsrouter ")

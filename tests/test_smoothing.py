@@ -1,0 +1,214 @@
+"""The certification engine: bounds, coverage, batching invariance, clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import beta, norm
+from torch import nn
+
+import rsrouter
+from rsrouter.smoothing import (
+    ABSTAIN,
+    NoiseStream,
+    Smooth,
+    certificate_from_counts,
+    lower_confidence_bound,
+    stream_seed,
+)
+
+
+class Halfspace(nn.Module):
+    """Two classes split by the hyperplane w.x = t (|w| = 1): class 1 iff w.x > t.
+
+    Under N(0, sigma^2 I) noise, P(class 1) = Phi((w.x - t) / sigma), so the smoothed classifier's
+    true l2 radius is |w.x - t| exactly.
+    """
+
+    def __init__(self, dim: int, t: float = 0.0) -> None:
+        super().__init__()
+        w = torch.zeros(dim)
+        w[0] = 1.0
+        self.register_buffer("w", w)
+        self.t = t
+
+    def forward(self, x):
+        s = x.flatten(1) @ self.w - self.t
+        return torch.stack([-s, s], dim=1)
+
+
+def test_radius_matches_clopper_pearson_formula():
+    for n_a, n, alpha, sigma in [(990, 1000, 0.001, 0.5), (9000, 10000, 0.01, 0.25),
+                                 (100, 100, 0.001, 1.0), (70, 100, 0.05, 0.12)]:
+        cert = certificate_from_counts(3, n_a, n, 100, sigma, alpha)
+        expected = sigma * norm.ppf(beta.ppf(alpha, n_a, n - n_a + 1))
+        assert cert.prediction == 3
+        assert cert.radius == pytest.approx(expected, rel=1e-12)
+        assert cert.radius_at(alpha) == pytest.approx(expected, rel=1e-12)
+
+
+def test_abstains_when_lower_bound_at_most_half():
+    # 55 of 100: the 99.9% lower bound is far below 0.5
+    assert lower_confidence_bound(55, 100, 0.001) <= 0.5
+    cert = certificate_from_counts(2, 55, 100, 100, 0.5, 0.001)
+    assert cert.prediction == ABSTAIN and cert.radius == 0.0 and cert.abstained
+    # 0 successes gives a bound of exactly 0
+    assert lower_confidence_bound(0, 100, 0.001) == 0.0
+
+
+def test_radius_at_other_alpha_from_stored_counts():
+    cert = certificate_from_counts(1, 960, 1000, 100, 0.5, 0.001)
+    looser = cert.at_alpha(0.05)
+    assert looser.radius > cert.radius
+    assert looser.radius == pytest.approx(
+        0.5 * norm.ppf(beta.ppf(0.05, 960, 41)), rel=1e-12)
+    assert cert.radius_at(0.05) == looser.radius
+    with pytest.raises(ValueError, match="alpha"):
+        cert.radius_at(1.5)
+
+
+def test_coverage_on_halfspace_with_known_radius():
+    """Share of certificates that overstate the true radius <= alpha + 3 standard errors."""
+    alpha, sigma, n0, n, m = 0.05, 0.5, 32, 400, 2400
+    rng = np.random.default_rng(0)
+    # margins spread so that pA ranges over (0.5, 0.995): where the bound is tight
+    margins = rng.uniform(0.0, 1.3, size=m) * sigma
+    xs = torch.zeros(m, 1, 1, 4)
+    xs[:, 0, 0, 0] = torch.from_numpy(margins).float()
+    smooth = Smooth(Halfspace(4), num_classes=2, sigma=sigma)
+    certs = smooth.certify_batch(xs, n0, n, alpha, batch_size=4096, seed=11)
+    true_radius = xs[:, 0, 0, 0].double().numpy()
+    violations = [c.prediction != ABSTAIN and (c.prediction != 1 or c.radius > r + 1e-6)
+                  for c, r in zip(certs, true_radius)]
+    rate = float(np.mean(violations))
+    se = math.sqrt(alpha * (1 - alpha) / m)
+    assert rate <= alpha + 3 * se, f"coverage violated: {rate:.4f} > {alpha} + 3 * {se:.4f}"
+    # power check: the same counts with the plug-in estimate (no confidence bound) overstate the
+    # radius about half the time, so this test can tell a sound bound from an unsound one
+    naive = [c.prediction != ABSTAIN and sigma * norm.ppf(min(c.nA / c.n, 1 - 1e-9)) > r
+             for c, r in zip(certs, true_radius)]
+    assert np.mean(naive) > alpha + 10 * se
+    # and most inputs are certified at all
+    assert np.mean([c.prediction == 1 for c in certs]) > 0.8
+
+
+def test_selection_and_estimation_samples_are_disjoint():
+    seen: list[torch.Tensor] = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.stack([x.flatten(1).sum(1), -x.flatten(1).sum(1)], dim=1)
+
+    x = torch.full((1, 2, 2), 0.5)
+    cert = Smooth(Recorder(), 2, 0.3).certify(x, n0=5, n=9, alpha=0.01, batch_size=4, seed=1)
+    batches = torch.cat(seen)
+    assert len(batches) == 5 + 9  # each draw used once
+    first, second = batches[:5].flatten(1), batches[5:].flatten(1)
+    assert torch.cdist(first, second).min() > 1e-3  # no estimation sample reuses a selection one
+    assert cert.n0 == 5 and cert.n == 9
+    assert len({stream_seed(1, 0, s) for s in ("select", "estimate", "predict")}) == 3
+
+
+def test_noise_stream_independent_of_consumption():
+    a = NoiseStream((3,), 123, torch.device("cpu"))
+    b = NoiseStream((3,), 123, torch.device("cpu"))
+    one = torch.cat(a.take(300))
+    parts = torch.cat([torch.cat(b.take(k)) for k in (1, 6, 128, 165)])
+    assert torch.equal(one, parts)
+
+
+def _small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    from rsrouter.models import create_classifier
+
+    return create_classifier("cnn_tiny", 10, (1, 8, 8), (0.3,), (0.4,)).eval()
+
+
+def test_same_certificate_for_any_batch_size():
+    smooth = Smooth(_small_cnn(), 10, 0.25)
+    torch.manual_seed(1)
+    xs = torch.rand(3, 1, 8, 8)
+    results = [smooth.certify_batch(xs, 50, 300, 0.01, batch_size=bs, seed=5, indices=[4, 9, 2])
+               for bs in (1, 7, 1000)]
+    assert results[0] == results[1] == results[2]
+    # one input certified alone, under its index, gives the same certificate as in a batch
+    alone = smooth.certify(xs[1], 50, 300, 0.01, batch_size=13, seed=5, index=9)
+    assert alone == results[0][1]
+    # a different seed gives different counts
+    other = smooth.certify_batch(xs, 50, 300, 0.01, batch_size=64, seed=6, indices=[4, 9, 2])
+    assert [c.nA for c in other] != [c.nA for c in results[0]]
+
+
+def test_predict_abstains_on_a_coin_and_answers_when_confident():
+    smooth = Smooth(Halfspace(4, t=0.5), 2, 0.1)
+    on_boundary = torch.full((1, 1, 4), 0.5)  # P(class 1) = 1/2
+    assert smooth.predict(on_boundary, n=2000, alpha=0.001, seed=0) == ABSTAIN
+    above, below = torch.full((1, 1, 4), 1.0), torch.zeros(1, 1, 4)  # 5 sigma from the boundary
+    assert smooth.predict(above, n=200, alpha=0.001, seed=0) == 1
+    assert smooth.predict_batch(torch.stack([above, below]), n=200, alpha=0.001) == [1, 0]
+
+
+def test_counts_memory_is_bounded_by_batch(monkeypatch):
+    """Largest tensor the model sees is one batch, whatever n is."""
+    sizes = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            sizes.append(x.shape[0])
+            return torch.zeros(x.shape[0], 2)
+
+    Smooth(Probe(), 2, 0.1).certify(torch.zeros(1, 2, 2), 10, 10_000, 0.01, batch_size=256)
+    assert max(sizes) == 256 and sum(sizes) == 10_010
+
+
+def test_bf16_and_compile_are_labelled():
+    smooth = Smooth(_small_cnn(), 10, 0.25, precision="bf16")
+    cert = smooth.certify(torch.rand(1, 8, 8), 10, 50, 0.01, batch_size=30)
+    assert cert.mode == "bf16"
+    assert Smooth(_small_cnn(), 10, 0.25, compile=True).mode == "fp32+compile"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"sigma": 0.0}, "sigma"), ({"sigma": -1.0}, "sigma"), ({"sigma": float("nan")}, "sigma"),
+     ({"num_classes": 1}, "num_classes"), ({"precision": "fp8"}, "precision")],
+)
+def test_constructor_errors(kwargs, match):
+    args = {"num_classes": 10, "sigma": 0.25, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        Smooth(_small_cnn(), args.pop("num_classes"), args.pop("sigma"), **args)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [(lambda s, x: s.certify(x, 0, 100, 0.01), "n0"),
+     (lambda s, x: s.certify(x, 10, 0, 0.01), "n must"),
+     (lambda s, x: s.certify(x, 10, 100, 0.0), "alpha"),
+     (lambda s, x: s.certify(x, 10, 100, 1.0), "alpha"),
+     (lambda s, x: s.certify(x[0], 10, 100, 0.01), r"\[C, H, W\]"),
+     (lambda s, x: s.certify(torch.rand(1, 9, 9), 10, 100, 0.01), "input shape"),
+     (lambda s, x: s.certify(torch.full((1, 8, 8), float("nan")), 10, 100, 0.01), "NaN"),
+     (lambda s, x: s.predict(x, 0, 0.01), "n must"),
+     (lambda s, x: s.certify(x, 10, 100, 0.01, batch_size=0), "batch_size")],
+)
+def test_call_errors(call, match):
+    smooth = Smooth(_small_cnn(), 10, 0.25, input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=match):
+        call(smooth, torch.rand(1, 8, 8))
+
+
+def test_num_classes_mismatch_is_reported():
+    smooth = Smooth(_small_cnn(), 3, 0.25)
+    with pytest.raises(ValueError, match="num_classes=3"):
+        smooth.certify(torch.rand(1, 8, 8), 10, 20, 0.01)
+
+
+def test_public_api():
+    assert rsrouter.ABSTAIN == -1
+    assert rsrouter.Smooth is Smooth
+    assert {"prediction", "radius", "cA", "nA", "n", "n0", "sigma", "alpha"} <= set(
+        rsrouter.Certificate.__dataclass_fields__)

@@ -1,0 +1,49 @@
+"""Expert training: the folder it writes, and resume after an interruption."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rsrouter.card import read_card
+from rsrouter.errors import ResumeError
+from rsrouter.expert import load_expert_folder
+from rsrouter.train import CHECKPOINT, TrainConfig, train_expert
+
+
+def _config(**kw):
+    return TrainConfig("digits", "cnn_tiny", 0.5, epochs=3, batch_size=64, **kw)
+
+
+def test_expert_folder_and_smoothed_accuracy(digits_expert):
+    card = read_card(digits_expert)
+    assert card.sigma == 0.25 and card.dataset == "digits" and card.num_classes == 10
+    assert card.training["epochs"] == 3 and "Gaussian" in card.training["method"]
+    expert = load_expert_folder(digits_expert)
+    from rsrouter.data import load_dataset
+
+    test = load_dataset("digits", "test")
+    preds = expert.predict_batch(test.images[:100], n=100, alpha=0.001, batch_size=2000)
+    acc = sum(p == int(y) for p, y in zip(preds, test.labels[:100])) / 100
+    assert acc > 0.6  # a real (if tiny) expert, far above chance (0.1)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    straight = train_expert(_config(), tmp_path / "straight", progress=False)
+    resumed = tmp_path / "resumed"
+    train_expert(_config(), resumed, progress=False, stop_after_epoch=1)
+    assert (resumed / CHECKPOINT).is_file() and not (resumed / "config.json").exists()
+    train_expert(_config(), resumed, progress=False)
+    assert not (resumed / CHECKPOINT).exists()
+    a = load_file(straight / "model.safetensors")
+    b = load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_card(straight).weights_sha256 == read_card(resumed).weights_sha256
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path):
+    train_expert(_config(), tmp_path / "e", progress=False, stop_after_epoch=1)
+    with pytest.raises(ResumeError, match="other settings"):
+        train_expert(_config(lr=0.2), tmp_path / "e", progress=False)
