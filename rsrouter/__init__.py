@@ -16,13 +16,12 @@ from .errors import (  # noqa: E402
     UnknownExpertError,
 )
 from .expert import Expert, load_expert_folder  # noqa: E402
+from .registry import Registry, load_expert  # noqa: E402
 from .smoothing import ABSTAIN, Certificate, Smooth  # noqa: E402
-
-load_expert = load_expert_folder
 
 __all__ = [
     "ABSTAIN", "CardError", "Certificate", "ConfigError", "DatasetInfo", "DatasetNotFoundError",
-    "Expert", "HubError", "IntegrityError", "RegistryError", "ResumeError", "RsrouterError",
+    "Expert", "HubError", "IntegrityError", "Registry", "RegistryError", "ResumeError", "RsrouterError",
     "Smooth", "UnknownArchitectureError", "UnknownExpertError", "__version__", "load_dataset",
     "load_expert", "load_expert_folder",
 ]

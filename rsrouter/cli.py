@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("certify", help="certify a dataset with an expert (Cohen et al.'s CERTIFY)")
     p.add_argument("--model", required=True, help="expert folder, registered name or hf://org/name")
     p.add_argument("--sigma", type=float, help="noise level (default: the expert card's)")
+    p.add_argument("--endpoint", help="Hub endpoint for hf:// models")
+    p.add_argument("--offline", action="store_true", default=None, help="Hub cache only")
     _add_certify_args(p)
     p.set_defaults(func=cmd_certify)
 
@@ -74,6 +76,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="expert folder to write (rerun to resume)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experts_train)
+
+    def hub_opts(p):
+        p.add_argument("--endpoint", help="Hub endpoint (default $HF_ENDPOINT or huggingface.co)")
+        p.add_argument("--offline", action="store_true", default=None,
+                       help="use the local cache only (as HF_HUB_OFFLINE=1)")
+
+    p = esub.add_parser("register", help="register a folder or hf://org/name[@revision]")
+    p.add_argument("source", help="expert folder or hf://org/name[@branch|tag|sha]")
+    p.add_argument("--name", required=True)
+    p.add_argument("--project", action="store_true",
+                   help="write to the project's experts/registry.yaml, not the user registry")
+    hub_opts(p)
+    p.set_defaults(func=cmd_experts_register)
+    p = esub.add_parser("list", help="table of registered experts")
+    hub_opts(p)
+    p.set_defaults(func=cmd_experts_list)
+    for verb, helptext in (("show", "an expert's card"), ("pull", "download and verify"),
+                           ("verify", "check card, sha256 and weights"),
+                           ("remove", "unregister an expert")):
+        p = esub.add_parser(verb, help=helptext)
+        p.add_argument("name", help="registered name" + (" or hf://..." if verb == "pull" else ""))
+        hub_opts(p)
+        p.set_defaults(func=globals()[f"cmd_experts_{verb}"])
+    p = esub.add_parser("import", help="convert a Cohen/SmoothAdv/state-dict checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=("cohen", "smoothadv", "state_dict"))
+    p.add_argument("--arch", help="architecture (default: the checkpoint's 'arch')")
+    p.add_argument("--sigma", type=float, required=True, help="training noise, pixel units")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_experts_import)
+    p = esub.add_parser("push", help="publish an expert folder to the Hub (or a git remote)")
+    p.add_argument("folder")
+    p.add_argument("--repo", required=True, help="org/name")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--git-remote", help="push to this git remote (path or URL) instead of the Hub")
+    p.add_argument("--endpoint")
+    p.set_defaults(func=cmd_experts_push)
+    p = esub.add_parser("certify-card", help="certify an expert and write the results in its card")
+    p.add_argument("folder", help="expert folder (its config.json and README.md are updated)")
+    p.add_argument("--num", type=int, default=500, help="test inputs, evenly spaced (500)")
+    p.add_argument("--n0", type=int, default=100)
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--batch-size", type=int, default=2500)
+    p.add_argument("--out", required=True, help="per-input TSV (resumable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_experts_certify_card)
     return parser
 
 
@@ -85,11 +136,10 @@ def _device(name: str | None) -> str:
 
 def cmd_certify(args: argparse.Namespace) -> None:
     from .data import load_dataset, subset_indices
-    from .expert import load_expert_folder
     from .runs import certify_dataset
 
-    expert = load_expert_folder(args.model, device=_device(args.device), compile=args.compile,
-                                precision=args.precision)
+    expert = _registry(args).load(args.model, device=_device(args.device), compile=args.compile,
+                                  precision=args.precision)
     if args.sigma is not None and args.sigma != expert.sigma:
         if args.sigma <= 0:
             raise RsrouterError(f"--sigma must be > 0, got {args.sigma}")
@@ -153,6 +203,102 @@ def cmd_experts_train(args: argparse.Namespace) -> None:
     out = train_expert(config, args.out, data_root=args.data_root, device=_device(args.device),
                        name=args.name, progress=not args.no_progress)
     print(f"expert written to {out}")
+
+
+def _registry(args: argparse.Namespace):
+    from .registry import Registry
+
+    return Registry(endpoint=getattr(args, "endpoint", None), offline=getattr(args, "offline", None))
+
+
+def cmd_experts_register(args: argparse.Namespace) -> None:
+    entry = _registry(args).register(args.source, args.name, project=args.project)
+    print(f"registered {entry.name}: {entry.uri} (sigma {entry.sigma}, {entry.dataset}, "
+          f"weights sha256 {entry.weights_sha256[:12]}...) in {entry.registry}")
+
+
+def cmd_experts_list(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    reg = _registry(args)
+    rows = [{"name": e.name, "dataset": e.dataset, "arch": e.architecture, "sigma": e.sigma,
+             "source": e.source, "revision": (e.revision or "-")[:12],
+             "cached": "yes" if reg.is_cached(e) else "no"} for e in reg.entries().values()]
+    if not rows:
+        print("no experts registered; `rsrouter experts register SOURCE --name NAME`")
+        return
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+def cmd_experts_show(args: argparse.Namespace) -> None:
+    import json
+
+    from .card import read_card
+
+    reg = _registry(args)
+    entry = reg.get(args.name)
+    print(f"name: {entry.name}\nsource: {entry.uri}\nregistry: {entry.registry}\n"
+          f"weights_sha256: {entry.weights_sha256}\ncached: {reg.is_cached(entry)}")
+    if reg.is_cached(entry):
+        print(json.dumps(read_card(reg.local_folder(entry)).to_config(), indent=2))
+
+
+def cmd_experts_pull(args: argparse.Namespace) -> None:
+    print(f"verified: {_registry(args).pull(args.name)}")
+
+
+def cmd_experts_verify(args: argparse.Namespace) -> None:
+    card = _registry(args).verify(args.name)
+    print(f"{args.name}: OK (card schema, sha256 {card.weights_sha256[:12]}..., strict load)")
+
+
+def cmd_experts_remove(args: argparse.Namespace) -> None:
+    entry = _registry(args).remove(args.name)
+    print(f"removed {entry.name} from {entry.registry}")
+
+
+def cmd_experts_import(args: argparse.Namespace) -> None:
+    from .importers import import_checkpoint
+
+    out = import_checkpoint(args.checkpoint, args.out, fmt=args.format, sigma=args.sigma,
+                            dataset=args.dataset, arch=args.arch, name=args.name)
+    print(f"expert written to {out}; certify it or `rsrouter experts push {out} --repo ORG/NAME`")
+
+
+def cmd_experts_push(args: argparse.Namespace) -> None:
+    from .card import verify_folder
+    from .publish import push_expert
+
+    verify_folder(args.folder)
+    sha = push_expert(args.folder, args.repo, private=args.private, git_remote=args.git_remote,
+                      endpoint=args.endpoint)
+    print(f"pushed {args.folder} to {args.repo} at commit {sha}\n"
+          f"register it with: rsrouter experts register hf://{args.repo}@{sha} --name NAME")
+
+
+def cmd_experts_certify_card(args: argparse.Namespace) -> None:
+    from .card import STANDARD_RADII, read_card, write_card
+    from .data import load_dataset, subset_indices
+    from .expert import load_expert_folder
+    from .results import certified_accuracy, read_tsv
+    from .runs import certify_dataset
+
+    expert = load_expert_folder(args.folder)
+    dataset = load_dataset(expert.card.dataset, "test")
+    indices = subset_indices(len(dataset), max(1, len(dataset) // args.num))[: args.num]
+    settings = {"weights_sha256": expert.card.weights_sha256, "n0": args.n0, "n": args.n,
+                "alpha": args.alpha, "seed": 0, "indices": indices, "mode": expert.mode}
+    certify_dataset(expert, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                    batch_size=args.batch_size, seed=0, settings=settings,
+                    progress=not args.no_progress, desc=f"certify {expert.name}")
+    acc = certified_accuracy(read_tsv(args.out), STANDARD_RADII)
+    card = read_card(args.folder)
+    card.certified = {"accuracy": {str(r): round(float(a), 4) for r, a in acc.items()},
+                      "n0": args.n0, "n": args.n, "alpha": args.alpha,
+                      "num_inputs": len(indices), "split": "test",
+                      "inputs": f"every {max(1, len(dataset) // args.num)}th test image"}
+    write_card(args.folder, card)
+    print(" ".join(f"r={r}: {100 * a:.1f}%" for r, a in acc.items()))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -1,0 +1,91 @@
+"""Expert cards: schema errors name the field; weights are checked before they are used."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from rsrouter.card import read_card, verify_folder
+from rsrouter.errors import CardError, IntegrityError
+from rsrouter.expert import load_expert_folder
+
+
+@pytest.fixture
+def expert_copy(digits_expert, tmp_path):
+    folder = tmp_path / "expert"
+    shutil.copytree(digits_expert, folder)
+    return folder
+
+
+def _edit(folder, change):
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
+
+
+def test_card_round_trip_and_model_card(expert_copy):
+    card = read_card(expert_copy)
+    assert card.to_config()["pretrained_cfg"]["input_size"] == [1, 8, 8]
+    text = (expert_copy / "README.md").read_text()
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["rs_expert"]["sigma"] == card.sigma
+    assert front["rs_expert"]["weights_sha256"] == card.weights_sha256
+    assert front["library_name"] == "rsrouter"
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: c["rs_expert"].pop("sigma"), "rs_expert.sigma"),
+    (lambda c: c["rs_expert"].update(sigma=0), "rs_expert.sigma"),
+    (lambda c: c["rs_expert"].update(sigma=-0.5), "rs_expert.sigma"),
+    (lambda c: c.update(architecture="no_such_net"), "architecture"),
+    (lambda c: c.pop("num_classes"), "num_classes"),
+    (lambda c: c["pretrained_cfg"].update(input_size=[1, 8]), "input_size"),
+    (lambda c: c["rs_expert"].update(input_range=[0, 255]), "input_range"),
+    (lambda c: c["pretrained_cfg"].update(std=[0.0]), "std"),
+])
+def test_schema_errors_name_the_field(expert_copy, change, field):
+    _edit(expert_copy, change)
+    with pytest.raises(CardError, match=field.replace(".", r"\.")):
+        read_card(expert_copy)
+
+
+def test_class_count_mismatch_between_card_and_weights(expert_copy):
+    _edit(expert_copy, lambda c: c.update(num_classes=7) or c["rs_expert"].update(label_names=[]))
+    with pytest.raises(CardError, match="class-count mismatch.*num_classes=7.*10 outputs"):
+        load_expert_folder(expert_copy)
+
+
+def test_input_size_mismatch(expert_copy):
+    _edit(expert_copy, lambda c: c["pretrained_cfg"].update(input_size=[1, 28, 28]))
+    with pytest.raises(CardError, match="input_size"):
+        load_expert_folder(expert_copy)
+
+
+def test_sha256_mismatch_is_never_loaded(expert_copy):
+    good = read_card(expert_copy).weights_sha256
+    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256="0" * 64))
+    with pytest.raises(IntegrityError) as e:
+        load_expert_folder(expert_copy)
+    assert "0" * 64 in str(e.value) and good in str(e.value) and "model.safetensors" in str(e.value)
+
+
+def test_pinned_hash_is_checked_too(expert_copy):
+    with pytest.raises(IntegrityError, match="pinned at registration"):
+        verify_folder(expert_copy, expected_sha256="f" * 64)
+
+
+def test_truncated_weights_file(expert_copy):
+    weights = expert_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256=""))
+    with pytest.raises(IntegrityError, match="truncated or corrupt"):
+        load_expert_folder(expert_copy)
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(CardError, match="config.json not found"):
+        read_card(tmp_path)
