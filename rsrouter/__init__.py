@@ -21,7 +21,7 @@ from .smoothing import ABSTAIN, Certificate, Smooth  # noqa: E402
 
 __all__ = [
     "ABSTAIN", "CardError", "Certificate", "ConfigError", "DatasetInfo", "DatasetNotFoundError",
-    "Expert", "HubError", "IntegrityError", "Registry", "RegistryError", "ResumeError", "RsrouterError",
-    "Smooth", "UnknownArchitectureError", "UnknownExpertError", "__version__", "load_dataset",
-    "load_expert", "load_expert_folder",
+    "Expert", "HubError", "IntegrityError", "Registry", "RegistryError", "ResumeError",
+    "RsrouterError", "Smooth", "UnknownArchitectureError", "UnknownExpertError", "__version__",
+    "load_dataset", "load_expert", "load_expert_folder",
 ]

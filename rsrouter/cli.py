@@ -208,7 +208,8 @@ def cmd_experts_train(args: argparse.Namespace) -> None:
 def _registry(args: argparse.Namespace):
     from .registry import Registry
 
-    return Registry(endpoint=getattr(args, "endpoint", None), offline=getattr(args, "offline", None))
+    return Registry(endpoint=getattr(args, "endpoint", None),
+                    offline=getattr(args, "offline", None))
 
 
 def cmd_experts_register(args: argparse.Namespace) -> None:

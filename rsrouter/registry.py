@@ -160,17 +160,18 @@ class Registry:
         target = self.project_file if project else self.user_file
         if source.startswith(hub.HF_PREFIX):
             ref = hub.parse_hf_uri(source)
-            sha = hub.resolve_revision(ref.repo_id, ref.revision or "main", endpoint=self.endpoint)
+            sha = hub.resolve_revision(ref.repo_id, ref.revision or "main", endpoint=self.endpoint,
+                                       offline=self.offline)
             folder = self._download(ref.repo_id, sha)
             card = self._verified_card(folder, ref.repo_id, sha, expected=None)
             stored_source, revision = f"{hub.HF_PREFIX}{ref.repo_id}", sha
         else:
             folder = Path(source).resolve()
             card = verify_folder(folder)
-            if not card.weights_sha256:
-                raise IntegrityError(f"{folder}/config.json has no rs_expert.weights_sha256; "
-                                     "an expert must pin its weights")
             stored_source, revision = _relative_to(folder, target.parent), None
+        if not card.weights_sha256:
+            raise IntegrityError(f"{source}: config.json has no rs_expert.weights_sha256; an "
+                                 "expert must pin its weights (rsrouter's cards always do)")
         entry = Entry(name=name, source=stored_source, revision=revision,
                       weights_sha256=card.weights_sha256, dataset=card.dataset,
                       architecture=card.architecture, sigma=card.sigma,

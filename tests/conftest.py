@@ -22,5 +22,8 @@ def digits_expert(tmp_path_factory) -> str:
 def _isolated_home(tmp_path, monkeypatch):
     """Never touch the user's config or Hub cache; never reach beyond 127.0.0.1."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    for name in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "RSROUTER_DATA"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RSROUTER_CONFIG_DIR", str(tmp_path / "rsrouter-config"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")

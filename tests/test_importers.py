@@ -114,7 +114,7 @@ def test_plain_state_dict_and_errors(tmp_path):
 
 def test_pickled_objects_are_refused(tmp_path):
     ckpt = tmp_path / "evil.pt"
-    torch.save({"arch": "cifar_resnet20", "state_dict": {}, "obj": CohenNormalizeLayer([0.5], [0.2])},
-               ckpt)
+    evil = CohenNormalizeLayer([0.5], [0.2])  # an arbitrary object: needs full unpickling
+    torch.save({"arch": "cifar_resnet20", "state_dict": {}, "obj": evil}, ckpt)
     with pytest.raises(CardError, match="weights-only"):
         import_checkpoint(ckpt, tmp_path / "e", fmt="cohen", sigma=0.25, dataset="cifar10")

@@ -1,0 +1,212 @@
+"""The registry against a real Hub-compatible server (olah on 127.0.0.1 serving git mirrors)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+from hubserver import OlahServer, make_git_repo
+
+from rsrouter import hub
+from rsrouter.cli import main
+from rsrouter.errors import (
+    CardError,
+    HubError,
+    IntegrityError,
+    RegistryError,
+    UnknownExpertError,
+)
+from rsrouter.registry import Registry
+from rsrouter.results import read_tsv
+
+
+def _files(folder: str | Path, **config_changes) -> dict[str, bytes]:
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in config_changes.items():
+        if key in config:
+            config[key] = value
+        else:
+            config["rs_expert"][key] = value
+    return {"config.json": json.dumps(config).encode(),
+            "model.safetensors": (folder / "model.safetensors").read_bytes(),
+            "README.md": (folder / "README.md").read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def mirrors(tmp_path_factory, digits_expert):
+    """org/good: main (2 commits, tag v1 on the first); org/lying-card; org/wrong-classes;
+    org/truncated; org/tampered (its weights blob is altered in the mirror after the commit)."""
+    root = tmp_path_factory.mktemp("mirrors")
+    good = _files(digits_expert)
+    second = _files(digits_expert, sigma=0.5)  # another commit: same weights, other card
+    shas = {"good": make_git_repo(root / "models/org/good", [good, second], tags={"v1": 0})}
+    make_git_repo(root / "models/org/lying-card", [_files(digits_expert,
+                                                          weights_sha256="a" * 64)])
+    make_git_repo(root / "models/org/wrong-classes", [_files(digits_expert, num_classes=7,
+                                                             label_names=[])])
+    truncated = dict(good)
+    truncated["model.safetensors"] = good["model.safetensors"][:4000]
+    truncated["config.json"] = _files(
+        digits_expert, weights_sha256=hashlib.sha256(truncated["model.safetensors"]).hexdigest()
+    )["config.json"]
+    make_git_repo(root / "models/org/truncated", [truncated])
+    shas["tampered"] = make_git_repo(root / "models/org/tampered", [good])
+    return root, shas, good
+
+
+@pytest.fixture(scope="module")
+def server(mirrors, tmp_path_factory):
+    with OlahServer(mirrors[0], tmp_path_factory.mktemp("olah")) as running:
+        yield running
+
+
+@pytest.fixture
+def registry(tmp_path, server) -> Registry:
+    return Registry(tmp_path / "project.yaml", tmp_path / "user.yaml", endpoint=server.endpoint)
+
+
+def test_register_by_sha_tag_and_main(registry, mirrors):
+    _, shas, _ = mirrors
+    first, second = shas["good"]
+    assert registry.register("hf://org/good@v1", "by-tag").revision == first
+    assert registry.register("hf://org/good", "by-main").revision == second
+    assert registry.register(f"hf://org/good@{first}", "by-sha").revision == first
+    assert registry.load("by-tag").sigma == 0.25
+    assert registry.load("by-main").sigma == 0.5  # the second commit's card
+    saved = yaml.safe_load(registry.user_file.read_text())["experts"]
+    assert saved["by-tag"]["revision"] == first and saved["by-tag"]["source"] == "hf://org/good"
+
+
+def test_second_load_makes_no_request_and_offline_uses_cache(registry, server, tmp_path,
+                                                             monkeypatch):
+    registry.register("hf://org/good@v1", "e")
+    registry.load("e")
+    before = server.request_count()
+    expert = registry.load("e")
+    assert server.request_count() == before, server.requests()[before:]
+    assert expert.card.name == "e" and expert.source.startswith("hf://org/good@")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert registry.load("e").sigma == 0.25
+    assert server.request_count() == before
+
+
+def test_offline_and_not_cached_is_a_clear_error(registry, tmp_path, monkeypatch):
+    registry.register("hf://org/good@v1", "e")
+    entry = registry.get("e")
+    fresh = Registry(registry.project_file, registry.user_file, endpoint=registry.endpoint,
+                     cache_dir=tmp_path / "empty-cache", offline=True)
+    assert not fresh.is_cached(entry)
+    with pytest.raises(HubError, match="offline.*rsrouter experts pull"):
+        fresh.load("e")
+    with pytest.raises(HubError, match="offline"):  # a tag cannot be resolved offline
+        fresh.pull("hf://org/good@v1")
+
+
+def test_card_that_disagrees_with_its_weights_is_refused_at_registration(registry):
+    with pytest.raises(IntegrityError, match="a{64}"):
+        registry.register("hf://org/lying-card", "liar")
+    assert "liar" not in registry.entries()
+
+
+def test_class_count_mismatch_is_refused(registry):
+    with pytest.raises(CardError, match="class-count mismatch"):
+        registry.register("hf://org/wrong-classes", "wrong")
+
+
+def test_truncated_weights_are_refused(registry):
+    with pytest.raises(IntegrityError, match="truncated or corrupt"):
+        registry.register("hf://org/truncated", "cut")
+
+
+def _tamper_blob(repo: Path, data: bytes) -> bytes:
+    """Replace the loose git object of ``data`` with other bytes of the same length, as a
+    compromised mirror would serve them under the same commit."""
+    oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    path = repo / ".git" / "objects" / oid[:2] / oid[2:]
+    bad = bytes([data[0] ^ 0xFF]) + data[1:-1] + bytes([data[-1] ^ 0xFF])
+    os.chmod(path, 0o644)
+    path.write_bytes(zlib.compress(b"blob %d\0" % len(bad) + bad))
+    return bad
+
+
+def test_served_file_differing_from_the_pinned_hash(registry, mirrors, tmp_path):
+    root, shas, good = mirrors
+    entry = registry.register("hf://org/tampered", "t")
+    bad = _tamper_blob(root / "models/org/tampered", good["model.safetensors"])
+    fresh = Registry(registry.project_file, registry.user_file, endpoint=registry.endpoint,
+                     cache_dir=tmp_path / "fresh-cache")
+    with pytest.raises(IntegrityError) as e:
+        fresh.load("t")
+    message = str(e.value)
+    assert entry.weights_sha256 in message and hashlib.sha256(bad).hexdigest() in message
+    assert "model.safetensors" in message and "deleted" in message
+    assert not hub.is_cached("org/tampered", shas["tampered"][0], ["model.safetensors"],
+                             cache_dir=tmp_path / "fresh-cache")
+
+
+def test_local_folder_registry_and_conflicts(registry, digits_expert, tmp_path):
+    entry = registry.register(digits_expert, "local")
+    assert entry.revision is None and registry.is_cached(entry)
+    assert registry.verify("local").sigma == 0.25
+    with pytest.raises(RegistryError, match="already registered"):
+        registry.register(digits_expert, "local")
+    registry.project_file.write_text(yaml.safe_dump({"experts": {"local": entry.to_yaml()}}))
+    with pytest.raises(RegistryError, match="both"):
+        registry.entries()
+    registry.project_file.unlink()
+    registry.remove("local")
+    with pytest.raises(UnknownExpertError, match="unknown expert 'local'"):
+        registry.get("local")
+
+
+def test_registered_local_folder_whose_weights_change(registry, digits_expert, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(digits_expert, folder)
+    registry.register(str(folder), "mine")
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match"):
+        registry.load("mine")
+
+
+def test_train_push_register_certify_round_trip(digits_expert, server, mirrors, tmp_path,
+                                                capsys):
+    """experts train (the fixture) -> push to a git remote the mirror serves -> register hf://
+    -> certify, all through the command line."""
+    import subprocess
+
+    remote = mirrors[0] / "models" / "org" / "pushed"
+    remote.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(remote)], check=True)
+    subprocess.run(["git", "-C", str(remote), "config", "receive.denyCurrentBranch",
+                    "updateInstead"], check=True)
+    assert main(["experts", "push", digits_expert, "--repo", "org/pushed",
+                 "--git-remote", str(remote)]) == 0
+    out = capsys.readouterr().out
+    sha = out.split("at commit ")[1].split()[0]
+    assert f"hf://org/pushed@{sha}" in out
+    assert main(["experts", "register", f"hf://org/pushed@{sha}", "--name", "pushed",
+                 "--endpoint", server.endpoint]) == 0
+    assert main(["experts", "list", "--endpoint", server.endpoint]) == 0
+    listing = capsys.readouterr().out
+    assert "pushed" in listing and sha[:12] in listing and "yes" in listing
+    tsv = tmp_path / "cert.tsv"
+    assert main(["certify", "--model", "pushed", "--dataset", "digits", "--n0", "20", "--n", "200",
+                 "--alpha", "0.01", "--max", "50", "--skip", "10", "--batch-size", "500",
+                 "--out", str(tsv), "--no-progress", "--endpoint", server.endpoint]) == 0
+    df = read_tsv(tsv)
+    assert len(df) == 5 and (df["sigma"] == 0.25).all()
+    assert main(["experts", "verify", "pushed", "--endpoint", server.endpoint]) == 0
+    assert main(["experts", "remove", "pushed"]) == 0
+    assert main(["experts", "show", "pushed"]) == 2
+    assert "unknown expert" in capsys.readouterr().err
