@@ -46,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("certify", help="certify a dataset with an expert (Cohen et al.'s CERTIFY)")
-    p.add_argument("--model", required=True, help="expert folder, registered name or hf://org/name")
+    p = sub.add_parser("certify", help="certify a dataset with an expert or a routed ensemble")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="expert folder, registered name or hf://org/name[@rev]")
+    which.add_argument("--router", help="router folder: certify the routed ensemble")
+    p.add_argument("--alpha-split", type=float, default=0.5,
+                   help="share of alpha given to the router (default 0.5)")
     p.add_argument("--sigma", type=float, help="noise level (default: the expert card's)")
     p.add_argument("--endpoint", help="Hub endpoint for hf:// models")
     p.add_argument("--offline", action="store_true", default=None, help="Hub cache only")
@@ -58,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tsv", nargs="+", help="certification TSVs (name=path to label a curve)")
     p.add_argument("--plot", help="write the accuracy-versus-radius curves to this PNG")
     p.set_defaults(func=cmd_summary)
+
+    router = sub.add_parser("router", help="train a smoothed router from a plugin config")
+    rsub = router.add_subparsers(dest="router_command", required=True)
+    p = rsub.add_parser("train", help="label, train and save a router (resumable)")
+    p.add_argument("--config", required=True, help="plugin config (YAML)")
+    p.add_argument("--out", required=True, help="router folder to write")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_router_train)
 
     experts = sub.add_parser("experts", help="train, register, pull, verify experts")
     esub = experts.add_subparsers(dest="experts_command", required=True)
@@ -135,6 +148,8 @@ def _device(name: str | None) -> str:
 
 
 def cmd_certify(args: argparse.Namespace) -> None:
+    if args.router:
+        return _certify_routed(args)
     from .data import load_dataset, subset_indices
     from .runs import certify_dataset
 
@@ -160,6 +175,41 @@ def cmd_certify(args: argparse.Namespace) -> None:
                     batch_size=args.batch_size, seed=args.seed, settings=settings,
                     progress=not args.no_progress, desc=f"certify {expert.name}")
     _print_summary({expert.name: args.out})
+
+
+def _certify_routed(args: argparse.Namespace) -> None:
+    from .data import load_dataset, subset_indices
+    from .router import ROUTED_EXTRAS, load_routed, routed_extras
+    from .runs import certify_dataset
+
+    if args.sigma is not None:
+        raise RsrouterError("--sigma applies to --model only; a router's experts keep their own")
+    routed = load_routed(args.router, device=_device(args.device), registry=_registry(args),
+                         alpha_split=args.alpha_split, compile=args.compile,
+                         precision=args.precision)
+    dataset = load_dataset(args.dataset, args.split, args.data_root)
+    _check_dataset(routed.experts[0], dataset)
+    indices = subset_indices(len(dataset), args.skip, args.max)
+    settings = {"router": str(args.router), "router_sha256": routed.router.card.weights_sha256,
+                "experts": [e.card.weights_sha256 for e in routed.experts],
+                "alpha_split": args.alpha_split, "dataset": args.dataset, "split": args.split,
+                "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed,
+                "skip": args.skip, "max": args.max, "mode": routed.mode}
+    certify_dataset(routed, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                    batch_size=args.batch_size, seed=args.seed, settings=settings,
+                    extras=ROUTED_EXTRAS, row_extras=routed_extras,
+                    progress=not args.no_progress, desc="certify routed")
+    _print_summary({"routed": args.out})
+
+
+def cmd_router_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .train import train_router
+
+    cfg = load_config(args.config)
+    out = train_router(cfg, args.out, device=_device(args.device), progress=not args.no_progress)
+    print(f"router written to {out}; certify with: rsrouter certify --router {out} "
+          f"--dataset {cfg.data.dataset} --out routed.tsv")
 
 
 def _check_dataset(expert, dataset) -> None:

@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownArchitectureError
+from .models import resolve_architecture
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("step", "cosine", "constant")
@@ -167,6 +168,10 @@ def validate(cfg: RouterConfig) -> RouterConfig:
         raise ConfigError("data.dataset: missing key (digits, fashion-mnist, cifar10, imagenet)")
     if cfg.data.split not in ("train", "test"):
         raise ConfigError(f"data.split: must be train or test, got {cfg.data.split!r}")
+    try:
+        resolve_architecture(cfg.router.arch)
+    except UnknownArchitectureError as e:
+        raise ConfigError(f"router.arch: {e}") from e
     if cfg.router.sigma is not None and not cfg.router.sigma > 0:
         raise ConfigError(f"router.sigma: must be > 0 (pixel units), got {cfg.router.sigma}")
     checks = [

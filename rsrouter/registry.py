@@ -229,6 +229,11 @@ class Registry:
             return expert
         if Path(name_or_path).is_dir():
             return load_expert_folder(name_or_path, **kw)
+        if name_or_path not in self.entries():
+            known = ", ".join(sorted(self.entries())) or "(none)"
+            raise UnknownExpertError(
+                f"{name_or_path!r} is neither an expert folder nor a registered expert name "
+                f"(registered: {known}) nor an hf://org/name URI")
         entry = self.get(name_or_path)
         expert = load_expert_folder(self.local_folder(entry), expected_sha256=entry.weights_sha256,
                                     **kw)

@@ -238,21 +238,23 @@ class Smooth:
     def certify_batch(
         self, xs: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = 1000,
         seed: int = 0, indices: Sequence[int] | None = None,
+        stages: tuple[str, str] = ("select", "estimate"),
     ) -> list[Certificate]:
         """Certify each input of ``xs`` [B, C, H, W]; noisy copies of several inputs share batches.
 
         ``indices`` (default ``0..B-1``) seed each input's noise, so a dataset index gives the same
-        certificate whether the input is certified alone or with others.
+        certificate whether the input is certified alone or with others. ``stages`` name the
+        selection and estimation noise streams (a router uses its own).
         """
         _check_count("n0", n0)
         _check_count("n", n)
         _check_alpha(alpha)
         xs, indices = self._check_inputs(xs, indices)
         select = self.sample_counts(xs, n0, batch_size=batch_size, seed=seed, indices=indices,
-                                    stage="select")
+                                    stage=stages[0])
         c_a = select.argmax(dim=1)
         estimate = self.sample_counts(xs, n, batch_size=batch_size, seed=seed, indices=indices,
-                                      stage="estimate")
+                                      stage=stages[1])
         n_a = estimate.gather(1, c_a[:, None])[:, 0]
         return [
             certificate_from_counts(int(c), int(k), n, n0, self.sigma, alpha, seed, int(i),
@@ -272,14 +274,14 @@ class Smooth:
 
     def predict_batch(
         self, xs: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000, seed: int = 0,
-        indices: Sequence[int] | None = None,
+        indices: Sequence[int] | None = None, stage: str = "predict",
     ) -> list[int]:
         """PREDICT for each input of ``xs`` [B, C, H, W]."""
         _check_count("n", n)
         _check_alpha(alpha)
         xs, indices = self._check_inputs(xs, indices)
         counts = self.sample_counts(xs, n, batch_size=batch_size, seed=seed, indices=indices,
-                                    stage="predict")
+                                    stage=stage)
         return [predict_from_counts(row, alpha) for row in counts.tolist()]
 
     @torch.no_grad()

@@ -1,9 +1,9 @@
-"""Expert training with Gaussian noise augmentation (Cohen et al. 2019's recipe).
+"""Training loops: experts (Gaussian noise augmentation, Cohen et al. 2019) and routers (Dual RS).
 
-``train_expert`` writes an expert folder (config.json + model.safetensors + README.md). It saves a
-checkpoint (safetensors, no pickle) after every epoch under ``OUT/.train/`` and resumes from it when
-rerun with the same settings; each epoch's shuffling and noise come from a generator seeded by
-(seed, epoch), so an interrupted-then-resumed run ends with the weights of an uninterrupted one.
+Both save a checkpoint (safetensors, no pickle) after every epoch under ``OUT/.train/`` and resume
+from it when rerun with the same settings; each epoch's shuffling and noise come from a generator
+seeded by (seed, epoch), so an interrupted-then-resumed run ends with the weights of an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .card import CONFIG_FILE, ExpertCard, save_expert
+from .config import RouterConfig
 from .data import TensorImageDataset, load_dataset
-from .errors import ResumeError
+from .errors import ConfigError, ResumeError
 from .files import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
-from .models import architecture_source
+from .labels import RouterLabels, cache_key, cache_path, compute_labels
+from .models import NormalizedModel, architecture_source
 from .smoothing import stream_seed
 
 CHECKPOINT = ".train/checkpoint.safetensors"
@@ -68,6 +72,87 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, dict]]
+
+
+def fit(
+    model: NormalizedModel,
+    optimizer: torch.optim.Optimizer,
+    batches: Callable[[torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+    step: Step,
+    lr_at: Callable[[int, int], float],
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    seed: int,
+    out: Path,
+    settings: dict,
+    device: str,
+    desc: str,
+    progress: bool,
+    stop_after_epoch: int | None = None,
+) -> dict | None:
+    """The shared epoch loop: per-(seed, epoch) generators, checkpoint and resume.
+
+    ``step(x, y, gen) -> (loss, stats)``; ``lr_at(epoch, step)``. Returns the last epoch's mean
+    stats, or None when stopped early by ``stop_after_epoch`` (checkpoint kept).
+    """
+    ckpt_path = out / CHECKPOINT
+    start_epoch, stats = 0, {}
+    if ckpt_path.is_file():
+        tensors, meta = load_tensors(ckpt_path)
+        if meta.get("settings") != json.loads(json.dumps(settings)):
+            raise ResumeError(f"{ckpt_path} was written by a run with other settings; delete "
+                              f"{out / '.train'} to start over")
+        model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        restore_optimizer(optimizer, tensors, meta["optimizer"])
+        start_epoch, stats = meta["epoch"], meta["stats"]
+    bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not progress, desc=desc, unit="step")
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(stream_seed(seed, epoch, "train"))
+        sums: dict[str, float] = {}
+        seen = 0
+        for i, (x, y) in enumerate(batches(gen)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(epoch, i)
+            loss, batch_stats = step(x.to(device), y.to(device), gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(x)
+            for key, value in batch_stats.items():
+                sums[key] = sums.get(key, 0.0) + value * len(x)
+            stats = {key: round(value / seen, 4) for key, value in sums.items()}
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, **stats)
+        opt_tensors, opt_meta = optimizer_tensors(optimizer)
+        net_tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
+        save_tensors(ckpt_path, {**net_tensors, **opt_tensors},
+                     {"settings": settings, "epoch": epoch + 1, "optimizer": opt_meta,
+                      "stats": stats})
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch < epochs:
+            bar.close()
+            return None
+    bar.close()
+    return stats
+
+
+def _finish(out: Path) -> None:
+    ckpt = out / CHECKPOINT
+    ckpt.unlink(missing_ok=True)
+    if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
+        ckpt.parent.rmdir()
+
+
+def _finished_settings(out: Path, block: str) -> dict | None:
+    """The settings of a finished run in ``out`` (None when there is none)."""
+    if not (out / CONFIG_FILE).is_file() or (out / CHECKPOINT).is_file():
+        return None
+    return json.loads((out / CONFIG_FILE).read_text())[block].get("training", {}).get("settings")
+
+
 def train_expert(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -90,14 +175,11 @@ def train_expert(
     config.validate()
     out = Path(out)
     settings = asdict(config)
-    ckpt_path = out / CHECKPOINT
-    if (out / CONFIG_FILE).is_file() and not ckpt_path.is_file():
-        done = json.loads((out / CONFIG_FILE).read_text())["rs_expert"].get("training", {})
-        if done.get("settings") == settings:
+    if (out / CONFIG_FILE).is_file() and not (out / CHECKPOINT).is_file():
+        if _finished_settings(out, "rs_expert") == settings:
             return out
         raise ResumeError(f"{out} already holds an expert trained with other settings; choose "
                           "another --out or delete the folder")
-
     train = load_dataset(config.dataset, "train", data_root)
     if config.train_size is not None:
         train = TensorImageDataset(train.images[: config.train_size],
@@ -112,67 +194,189 @@ def train_expert(
     model = card.build_model().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
-    start_epoch = 0
-    if ckpt_path.is_file():
-        tensors, meta = load_tensors(ckpt_path)
-        if meta.get("settings") != settings:
-            raise ResumeError(f"{ckpt_path} was written by a run with other settings "
-                              f"({meta.get('settings')}); delete {out / '.train'} to start over")
-        model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        restore_optimizer(optimizer, tensors, meta["optimizer"])
-        start_epoch = meta["epoch"]
+    steps = math.ceil(len(train) / config.batch_size)
 
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, disable=not progress,
-               desc=f"train {config.arch} sigma={config.sigma}", unit="step")
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        gen = torch.Generator().manual_seed(stream_seed(config.seed, epoch, "train"))
-        correct = seen = 0
-        loss_sum = 0.0
-        for step, (x, y) in enumerate(epoch_batches(train, config.batch_size, gen)):
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(config.lr, epoch * steps_per_epoch + step, total)
-            x, y = x.to(device), y.to(device)
-            noise = torch.randn(x.shape, generator=gen).to(device)
-            logits = model(x + config.sigma * noise)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
-                            noisy_acc=f"{correct / seen:.3f}")
-        opt_tensors, opt_meta = optimizer_tensors(optimizer)
-        net_tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
-        save_tensors(ckpt_path, {**net_tensors, **opt_tensors},
-                     {"settings": settings, "epoch": epoch + 1, "optimizer": opt_meta,
-                      "noisy_train_accuracy": correct / seen})
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch < config.epochs:
-            bar.close()
-            return out
-    bar.close()
+    def step(x, y, gen):
+        noise = torch.randn(x.shape, generator=gen).to(x.device)
+        logits = model(x + config.sigma * noise)
+        loss = F.cross_entropy(logits, y)
+        return loss, {"loss": float(loss.detach()),
+                      "noisy_acc": float((logits.argmax(1) == y).float().mean())}
 
-    _, meta = load_tensors(ckpt_path)
+    stats = fit(model, optimizer, lambda g: epoch_batches(train, config.batch_size, g), step,
+                lambda e, i: cosine_lr(config.lr, e * steps + i, steps * config.epochs),
+                epochs=config.epochs, steps_per_epoch=steps, seed=config.seed, out=out,
+                settings=settings, device=device, desc=f"train {config.arch} sigma={config.sigma}",
+                progress=progress, stop_after_epoch=stop_after_epoch)
+    if stats is None:
+        return out
     card.training = {
         "method": "Gaussian noise augmentation (Cohen et al. 2019)",
-        "noise_sigma": config.sigma,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "optimizer": f"SGD (nesterov, momentum {config.momentum})",
-        "lr": config.lr,
-        "schedule": "cosine, per step",
-        "weight_decay": config.weight_decay,
-        "seed": config.seed,
-        "train_inputs": len(train),
-        "noisy_train_accuracy": round(meta["noisy_train_accuracy"], 4),
+        "noise_sigma": config.sigma, "epochs": config.epochs, "batch_size": config.batch_size,
+        "optimizer": f"SGD (nesterov, momentum {config.momentum})", "lr": config.lr,
+        "schedule": "cosine, per step", "weight_decay": config.weight_decay, "seed": config.seed,
+        "train_inputs": len(train), "noisy_train_accuracy": stats.get("noisy_acc"),
         "settings": settings,
     }
     save_expert(out, model.net.cpu(), card)
-    ckpt_path.unlink()
-    ckpt_path.parent.rmdir()
+    _finish(out)
     return out
+
+
+# ---- routers ----------------------------------------------------------------------------------
+
+
+def router_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None,
+                copies: int, lam: float, eta: float) -> tuple[torch.Tensor, dict]:
+    """Class-weighted soft cross-entropy over ``copies`` noisy copies, plus consistency.
+
+    ``logits``: ``[copies * B, K]`` (copy-major); ``target``: ``[B, K]`` soft labels. The
+    consistency term (Jeong & Shin 2020) is ``lam * mean_i KL(p_mean || p_i) + eta * H(p_mean)``.
+    """
+    log_p = F.log_softmax(logits, dim=1).view(copies, -1, logits.shape[1])
+    w = target if weights is None else target * weights[None, :]
+    ce = -(w[None] * log_p).sum(dim=2).mean()
+    stats = {"ce": float(ce.detach())}
+    loss = ce
+    if lam > 0 or eta > 0:
+        p = log_p.exp()
+        p_mean = p.mean(dim=0)
+        log_mean = p_mean.clamp_min(1e-12).log()
+        kl = (p_mean[None] * (log_mean[None] - log_p)).sum(dim=2).mean()
+        entropy = -(p_mean * log_mean).sum(dim=1).mean()
+        loss = loss + lam * kl + eta * entropy
+        stats.update(kl=float(kl.detach()), entropy=float(entropy.detach()))
+    return loss, stats
+
+
+def _router_lr(cfg: RouterConfig, steps: int) -> Callable[[int, int], float]:
+    sched = cfg.train.schedule
+    if sched.type == "cosine":
+        return lambda e, i: cosine_lr(cfg.train.lr, e * steps + i, steps * cfg.train.epochs)
+    if sched.type == "step":
+        return lambda e, i: cfg.train.lr * sched.gamma ** sum(e >= m for m in sched.milestones)
+    return lambda e, i: cfg.train.lr
+
+
+def router_sigma(cfg: RouterConfig, experts) -> float:
+    """``router.sigma``, defaulting to the largest expert sigma (warns when below it)."""
+    largest = max(e.sigma for e in experts)
+    sigma = cfg.router.sigma if cfg.router.sigma is not None else largest
+    if sigma < largest:
+        warnings.warn(f"router.sigma {sigma} is below the largest expert sigma {largest}; Dual RS "
+                      "uses sigma_r >= max sigma_k", stacklevel=2)
+    return float(sigma)
+
+
+def load_config_experts(cfg: RouterConfig, registry=None, device: str = "cpu") -> list:
+    """Load the config's experts, naming the failing entry; check they share one task."""
+    from .errors import RsrouterError
+    from .registry import Registry
+    from .router import check_compatible
+
+    registry = registry or Registry()
+    experts = []
+    for i, ref in enumerate(cfg.experts):
+        try:
+            experts.append(registry.load(ref, device=device))
+        except RsrouterError as e:
+            raise ConfigError(f"experts[{i}] ({ref}): {e}") from e
+    check_compatible(experts)
+    datasets = {e.card.dataset for e in experts}
+    if datasets != {cfg.data.dataset}:
+        raise ConfigError(f"data.dataset is {cfg.data.dataset!r} but the experts were trained on "
+                          f"{sorted(datasets)}")
+    return experts
+
+
+def train_router(
+    cfg: RouterConfig,
+    out: str | os.PathLike,
+    *,
+    experts: list | None = None,
+    dataset: Dataset | None = None,
+    registry=None,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+) -> Path:
+    """Label, train and save a router for ``cfg``'s experts into the folder ``out``.
+
+    ``experts`` and ``dataset`` override loading them from the config (for custom tasks).
+
+    Labels are cached under ``out/.labels`` (keyed by the experts' sha256 and the label
+    settings) and training checkpoints under ``out/.train``; both resume.
+
+    Raises:
+        ConfigError: experts that cannot be loaded or do not share one task.
+        ResumeError: ``out`` holds a router trained with other settings.
+    """
+    from .router import ExpertRef, RouterCard, save_router
+
+    out = Path(out)
+    settings = cfg.to_dict()
+    finished = _finished_settings(out, "rs_router")
+    if finished is not None:
+        if finished == json.loads(json.dumps(settings)):
+            return out
+        raise ResumeError(f"{out} already holds a router trained with other settings; choose "
+                          "another --out or delete the folder")
+    experts = experts or load_config_experts(cfg, registry, device)
+    sigma_r = router_sigma(cfg, experts)
+    dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.root)
+    labels = labels_for(cfg, experts, out, progress=progress, dataset=dataset)
+    kept = labels.kept
+    if int(kept.sum()) == 0:
+        raise ConfigError("no training input is certified by any expert; check the experts and "
+                          "labels.n / labels.alpha")
+    images = torch.stack([dataset[int(i)][0] for i in labels.indices[kept]])
+    targets = labels.soft_labels(cfg.labels.temperature)
+    weights = labels.class_weights().to(device) if cfg.train.class_weights else None
+
+    info = dataset.info
+    card = RouterCard(architecture=cfg.router.arch, input_size=info.input_size, mean=info.mean,
+                      std=info.std, sigma=sigma_r, dataset=info.name,
+                      experts=[ExpertRef.of(e) for e in experts])
+    torch.manual_seed(cfg.seed)
+    model = card.build_model().to(device)
+    t = cfg.train
+    if t.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
+                                    weight_decay=t.weight_decay, nesterov=True)
+    train_set = TensorImageDataset(images, targets, info)
+    steps = math.ceil(len(train_set) / t.batch_size)
+    copies = t.noise_copies
+
+    def step(x, y, gen):
+        xs = x.repeat(copies, 1, 1, 1)
+        noise = torch.randn(xs.shape, generator=gen).to(x.device)
+        logits = model(xs + sigma_r * noise)
+        loss, stats = router_loss(logits, y, weights, copies, t.consistency.lam, t.consistency.eta)
+        best = y.argmax(1)
+        stats["agree"] = float((logits.view(copies, len(x), -1).mean(0).argmax(1) == best)
+                               .float().mean())
+        return loss, stats
+
+    stats = fit(model, optimizer, lambda g: epoch_batches(train_set, t.batch_size, g), step,
+                _router_lr(cfg, steps), epochs=t.epochs, steps_per_epoch=steps, seed=cfg.seed,
+                out=out, settings=settings, device=device,
+                desc=f"train router {cfg.router.arch} sigma={sigma_r}", progress=progress,
+                stop_after_epoch=stop_after_epoch)
+    if stats is None:
+        return out
+    card.labels = {**cfg.to_dict()["labels"], **labels.summary()}
+    card.training = {"settings": settings, "final": stats, "train_inputs": len(train_set)}
+    save_router(out, model.net.cpu(), card)
+    _finish(out)
+    return out
+
+
+def labels_for(cfg: RouterConfig, experts, out: str | os.PathLike, *, progress: bool = False,
+               dataset: Dataset | None = None) -> RouterLabels:
+    """The router labels of ``cfg`` and ``experts``, cached (and resumed) under ``out``."""
+    dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.root)
+    key = cache_key(experts, cfg.labels, cfg.data.dataset, cfg.data.split, cfg.seed)
+    return compute_labels(experts, dataset, cfg.labels, seed=cfg.seed, cache=cache_path(out, key),
+                          key=key, progress=progress)

@@ -27,3 +27,12 @@ def _isolated_home(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RSROUTER_CONFIG_DIR", str(tmp_path / "rsrouter-config"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def digits_expert_wide(tmp_path_factory) -> str:
+    """A second digits expert (cnn_tiny, sigma 0.5), for routing tests."""
+    out = tmp_path_factory.mktemp("experts") / "digits-tiny-wide"
+    train_expert(TrainConfig("digits", "cnn_tiny", 0.5, epochs=3, batch_size=64, lr=0.05), out,
+                 name="digits-tiny-wide", progress=False)
+    return str(out)

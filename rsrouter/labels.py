@@ -1,0 +1,145 @@
+"""Router labels (the Dual RS recipe): which expert certifies each training input the farthest.
+
+For each training input and expert ``k``: draw ``n`` noisy copies at the expert's sigma, count the
+true class, and take the certified radius ``R_k`` at ``alpha`` (0 when the bound is <= 1/2, i.e.
+wrong or abstaining). Inputs where every ``R_k`` is 0 are dropped; the soft label is
+``softmax(R / temperature)``; class weights are ``1 / (K q_k)`` with ``q_k`` the share of inputs
+whose best expert is ``k``.
+
+This is the expensive step: it is batched across inputs, shows progress, is cached next to the
+router's output under a key made of the experts' sha256 and the label settings, and resumes after
+an interruption (each finished chunk is saved atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import beta, norm
+from tqdm.auto import tqdm
+
+from .config import LabelSpec
+from .files import load_tensors, save_tensors
+from .smoothing import Smooth
+
+CHUNK = 1000
+
+
+@dataclass
+class RouterLabels:
+    """Per-input true-class counts for every expert, and what the recipe derives from them."""
+
+    indices: torch.Tensor  # [N] dataset indices
+    counts: torch.Tensor  # [N, K] true-class counts out of n
+    n: int
+    alpha: float
+    sigmas: tuple[float, ...]
+
+    @property
+    def radii(self) -> torch.Tensor:
+        """``[N, K]`` certified radius of the true class (0 when the bound is <= 1/2)."""
+        return torch.from_numpy(label_radii(self.counts.numpy(), self.n, self.alpha, self.sigmas))
+
+    @property
+    def kept(self) -> torch.Tensor:
+        """Mask of inputs that at least one expert certifies (the others are dropped)."""
+        return (self.radii > 0).any(dim=1)
+
+    def soft_labels(self, temperature: float = 1.0) -> torch.Tensor:
+        """``softmax(R / temperature)`` over experts, for the kept inputs."""
+        return torch.softmax(self.radii[self.kept].double() / temperature, dim=1).float()
+
+    def best_share(self) -> torch.Tensor:
+        """``q_k``: share of kept inputs whose largest radius is expert ``k``'s."""
+        best = self.radii[self.kept].argmax(dim=1)
+        return torch.bincount(best, minlength=len(self.sigmas)).float() / max(1, len(best))
+
+    def class_weights(self) -> torch.Tensor:
+        """``1 / (K q_k)`` (mean weight 1 over inputs); an expert never best gets weight 0."""
+        q = self.best_share()
+        w = torch.where(q > 0, 1.0 / (len(q) * q.clamp_min(1e-12)), torch.zeros_like(q))
+        return w
+
+    def summary(self) -> dict:
+        r = self.radii
+        return {"inputs": int(len(self.indices)), "kept": int(self.kept.sum()),
+                "best_share": [round(float(v), 4) for v in self.best_share()],
+                "mean_radius": [round(float(v), 4) for v in r.mean(dim=0)]}
+
+
+def label_radii(counts: np.ndarray, n: int, alpha: float, sigmas: Sequence[float]) -> np.ndarray:
+    """Vectorized ``sigma_k * Phi^-1(CP lower bound)``, 0 where the bound is <= 1/2."""
+    counts = np.asarray(counts)
+    with np.errstate(all="ignore"):
+        p_lower = np.where(counts > 0, beta.ppf(alpha, np.maximum(counts, 1), n - counts + 1), 0.0)
+    radius = np.asarray(sigmas)[None, :] * norm.ppf(np.clip(p_lower, 0.5, 1.0))
+    return np.where(p_lower > 0.5, radius, 0.0)
+
+
+def choose_subset(length: int, subset: int | None, seed: int) -> torch.Tensor:
+    """A fixed random subset of ``range(length)`` (all of it when ``subset`` is None), sorted."""
+    if subset is None or subset >= length:
+        return torch.arange(length)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(length, generator=gen)[:subset].sort().values
+
+
+def cache_key(experts: Sequence, spec: LabelSpec, dataset: str, split: str, seed: int) -> dict:
+    """What the labels depend on: the experts' weights and sigmas and the label settings."""
+    return {"experts": [e.card.weights_sha256 for e in experts],
+            "sigmas": [e.sigma for e in experts], "n": spec.n, "alpha": spec.alpha,
+            "subset": spec.subset, "dataset": dataset, "split": split, "seed": seed}
+
+
+def cache_path(out: str | os.PathLike, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(out) / ".labels" / f"labels-{digest}.safetensors"
+
+
+def compute_labels(
+    experts: Sequence[Smooth],
+    dataset,
+    spec: LabelSpec,
+    *,
+    seed: int,
+    cache: str | os.PathLike | None = None,
+    key: dict | None = None,
+    progress: bool = True,
+) -> RouterLabels:
+    """Count the true class under each expert's noise for a subset of ``dataset``.
+
+    ``cache`` (a .safetensors path) holds finished chunks; a run with the same ``key`` resumes
+    from it, a different key starts over.
+    """
+    indices = choose_subset(len(dataset), spec.subset, seed)
+    counts = torch.full((len(indices), len(experts)), -1, dtype=torch.long)
+    done = 0
+    if cache is not None and Path(cache).is_file():
+        tensors, meta = load_tensors(cache)
+        if meta.get("key") == key and torch.equal(tensors["indices"], indices):
+            counts, done = tensors["counts"], meta["done"]
+    bar = tqdm(total=len(indices), initial=done, disable=not progress, desc="router labels",
+               unit="img")
+    for start in range(done, len(indices), CHUNK):
+        idx = indices[start:start + CHUNK].tolist()
+        items = [dataset[i] for i in idx]
+        xs = torch.stack([x for x, _ in items])
+        ys = torch.tensor([int(y) for _, y in items])
+        for k, expert in enumerate(experts):
+            c = expert.sample_counts(xs, spec.n, batch_size=spec.batch_size, seed=seed,
+                                     indices=idx, stage="label")
+            counts[start:start + len(idx), k] = c.gather(1, ys[:, None])[:, 0]
+        done = start + len(idx)
+        if cache is not None:
+            save_tensors(cache, {"indices": indices, "counts": counts},
+                         {"key": key, "done": done})
+        bar.update(len(idx))
+    bar.close()
+    return RouterLabels(indices, counts, spec.n, spec.alpha, tuple(e.sigma for e in experts))

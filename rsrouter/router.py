@@ -1,0 +1,382 @@
+"""Smoothed routers and certified routing (Dual RS, Sun, Mao, Vechev 2026).
+
+A router is a classifier over experts, smoothed with its own noise ``sigma_r``. For an input x:
+
+1. the router CERTIFIES its choice ``k`` within ``R_router`` at ``alpha_r`` (else ABSTAIN);
+2. expert ``k`` CERTIFIES its class within ``R_expert`` at ``alpha_e`` (else ABSTAIN);
+3. the routed prediction is certified within ``min(R_router, R_expert)`` with probability at least
+   ``1 - alpha_r - alpha_e`` (union bound; no independence between the stages is needed).
+
+Only the chosen expert is evaluated, so the cost is the router's plus one expert's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from . import __version__, hub
+from .card import CONFIG_FILE, README_FILE, WEIGHTS_FILE, _require, check_state_dict
+from .errors import CardError, ConfigError, IntegrityError, UnknownExpertError
+from .expert import Expert
+from .files import atomic_write_json, atomic_write_text, load_tensors, save_tensors, sha256_file
+from .models import NormalizedModel, create_model
+from .smoothing import ABSTAIN, Certificate, Smooth
+
+ROUTER_STAGES = ("router-select", "router-estimate")
+
+
+@dataclass
+class ExpertRef:
+    """How a router names one of its experts: registry name, source, pinned sha, weights hash."""
+
+    name: str
+    source: str
+    revision: str | None
+    weights_sha256: str
+    sigma: float
+
+    @classmethod
+    def of(cls, expert: Expert) -> ExpertRef:
+        source = expert.source
+        revision = None
+        if source.startswith(hub.HF_PREFIX) and "@" in source:
+            source, revision = source.rsplit("@", 1)
+        return cls(expert.name, source, revision, expert.card.weights_sha256, expert.sigma)
+
+
+@dataclass
+class RouterCard:
+    """config.json of a router folder: timm-style header plus an ``rs_router`` block."""
+
+    architecture: str
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sigma: float
+    dataset: str
+    experts: list[ExpertRef]
+    weights_sha256: str = ""
+    labels: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.experts)
+
+    num_classes = num_experts  # the router's classes are its experts
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "num_classes": self.num_experts,
+            "pretrained_cfg": {"input_size": list(self.input_size), "mean": list(self.mean),
+                               "std": list(self.std), "num_classes": self.num_experts},
+            "rs_router": {
+                "sigma": self.sigma, "dataset": self.dataset,
+                "experts": [vars(e) for e in self.experts],
+                "weights_sha256": self.weights_sha256, "labels": self.labels,
+                "training": self.training, "results": self.results,
+                "rsrouter_version": __version__,
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str) -> RouterCard:
+        rs = _require(config, "rs_router", dict, where)
+        cfg = _require(config, "pretrained_cfg", dict, where)
+        experts = [ExpertRef(**e) for e in _require(rs, "experts", list, where, "rs_router.")]
+        card = cls(architecture=_require(config, "architecture", str, where),
+                   input_size=tuple(_require(cfg, "input_size", list, where, "pretrained_cfg.")),
+                   mean=tuple(cfg.get("mean", ())), std=tuple(cfg.get("std", ())),
+                   sigma=_require(rs, "sigma", (int, float), where, "rs_router."),
+                   dataset=_require(rs, "dataset", str, where, "rs_router."), experts=experts,
+                   weights_sha256=rs.get("weights_sha256", ""), labels=rs.get("labels", {}),
+                   training=rs.get("training", {}), results=rs.get("results", {}))
+        if not card.sigma > 0:
+            raise CardError(f"{where}: rs_router.sigma must be > 0, got {card.sigma}")
+        if config.get("num_classes") != len(experts) or len(experts) < 2:
+            raise CardError(f"{where}: num_classes ({config.get('num_classes')}) must equal the "
+                            f"number of experts ({len(experts)}), at least 2")
+        return card
+
+    def build_model(self) -> NormalizedModel:
+        return NormalizedModel(create_model(self.architecture, self.num_experts, self.input_size),
+                               self.mean, self.std)
+
+
+class SmoothedRouter(Smooth):
+    """A smoothed classifier over experts, with its card (``router.card``)."""
+
+    def __init__(self, model: NormalizedModel, card: RouterCard, *, source: str = "",
+                 compile: bool = False, precision: str = "fp32") -> None:
+        super().__init__(model, card.num_experts, card.sigma, compile=compile,
+                         precision=precision, input_shape=card.input_size)
+        self.model, self.card, self.source = model, card, source
+
+
+def save_router(folder: str | os.PathLike, net: torch.nn.Module, card: RouterCard) -> Path:
+    """Write model.safetensors, config.json and README.md; sets ``card.weights_sha256``."""
+    folder = Path(folder)
+    save_tensors(folder / WEIGHTS_FILE, net.state_dict())
+    card.weights_sha256 = sha256_file(folder / WEIGHTS_FILE)
+    write_router_card(folder, card)
+    return folder
+
+
+def write_router_card(folder: str | os.PathLike, card: RouterCard) -> None:
+    folder = Path(folder)
+    atomic_write_json(folder / CONFIG_FILE, card.to_config())
+    front = {"library_name": "rsrouter", "license": "apache-2.0",
+             "tags": ["randomized-smoothing", "certified-robustness", "dual-rs", "router",
+                      card.dataset],
+             "datasets": [card.dataset], "architecture": card.architecture,
+             "rs_router": {"sigma": card.sigma, "weights_sha256": card.weights_sha256,
+                           "experts": [f"{e.name} (sigma {e.sigma})" for e in card.experts]}}
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+             f"# rsrouter router for {card.dataset}", "",
+             f"A smoothed router (`{card.architecture}`, noise sigma_r = {card.sigma}) choosing "
+             f"per input among {card.num_experts} randomized-smoothing experts (Dual RS). The "
+             "routed prediction is certified within min(R_router, R_expert).", "",
+             "| # | expert | sigma | source | weights sha256 |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {i} | {e.name} | {e.sigma} | {e.source}{'@' + e.revision if e.revision else ''}"
+              f" | `{e.weights_sha256[:16]}...` |" for i, e in enumerate(card.experts)]
+    lines += ["", "```python", "import rsrouter",
+              'routed = rsrouter.load_routed("path/to/this/folder")',
+              "cert = routed.certify(x, n0=100, n=10_000, alpha=0.001)", "```", ""]
+    for title, block in (("Labels", card.labels), ("Training", card.training)):
+        if block:
+            lines += [f"## {title}", "", "```yaml", yaml.safe_dump(block, sort_keys=False).rstrip(),
+                      "```", ""]
+    if card.results:
+        lines += ["## Results", "", "```yaml", yaml.safe_dump(card.results, sort_keys=False)
+                  .rstrip(), "```", ""]
+    atomic_write_text(folder / README_FILE, "\n".join(lines))
+
+
+def read_router_card(folder: str | os.PathLike) -> RouterCard:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CardError(f"{path} not found: a router folder holds config.json, model.safetensors "
+                        "and README.md (rsrouter router train --out DIR writes one)")
+    try:
+        return RouterCard.from_config(json.loads(path.read_text()), str(path))
+    except json.JSONDecodeError as e:
+        raise CardError(f"{path} is not valid JSON: {e}") from e
+
+
+def load_router(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
+                compile: bool = False, precision: str = "fp32") -> SmoothedRouter:
+    """Load a router folder (card, sha256 and strict weights checked)."""
+    card = read_router_card(folder)
+    weights = Path(folder) / WEIGHTS_FILE
+    actual = sha256_file(weights) if weights.is_file() else "(missing)"
+    if card.weights_sha256 and actual != card.weights_sha256:
+        raise IntegrityError(f"{weights}: sha256 {actual} does not match the card's "
+                             f"{card.weights_sha256}; the router was not loaded")
+    model = card.build_model()
+    tensors, _ = load_tensors(weights)
+    check_state_dict(model.net, tensors, card, str(weights))
+    model.net.load_state_dict(tensors, strict=True)
+    return SmoothedRouter(model.to(device).eval(), card, source=str(folder), compile=compile,
+                          precision=precision)
+
+
+def _load_ref(ref: ExpertRef, router_dir: Path, registry, **kw) -> Expert:
+    if ref.source.startswith(hub.HF_PREFIX):
+        return registry.load(f"{ref.source}@{ref.revision}" if ref.revision else ref.source, **kw)
+    try:
+        expert = registry.load(ref.name, **kw)
+    except UnknownExpertError:
+        path = Path(ref.source)
+        path = path if path.is_absolute() else router_dir / path
+        if not path.is_dir():
+            raise UnknownExpertError(f"router expert {ref.name!r}: not registered and its "
+                                     f"source {ref.source} is not a folder; register it with "
+                                     "`rsrouter experts register SOURCE --name "
+                                     f"{ref.name}`") from None
+        expert = registry.load(str(path), **kw)
+    return expert
+
+
+def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
+                registry=None, alpha_split: float = 0.5, compile: bool = False,
+                precision: str = "fp32") -> RoutedClassifier:
+    """The router in ``folder`` with its experts, each checked against its recorded sha256.
+
+    Raises:
+        IntegrityError: an expert's weights no longer match what the router was trained on.
+        UnknownExpertError: an expert cannot be found.
+    """
+    from .registry import Registry
+
+    registry = registry or Registry()
+    kw = dict(device=device, compile=compile, precision=precision)
+    router = load_router(folder, **kw)
+    experts = []
+    for ref in router.card.experts:
+        expert = _load_ref(ref, Path(folder), registry, **kw)
+        if expert.card.weights_sha256 != ref.weights_sha256:
+            raise IntegrityError(
+                f"router {folder} was trained with expert {ref.name!r} of weights sha256 "
+                f"{ref.weights_sha256}, but {expert.source} now has {expert.card.weights_sha256}; "
+                "restore that expert (pin its revision) or retrain the router")
+        experts.append(expert)
+    return RoutedClassifier(router, experts, alpha_split=alpha_split)
+
+
+@dataclass(frozen=True)
+class RoutedCertificate:
+    """A routed prediction: ``radius = min(router radius, expert radius)`` or ABSTAIN.
+
+    ``router`` holds the router's counts (its ``prediction`` is the chosen expert index);
+    ``expert_cert`` the chosen expert's (None when the router abstained).
+    """
+
+    prediction: int
+    radius: float
+    expert: int
+    expert_name: str
+    router: Certificate
+    expert_cert: Certificate | None
+    alpha: float
+    alpha_router: float
+    alpha_expert: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+    @property
+    def router_radius(self) -> float:
+        return self.router.radius
+
+    @property
+    def expert_radius(self) -> float:
+        return self.expert_cert.radius if self.expert_cert else 0.0
+
+
+def compose(router: Certificate, expert: Certificate | None, expert_name: str, alpha: float,
+            alpha_router: float, alpha_expert: float) -> RoutedCertificate:
+    """DESIGN.md's routed rule: either part abstains -> ABSTAIN; else min of the radii."""
+    if router.prediction == ABSTAIN or expert is None or expert.prediction == ABSTAIN:
+        return RoutedCertificate(ABSTAIN, 0.0, router.prediction, expert_name, router, expert,
+                                 alpha, alpha_router, alpha_expert)
+    return RoutedCertificate(expert.prediction, min(router.radius, expert.radius),
+                             router.prediction, expert_name, router, expert, alpha, alpha_router,
+                             alpha_expert)
+
+
+class RoutedClassifier:
+    """Router + experts. ``alpha_split`` is the share of alpha given to the router.
+
+    Raises:
+        ConfigError: experts that do not fit the router or each other.
+    """
+
+    def __init__(self, router: Smooth, experts: Sequence[Smooth], alpha_split: float = 0.5) -> None:
+        if not 0 < alpha_split < 1:
+            raise ConfigError(f"alpha_split must be in (0, 1), got {alpha_split}")
+        if router.num_classes != len(experts):
+            raise ConfigError(f"the router chooses among {router.num_classes} experts but "
+                              f"{len(experts)} were given")
+        check_compatible(experts)
+        self.router, self.experts, self.alpha_split = router, list(experts), alpha_split
+        largest = max(e.sigma for e in experts)
+        if router.sigma < largest:
+            warnings.warn(f"router sigma {router.sigma} is below the largest expert sigma "
+                          f"{largest} (Dual RS uses sigma_r >= max sigma_k)", stacklevel=2)
+
+    def split(self, alpha: float) -> tuple[float, float]:
+        """``(alpha_router, alpha_expert)``, summing to ``alpha``."""
+        alpha_r = alpha * self.alpha_split
+        return alpha_r, alpha - alpha_r
+
+    @property
+    def mode(self) -> str:
+        return self.router.mode
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = 1000,
+                seed: int = 0, index: int = 0) -> RoutedCertificate:
+        """Routed CERTIFY of one input ``[C, H, W]``."""
+        return self.certify_batch(x.unsqueeze(0), n0, n, alpha, batch_size=batch_size, seed=seed,
+                                  indices=[index])[0]
+
+    def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
+                      batch_size: int = 1000, seed: int = 0,
+                      indices: Sequence[int] | None = None) -> list[RoutedCertificate]:
+        """Routed CERTIFY of each input; only each input's chosen expert is evaluated."""
+        indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
+        alpha_r, alpha_e = self.split(alpha)
+        routes = self.router.certify_batch(xs, n0, n, alpha_r, batch_size=batch_size, seed=seed,
+                                           indices=indices, stages=ROUTER_STAGES)
+        expert_certs: list[Certificate | None] = [None] * len(xs)
+        for k, expert in enumerate(self.experts):
+            rows = [i for i, r in enumerate(routes) if r.prediction == k]
+            if rows:
+                certs = expert.certify_batch(xs[rows], n0, n, alpha_e, batch_size=batch_size,
+                                             seed=seed, indices=[indices[i] for i in rows])
+                for i, c in zip(rows, certs):
+                    expert_certs[i] = c
+        return [compose(r, c, self._name(r.prediction), alpha, alpha_r, alpha_e)
+                for r, c in zip(routes, expert_certs)]
+
+    def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,
+                seed: int = 0, index: int = 0) -> int:
+        """Router PREDICT at alpha_r, then the chosen expert's PREDICT at alpha_e."""
+        alpha_r, alpha_e = self.split(alpha)
+        k = self.router.predict(x, n, alpha_r, batch_size=batch_size, seed=seed, index=index)
+        if k == ABSTAIN:
+            return ABSTAIN
+        return self.experts[k].predict(x, n, alpha_e, batch_size=batch_size, seed=seed,
+                                       index=index)
+
+    def _name(self, k: int) -> str:
+        if k == ABSTAIN:
+            return ""
+        expert = self.experts[k]
+        return getattr(expert, "name", f"expert{k}")
+
+
+def check_compatible(experts: Sequence[Smooth]) -> None:
+    """Experts must share class count, input shape and (when carded) dataset."""
+    if len(experts) < 2:
+        raise ConfigError(f"routing needs at least 2 experts, got {len(experts)}")
+    first = experts[0]
+    for e in experts[1:]:
+        for what, a, b in (("class count", first.num_classes, e.num_classes),
+                           ("input size", first.input_shape, e.input_shape),
+                           ("dataset", getattr(getattr(first, "card", None), "dataset", None),
+                            getattr(getattr(e, "card", None), "dataset", None))):
+            if a != b:
+                raise ConfigError(f"experts: {_label(first)} and {_label(e)} differ in {what} "
+                                  f"({a} vs {b}); a router chooses among experts of one task")
+
+
+def _label(expert: Smooth) -> str:
+    return getattr(expert, "name", None) or f"sigma={expert.sigma}"
+
+
+def routed_extras(cert: RoutedCertificate) -> dict:
+    """The TSV extras of a routed certificate (both sets of counts, both alphas)."""
+    e = cert.expert_cert
+    return {"expert": cert.expert_name or "-", "sigma": e.sigma if e else 0.0,
+            "router_radius": cert.router_radius, "expert_radius": cert.expert_radius,
+            "router_cA": cert.router.cA, "router_nA": cert.router.nA,
+            "cA": e.cA if e else -1, "nA": e.nA if e else 0, "n": cert.router.n,
+            "n0": cert.router.n0, "alpha": cert.alpha, "alpha_router": cert.alpha_router,
+            "alpha_expert": cert.alpha_expert, "seed": cert.router.seed,
+            "mode": cert.router.mode}
+
+
+ROUTED_EXTRAS = ("expert", "sigma", "router_radius", "expert_radius", "router_cA", "router_nA",
+                 "cA", "nA", "n", "n0", "alpha", "alpha_router", "alpha_expert", "seed", "mode")

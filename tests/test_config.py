@@ -1,0 +1,113 @@
+"""The router plugin config: errors name the key and the allowed values; plugins plug in."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rsrouter.config import load_config, parse_config
+from rsrouter.errors import ConfigError
+from rsrouter.models import architecture_source, create_model
+
+BASE = {"experts": ["a", "b"], "data": {"dataset": "digits"}}
+
+
+def _with(path: str, value):
+    cfg = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return cfg
+
+
+def test_defaults_follow_the_paper():
+    cfg = parse_config(BASE)
+    assert cfg.labels.n == 100 and cfg.labels.temperature == 1.0
+    assert cfg.router.sigma is None  # -> the largest expert sigma
+    assert cfg.train.optimizer == "adamw" and cfg.train.lr == 0.01
+    assert cfg.train.weight_decay == 0.01 and cfg.train.epochs == 90
+    assert cfg.train.schedule.milestones == [30, 60] and cfg.train.schedule.gamma == 0.5
+    assert cfg.train.class_weights is True and cfg.train.noise_copies == 2
+    assert cfg.to_dict()["train"]["consistency"] == {"lambda": 0.0, "eta": 0.0}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"data": {"dataset": "digits"}}, "experts: missing key"),
+    ({"experts": ["a", "b"]}, "data: missing key"),
+    (_with("experts", ["a"]), "at least 2"),
+    (_with("experts", ["a", "a"]), "duplicates"),
+    (_with("router.sigma", 0), "router.sigma: must be > 0"),
+    (_with("router.sigma", -1.0), "router.sigma: must be > 0"),
+    (_with("router.arch", "no_such_net"), "router.arch: unknown architecture"),
+    (_with("router.colour", "red"), r"router.colour: unknown key; allowed: arch, sigma"),
+    (_with("labels.n", 0), "labels.n: must be an integer >= 1"),
+    (_with("labels.n", "many"), "labels.n: must be an integer"),
+    (_with("labels.alpha", 2), r"labels.alpha: must be in \(0, 1\)"),
+    (_with("train.optimizer", "lion"), "train.optimizer: 'lion' is not one of"),
+    (_with("train.schedule.type", "cyclic"), "train.schedule.type"),
+    (_with("train.consistency.lambda", -1), "train.consistency.lambda"),
+    (_with("train.consistency", {"lambda": 1.0, "eta": 0.5, "beta": 2}), "allowed: eta, lambda"),
+    (_with("train.class_weights", "yes"), "train.class_weights: must be true or false"),
+    (_with("data.split", "val"), "data.split"),
+    ({**BASE, "sed": 1}, "sed: unknown key"),
+])
+def test_config_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_consistency_needs_two_copies():
+    raw = _with("train.consistency", {"lambda": 1.0})
+    raw["train"]["noise_copies"] = 1
+    with pytest.raises(ConfigError, match="noise_copies"):
+        parse_config(raw)
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experts: [a, b\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(_with("labels.n", 0)))
+    with pytest.raises(ConfigError, match=r"wrong.yaml: labels.n"):
+        load_config(tmp_path / "wrong.yaml")
+
+
+def test_shipped_example_configs_are_valid():
+    configs = sorted((Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.yaml"))
+    assert {"fashion-mnist.yaml", "cifar10-cohen-resnet110.yaml"} <= {p.name for p in configs}
+    for path in configs:
+        cfg = load_config(path)
+        assert len(cfg.experts) >= 2
+
+
+PLUGIN = Path(__file__).parent / "plugins" / "tinyplugin"
+
+
+def test_entry_point_plugin_and_module_factory(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(PLUGIN))  # as if `pip install tests/plugins/tinyplugin`
+    net = create_model("tiny_mlp", 3, (1, 8, 8))
+    assert net(torch.rand(2, 1, 8, 8)).shape == (2, 3)
+    assert architecture_source("tiny_mlp") == "plugin"
+    assert parse_config(_with("router.arch", "tiny_mlp")).router.arch == "tiny_mlp"
+    spec = "rsrouter_tinyplugin:tiny_mlp"
+    assert create_model(spec, 4, (1, 8, 8))(torch.rand(1, 1, 8, 8)).shape == (1, 4)
+    assert parse_config(_with("router.arch", spec)).router.arch == spec
+    # the same resolution serves expert cards: an expert of a plugin architecture round-trips
+    from rsrouter.card import ExpertCard, save_expert
+    from rsrouter.expert import load_expert_folder
+
+    card = ExpertCard("tiny_mlp", 10, (1, 8, 8), (0.3,), (0.4,), 0.25, "digits",
+                      arch_source="plugin")
+    save_expert(tmp_path / "e", create_model("tiny_mlp", 10, (1, 8, 8)), card)
+    expert = load_expert_folder(tmp_path / "e")
+    assert expert.card.architecture == "tiny_mlp"
+    assert expert.certify(torch.rand(1, 8, 8), 10, 20, 0.1).n == 20

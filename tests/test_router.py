@@ -1,0 +1,220 @@
+"""Routing: composition rules, coverage of the routed certificate, a router that learns the best
+expert on a problem built for it, label caching and resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+from torch import nn
+
+from rsrouter import labels as labels_mod
+from rsrouter.card import ExpertCard
+from rsrouter.config import LabelSpec, parse_config
+from rsrouter.data import DatasetInfo, TensorImageDataset
+from rsrouter.expert import Expert
+from rsrouter.router import RoutedClassifier, load_router
+from rsrouter.smoothing import ABSTAIN, Smooth
+from rsrouter.train import train_router
+
+
+class Halfspace(nn.Module):
+    """Class 1 iff x[coord] > t: under N(0, s^2) noise P(class 1) = Phi((x[coord] - t) / s)."""
+
+    def __init__(self, coord: int, t: float, flip: bool = False) -> None:
+        super().__init__()
+        self.coord, self.t, self.sign = coord, t, -1.0 if flip else 1.0
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += len(x)
+        s = self.sign * (x.flatten(1)[:, self.coord] - self.t)
+        return torch.stack([-s, s], dim=1)
+
+
+def _routed(alpha_split=0.5):
+    router = Smooth(Halfspace(0, 0.5), 2, 0.3)
+    experts = [Smooth(Halfspace(1, 0.5), 2, 0.2), Smooth(Halfspace(1, 0.5), 2, 0.3)]
+    return RoutedClassifier(router, experts, alpha_split=alpha_split)
+
+
+def test_routed_coverage_with_known_part_probabilities():
+    """Share of routed certificates that are wrong or overstate min(true router radius, true
+    expert radius) <= alpha_r + alpha_e + 3 standard errors."""
+    alpha, m = 0.1, 2000
+    rng = np.random.default_rng(1)
+    xs = torch.zeros(m, 1, 1, 4)
+    x0 = 0.5 + rng.uniform(-1.4, 1.4, m) * 0.3  # router margin, router sigma 0.3
+    x1 = 0.5 + rng.uniform(-1.0, 1.0, m) * 0.45  # expert margin
+    xs[:, 0, 0, 0], xs[:, 0, 0, 1] = torch.tensor(x0), torch.tensor(x1)
+    routed = _routed()
+    certs = routed.certify_batch(xs, 32, 300, alpha, batch_size=5000, seed=3)
+    true_route = (x0 > 0.5).astype(int)
+    true_class = (x1 > 0.5).astype(int)
+    true_radius = np.minimum(np.abs(x0 - 0.5), np.abs(x1 - 0.5))
+    bad = [c.prediction != ABSTAIN and (c.expert != r or c.prediction != y or c.radius > t + 1e-6)
+           for c, r, y, t in zip(certs, true_route, true_class, true_radius)]
+    se = math.sqrt(alpha * (1 - alpha) / m)
+    assert np.mean(bad) <= alpha + 3 * se
+    # power: plug-in radii (no confidence bounds) overstate the radius far more often
+    def plug(c, nA, n, s):
+        return s * norm.ppf(min(nA / n, 1 - 1e-9))
+    naive = [c.prediction != ABSTAIN and min(plug(c, c.router.nA, c.router.n, 0.3),
+                                             plug(c, c.expert_cert.nA, c.expert_cert.n,
+                                                  c.expert_cert.sigma)) > t
+             for c, t in zip(certs, true_radius)]
+    assert np.mean(naive) > alpha + 10 * se
+    # the composition rules, on every certificate
+    for c in certs:
+        assert c.alpha_router + c.alpha_expert == pytest.approx(alpha)
+        assert c.alpha_router == pytest.approx(alpha / 2)
+        if c.prediction != ABSTAIN:
+            assert c.radius <= c.router_radius and c.radius <= c.expert_radius
+            assert c.radius == min(c.router_radius, c.expert_radius)
+
+
+def test_alpha_split_is_configurable():
+    routed = _routed(alpha_split=0.2)
+    assert routed.split(0.001) == pytest.approx((0.0002, 0.0008))
+    cert = routed.certify(torch.tensor([[[0.9, 0.9, 0, 0]]]), 32, 200, 0.01)
+    assert cert.alpha_router == pytest.approx(0.002) and cert.alpha_expert == pytest.approx(0.008)
+    assert cert.router.alpha == pytest.approx(0.002)
+    assert cert.expert_cert.alpha == pytest.approx(0.008)
+
+
+def test_abstain_propagation_and_only_the_chosen_expert_runs():
+    routed = _routed()
+    on_router_boundary = torch.tensor([[[0.5, 0.9, 0, 0]]])  # router choice is a coin flip
+    cert = routed.certify(on_router_boundary, 32, 500, 0.01)
+    assert cert.prediction == ABSTAIN and cert.expert_cert is None
+    assert routed.experts[0].base_model.calls == routed.experts[1].base_model.calls == 0
+    on_expert_boundary = torch.tensor([[[0.9, 0.5, 0, 0]]])  # router sure (expert 1), expert not
+    cert = routed.certify(on_expert_boundary, 32, 500, 0.01)
+    assert cert.expert == 1 and cert.router_radius > 0
+    assert cert.expert_cert.prediction == ABSTAIN and cert.prediction == ABSTAIN
+    assert routed.experts[0].base_model.calls == 0 and routed.experts[1].base_model.calls == 532
+    assert routed.predict(on_router_boundary, 500, 0.01) == ABSTAIN
+    assert routed.predict(torch.tensor([[[0.9, 0.9, 0, 0]]]), 500, 0.01) == 1
+
+
+# ---- a toy task where the best expert is known by construction ---------------------------------
+
+INFO = DatasetInfo("toy", 2, (1, 8, 8), (0.5,), (0.25,), ("down", "up"))
+
+
+def toy_data(m: int, seed: int) -> TensorImageDataset:
+    """Bright or dark images; class 1 iff the top half is brighter than the bottom half."""
+    g = torch.Generator().manual_seed(seed)
+    bright = torch.rand(m, generator=g) < 0.5
+    label = (torch.rand(m, generator=g) < 0.5).long()
+    x = torch.where(bright, 0.65, 0.15).view(m, 1, 1, 1).expand(m, 1, 8, 8).clone()
+    x[:, :, :4] += 0.2 * label.view(m, 1, 1, 1)
+    x[:, :, 4:] += 0.2 * (1 - label).view(m, 1, 1, 1)
+    return TensorImageDataset(x, label, INFO)
+
+
+class HalfExpert(nn.Module):
+    """Right on bright images (or on dark ones with ``dark=True``), systematically wrong else."""
+
+    def __init__(self, dark: bool) -> None:
+        super().__init__()
+        self.dark = dark
+
+    def forward(self, x):
+        diff = x[:, 0, :4].mean((1, 2)) - x[:, 0, 4:].mean((1, 2))
+        right_here = (x.mean((1, 2, 3)) < 0.5) if self.dark else (x.mean((1, 2, 3)) >= 0.5)
+        s = torch.where(right_here, diff, -diff)
+        return torch.stack([-s, s], dim=1)
+
+
+def toy_experts() -> list[Expert]:
+    out = []
+    for name, dark in (("bright", False), ("dark", True)):
+        card = ExpertCard("cnn_tiny", 2, (1, 8, 8), (0.5,), (0.25,), 0.25, "toy", name=name,
+                          weights_sha256=("d" if dark else "b") * 64)
+        out.append(Expert(HalfExpert(dark), card, source=name))
+    return out
+
+
+TOY_CONFIG = {
+    "experts": ["bright", "dark"],
+    "router": {"arch": "cnn_tiny"},
+    "labels": {"n": 100, "alpha": 0.01, "subset": 600},
+    "train": {"epochs": 6, "batch_size": 64, "lr": 0.01, "noise_copies": 2,
+              "schedule": {"type": "cosine"}, "consistency": {"lambda": 1.0, "eta": 0.1}},
+    "data": {"dataset": "toy"},
+    "seed": 0,
+}
+
+
+def test_router_learns_the_best_expert_on_a_toy_problem(tmp_path):
+    cfg = parse_config(TOY_CONFIG)
+    out = train_router(cfg, tmp_path / "router", experts=toy_experts(),
+                       dataset=toy_data(800, seed=1), progress=False)
+    router = load_router(out)
+    assert router.sigma == 0.25 and router.card.labels["kept"] > 500
+    test = toy_data(200, seed=2)
+    best = (test.images.mean((1, 2, 3)) < 0.5).long()  # bright -> expert 0, dark -> expert 1
+    certs = router.certify_batch(test.images, 32, 300, 0.001, batch_size=5000, seed=0)
+    choice = torch.tensor([c.prediction for c in certs])
+    assert float((choice == best).float().mean()) >= 0.9
+    routed = RoutedClassifier(router, toy_experts())
+    routed_certs = routed.certify_batch(test.images, 32, 300, 0.001, batch_size=5000)
+    acc = np.mean([c.prediction == int(y) for c, y in zip(routed_certs, test.labels)])
+    single = [np.mean([p == int(y) for p, y in zip(
+        e.predict_batch(test.images, 300, 0.001, batch_size=5000), test.labels)])
+        for e in toy_experts()]
+    assert acc >= 0.9 and max(single) < 0.6  # routing beats each expert alone
+
+
+def test_labels_cache_and_resume(tmp_path, monkeypatch):
+    data = toy_data(40, seed=3)
+    experts = toy_experts()
+    spec = LabelSpec(n=50, alpha=0.01, subset=30, batch_size=500)
+    key = {"test": 1}
+    cache = tmp_path / "labels.safetensors"
+    monkeypatch.setattr(labels_mod, "CHUNK", 8)
+    full = labels_mod.compute_labels(experts, data, spec, seed=0, progress=False)
+
+    calls = {"n": 0}
+    original = Expert.sample_counts
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the third chunk's first expert: interrupt
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Expert, "sample_counts", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        labels_mod.compute_labels(experts, data, spec, seed=0, cache=cache, key=key,
+                                  progress=False)
+    calls["n"] = 100  # no more interruptions; count the calls of the resumed run
+    resumed = labels_mod.compute_labels(experts, data, spec, seed=0, cache=cache, key=key,
+                                        progress=False)
+    assert calls["n"] - 100 == 2 * 2  # only the two missing chunks (of 4), two experts each
+    assert torch.equal(resumed.counts, full.counts) and torch.equal(resumed.indices, full.indices)
+    calls["n"] = 100
+    again = labels_mod.compute_labels(experts, data, spec, seed=0, cache=cache, key=key,
+                                      progress=False)
+    assert calls["n"] == 100 and torch.equal(again.counts, full.counts)  # served from cache
+    other = labels_mod.compute_labels(experts, data, spec, seed=0, cache=cache,
+                                      key={"test": 2}, progress=False)
+    assert calls["n"] == 100 + 2 * 4 and torch.equal(other.counts, full.counts)  # recomputed
+
+
+def test_soft_labels_and_class_weights_follow_the_recipe():
+    counts = torch.tensor([[100, 100, 100], [100, 40, 0], [10, 20, 30], [99, 100, 60]])
+    lab = labels_mod.RouterLabels(torch.arange(4), counts, 100, 0.001, (0.25, 0.5, 1.0))
+    radii = lab.radii
+    assert radii[2].eq(0).all() and lab.kept.tolist() == [True, True, False, True]
+    cap = norm.ppf(0.001 ** (1 / 100))  # all 100 right: pA_lower = alpha^(1/n)
+    assert radii[0].tolist() == pytest.approx([0.25 * cap, 0.5 * cap, 1.0 * cap])
+    soft = lab.soft_labels(temperature=0.5)
+    assert soft.sum(1).tolist() == pytest.approx([1, 1, 1])
+    assert soft[0].tolist() == pytest.approx(torch.softmax(radii[0] / 0.5, 0).tolist(), rel=1e-5)
+    assert lab.best_share().tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
+    assert lab.class_weights().tolist() == pytest.approx([1, 1, 1])

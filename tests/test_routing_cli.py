@@ -1,0 +1,106 @@
+"""The routed flow through the command line: router train -> certify --router, and its errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from rsrouter.cli import main
+from rsrouter.config import parse_config
+from rsrouter.errors import ConfigError
+from rsrouter.models import create_classifier
+from rsrouter.registry import Registry
+from rsrouter.results import read_tsv
+from rsrouter.router import check_compatible, load_routed
+from rsrouter.smoothing import Smooth
+from rsrouter.train import load_config_experts
+
+CONFIG = {
+    "experts": ["d025", "d050"],
+    "router": {"arch": "cnn_tiny"},
+    "labels": {"n": 50, "alpha": 0.01, "subset": 300},
+    "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "schedule": {"type": "constant"},
+              "consistency": {"lambda": 1.0, "eta": 0.5}},
+    "data": {"dataset": "digits"},
+}
+
+
+@pytest.fixture
+def registered(digits_expert, digits_expert_wide):
+    reg = Registry()  # project file = the repo's zoo; user file under RSROUTER_CONFIG_DIR (tmp)
+    reg.register(digits_expert, "d025")
+    reg.register(digits_expert_wide, "d050")
+    return reg
+
+
+def test_router_train_then_certify_routed(registered, tmp_path, capsys):
+    cfg = tmp_path / "router.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "router"
+    assert main(["router", "train", "--config", str(cfg), "--out", str(out),
+                 "--no-progress"]) == 0
+    card = json.loads((out / "config.json").read_text())["rs_router"]
+    assert card["sigma"] == 0.5  # defaults to the largest expert sigma
+    assert [e["name"] for e in card["experts"]] == ["d025", "d050"]
+    assert all(len(e["weights_sha256"]) == 64 for e in card["experts"])
+    assert (out / "README.md").read_text().startswith("---")
+    assert not (out / ".train").exists() and (out / ".labels").is_dir()
+    # the same command again finds the finished router
+    assert main(["router", "train", "--config", str(cfg), "--out", str(out),
+                 "--no-progress"]) == 0
+    tsv = tmp_path / "routed.tsv"
+    args = ["certify", "--router", str(out), "--dataset", "digits", "--n0", "20", "--n", "200",
+            "--alpha", "0.01", "--skip", "25", "--batch-size", "1000", "--out", str(tsv),
+            "--no-progress"]
+    assert main(args) == 0
+    df = read_tsv(tsv)
+    assert list(df.columns[:6]) == ["idx", "label", "predict", "radius", "correct", "time"]
+    assert {"expert", "router_radius", "expert_radius", "router_cA", "router_nA"} <= set(df)
+    routed = df[df["predict"] != -1]
+    assert (routed["radius"] <= routed["router_radius"] + 1e-9).all()
+    assert (routed["radius"] <= routed["expert_radius"] + 1e-9).all()
+    assert ((df["alpha_router"] + df["alpha_expert"] - 0.01).abs() < 1e-12).all()
+    assert set(df["expert"]) <= {"d025", "d050", "-"}
+    assert "routed" in capsys.readouterr().out
+
+
+def test_router_whose_expert_changed_is_refused(registered, digits_expert, tmp_path, capsys):
+    cfg = tmp_path / "router.yaml"
+    quick = {**CONFIG, "train": {**CONFIG["train"], "epochs": 1}}
+    cfg.write_text(yaml.safe_dump(quick))
+    out = tmp_path / "router"
+    assert main(["router", "train", "--config", str(cfg), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert len(load_routed(out).experts) == 2
+    registered.remove("d050")
+    registered.register(digits_expert, "d050")  # same name, other weights
+    with pytest.raises(Exception, match="retrain the router"):
+        load_routed(out)
+    tsv = tmp_path / "x.tsv"
+    assert main(["certify", "--router", str(out), "--dataset", "digits", "--n", "50",
+                 "--max", "5", "--out", str(tsv), "--no-progress"]) == 2
+    assert "weights sha256" in capsys.readouterr().err
+
+
+def test_config_expert_errors(registered, digits_expert, tmp_path):
+    with pytest.raises(ConfigError, match=r"experts\[1\] \(nope\): unknown expert 'nope'"):
+        load_config_experts(parse_config({**CONFIG, "experts": ["d025", "nope"]}))
+    other = tmp_path / "other"
+    shutil.copytree(digits_expert, other)
+    config = json.loads((other / "config.json").read_text())
+    config["rs_expert"]["dataset"] = "fashion-mnist"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="differ in dataset"):
+        load_config_experts(parse_config({**CONFIG, "experts": ["d025", str(other)]}))
+    with pytest.raises(ConfigError, match="data.dataset is 'fashion-mnist'"):
+        load_config_experts(parse_config({**CONFIG, "data": {"dataset": "fashion-mnist"}}))
+    m10 = create_classifier("cnn_tiny", 10, (1, 8, 8), (0.3,), (0.4,))
+    m3 = create_classifier("cnn_tiny", 3, (1, 8, 8), (0.3,), (0.4,))
+    with pytest.raises(ConfigError, match="class count"):
+        check_compatible([Smooth(m10, 10, 0.25), Smooth(m3, 3, 0.5)])
+    with pytest.raises(ConfigError, match="input size"):
+        check_compatible([Smooth(m10, 10, 0.25, input_shape=(1, 8, 8)),
+                          Smooth(m10, 10, 0.5, input_shape=(1, 28, 28))])
