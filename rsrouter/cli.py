@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rsrouter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="certify the bundled Fashion-MNIST zoo and plot the curves")
+    p = sub.add_parser("demo", help="certify the bundled Fashion-MNIST experts and router, plot")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--num", type=int, default=100, help="test images (default 100)")
     p.add_argument("--n", type=int, default=2000, help="estimation samples (default 2000)")

@@ -1,38 +1,39 @@
-"""``rsrouter demo``: the main job on the embedded default (bundled Fashion-MNIST zoo)."""
+"""``rsrouter demo``: the main job on the embedded default.
+
+Certifies a subset of Fashion-MNIST test images with each bundled expert (sigma 0.25, 0.5, 1.0)
+and with the bundled router's routed ensemble, on the same inputs, then prints the certified
+accuracy table, the router's behaviour, and writes the curves (PNG) and per-input TSVs.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from .bench import certify_methods, report
 from .data import load_dataset, subset_indices
-from .expert import load_expert_folder
-from .results import plot_curves, read_tsv, summary_table
-from .runs import certify_dataset
+from .registry import PROJECT_REGISTRY, Registry
+from .results import markdown_table
+from .router import load_routed
 
-ZOO = Path(__file__).resolve().parents[1] / "experts"
-DEMO_EXPERTS = ("fashion-mnist/sigma-0.25", "fashion-mnist/sigma-0.50", "fashion-mnist/sigma-1.00")
+ROUTER = PROJECT_REGISTRY.parent / "routers" / "fashion-mnist"
 
 
 def run_demo(out: Path, *, num: int = 100, n: int = 2000, n0: int = 100, alpha: float = 0.001,
-             batch_size: int = 2500, seed: int = 0, progress: bool = True) -> dict[str, Path]:
-    """Certify ``num`` Fashion-MNIST test images with each bundled expert; table + plot."""
+             batch_size: int = 2500, seed: int = 0, progress: bool = True) -> Path:
+    """Certify ``num`` test images with every bundled expert and the routed ensemble."""
+    routed = load_routed(ROUTER, registry=Registry())
     dataset = load_dataset("fashion-mnist", "test")
     indices = subset_indices(len(dataset), max(1, len(dataset) // num))[:num]
-    paths = {}
-    for rel in DEMO_EXPERTS:
-        expert = load_expert_folder(ZOO / rel)
-        path = out / f"{expert.name}.tsv"
-        settings = {"model": rel, "weights_sha256": expert.card.weights_sha256, "n0": n0, "n": n,
-                    "alpha": alpha, "seed": seed, "indices": indices, "mode": expert.mode}
-        certify_dataset(expert, dataset, indices, path, n0=n0, n=n, alpha=alpha,
-                        batch_size=batch_size, seed=seed, settings=settings, progress=progress,
-                        desc=f"certify {expert.name}")
-        paths[expert.name] = path
-    results = {name: read_tsv(p) for name, p in paths.items()}
-    print(f"\nFashion-MNIST, {len(indices)} test images, n0={n0}, n={n}, alpha={alpha}")
-    print("certified accuracy (%) at l2 radius r; ACR = average certified radius")
-    print(summary_table(results).to_string())
-    plot = plot_curves(results, out / "certified_accuracy.png",
-                       title=f"Fashion-MNIST: {len(indices)} images, n={n}, alpha={alpha}")
-    print(f"\nper-image certificates: {out}/*.tsv\nplot: {plot}")
-    return paths
+    paths = certify_methods(routed.experts, routed, dataset, indices, out, n0=n0, n=n,
+                            alpha=alpha, batch_size=batch_size, seed=seed, progress=progress)
+    title = f"Fashion-MNIST: {len(indices)} test images, n0={n0}, n={n}, alpha={alpha}"
+    table = report(paths, out, title=title)
+    routing = json.loads((out / "summary.json").read_text())["routing"]
+    print(f"\n{title}\ncertified accuracy (%) at l2 radius r; ACR = average certified radius\n")
+    print(markdown_table(table))
+    print(f"\nrouter (sigma {routed.router.sigma}): mean certified radius "
+          f"{routing['router_mean_radius']}, choices {routing['choices']}")
+    print(f"\nper-input certificates: {out}/*.tsv\ntable: {out}/summary.md\n"
+          f"plot: {out}/certified_accuracy.png")
+    return out

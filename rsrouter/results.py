@@ -127,6 +127,14 @@ def summary_table(results: dict[str, pd.DataFrame], radii: Sequence[float] = RAD
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-markdown table of ``table`` (index as the first column)."""
+    head = ["", *map(str, table.columns)]
+    rows = [[str(i), *map(str, r)] for i, r in zip(table.index, table.to_numpy().tolist())]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title: str = "",
                 max_radius: float | None = None) -> Path:
     """Certified accuracy versus radius, one line per method; saved as PNG at ``path``."""

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch._inductor.config as inductor_config
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
@@ -214,7 +215,6 @@ class Smooth:
         self._forward = torch.compile(self.base_model, dynamic=False) if compile else base_model
         self._checked_output = False
         self._warned_range = False
-        self._static_batch: int | None = None
         params = list(base_model.parameters()) + list(base_model.buffers())
         self.device = params[0].device if params else torch.device("cpu")
 
@@ -306,7 +306,7 @@ class Smooth:
             for j, size in zip(owners, sizes):
                 batch[start : start + size] += xs[j]
                 start += size
-            predictions = self._classify(batch)
+            predictions = self._classify(batch, batch_size)
             owner_ids = torch.repeat_interleave(
                 torch.tensor(owners, device=self.device), torch.tensor(sizes, device=self.device)
             )
@@ -316,16 +316,18 @@ class Smooth:
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _classify(self, batch: torch.Tensor) -> torch.Tensor:
+    def _classify(self, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
         real = batch.shape[0]
-        if self.compiled:  # one static shape: pad every batch to the first (largest) size seen
-            self._static_batch = max(self._static_batch or real, real)
-            if real < self._static_batch:
-                pad = batch.new_zeros((self._static_batch - real, *batch.shape[1:]))
-                batch = torch.cat([batch, pad])
+        if self.compiled and real < batch_size:  # one static shape: pad to the full batch
+            batch = torch.cat([batch, batch.new_zeros((batch_size - real, *batch.shape[1:]))])
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
-            logits = self._forward(batch)
+            if self.compiled and not self._checked_output:
+                # compiled on first call; freezing folds batch norm and pre-packs weights
+                with inductor_config.patch(freezing=True):
+                    logits = self._forward(batch)
+            else:
+                logits = self._forward(batch)
         if not self._checked_output:
             if logits.dim() != 2 or logits.shape[1] != self.num_classes:
                 raise ValueError(
