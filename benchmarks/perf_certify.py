@@ -5,7 +5,8 @@
 Certifies the same Fashion-MNIST test images with
   (i)   a plain Cohen et al. loop written here (batch of copies + randn + argmax + counts, fp32),
   (ii)  rsrouter fp32, (iii) rsrouter compile=True, (iv) rsrouter bf16 autocast,
-and prints noisy forwards per second (best of 3 interleaved rounds) with each ratio to (i). Then, each in a fresh process, the
+and prints noisy forwards per second (best of 3 interleaved rounds) with each ratio to (i).
+Then, each in a fresh process, the
 peak memory of rsrouter certifying one image at n = 1,000 and n = 100,000 (targets: (ii) >= 1.0x,
 (iii) >= 1.8x, peak at n = 100,000 within 10% of n = 1,000).
 """
@@ -24,6 +25,7 @@ import torch
 
 from rsrouter.data import load_dataset
 from rsrouter.models import create_classifier
+from rsrouter.runtime import tune_allocator
 from rsrouter.smoothing import Smooth
 
 ZOO_EXPERT = Path(__file__).resolve().parents[1] / "experts" / "fashion-mnist" / "sigma-0.50"
@@ -106,7 +108,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2500)
     parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="leave glibc's allocator as it is (the rsrouter command tunes it)")
     args = parser.parse_args()
+    tuned = not args.no_malloc_tuning and tune_allocator()
     if args.memory_probe:
         return memory_probe(args.memory_probe, args.batch_size)
 
@@ -114,7 +119,8 @@ def main() -> None:
     data = load_dataset("fashion-mnist", "test")
     xs = data.images[: args.images * 100 : 100]
     print(f"model: {what}; {len(xs)} images, n0=100, n={args.n}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, glibc malloc tuning "
+          f"{'on' if tuned else 'off'} (all methods alike)")
     results = throughput(args, model, xs)
     base = next(iter(results.values()))
     print(f"\n{'method':34s} {'forwards/s':>11s} {'vs (i)':>7s}")
@@ -125,7 +131,8 @@ def main() -> None:
     peaks = {}
     for n in (1_000, 100_000):
         out = subprocess.run([sys.executable, __file__, "--memory-probe", str(n),
-                              "--batch-size", str(args.batch_size)],
+                              "--batch-size", str(args.batch_size)]
+                             + (["--no-malloc-tuning"] if not tuned else []),
                              capture_output=True, text=True, check=True)
         peaks[n] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  n={n:>7,}: peak RSS {peaks[n]['peak_mib']:7.1f} MiB "

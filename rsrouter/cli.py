@@ -362,6 +362,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .runtime import tune_allocator
+
+    tune_allocator()
     try:
         args.func(args)
     except (RsrouterError, ValueError, FileNotFoundError) as e:

@@ -123,6 +123,12 @@ class SmoothedRouter(Smooth):
                          precision=precision, input_shape=card.input_size)
         self.model, self.card, self.source = model, card, source
 
+    def certify_batch(self, xs, n0, n, alpha, *, batch_size=1000, seed=0, indices=None,
+                      stages=ROUTER_STAGES):
+        """As :meth:`Smooth.certify_batch`, on the router's own noise streams by default."""
+        return super().certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
+                                     indices=indices, stages=stages)
+
 
 def save_router(folder: str | os.PathLike, net: torch.nn.Module, card: RouterCard) -> Path:
     """Write model.safetensors, config.json and README.md; sets ``card.weights_sha256``."""

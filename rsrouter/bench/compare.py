@@ -12,8 +12,9 @@ import pandas as pd
 
 from ..files import atomic_write_text
 from ..results import RADII, markdown_table, plot_curves, read_tsv, summary_table
-from ..router import ROUTED_EXTRAS, RoutedClassifier, routed_extras
+from ..router import ROUTED_EXTRAS, RoutedClassifier, compose, routed_extras
 from ..runs import certify_dataset
+from ..smoothing import ABSTAIN, certificate_from_counts
 
 
 def certify_methods(
@@ -29,8 +30,10 @@ def certify_methods(
     batch_size: int,
     seed: int = 0,
     progress: bool = True,
+    routed_name: str = "routed",
 ) -> dict[str, Path]:
-    """One resumable TSV per method under ``out_dir``: each expert, then "routed"."""
+    """One resumable TSV per method under ``out_dir``: ``<expert name>.tsv``, then
+    ``<routed_name>.tsv``; returns ``{method: path}``."""
     out_dir = Path(out_dir)
     common = {"n0": n0, "n": n, "alpha": alpha, "seed": seed, "indices": list(indices)}
     paths = {}
@@ -42,16 +45,47 @@ def certify_methods(
                         desc=f"certify {expert.name}")
         paths[expert.name] = path
     if routed is not None:
-        path = out_dir / "routed.tsv"
+        path = out_dir / f"{routed_name}.tsv"
         settings = {**common, "router_sha256": routed.router.card.weights_sha256,
                     "experts": [e.card.weights_sha256 for e in routed.experts],
                     "alpha_split": routed.alpha_split, "mode": routed.mode}
         certify_dataset(routed, dataset, indices, path, n0=n0, n=n, alpha=alpha,
                         batch_size=batch_size, seed=seed, settings=settings,
                         extras=ROUTED_EXTRAS, row_extras=routed_extras, progress=progress,
-                        desc="certify routed")
-        paths["routed"] = path
+                        desc=f"certify {routed_name}")
+        paths[routed_name] = path
     return paths
+
+
+def compose_from_counts(router_df: pd.DataFrame, expert_dfs: Sequence[pd.DataFrame],
+                        names: Sequence[str], alpha: float, alpha_split: float = 0.5
+                        ) -> pd.DataFrame:
+    """Routed certificates rebuilt from stored counts, without drawing a sample.
+
+    ``router_df``: the router's certificates (``cA`` = chosen expert, ``nA``, ``n``, ``n0``,
+    ``sigma``) on the router's noise streams; ``expert_dfs``: each expert's certificates of the
+    same inputs (same seed): a routed run draws exactly these expert samples, so composing the
+    counts at ``alpha_r`` / ``alpha_e`` gives the routed TSV bit for bit. For ablations over
+    routers: certify each router alone, reuse the experts' counts.
+    """
+    alpha_r = alpha * alpha_split
+    alpha_e = alpha - alpha_r
+    by_idx = [df.set_index("idx") for df in expert_dfs]
+    rows = []
+    for r in router_df.itertuples(index=False):
+        route = certificate_from_counts(r.cA, r.nA, r.n, r.n0, r.sigma, alpha_r)
+        expert = None
+        if route.prediction != ABSTAIN:
+            e = by_idx[route.prediction].loc[r.idx]
+            expert = certificate_from_counts(int(e.cA), int(e.nA), int(e.n), int(e.n0),
+                                             float(e.sigma), alpha_e)
+        cert = compose(route, expert, names[route.prediction] if expert else "", alpha,
+                       alpha_r, alpha_e)
+        rows.append({"idx": r.idx, "label": r.label, "predict": cert.prediction,
+                     "radius": cert.radius,
+                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+                     "time": 0.0, **routed_extras(cert)})
+    return pd.DataFrame(rows)
 
 
 def oracle_frame(expert_results: dict[str, pd.DataFrame]) -> pd.DataFrame:
