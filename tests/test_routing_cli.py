@@ -86,7 +86,7 @@ def test_router_whose_expert_changed_is_refused(registered, digits_expert, tmp_p
 
 
 def test_config_expert_errors(registered, digits_expert, tmp_path):
-    with pytest.raises(ConfigError, match=r"experts\[1\] \(nope\): unknown expert 'nope'"):
+    with pytest.raises(ConfigError, match=r"experts\[1\] \(nope\): 'nope' is neither"):
         load_config_experts(parse_config({**CONFIG, "experts": ["d025", "nope"]}))
     other = tmp_path / "other"
     shutil.copytree(digits_expert, other)
