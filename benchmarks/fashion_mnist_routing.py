@@ -18,6 +18,7 @@ from rsrouter.bench import certify_methods, report
 from rsrouter.data import load_dataset, subset_indices
 from rsrouter.results import RADII, markdown_table
 from rsrouter.router import load_routed
+from rsrouter.runtime import tune_allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fashion-mnist"))
     parser.add_argument("--batch-size", type=int, default=2500)
     args = parser.parse_args()
+    tune_allocator()
 
     routed = load_routed(args.router)
     data = load_dataset("fashion-mnist", "test")

@@ -18,6 +18,7 @@ import torch
 
 from rsrouter.data import load_dataset
 from rsrouter.router import load_routed
+from rsrouter.runtime import tune_allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTER = ROOT / "experts" / "routers" / "fashion-mnist"
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2500)
     parser.add_argument("--router", default=str(ROUTER))
     args = parser.parse_args()
+    tune_allocator()
 
     routed = load_routed(args.router)
     expert = next(e for e in routed.experts if e.sigma == 0.5)

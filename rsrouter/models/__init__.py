@@ -47,7 +47,7 @@ def cnn_small(num_classes: int, input_size: Sequence[int]) -> nn.Module:
 
 @register_model("cnn_tiny")
 def cnn_tiny(num_classes: int, input_size: Sequence[int]) -> nn.Module:
-    """Router CNN: strided convs 8-16-32, MLP 64 (about a tenth of cnn_small's forward cost)."""
+    """Router CNN: strided convs 8-16-32, MLP 64 (about a fifth of cnn_small's forward cost)."""
     return SmallCNN(num_classes, input_size, widths=(8, 16, 32), hidden=64)
 
 

@@ -1,0 +1,35 @@
+"""The embedded default: the bundled zoo and router load (hashes match) and the demo runs."""
+
+from __future__ import annotations
+
+from rsrouter.demo import ROUTER, run_demo
+from rsrouter.registry import Registry
+from rsrouter.results import read_tsv
+from rsrouter.router import load_routed
+
+
+def test_bundled_zoo_is_registered_and_verifies():
+    reg = Registry()
+    names = set(reg.entries())
+    expected = {f"{d}-sigma{s}" for d in ("fashion-mnist", "digits") for s in ("0.25", "0.50",
+                                                                                 "1.00")}
+    assert expected <= names
+    for name in expected:
+        card = reg.verify(name)
+        assert card.certified["n"] == 10_000 and card.certified["num_inputs"] == 500
+        assert (reg.get(name).folder() / "model.safetensors").stat().st_size <= 2_000_000
+
+
+def test_bundled_router_loads_with_its_experts():
+    routed = load_routed(ROUTER)
+    assert [e.sigma for e in routed.experts] == [0.25, 0.5, 1.0]
+    assert routed.router.sigma == 1.0
+
+
+def test_demo_runs_on_a_small_subset(tmp_path, capsys):
+    out = run_demo(tmp_path, num=6, n=100, progress=False)
+    printed = capsys.readouterr().out
+    assert "routed" in printed and "oracle" in printed and "ACR" in printed
+    assert (out / "certified_accuracy.png").is_file() and (out / "summary.md").is_file()
+    routed = read_tsv(out / "routed.tsv")
+    assert len(routed) == 6 and {"expert", "router_radius"} <= set(routed)
