@@ -209,16 +209,20 @@ def check_state_dict(net: nn.Module, tensors: dict[str, torch.Tensor], card: Exp
                             f"the card's architecture expects {list(value.shape)}{hint}")
 
 
+def save_weights(folder: str | os.PathLike, net: nn.Module) -> str:
+    """Write ``net``'s state dict to ``folder/model.safetensors``; returns its sha256."""
+    save_tensors(Path(folder) / WEIGHTS_FILE, net.state_dict())
+    return sha256_file(Path(folder) / WEIGHTS_FILE)
+
+
 def save_expert(folder: str | os.PathLike, net: nn.Module, card: ExpertCard) -> Path:
     """Write ``net``'s weights, config.json and README.md to ``folder``; returns the folder.
 
     ``card.weights_sha256`` is set from the written file.
     """
-    folder = Path(folder)
-    save_tensors(folder / WEIGHTS_FILE, net.state_dict())
-    card.weights_sha256 = sha256_file(folder / WEIGHTS_FILE)
+    card.weights_sha256 = save_weights(folder, net)
     write_card(folder, card)
-    return folder
+    return Path(folder)
 
 
 def write_card(folder: str | os.PathLike, card: ExpertCard) -> None:

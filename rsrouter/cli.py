@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_experts_import)
-    p = esub.add_parser("push", help="publish an expert folder to the Hub (or a git remote)")
+    p = esub.add_parser("push", help="publish an expert or router folder to the Hub (or git)")
     p.add_argument("folder")
     p.add_argument("--repo", required=True, help="org/name")
     p.add_argument("--private", action="store_true")
@@ -317,10 +317,15 @@ def cmd_experts_import(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_push(args: argparse.Namespace) -> None:
-    from .card import verify_folder
-    from .publish import push_expert
+    import json
 
-    verify_folder(args.folder)
+    from .card import CONFIG_FILE, verify_folder
+    from .publish import push_expert
+    from .router import load_router
+
+    config = Path(args.folder) / CONFIG_FILE
+    is_router = config.is_file() and "rs_router" in json.loads(config.read_text())
+    load_router(args.folder) if is_router else verify_folder(args.folder)  # checks before upload
     sha = push_expert(args.folder, args.repo, private=args.private, git_remote=args.git_remote,
                       endpoint=args.endpoint)
     print(f"pushed {args.folder} to {args.repo} at commit {sha}\n"

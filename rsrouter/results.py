@@ -148,7 +148,8 @@ def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title
     grid = np.linspace(0, top, 300)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, df in results.items():
-        ax.plot(grid, certified_accuracy(df, grid).to_numpy() * 100, label=name)
+        style = {"linestyle": "--", "color": "0.45"} if name.startswith("oracle") else {}
+        ax.plot(grid, certified_accuracy(df, grid).to_numpy() * 100, label=name, **style)
     ax.set_xlabel("l2 radius (pixels in [0, 1])")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 100)

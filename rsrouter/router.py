@@ -24,10 +24,17 @@ import torch
 import yaml
 
 from . import __version__, hub
-from .card import CONFIG_FILE, README_FILE, WEIGHTS_FILE, _require, check_state_dict
+from .card import (
+    CONFIG_FILE,
+    README_FILE,
+    WEIGHTS_FILE,
+    _require,
+    check_state_dict,
+    save_weights,
+)
 from .errors import CardError, ConfigError, IntegrityError, UnknownExpertError
 from .expert import Expert
-from .files import atomic_write_json, atomic_write_text, load_tensors, save_tensors, sha256_file
+from .files import atomic_write_json, atomic_write_text, load_tensors, sha256_file
 from .models import NormalizedModel, create_model
 from .smoothing import ABSTAIN, Certificate, Smooth
 
@@ -132,11 +139,9 @@ class SmoothedRouter(Smooth):
 
 def save_router(folder: str | os.PathLike, net: torch.nn.Module, card: RouterCard) -> Path:
     """Write model.safetensors, config.json and README.md; sets ``card.weights_sha256``."""
-    folder = Path(folder)
-    save_tensors(folder / WEIGHTS_FILE, net.state_dict())
-    card.weights_sha256 = sha256_file(folder / WEIGHTS_FILE)
+    card.weights_sha256 = save_weights(folder, net)
     write_router_card(folder, card)
-    return folder
+    return Path(folder)
 
 
 def write_router_card(folder: str | os.PathLike, card: RouterCard) -> None:

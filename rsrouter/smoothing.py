@@ -147,20 +147,24 @@ class NoiseStream:
         self._block: torch.Tensor | None = None
         self._pos = NOISE_BLOCK
 
-    def take(self, k: int) -> list[torch.Tensor]:
-        """The next ``k`` noise samples, as views of one or more blocks."""
-        pieces = []
-        while k > 0:
+    def fill(self, out: torch.Tensor) -> None:
+        """Write the next ``len(out)`` noise samples into ``out`` (whole blocks in place)."""
+        pos, k = 0, len(out)
+        while pos < k:
+            if self._pos == NOISE_BLOCK and k - pos >= NOISE_BLOCK:
+                dest = out[pos : pos + NOISE_BLOCK]
+                torch.randn(dest.shape, generator=self.generator, out=dest)
+                pos += NOISE_BLOCK
+                continue
             if self._pos == NOISE_BLOCK:
                 self._block = torch.randn(
                     (NOISE_BLOCK, *self.shape), generator=self.generator, device=self.device
                 )
                 self._pos = 0
-            m = min(k, NOISE_BLOCK - self._pos)
-            pieces.append(self._block[self._pos : self._pos + m])
+            m = min(k - pos, NOISE_BLOCK - self._pos)
+            out[pos : pos + m].copy_(self._block[self._pos : self._pos + m])
             self._pos += m
-            k -= m
-        return pieces
+            pos += m
 
 
 def _check_alpha(alpha: float) -> None:
@@ -299,14 +303,15 @@ class Smooth:
         counts = torch.zeros(b * self.num_classes, dtype=torch.long, device=self.device)
         streams = [NoiseStream(xs.shape[1:], stream_seed(seed, i, stage), self.device)
                    for i in indices]
-        for owners, pieces, sizes in _batches(b, num, batch_size, streams):
-            batch = torch.cat(pieces)
-            batch.mul_(self.sigma)
+        buffer = torch.empty((min(batch_size, b * num), *xs.shape[1:]), device=self.device)
+        for owners, sizes in _batches(b, num, batch_size):
             start = 0
             for j, size in zip(owners, sizes):
-                batch[start : start + size] += xs[j]
+                noisy = buffer[start : start + size]
+                streams[j].fill(noisy)
+                noisy.mul_(self.sigma).add_(xs[j])
                 start += size
-            predictions = self._classify(batch, batch_size)
+            predictions = self._classify(buffer[:start], batch_size)
             owner_ids = torch.repeat_interleave(
                 torch.tensor(owners, device=self.device), torch.tensor(sizes, device=self.device)
             )
@@ -377,24 +382,22 @@ def predict_from_counts(counts: Sequence[int], alpha: float) -> int:
     return top
 
 
-def _batches(
-    b: int, num: int, batch_size: int, streams: list[NoiseStream]
-) -> Iterator[tuple[list[int], list[torch.Tensor], list[int]]]:
-    """Fill batches of ``batch_size`` noisy copies, input after input, ``num`` copies each."""
+def _batches(b: int, num: int, batch_size: int) -> Iterator[tuple[list[int], list[int]]]:
+    """Plan batches of ``batch_size`` noisy copies, input after input, ``num`` copies each:
+    yields (input positions, copies of each)."""
     remaining = [num] * b
     j = 0
     while j < b:
-        owners, pieces, sizes, room = [], [], [], batch_size
+        owners, sizes, room = [], [], batch_size
         while room > 0 and j < b:
             k = min(room, remaining[j])
             owners.append(j)
             sizes.append(k)
-            pieces.extend(streams[j].take(k))
             remaining[j] -= k
             room -= k
             if remaining[j] == 0:
                 j += 1
-        yield owners, pieces, sizes
+        yield owners, sizes
 
 
 def _bad_single(x: object) -> torch.Tensor:

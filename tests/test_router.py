@@ -218,3 +218,17 @@ def test_soft_labels_and_class_weights_follow_the_recipe():
     assert soft[0].tolist() == pytest.approx(torch.softmax(radii[0] / 0.5, 0).tolist(), rel=1e-5)
     assert lab.best_share().tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
     assert lab.class_weights().tolist() == pytest.approx([1, 1, 1])
+
+
+def test_router_training_resumes_to_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = parse_config({**TOY_CONFIG, "train": {**TOY_CONFIG["train"], "epochs": 3}})
+    kw = dict(experts=toy_experts(), dataset=toy_data(300, seed=1), progress=False)
+    straight = train_router(cfg, tmp_path / "straight", **kw)
+    resumed = tmp_path / "resumed"
+    train_router(cfg, resumed, stop_after_epoch=1, **kw)
+    assert (resumed / ".train").is_dir() and not (resumed / "config.json").exists()
+    train_router(cfg, resumed, **kw)
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

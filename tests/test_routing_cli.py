@@ -104,3 +104,21 @@ def test_config_expert_errors(registered, digits_expert, tmp_path):
     with pytest.raises(ConfigError, match="input size"):
         check_compatible([Smooth(m10, 10, 0.25, input_shape=(1, 8, 8)),
                           Smooth(m10, 10, 0.5, input_shape=(1, 28, 28))])
+
+
+def test_router_folder_is_publishable(registered, tmp_path, capsys):
+    import subprocess
+
+    cfg = tmp_path / "router.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "train": {**CONFIG["train"], "epochs": 1}}))
+    out = tmp_path / "router"
+    assert main(["router", "train", "--config", str(cfg), "--out", str(out),
+                 "--no-progress"]) == 0
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    assert main(["experts", "push", str(out), "--repo", "org/router",
+                 "--git-remote", str(remote)]) == 0
+    sha = capsys.readouterr().out.split("at commit ")[1].split()[0]
+    files = subprocess.run(["git", "-C", str(remote), "ls-tree", "--name-only", sha],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert files == ["README.md", "config.json", "model.safetensors"]  # no .labels, no .train

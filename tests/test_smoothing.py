@@ -13,6 +13,7 @@ from torch import nn
 import rsrouter
 from rsrouter.smoothing import (
     ABSTAIN,
+    NOISE_BLOCK,
     NoiseStream,
     Smooth,
     certificate_from_counts,
@@ -116,9 +117,15 @@ def test_selection_and_estimation_samples_are_disjoint():
 def test_noise_stream_independent_of_consumption():
     a = NoiseStream((3,), 123, torch.device("cpu"))
     b = NoiseStream((3,), 123, torch.device("cpu"))
-    one = torch.cat(a.take(300))
-    parts = torch.cat([torch.cat(b.take(k)) for k in (1, 6, 128, 165)])
-    assert torch.equal(one, parts)
+    one = torch.empty(300, 3)
+    a.fill(one)
+    parts = [torch.empty(k, 3) for k in (1, 6, 128, 165)]  # blocks split, whole and straddled
+    for part in parts:
+        b.fill(part)
+    assert torch.equal(one, torch.cat(parts))
+    reference = torch.Generator().manual_seed(123)  # the stream is fixed blocks of NOISE_BLOCK
+    blocks = torch.cat([torch.randn((NOISE_BLOCK, 3), generator=reference) for _ in range(3)])
+    assert torch.equal(one, blocks[:300])
 
 
 def _small_cnn() -> nn.Module:
