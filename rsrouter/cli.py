@@ -105,13 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = esub.add_parser("list", help="table of registered experts")
     hub_opts(p)
     p.set_defaults(func=cmd_experts_list)
-    for verb, helptext in (("show", "an expert's card"), ("pull", "download and verify"),
-                           ("verify", "check card, sha256 and weights"),
-                           ("remove", "unregister an expert")):
+    for verb, helptext, func in (("show", "an expert's card", cmd_experts_show),
+                                 ("pull", "download and verify", cmd_experts_pull),
+                                 ("verify", "check card, sha256 and weights", cmd_experts_verify),
+                                 ("remove", "unregister an expert", cmd_experts_remove)):
         p = esub.add_parser(verb, help=helptext)
         p.add_argument("name", help="registered name" + (" or hf://..." if verb == "pull" else ""))
         hub_opts(p)
-        p.set_defaults(func=globals()[f"cmd_experts_{verb}"])
+        p.set_defaults(func=func)
     p = esub.add_parser("import", help="convert a Cohen/SmoothAdv/state-dict checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--format", required=True, choices=("cohen", "smoothadv", "state_dict"))
