@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -284,11 +284,6 @@ def model_card(card: ExpertCard) -> str:
                   "| accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in cert["accuracy"].values())
                   + " |", ""]
     return "\n".join(lines)
-
-
-def card_dict(card: ExpertCard) -> dict[str, Any]:
-    """The card as a flat dict (for tables and JSON)."""
-    return asdict(card)
 
 
 def verify_folder(folder: str | os.PathLike, expected_sha256: str | None = None) -> ExpertCard:
