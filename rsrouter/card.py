@@ -11,23 +11,125 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from torch import nn
 
 from . import __version__
-from .errors import CardError, IntegrityError, UnknownArchitectureError
-from .files import atomic_write_json, atomic_write_text, load_tensors, save_tensors, sha256_file
-from .models import NormalizedModel, architecture_source, create_model
+from .errors import CardError, IntegrityError
+from .files import atomic_write_json, atomic_write_text, read_hashed
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .models import NormalizedModel, Trust
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 README_FILE = "README.md"
 STANDARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MODULE_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def is_code_reference(arch: str) -> bool:
+    """Whether ``arch`` is a ``module:factory`` string (resolving it imports and runs code)."""
+    return ":" in arch
+
+
+def check_architecture_name(arch: object) -> str | None:
+    """What is wrong with ``arch`` as an architecture name, importing nothing (None if fine)."""
+    if not isinstance(arch, str) or not arch.strip():
+        return f"must be a non-empty string, got {arch!r}"
+    if is_code_reference(arch) and not _MODULE_FACTORY.fullmatch(arch):
+        return f"{arch!r} is not a 'module.path:factory' string"
+    return None
+
+
+def check_sha256(value: object, what: str) -> str:
+    """``value`` if it is a sha256 (64 lowercase hex); else IntegrityError naming ``what``.
+
+    An empty or missing hash is an error, never a skipped check.
+    """
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        shown = "missing" if not value else f"{value!r} is not a sha256 (64 lowercase hex)"
+        raise IntegrityError(f"{what}: {shown}; rsrouter loads nothing whose bytes are not pinned")
+    return value
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The hashes a load must match, and who recorded them (named in errors)."""
+
+    weights_sha256: str
+    config_sha256: str
+    by: str = "the pin"
+
+
+@dataclass(frozen=True)
+class ArtifactFiles:
+    """An expert or router folder read once: the bytes that are hashed are the bytes used."""
+
+    folder: Path
+    config: dict[str, Any]
+    config_sha256: str
+    weights: bytes
+    weights_sha256: str
+
+    def pin(self, by: str = "") -> Pin:
+        """The hashes of these bytes, to record (registration, router training)."""
+        return Pin(self.weights_sha256, self.config_sha256, by)
+
+
+def read_artifact(folder: str | os.PathLike, *pins: Pin) -> ArtifactFiles:
+    """Read ``config.json`` and ``model.safetensors`` of ``folder`` once and hash them.
+
+    Both hashes must equal every pin given (a registration, a router's record). Nothing is
+    parsed beyond JSON and nothing is imported: check the card's own claim, then build the model
+    from the returned bytes.
+
+    Raises:
+        CardError: a file is missing or config.json is not JSON.
+        IntegrityError: a hash differs from a pin (both hashes named), or a pin is empty.
+    """
+    folder = Path(folder)
+    paths = {name: folder / name for name in (CONFIG_FILE, WEIGHTS_FILE)}
+    missing = [name for name, path in paths.items() if not path.is_file()]
+    if missing:
+        raise CardError(f"{folder}: {' and '.join(missing)} not found; an expert or router folder "
+                        "holds config.json, model.safetensors and README.md (see docs/experts.md)")
+    config_bytes, config_sha = read_hashed(paths[CONFIG_FILE])
+    weights, weights_sha = read_hashed(paths[WEIGHTS_FILE])
+    for pin in pins:
+        for name, actual, expected in ((WEIGHTS_FILE, weights_sha, pin.weights_sha256),
+                                       (CONFIG_FILE, config_sha, pin.config_sha256)):
+            check_sha256(expected, f"{pin.by}: sha256 of {name}")
+            if actual != expected:
+                what = ("the weights changed" if name == WEIGHTS_FILE else
+                        "the card (sigma, normalization, architecture) was edited")
+                raise IntegrityError(f"{paths[name]}: sha256 {actual} does not match {expected} "
+                                     f"recorded by {pin.by}: {what} since; nothing was loaded "
+                                     "(restore the files, or re-register / retrain on purpose)")
+    try:
+        config = json.loads(config_bytes)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CardError(f"{paths[CONFIG_FILE]} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise CardError(f"{paths[CONFIG_FILE]}: the top level must be a JSON object")
+    return ArtifactFiles(folder, config, config_sha, weights, weights_sha)
+
+
+def check_claim(claimed: object, files: ArtifactFiles, field_name: str) -> None:
+    """The card's own ``weights_sha256`` must be present and equal the weights' sha256."""
+    where = files.folder / CONFIG_FILE
+    check_sha256(claimed, f"{where}: {field_name}")
+    if claimed != files.weights_sha256:
+        raise IntegrityError(f"{files.folder / WEIGHTS_FILE}: sha256 {files.weights_sha256} does "
+                             f"not match the card's {field_name} {claimed}; the weights were not "
+                             "loaded (re-download them, or the card lies about its weights)")
 
 
 @dataclass
@@ -129,15 +231,32 @@ class ExpertCard:
         if self.label_names and len(self.label_names) != self.num_classes:
             raise CardError(f"{where}: rs_expert.label_names has {len(self.label_names)} names but "
                             f"num_classes is {self.num_classes}")
-        try:
-            architecture_source(self.architecture)
-        except UnknownArchitectureError as e:
-            raise CardError(f"{where}: architecture: {e}") from e
+        problem = check_architecture_name(self.architecture)
+        if problem:
+            raise CardError(f"{where}: architecture {problem}")
 
-    def build_model(self) -> NormalizedModel:
-        """A freshly initialized network with this card's normalization in front."""
-        return NormalizedModel(create_model(self.architecture, self.num_classes, self.input_size),
-                               self.mean, self.std)
+    def build_model(self, trust_code: Trust = False) -> NormalizedModel:
+        """A freshly initialized network with this card's normalization in front.
+
+        Raises:
+            UntrustedCodeError: a ``module:factory`` architecture without the opt-in.
+            CardError: an architecture that no source knows.
+        """
+        return build_model(self.architecture, self.num_classes, self.input_size, self.mean,
+                           self.std, trust_code, CONFIG_FILE)
+
+
+def build_model(architecture: str, num_classes: int, input_size, mean, std, trust_code: Trust,
+                where: str) -> NormalizedModel:
+    """``Normalize(mean, std)`` + the architecture; unknown names become a CardError."""
+    from .errors import UnknownArchitectureError
+    from .models import NormalizedModel, create_model
+
+    try:
+        net = create_model(architecture, num_classes, input_size, trust_code=trust_code)
+    except UnknownArchitectureError as e:
+        raise CardError(f"{where}: architecture: {e}") from e
+    return NormalizedModel(net, mean, std)
 
 
 def _require(d: dict, key: str, types, where: str, prefix: str = "") -> Any:
@@ -151,7 +270,7 @@ def _require(d: dict, key: str, types, where: str, prefix: str = "") -> Any:
 
 
 def read_card(folder: str | os.PathLike) -> ExpertCard:
-    """Read and validate ``folder/config.json``.
+    """Read and validate ``folder/config.json`` (no hash check, nothing imported): for display.
 
     Raises:
         CardError: the file is missing, not JSON, or fails the schema check.
@@ -162,57 +281,9 @@ def read_card(folder: str | os.PathLike) -> ExpertCard:
                         "and README.md (see docs/experts.md)")
     try:
         config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CardError(f"{path} is not valid JSON: {e}") from e
     return ExpertCard.from_config(config, str(path))
-
-
-def load_weights(model: NormalizedModel, card: ExpertCard, weights: str | os.PathLike,
-                 expected_sha256: str | None = None) -> None:
-    """Check ``weights`` against the card's (and an expected) sha256, then load it strictly.
-
-    Raises:
-        IntegrityError: a hash mismatch (both hashes named) or an unreadable file.
-        CardError: the weights do not fit the card (class count, input size, architecture).
-    """
-    actual = sha256_file(weights)
-    for label, expected in (("the card's weights_sha256", card.weights_sha256),
-                            ("the sha256 pinned at registration", expected_sha256)):
-        if expected and expected != actual:
-            raise IntegrityError(f"{weights}: sha256 {actual} does not match {label} {expected}; "
-                                 "the file was not loaded (re-download it or re-register the "
-                                 "expert)")
-    tensors, _ = load_tensors(weights)
-    check_state_dict(model.net, tensors, card, str(weights))
-    model.net.load_state_dict(tensors, strict=True)
-
-
-def check_state_dict(net: nn.Module, tensors: dict[str, torch.Tensor], card: ExpertCard,
-                     where: str) -> None:
-    """Raise :class:`CardError` when ``tensors`` do not fit ``net`` built from ``card``."""
-    own = net.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        raise CardError(f"{where}: weights do not match architecture {card.architecture!r}: "
-                        f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-    for key, value in own.items():
-        if tensors[key].shape != value.shape:
-            hint = ""
-            if value.dim() >= 1 and tensors[key].dim() >= 1 and value.shape[0] == card.num_classes:
-                hint = (f" (class-count mismatch: the card says num_classes={card.num_classes}, "
-                        f"the weights have {tensors[key].shape[0]} outputs)")
-            else:
-                hint = (f" (does the card's input_size {list(card.input_size)} match the "
-                        f"weights?)")
-            raise CardError(f"{where}: weight {key} has shape {list(tensors[key].shape)} but "
-                            f"the card's architecture expects {list(value.shape)}{hint}")
-
-
-def save_weights(folder: str | os.PathLike, net: nn.Module) -> str:
-    """Write ``net``'s state dict to ``folder/model.safetensors``; returns its sha256."""
-    save_tensors(Path(folder) / WEIGHTS_FILE, net.state_dict())
-    return sha256_file(Path(folder) / WEIGHTS_FILE)
 
 
 def save_expert(folder: str | os.PathLike, net: nn.Module, card: ExpertCard) -> Path:
@@ -220,6 +291,8 @@ def save_expert(folder: str | os.PathLike, net: nn.Module, card: ExpertCard) -> 
 
     ``card.weights_sha256`` is set from the written file.
     """
+    from .weights import save_weights
+
     card.weights_sha256 = save_weights(folder, net)
     write_card(folder, card)
     return Path(folder)
@@ -284,13 +357,3 @@ def model_card(card: ExpertCard) -> str:
                   "| accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in cert["accuracy"].values())
                   + " |", ""]
     return "\n".join(lines)
-
-
-def verify_folder(folder: str | os.PathLike, expected_sha256: str | None = None) -> ExpertCard:
-    """Check a folder's card, its weights' sha256 and that they load; returns the card."""
-    card = read_card(folder)
-    weights = Path(folder) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise IntegrityError(f"{weights} not found")
-    load_weights(card.build_model(), card, weights, expected_sha256)
-    return card

@@ -12,6 +12,12 @@ from . import __version__
 from .errors import RsrouterError
 
 
+def _trust_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow cards whose architecture is 'module:factory' (imports and runs "
+                        "that module); off by default")
+
+
 def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="digits | fashion-mnist | cifar10 | imagenet")
     p.add_argument("--split", default="test", choices=("train", "test"))
@@ -55,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, help="noise level (default: the expert card's)")
     p.add_argument("--endpoint", help="Hub endpoint for hf:// models")
     p.add_argument("--offline", action="store_true", default=None, help="Hub cache only")
+    _trust_opt(p)
     _add_certify_args(p)
     p.set_defaults(func=cmd_certify)
 
@@ -70,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="router folder to write")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
+    _trust_opt(p)
     p.set_defaults(func=cmd_router_train)
 
     experts = sub.add_parser("experts", help="train, register, pull, verify experts")
@@ -101,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", action="store_true",
                    help="write to the project's experts/registry.yaml, not the user registry")
     hub_opts(p)
+    _trust_opt(p)
     p.set_defaults(func=cmd_experts_register)
     p = esub.add_parser("list", help="table of registered experts")
     hub_opts(p)
@@ -112,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = esub.add_parser(verb, help=helptext)
         p.add_argument("name", help="registered name" + (" or hf://..." if verb == "pull" else ""))
         hub_opts(p)
+        if verb in ("pull", "verify"):
+            _trust_opt(p)
         p.set_defaults(func=func)
     p = esub.add_parser("import", help="convert a Cohen/SmoothAdv/state-dict checkpoint")
     p.add_argument("checkpoint")
@@ -128,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--git-remote", help="push to this git remote (path or URL) instead of the Hub")
     p.add_argument("--endpoint")
+    _trust_opt(p)
     p.set_defaults(func=cmd_experts_push)
     p = esub.add_parser("certify-card", help="certify an expert and write the results in its card")
     p.add_argument("folder", help="expert folder (its config.json and README.md are updated)")
@@ -138,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2500)
     p.add_argument("--out", required=True, help="per-input TSV (resumable)")
     p.add_argument("--no-progress", action="store_true")
+    _trust_opt(p)
     p.set_defaults(func=cmd_experts_certify_card)
     return parser
 
@@ -152,7 +165,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
     if args.router:
         return _certify_routed(args)
     from .data import load_dataset, subset_indices
-    from .runs import certify_dataset
+    from .runs import certify_dataset, run_settings
 
     expert = _registry(args).load(args.model, device=_device(args.device), compile=args.compile,
                                   precision=args.precision)
@@ -165,10 +178,9 @@ def cmd_certify(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     _check_dataset(expert, dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
-    settings = {"model": str(args.model), "weights_sha256": expert.card.weights_sha256,
-                "dataset": args.dataset, "split": args.split, "sigma": expert.sigma,
-                "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed,
-                "skip": args.skip, "max": args.max, "mode": expert.mode}
+    settings = run_settings({"expert": expert}, dataset=args.dataset, split=args.split,
+                            data_root=args.data_root, n0=args.n0, n=args.n, alpha=args.alpha,
+                            seed=args.seed, mode=expert.mode)
     if expert.mode != "fp32":
         print(f"note: {expert.mode} mode is not floating-point exact; the TSV's mode column "
               "says so", file=sys.stderr)
@@ -179,9 +191,10 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 
 def _certify_routed(args: argparse.Namespace) -> None:
+    from .bench.compare import routed_models
     from .data import load_dataset, subset_indices
     from .router import ROUTED_EXTRAS, load_routed, routed_extras
-    from .runs import certify_dataset
+    from .runs import certify_dataset, run_settings
 
     if args.sigma is not None:
         raise RsrouterError("--sigma applies to --model only; a router's experts keep their own")
@@ -191,11 +204,9 @@ def _certify_routed(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     _check_dataset(routed.experts[0], dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
-    settings = {"router": str(args.router), "router_sha256": routed.router.card.weights_sha256,
-                "experts": [e.card.weights_sha256 for e in routed.experts],
-                "alpha_split": args.alpha_split, "dataset": args.dataset, "split": args.split,
-                "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed,
-                "skip": args.skip, "max": args.max, "mode": routed.mode}
+    settings = run_settings(routed_models(routed), dataset=args.dataset, split=args.split,
+                            data_root=args.data_root, n0=args.n0, n=args.n, alpha=args.alpha,
+                            seed=args.seed, mode=routed.mode, alpha_split=args.alpha_split)
     certify_dataset(routed, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                     batch_size=args.batch_size, seed=args.seed, settings=settings,
                     extras=ROUTED_EXTRAS, row_extras=routed_extras,
@@ -208,7 +219,8 @@ def cmd_router_train(args: argparse.Namespace) -> None:
     from .train import train_router
 
     cfg = load_config(args.config)
-    out = train_router(cfg, args.out, device=_device(args.device), progress=not args.no_progress)
+    out = train_router(cfg, args.out, registry=_registry(args), device=_device(args.device),
+                       progress=not args.no_progress)
     print(f"router written to {out}; certify with: rsrouter certify --router {out} "
           f"--dataset {cfg.data.dataset} --out routed.tsv")
 
@@ -260,7 +272,8 @@ def _registry(args: argparse.Namespace):
     from .registry import Registry
 
     return Registry(endpoint=getattr(args, "endpoint", None),
-                    offline=getattr(args, "offline", None))
+                    offline=getattr(args, "offline", None),
+                    trust_code=getattr(args, "trust_code", False))
 
 
 def cmd_experts_register(args: argparse.Namespace) -> None:
@@ -285,14 +298,14 @@ def cmd_experts_list(args: argparse.Namespace) -> None:
 def cmd_experts_show(args: argparse.Namespace) -> None:
     import json
 
-    from .card import read_card
-
     reg = _registry(args)
     entry = reg.get(args.name)
+    card = reg.show(entry)
     print(f"name: {entry.name}\nsource: {entry.uri}\nregistry: {entry.registry}\n"
-          f"weights_sha256: {entry.weights_sha256}\ncached: {reg.is_cached(entry)}")
-    if reg.is_cached(entry):
-        print(json.dumps(read_card(reg.local_folder(entry)).to_config(), indent=2))
+          f"weights_sha256: {entry.weights_sha256}\nconfig_sha256: {entry.config_sha256}\n"
+          f"cached: {card is not None}")
+    if card is not None:
+        print(json.dumps(card.to_config(), indent=2))
 
 
 def cmd_experts_pull(args: argparse.Namespace) -> None:
@@ -301,7 +314,8 @@ def cmd_experts_pull(args: argparse.Namespace) -> None:
 
 def cmd_experts_verify(args: argparse.Namespace) -> None:
     card = _registry(args).verify(args.name)
-    print(f"{args.name}: OK (card schema, sha256 {card.weights_sha256[:12]}..., strict load)")
+    print(f"{args.name}: OK (card schema, sha256 of config.json and of weights "
+          f"{card.weights_sha256[:12]}..., strict load)")
 
 
 def cmd_experts_remove(args: argparse.Namespace) -> None:
@@ -320,13 +334,18 @@ def cmd_experts_import(args: argparse.Namespace) -> None:
 def cmd_experts_push(args: argparse.Namespace) -> None:
     import json
 
-    from .card import CONFIG_FILE, verify_folder
+    from .card import CONFIG_FILE
+    from .expert import verify_folder
     from .publish import push_expert
     from .router import load_router
 
     config = Path(args.folder) / CONFIG_FILE
     is_router = config.is_file() and "rs_router" in json.loads(config.read_text())
-    load_router(args.folder) if is_router else verify_folder(args.folder)  # checks before upload
+    trust = _registry(args).trust
+    if is_router:  # checks before upload
+        load_router(args.folder, trust_code=trust)
+    else:
+        verify_folder(args.folder, trust_code=trust)
     sha = push_expert(args.folder, args.repo, private=args.private, git_remote=args.git_remote,
                       endpoint=args.endpoint)
     print(f"pushed {args.folder} to {args.repo} at commit {sha}\n"
@@ -338,13 +357,14 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     from .data import load_dataset, subset_indices
     from .expert import load_expert_folder
     from .results import certified_accuracy, read_tsv
-    from .runs import certify_dataset
+    from .runs import certify_dataset, run_settings
 
-    expert = load_expert_folder(args.folder)
+    expert = load_expert_folder(args.folder, trust_code=_registry(args).trust)
     dataset = load_dataset(expert.card.dataset, "test")
     indices = subset_indices(len(dataset), max(1, len(dataset) // args.num))[: args.num]
-    settings = {"weights_sha256": expert.card.weights_sha256, "n0": args.n0, "n": args.n,
-                "alpha": args.alpha, "seed": 0, "indices": indices, "mode": expert.mode}
+    settings = run_settings({"expert": expert}, dataset=expert.card.dataset, split="test",
+                            data_root=None, n0=args.n0, n=args.n, alpha=args.alpha, seed=0,
+                            mode=expert.mode)
     certify_dataset(expert, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                     batch_size=args.batch_size, seed=0, settings=settings,
                     progress=not args.no_progress, desc=f"certify {expert.name}")

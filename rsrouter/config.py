@@ -169,7 +169,7 @@ def validate(cfg: RouterConfig) -> RouterConfig:
     if cfg.data.split not in ("train", "test"):
         raise ConfigError(f"data.split: must be train or test, got {cfg.data.split!r}")
     try:
-        resolve_architecture(cfg.router.arch)
+        resolve_architecture(cfg.router.arch, trust_code=True)  # the user's own config
     except UnknownArchitectureError as e:
         raise ConfigError(f"router.arch: {e}") from e
     if cfg.router.sigma is not None and not cfg.router.sigma > 0:

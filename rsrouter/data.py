@@ -87,8 +87,14 @@ class _Wrapped(Dataset):
         return self.inner[i]
 
 
-def load_dataset(name: str, split: str = "test", root: str | os.PathLike | None = None) -> Dataset:
+def load_dataset(name: str, split: str = "test", root: str | os.PathLike | None = None, *,
+                 augment: bool = False) -> Dataset:
     """Load ``name`` ("digits", "fashion-mnist", "cifar10", "imagenet") at ``split``.
+
+    ``augment=True`` applies the usual random training augmentation (CIFAR-10: crop + flip;
+    ImageNet: random resized crop + flip) for expert training. Everything else (certification,
+    router labels and router training) uses fixed images: a certificate or a label belongs to one
+    image, not to a random crop of it.
 
     Raises:
         ValueError: unknown name or split.
@@ -99,7 +105,7 @@ def load_dataset(name: str, split: str = "test", root: str | os.PathLike | None 
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     loader = {"digits": _digits, "fashion-mnist": _fashion_mnist, "cifar10": _cifar10,
               "imagenet": _imagenet}[name]
-    return loader(split, root, info)
+    return loader(split, root, info, augment)
 
 
 def _candidates(root: str | os.PathLike | None, subdirs: Sequence[str],
@@ -111,7 +117,7 @@ def _candidates(root: str | os.PathLike | None, subdirs: Sequence[str],
     return out + list(system)
 
 
-def _digits(split: str, root, info: DatasetInfo) -> TensorImageDataset:
+def _digits(split: str, root, info: DatasetInfo, augment: bool) -> TensorImageDataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -156,7 +162,7 @@ def _find_files(folder: Path, stems: Sequence[str]) -> list[Path] | None:
     return found
 
 
-def _fashion_mnist(split: str, root, info: DatasetInfo) -> TensorImageDataset:
+def _fashion_mnist(split: str, root, info: DatasetInfo, augment: bool) -> TensorImageDataset:
     places = _candidates(root, ["", "fashion-mnist", "FashionMNIST/raw"],
                          [FASHION_MNIST_SYSTEM_DIR])
     for place in places:
@@ -177,14 +183,14 @@ def _fashion_mnist(split: str, root, info: DatasetInfo) -> TensorImageDataset:
     )
 
 
-def _cifar10(split: str, root, info: DatasetInfo) -> Dataset:
+def _cifar10(split: str, root, info: DatasetInfo, augment: bool) -> Dataset:
     from torchvision import datasets, transforms
 
     places = _candidates(root, ["", "cifar10", "cifar-10"])
     for place in places:
         if (place / "cifar-10-batches-py").is_dir():
             tf = [transforms.ToTensor()]
-            if split == "train":
+            if augment:
                 tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *tf]
             ds = datasets.CIFAR10(str(place), train=split == "train", download=False,
                                   transform=transforms.Compose(tf))
@@ -197,7 +203,7 @@ def _cifar10(split: str, root, info: DatasetInfo) -> Dataset:
     )
 
 
-def _imagenet(split: str, root, info: DatasetInfo) -> Dataset:
+def _imagenet(split: str, root, info: DatasetInfo, augment: bool) -> Dataset:
     from torchvision import datasets, transforms
 
     sub = "train" if split == "train" else "val"
@@ -205,7 +211,7 @@ def _imagenet(split: str, root, info: DatasetInfo) -> Dataset:
     places = _candidates(root, [sub, f"imagenet/{sub}"], system)
     for place in places:
         if place.is_dir():
-            if split == "train":
+            if augment:
                 tf = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
             else:
                 tf = [transforms.Resize(256), transforms.CenterCrop(224)]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .bench import certify_methods, report
 from .data import load_dataset, subset_indices
-from .registry import PROJECT_REGISTRY, Registry
+from .paths import PROJECT_REGISTRY
+from .registry import Registry
 from .results import markdown_table
 from .router import load_routed
 
@@ -25,11 +26,12 @@ def run_demo(out: Path, *, num: int = 100, n: int = 2000, n0: int = 100, alpha: 
     routed = load_routed(ROUTER, registry=Registry())
     dataset = load_dataset("fashion-mnist", "test")
     indices = subset_indices(len(dataset), max(1, len(dataset) // num))[:num]
-    paths = certify_methods(routed.experts, routed, dataset, indices, out, n0=n0, n=n,
-                            alpha=alpha, batch_size=batch_size, seed=seed, progress=progress)
+    experts, routed_paths = certify_methods(routed.experts, routed, dataset, indices, out, n0=n0,
+                                            n=n, alpha=alpha, batch_size=batch_size, seed=seed,
+                                            progress=progress)
     title = f"Fashion-MNIST: {len(indices)} test images, n0={n0}, n={n}, alpha={alpha}"
-    table = report(paths, out, title=title)
-    routing = json.loads((out / "summary.json").read_text())["routing"]
+    table = report(experts, out, title=title, routed=routed_paths)
+    routing = json.loads((out / "summary.json").read_text())["routing"]["routed"]
     print(f"\n{title}\ncertified accuracy (%) at l2 radius r; ACR = average certified radius\n")
     print(markdown_table(table))
     print(f"\nrouter (sigma {routed.router.sigma}): mean certified radius "

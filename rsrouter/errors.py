@@ -44,3 +44,19 @@ class ConfigError(RsrouterError, ValueError):
 
 class ResumeError(RsrouterError, ValueError):
     """An output that exists with other settings than the run that would continue it."""
+
+
+class UntrustedCodeError(RsrouterError):
+    """A card names Python code (``module:factory``) that the user has not opted in to run."""
+
+
+class CountsError(RsrouterError, ValueError):
+    """Stored counts that no certification could have produced (nA > n, n0 = 0, alpha = 2, ...)."""
+
+
+class ResultsError(RsrouterError, ValueError):
+    """A results file that is not a certification TSV, or whose rows are inconsistent."""
+
+
+class LockedError(RsrouterError):
+    """An output that another running process is writing."""

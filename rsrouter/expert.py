@@ -7,46 +7,82 @@ from pathlib import Path
 
 import torch
 
-from .card import WEIGHTS_FILE, ExpertCard, load_weights, read_card
-from .models import NormalizedModel
+from .card import ArtifactFiles, ExpertCard, Pin, check_claim, read_artifact
+from .models import NormalizedModel, Trust
 from .smoothing import Smooth
+from .weights import build_network
 
 
 class Expert(Smooth):
-    """A :class:`~rsrouter.Smooth` that knows its card: ``expert.card``, ``expert.model``.
+    """A :class:`~rsrouter.Smooth` that knows its card and where its bytes came from.
 
     ``certify``/``predict`` use the card's sigma; the model is in eval mode with its
-    normalization layer in front.
+    normalization layer in front. ``pin`` holds the sha256 of the config.json and weights that
+    were actually read; ``uri`` the pinned place they came from (folder, ``hf://org/name@sha``).
     """
 
-    def __init__(self, model: NormalizedModel, card: ExpertCard, *, source: str = "",
-                 compile: bool = False, precision: str = "fp32") -> None:
+    def __init__(self, model: NormalizedModel, card: ExpertCard, *, uri: str = "",
+                 pin: Pin | None = None, name: str = "", compile: bool = False,
+                 precision: str = "fp32") -> None:
         super().__init__(model, card.num_classes, card.sigma, compile=compile, precision=precision,
                          input_shape=card.input_size)
         self.model = model
         self.card = card
-        self.source = source
+        self.uri = uri
+        self.pin = pin
+        self._name = name
 
     @property
     def name(self) -> str:
-        return self.card.name or Path(self.source).name
+        """The registered name, else the card's name, else the last part of ``uri``."""
+        return self._name or self.card.name or Path(self.uri.split("@")[0]).name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
+    def source(self) -> str:
+        """Where the expert came from (alias of ``uri``)."""
+        return self.uri
 
     def __repr__(self) -> str:
         return (f"Expert(name={self.name!r}, dataset={self.card.dataset!r}, "
                 f"architecture={self.card.architecture!r}, sigma={self.sigma}, mode={self.mode!r})")
 
 
-def load_expert_folder(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
-                       expected_sha256: str | None = None, compile: bool = False,
-                       precision: str = "fp32") -> Expert:
-    """Load the expert in ``folder`` (checks the card, the sha256 and the weights' shapes).
+def build_expert(files: ArtifactFiles, *, trust_code: Trust = False,
+                 device: str | torch.device = "cpu", uri: str = "", name: str = "",
+                 compile: bool = False, precision: str = "fp32") -> Expert:
+    """An Expert from verified bytes: card schema, the card's own weights hash, strict load.
 
     Raises:
         CardError: the card fails the schema check or does not fit the weights.
-        IntegrityError: a hash mismatch, or a missing/corrupt weights file.
+        IntegrityError: the card's weights_sha256 is empty or differs from the weights.
+        UntrustedCodeError: the card names Python code and ``trust_code`` does not allow it.
     """
-    card = read_card(folder)
-    model = card.build_model()
-    load_weights(model, card, Path(folder) / WEIGHTS_FILE, expected_sha256)
-    model.to(device).eval()
-    return Expert(model, card, source=str(folder), compile=compile, precision=precision)
+    card = ExpertCard.from_config(files.config, str(files.folder / "config.json"))
+    check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
+    model = build_network(card, files, trust_code).to(device).eval()
+    return Expert(model, card, uri=uri or str(files.folder), pin=files.pin(), name=name,
+                  compile=compile, precision=precision)
+
+
+def load_expert_folder(folder: str | os.PathLike, *, pin: Pin | None = None,
+                       trust_code: Trust = False, device: str | torch.device = "cpu",
+                       compile: bool = False, precision: str = "fp32") -> Expert:
+    """Load the expert in ``folder``: read once, check hashes (``pin`` and the card's), build.
+
+    Raises:
+        CardError: the card fails the schema check or does not fit the weights.
+        IntegrityError: a hash mismatch or an empty hash, or a missing/corrupt weights file.
+        UntrustedCodeError: the card names Python code and ``trust_code`` does not allow it.
+    """
+    files = read_artifact(folder, *([pin] if pin else []))
+    return build_expert(files, trust_code=trust_code, device=device, compile=compile,
+                        precision=precision)
+
+
+def verify_folder(folder: str | os.PathLike, *, trust_code: Trust = False) -> ExpertCard:
+    """Check a folder's card, its weights' sha256 and that they load strictly; returns the card."""
+    return load_expert_folder(folder, trust_code=trust_code).card

@@ -1,18 +1,34 @@
-"""File helpers: atomic writes, sha256, and training state saved as safetensors (no pickle)."""
+"""File helpers: atomic writes, sha256, and tensors saved as safetensors (no pickle).
+
+torch and safetensors are imported by the functions that need them, so that commands which only
+read cards and registries start fast.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from .errors import IntegrityError, LockedError
 
-from .errors import IntegrityError
+if TYPE_CHECKING:
+    import torch
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_hashed(path: str | os.PathLike) -> tuple[bytes, str]:
+    """The bytes of ``path`` and their sha256, from one read (what is hashed is what is used)."""
+    data = Path(path).read_bytes()
+    return data, sha256_bytes(data)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -52,6 +68,8 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                  metadata: dict | None = None) -> None:
     """Atomically save ``tensors`` as safetensors with a JSON ``metadata`` dict."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -72,20 +90,36 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     Raises:
         IntegrityError: the file is truncated or not a safetensors file.
     """
-    from safetensors import safe_open
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise IntegrityError(f"{path} cannot be read ({e})") from e
+    return tensors_from_bytes(data, str(path))
+
+
+def tensors_from_bytes(data: bytes, where: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Parse safetensors ``data`` (already read and hashed); returns ``(tensors, metadata)``.
+
+    Raises:
+        IntegrityError: the bytes are truncated or not a safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise IntegrityError(f"{path} is not a readable safetensors file (truncated or corrupt: "
+        raise IntegrityError(f"{where} is not a readable safetensors file (truncated or corrupt: "
                              f"{e}); delete it and download or rebuild it") from e
     return tensors, json.loads(meta.get("json", "{}"))
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Flatten an optimizer's state into tensors plus JSON-able metadata."""
+    import torch
+
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, entries in state["state"].items():
@@ -109,3 +143,56 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class FileLock:
+    """An exclusive OS lock (``flock``) on ``path``, which names the process that holds it.
+
+    The OS releases the lock when the process exits or crashes, so a stale lock file never
+    blocks a rerun. Use as a context manager or call :meth:`acquire` / :meth:`release`.
+
+    Raises:
+        LockedError: another process holds the lock ("in use by pid N").
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "") -> None:
+        self.path = Path(path)
+        self.what = what or str(self.path)
+        self._fd: int | None = None
+
+    def acquire(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise LockedError(f"{self.what} is in use by pid {holder} (another rsrouter run "
+                                  "writes it); wait for it to finish, or choose another --out") \
+                    from None
+            try:  # the file we locked may have been removed by a holder that just released it
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

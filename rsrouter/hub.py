@@ -190,6 +190,12 @@ def _cached_path(repo_id: str, sha: str, filename: str, cache: str) -> str | Non
     return found if isinstance(found, str) else None
 
 
+def snapshot_folder(repo_id: str, sha: str,
+                    cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder that holds the files of commit ``sha`` (whether or not they are there)."""
+    return _snapshot_dir(repo_id, sha, _cache_dir(cache_dir))
+
+
 def _snapshot_dir(repo_id: str, sha: str, cache: str) -> Path:
     return Path(cache) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / sha
 

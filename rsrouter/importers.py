@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from .card import ExpertCard, check_state_dict, save_expert
+from .card import ExpertCard, save_expert
 from .data import dataset_info
 from .errors import CardError
 from .models import architecture_source, create_model
+from .weights import check_state_dict
 
 FORMATS = ("cohen", "smoothadv", "state_dict")
 # Cohen et al.'s / SmoothAdv's architecture names -> rsrouter / timm names
@@ -105,7 +106,8 @@ def import_checkpoint(
                                 "checkpoint_arch": str(obj.get("arch", "")),
                                 "checkpoint_epoch": obj.get("epoch")})
     card.validate("imported card")
-    net = create_model(arch, num_classes, info.input_size)
+    # arch is the user's --arch or an alias from ARCH_ALIASES: never a name read from the file
+    net = create_model(arch, num_classes, info.input_size, trust_code=True)
     check_state_dict(net, net_sd, card, str(checkpoint))
     net.load_state_dict(net_sd, strict=True)
     return save_expert(out, net, card)

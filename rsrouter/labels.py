@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import beta, norm
 from tqdm.auto import tqdm
 
 from .config import LabelSpec
+from .errors import CountsError
 from .files import load_tensors, save_tensors
-from .smoothing import Smooth
+from .smoothing import Smooth, radii_from_counts
 
 CHUNK = 1000
 
@@ -75,12 +75,9 @@ class RouterLabels:
 
 
 def label_radii(counts: np.ndarray, n: int, alpha: float, sigmas: Sequence[float]) -> np.ndarray:
-    """Vectorized ``sigma_k * Phi^-1(CP lower bound)``, 0 where the bound is <= 1/2."""
-    counts = np.asarray(counts)
-    with np.errstate(all="ignore"):
-        p_lower = np.where(counts > 0, beta.ppf(alpha, np.maximum(counts, 1), n - counts + 1), 0.0)
-    radius = np.asarray(sigmas)[None, :] * norm.ppf(np.clip(p_lower, 0.5, 1.0))
-    return np.where(p_lower > 0.5, radius, 0.0)
+    """``[N, K]`` certified radius of the true class (``sigma_k * Phi^-1(CP lower bound)``),
+    0 where the bound is <= 1/2."""
+    return radii_from_counts(np.asarray(counts), n, alpha, np.asarray(sigmas)[None, :])
 
 
 def choose_subset(length: int, subset: int | None, seed: int) -> torch.Tensor:
@@ -93,7 +90,7 @@ def choose_subset(length: int, subset: int | None, seed: int) -> torch.Tensor:
 
 def cache_key(experts: Sequence, spec: LabelSpec, dataset: str, split: str, seed: int) -> dict:
     """What the labels depend on: the experts' weights and sigmas and the label settings."""
-    return {"experts": [e.card.weights_sha256 for e in experts],
+    return {"experts": [[e.pin.weights_sha256, e.pin.config_sha256] for e in experts],
             "sigmas": [e.sigma for e in experts], "n": spec.n, "alpha": spec.alpha,
             "subset": spec.subset, "dataset": dataset, "split": split, "seed": seed}
 
@@ -124,7 +121,12 @@ def compute_labels(
     if cache is not None and Path(cache).is_file():
         tensors, meta = load_tensors(cache)
         if meta.get("key") == key and torch.equal(tensors["indices"], indices):
-            counts, done = tensors["counts"], meta["done"]
+            counts, done = tensors["counts"], int(meta["done"])
+            finished = counts[:done]
+            if (counts.shape != (len(indices), len(experts)) or not 0 <= done <= len(indices)
+                    or bool(((finished < 0) | (finished > spec.n)).any())):
+                raise CountsError(f"{cache}: label counts outside [0, n={spec.n}] or of the "
+                                  "wrong shape; the cache is corrupt: delete it to recompute")
     bar = tqdm(total=len(indices), initial=done, disable=not progress, desc="router labels",
                unit="img")
     for start in range(done, len(indices), CHUNK):

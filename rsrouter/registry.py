@@ -3,34 +3,48 @@
 Two registry files are merged: the project's ``experts/registry.yaml`` (the bundled zoo; sources
 relative to it) and the user's ``registry.yaml`` in ``$RSROUTER_CONFIG_DIR`` (default
 ``$XDG_CONFIG_HOME/rsrouter`` or ``~/.config/rsrouter``). A name in both is an error. Each entry
-records where the expert lives, the commit sha it is pinned to (Hub sources) and the sha256 of its
-weights at registration: every later load is checked against both the card and that record.
+records where the expert lives, the commit sha it is pinned to (Hub sources) and the sha256 of the
+``config.json`` and weights that registration read; every later load must match both.
+
+Every load takes one path: **resolve** (a registered name, ``hf://org/name[@rev]`` or a folder)
+-> **fetch** (the Hub cache, for Hub sources) -> **verify** (read each file once, hash those bytes,
+compare with the pin and the card's claim) -> **build** (architecture, then weights parsed from
+the very bytes that were hashed). Nothing named by a card is imported without the user's opt-in:
+``trust_code=True`` or the module listed under ``trusted_modules:`` in the user's registry file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
 
-from . import hub
-from .card import WEIGHTS_FILE, ExpertCard, read_card, verify_folder
+from .card import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ExpertCard,
+    Pin,
+    check_sha256,
+    read_artifact,
+    read_card,
+)
 from .errors import IntegrityError, RegistryError, UnknownExpertError
-from .expert import Expert, load_expert_folder
-from .files import atomic_write_text, sha256_file
+from .files import atomic_write_text
+from .paths import PROJECT_REGISTRY, user_config_dir, user_registry
 
-PROJECT_REGISTRY = Path(__file__).resolve().parents[1] / "experts" / "registry.yaml"
+if TYPE_CHECKING:
+    import torch
 
+    from .expert import Expert
+    from .models import Trust
 
-def user_config_dir() -> Path:
-    """``$RSROUTER_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/rsrouter``, else ``~/.config/rsrouter``."""
-    if os.environ.get("RSROUTER_CONFIG_DIR"):
-        return Path(os.environ["RSROUTER_CONFIG_DIR"])
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "rsrouter"
+HF_PREFIX = "hf://"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+__all__ = ["Entry", "Registry", "Resolved", "load_expert", "user_config_dir", "PROJECT_REGISTRY"]
 
 
 @dataclass
@@ -41,6 +55,7 @@ class Entry:
     source: str
     revision: str | None
     weights_sha256: str
+    config_sha256: str
     dataset: str
     architecture: str
     sigma: float
@@ -49,11 +64,16 @@ class Entry:
 
     @property
     def is_hub(self) -> bool:
-        return self.source.startswith(hub.HF_PREFIX)
+        return self.source.startswith(HF_PREFIX)
 
     @property
     def uri(self) -> str:
         return f"{self.source}@{self.revision}" if self.is_hub else self.source
+
+    @property
+    def pin(self) -> Pin:
+        return Pin(self.weights_sha256, self.config_sha256,
+                   f"the registration of {self.name!r} in {self.registry}")
 
     def folder(self) -> Path:
         """The local folder of a folder source (relative paths are relative to the registry)."""
@@ -67,30 +87,81 @@ class Entry:
         return d
 
 
-def _read(path: Path) -> dict[str, Entry]:
+@dataclass(frozen=True)
+class Resolved:
+    """Where a reference points: a local folder, or a Hub repo at a commit sha; and its pin."""
+
+    ref: str
+    name: str  # the registered name ("" otherwise: the card's name is used)
+    uri: str
+    pin: Pin | None = None
+    folder: Path | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def is_hub(self) -> bool:
+        return self.repo_id is not None
+
+
+_KNOWN = {f.name for f in fields(Entry)} - {"name", "registry"}
+
+
+def _read(path: Path, *, user: bool = False) -> tuple[dict[str, Entry], list[str]]:
+    """The entries and the trusted modules of one registry file (both empty if it is absent)."""
     if not path.is_file():
-        return {}
+        return {}, []
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RegistryError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(doc, dict) or set(doc) - {"experts", "trusted_modules"}:
+        raise RegistryError(f"{path}: the top level holds 'experts:' and, in the user's file, "
+                            "'trusted_modules:'")
+    trusted = doc.get("trusted_modules") or []
+    if trusted and not user:
+        raise RegistryError(f"{path}: trusted_modules belongs in the user's registry file "
+                            f"({user_registry()}), not in a project file")
+    if not isinstance(trusted, list) or not all(isinstance(m, str) and m for m in trusted):
+        raise RegistryError(f"{path}: trusted_modules must be a list of module names")
     experts = doc.get("experts") or {}
     if not isinstance(experts, dict):
         raise RegistryError(f"{path}: 'experts' must map names to entries")
-    known = {f.name for f in fields(Entry)} - {"name", "registry"}
     out = {}
     for name, raw in experts.items():
-        if not isinstance(raw, dict) or not {"source", "weights_sha256"} <= set(raw):
-            raise RegistryError(f"{path}: entry {name!r} needs at least source and weights_sha256")
-        unknown = set(raw) - known
+        if not isinstance(raw, dict):
+            raise RegistryError(f"{path}: entry {name!r} must be a mapping")
+        unknown = set(raw) - _KNOWN
         if unknown:
             raise RegistryError(f"{path}: entry {name!r} has unknown keys {sorted(unknown)}")
-        out[name] = Entry(name=name, registry=str(path), **{k: raw.get(k) for k in known})
-    return out
+        missing = sorted(k for k in ("source", "weights_sha256", "config_sha256")
+                         if not raw.get(k))
+        if missing:
+            again = raw.get("source", "SOURCE") + (f"@{raw['revision']}" if raw.get("revision")
+                                                   else "")
+            raise RegistryError(
+                f"{path}: entry {name!r} has no {', '.join(missing)} (registered by an older "
+                "rsrouter, or edited by hand); every byte an expert loads must be pinned. "
+                f"Re-register it: rsrouter experts remove {name} && rsrouter experts register "
+                f"{again} --name {name}")
+        entry = Entry(name=name, registry=str(path), **{k: raw.get(k) for k in _KNOWN})
+        try:
+            check_sha256(entry.weights_sha256, "weights_sha256")
+            check_sha256(entry.config_sha256, "config_sha256")
+        except IntegrityError as e:
+            raise RegistryError(f"{path}: entry {name!r}: {e}") from None
+        if entry.is_hub:
+            if not (isinstance(entry.revision, str) and _COMMIT.fullmatch(entry.revision)):
+                raise RegistryError(f"{path}: entry {name!r} must pin a full commit sha as "
+                                    f"revision, got {entry.revision!r}")
+        out[name] = entry
+    return out, list(trusted)
 
 
-def _write(path: Path, entries: dict[str, Entry]) -> None:
-    doc = {"experts": {name: e.to_yaml() for name, e in sorted(entries.items())}}
+def _write(path: Path, entries: dict[str, Entry], trusted: list[str]) -> None:
+    doc: dict = {"experts": {name: e.to_yaml() for name, e in sorted(entries.items())}}
+    if trusted:
+        doc["trusted_modules"] = trusted
     header = "# rsrouter expert registry (written by `rsrouter experts register/remove`)\n"
     atomic_write_text(path, header + yaml.safe_dump(doc, sort_keys=False))
 
@@ -104,27 +175,37 @@ class Registry:
         endpoint: Hub endpoint for hf:// sources (default ``HF_ENDPOINT`` or huggingface.co).
         cache_dir: Hub cache folder (default the standard HF cache).
         offline: force offline mode (default: ``HF_HUB_OFFLINE``).
+        trust_code: allow cards whose architecture is ``module:factory`` (imports and runs that
+            module). Without it only the modules under ``trusted_modules:`` in the user file are.
     """
 
     def __init__(self, project_file: str | os.PathLike | None = None,
                  user_file: str | os.PathLike | None = None, *, endpoint: str | None = None,
-                 cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
+                 trust_code: bool = False) -> None:
         self.project_file = Path(project_file) if project_file else PROJECT_REGISTRY
-        self.user_file = Path(user_file) if user_file else user_config_dir() / "registry.yaml"
+        self.user_file = Path(user_file) if user_file else user_registry()
         self.endpoint = endpoint
         self.cache_dir = cache_dir
         self.offline = offline
+        self.trust_code = trust_code
 
     # ---- reading --------------------------------------------------------------------------
 
     def entries(self) -> dict[str, Entry]:
         """All entries, merged. Raises RegistryError on a name listed in both files."""
-        project, user = _read(self.project_file), _read(self.user_file)
+        project, _ = _read(self.project_file)
+        user, _ = _read(self.user_file, user=True)
         both = sorted(set(project) & set(user))
         if both:
             raise RegistryError(f"expert name(s) {both} are registered both in {self.project_file} "
                                 f"and in {self.user_file}; remove one (`rsrouter experts remove`)")
         return {**project, **user}
+
+    @property
+    def trust(self) -> Trust:
+        """What code cards may name: True (``trust_code``) or the user's trusted modules."""
+        return True if self.trust_code else frozenset(_read(self.user_file, user=True)[1])
 
     def get(self, name: str) -> Entry:
         """The entry for ``name``. Raises UnknownExpertError listing the known names."""
@@ -135,126 +216,173 @@ class Registry:
                                      "one with `rsrouter experts register SOURCE --name NAME`")
         return entries[name]
 
-    def is_cached(self, entry: Entry) -> bool:
+    def cached_folder(self, entry: Entry) -> Path | None:
+        """The local folder of ``entry`` if its files are on disk (no request, no check)."""
         if not entry.is_hub:
-            return (entry.folder() / WEIGHTS_FILE).is_file()
-        return hub.is_cached(hub.parse_hf_uri(entry.source).repo_id, entry.revision,
-                             cache_dir=self.cache_dir)
+            folder = entry.folder()
+            return folder if (folder / WEIGHTS_FILE).is_file() else None
+        from . import hub
+
+        repo_id = hub.parse_hf_uri(entry.source).repo_id
+        if not hub.is_cached(repo_id, entry.revision, cache_dir=self.cache_dir):
+            return None
+        return hub.snapshot_folder(repo_id, entry.revision, cache_dir=self.cache_dir)
+
+    def is_cached(self, entry: Entry) -> bool:
+        return self.cached_folder(entry) is not None
+
+    # ---- the load path: resolve -> fetch -> verify -> build ------------------------------
+
+    def resolve(self, ref: str, *, base: str | os.PathLike | None = None) -> Resolved:
+        """Where ``ref`` points, pinned.
+
+        ``ref`` is ``hf://org/name[@rev]`` (a branch or tag is resolved to its commit sha), a
+        registered name (registered names win over a folder of the same name: write ``./name``
+        for the folder), or a folder (relative to ``base`` when given).
+
+        Raises:
+            UnknownExpertError: none of these.
+            HubError: the revision cannot be resolved.
+        """
+        if ref.startswith(HF_PREFIX):
+            from . import hub
+
+            parsed = hub.parse_hf_uri(ref)
+            sha = hub.resolve_revision(parsed.repo_id, parsed.revision or "main",
+                                       endpoint=self.endpoint, offline=self.offline)
+            return Resolved(ref, "", f"{HF_PREFIX}{parsed.repo_id}@{sha}",
+                            repo_id=parsed.repo_id, revision=sha)
+        entries = self.entries()
+        if ref in entries:
+            entry = entries[ref]
+            if entry.is_hub:
+                from . import hub
+
+                return Resolved(ref, entry.name, entry.uri, entry.pin,
+                                repo_id=hub.parse_hf_uri(entry.source).repo_id,
+                                revision=entry.revision)
+            return Resolved(ref, entry.name, str(entry.folder()), entry.pin, folder=entry.folder())
+        path = Path(ref).expanduser()
+        if base is not None and not path.is_absolute():
+            path = Path(base) / path
+        if path.is_dir():
+            return Resolved(ref, "", str(path), folder=path)
+        known = ", ".join(sorted(entries)) or "(none)"
+        raise UnknownExpertError(
+            f"{ref!r} is neither a registered expert name (registered: {known}) nor an expert "
+            f"folder{f' (looked in {path})' if base is not None else ''} nor an hf://org/name URI")
+
+    def fetch(self, resolved: Resolved) -> Path:
+        """The local folder of ``resolved``: a Hub commit is downloaded into the Hub cache (no
+        request when cached). Raises HubError."""
+        if not resolved.is_hub:
+            return resolved.folder
+        from . import hub
+
+        return hub.download_files(resolved.repo_id, resolved.revision, endpoint=self.endpoint,
+                                  cache_dir=self.cache_dir, offline=self.offline)
+
+    def load(self, ref: str, *, pin: Pin | None = None, base: str | os.PathLike | None = None,
+             device: str | torch.device = "cpu", compile: bool = False,
+             precision: str = "fp32") -> Expert:
+        """A ready smoothed expert from a registered name, an ``hf://`` URI or a folder.
+
+        ``pin`` (a router's record) is checked in addition to the registration's pin.
+
+        Raises:
+            UnknownExpertError, HubError, CardError, UntrustedCodeError, IntegrityError (a
+            hash that differs or is empty: nothing is loaded; a Hub copy is deleted from the
+            cache).
+        """
+        return self._load(self.resolve(ref, base=base), pin, device=device, compile=compile,
+                          precision=precision)
+
+    def _load(self, resolved: Resolved, pin: Pin | None = None, **kw) -> Expert:
+        """fetch -> verify (every pin, then the card's claim) -> build."""
+        from .expert import build_expert
+
+        folder = self.fetch(resolved)
+        pins = [p for p in (resolved.pin, pin) if p is not None]
+        try:
+            files = read_artifact(folder, *pins)
+            return build_expert(files, trust_code=self.trust, uri=resolved.uri,
+                                name=resolved.name, **kw)
+        except IntegrityError as e:
+            if not resolved.is_hub:
+                raise
+            from . import hub
+
+            for filename in (WEIGHTS_FILE, CONFIG_FILE):
+                hub.discard_cached(resolved.repo_id, resolved.revision, filename,
+                                   cache_dir=self.cache_dir)
+            raise IntegrityError(f"{resolved.uri}: {e}; the cached copy was deleted") from e
 
     # ---- writing --------------------------------------------------------------------------
 
     def register(self, source: str, name: str, *, project: bool = False) -> Entry:
         """Verify ``source`` (folder or ``hf://org/name[@rev]``) and record it under ``name``.
 
-        A Hub branch or tag is resolved to its commit sha; the files are downloaded and the
-        weights' sha256 must equal the card's ``weights_sha256`` (else the revision is refused).
+        A Hub branch or tag is resolved to its commit sha. The card's ``weights_sha256`` must
+        match its weights; the entry records the sha256 of the config.json and weights that were
+        read, which every later load must match.
 
         Raises:
-            RegistryError: the name exists; CardError / IntegrityError / HubError from checks.
+            RegistryError: a bad or taken name; CardError / IntegrityError / HubError /
+            UntrustedCodeError from the checks.
         """
-        if not name or any(c in name for c in " /@:"):
-            raise RegistryError(f"expert name {name!r} must be non-empty without ' /@:'")
-        if name in self.entries():
+        if not name or any(c in name for c in " /@:") or name.startswith("."):
+            raise RegistryError(f"expert name {name!r} must be non-empty, not start with '.', "
+                                "and have no ' /@:'")
+        entries = self.entries()
+        if name in entries:
             raise RegistryError(f"expert {name!r} is already registered "
-                                f"({self.entries()[name].registry}); remove it first")
+                                f"({entries[name].registry}); remove it first")
+        if source in entries and not source.startswith(HF_PREFIX):
+            raise RegistryError(f"{source!r} is a registered name; register a folder "
+                                f"(./{source}) or an hf:// URI")
         target = self.project_file if project else self.user_file
-        if source.startswith(hub.HF_PREFIX):
-            ref = hub.parse_hf_uri(source)
-            sha = hub.resolve_revision(ref.repo_id, ref.revision or "main", endpoint=self.endpoint,
-                                       offline=self.offline)
-            folder = self._download(ref.repo_id, sha)
-            card = self._verified_card(folder, ref.repo_id, sha, expected=None)
-            stored_source, revision = f"{hub.HF_PREFIX}{ref.repo_id}", sha
+        resolved = self.resolve(source)
+        expert = self._load(resolved)
+        if resolved.is_hub:
+            stored_source, revision = f"{HF_PREFIX}{resolved.repo_id}", resolved.revision
         else:
-            folder = Path(source).resolve()
-            card = verify_folder(folder)
-            stored_source, revision = _relative_to(folder, target.parent), None
-        if not card.weights_sha256:
-            raise IntegrityError(f"{source}: config.json has no rs_expert.weights_sha256; an "
-                                 "expert must pin its weights (rsrouter's cards always do)")
+            stored_source, revision = _relative_to(resolved.folder.resolve(), target.parent), None
+        card = expert.card
         entry = Entry(name=name, source=stored_source, revision=revision,
-                      weights_sha256=card.weights_sha256, dataset=card.dataset,
+                      weights_sha256=expert.pin.weights_sha256,
+                      config_sha256=expert.pin.config_sha256, dataset=card.dataset,
                       architecture=card.architecture, sigma=card.sigma,
                       num_classes=card.num_classes, registry=str(target))
-        entries = _read(target)
-        entries[name] = entry
-        _write(target, entries)
+        own, trusted = _read(target, user=not project)
+        own[name] = entry
+        _write(target, own, trusted)
         return entry
 
     def remove(self, name: str) -> Entry:
         """Remove ``name`` from the file that lists it; returns the removed entry."""
         entry = self.get(name)
         path = Path(entry.registry)
-        entries = _read(path)
-        entries.pop(name)
-        _write(path, entries)
+        own, trusted = _read(path, user=path == self.user_file)
+        own.pop(name)
+        _write(path, own, trusted)
         return entry
 
-    # ---- fetching and loading -------------------------------------------------------------
+    # ---- convenience ----------------------------------------------------------------------
 
-    def pull(self, name_or_uri: str) -> Path:
-        """Download (or find in the cache) and verify; returns the local folder."""
-        if name_or_uri.startswith(hub.HF_PREFIX):
-            ref = hub.parse_hf_uri(name_or_uri)
-            sha = hub.resolve_revision(ref.repo_id, ref.revision or "main", endpoint=self.endpoint,
-                                       offline=self.offline)
-            folder = self._download(ref.repo_id, sha)
-            self._verified_card(folder, ref.repo_id, sha, expected=None)
-            return folder
-        entry = self.get(name_or_uri)
-        return self.local_folder(entry)
-
-    def local_folder(self, entry: Entry) -> Path:
-        """The verified local folder of ``entry`` (downloads a Hub entry at its pinned sha)."""
-        if entry.is_hub:
-            repo_id = hub.parse_hf_uri(entry.source).repo_id
-            folder = self._download(repo_id, entry.revision)
-            self._verified_card(folder, repo_id, entry.revision, expected=entry.weights_sha256)
-            return folder
-        folder = entry.folder()
-        verify_folder(folder, expected_sha256=entry.weights_sha256)
-        return folder
+    def pull(self, ref: str) -> Path:
+        """Download (or find in the cache) and verify (hashes, strict load); returns the folder."""
+        resolved = self.resolve(ref)
+        self._load(resolved)
+        return self.fetch(resolved)
 
     def verify(self, name: str) -> ExpertCard:
         """Check card schema, sha256 (card and registration) and strict loading of ``name``."""
-        return read_card(self.local_folder(self.get(name)))
+        return self.load(name).card
 
-    def load(self, name_or_path: str, *, device: str | torch.device = "cpu",
-             compile: bool = False, precision: str = "fp32") -> Expert:
-        """A ready smoothed expert from a registered name, a folder or an ``hf://`` URI."""
-        kw = dict(device=device, compile=compile, precision=precision)
-        if name_or_path.startswith(hub.HF_PREFIX):
-            expert = load_expert_folder(self.pull(name_or_path), **kw)
-            expert.source = name_or_path
-            return expert
-        if Path(name_or_path).is_dir():
-            return load_expert_folder(name_or_path, **kw)
-        if name_or_path not in self.entries():
-            known = ", ".join(sorted(self.entries())) or "(none)"
-            raise UnknownExpertError(
-                f"{name_or_path!r} is neither an expert folder nor a registered expert name "
-                f"(registered: {known}) nor an hf://org/name URI")
-        entry = self.get(name_or_path)
-        expert = load_expert_folder(self.local_folder(entry), expected_sha256=entry.weights_sha256,
-                                    **kw)
-        expert.card.name = entry.name
-        expert.source = entry.uri
-        return expert
-
-    def _download(self, repo_id: str, sha: str) -> Path:
-        return hub.download_files(repo_id, sha, endpoint=self.endpoint, cache_dir=self.cache_dir,
-                                  offline=self.offline)
-
-    def _verified_card(self, folder: Path, repo_id: str, sha: str,
-                       expected: str | None) -> ExpertCard:
-        """Check a downloaded folder; on a hash mismatch discard the cached weights and raise."""
-        try:
-            return verify_folder(folder, expected_sha256=expected)
-        except IntegrityError as e:
-            actual = sha256_file(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).exists() else ""
-            hub.discard_cached(repo_id, sha, WEIGHTS_FILE, cache_dir=self.cache_dir)
-            raise IntegrityError(f"hf://{repo_id}@{sha}: {e} (sha256 of the served "
-                                 f"{WEIGHTS_FILE}: {actual}); the cached copy was deleted") from e
+    def show(self, entry: Entry) -> ExpertCard | None:
+        """The card of ``entry`` if cached (read for display: no hash check), else None."""
+        folder = self.cached_folder(entry)
+        return read_card(folder) if folder is not None else None
 
 
 def _relative_to(folder: Path, base: Path) -> str:
@@ -265,10 +393,14 @@ def _relative_to(folder: Path, base: Path) -> str:
 
 
 def load_expert(name_or_path: str, *, device: str | torch.device = "cpu", compile: bool = False,
-                precision: str = "fp32", registry: Registry | None = None) -> Expert:
+                precision: str = "fp32", trust_code: bool = False,
+                registry: Registry | None = None) -> Expert:
     """A ready smoothed expert: model in eval mode with its normalization, sigma and card.
 
     ``name_or_path``: a registered name, an expert folder, or ``hf://org/name[@revision]``.
+    ``trust_code=True`` allows a card whose architecture is ``module:factory`` (runs that code).
     """
-    return (registry or Registry()).load(name_or_path, device=device, compile=compile,
-                                         precision=precision)
+    registry = registry or Registry(trust_code=trust_code)
+    if trust_code:
+        registry.trust_code = True
+    return registry.load(name_or_path, device=device, compile=compile, precision=precision)

@@ -3,7 +3,11 @@
 TSV columns: ``idx label predict radius correct time`` then extras (counts, sigma, alpha, ...).
 ``predict`` is -1 on ABSTAIN; ``correct`` is 1 iff not abstaining and ``predict == label``.
 Next to ``FILE.tsv`` a ``FILE.tsv.json`` records the run's settings; rerunning with the same
-settings continues after the last complete row, with other settings it is refused.
+settings continues after the last complete row, with other settings it is refused. One process
+writes a file at a time (an OS lock on ``FILE.tsv.lock``).
+
+Reading a TSV checks it: Cohen's columns, no duplicated ``idx``, and, where counts are stored,
+that they are possible and that each row's prediction and radius follow from them.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ResumeError
-from .files import atomic_write_json
+from .errors import CountsError, ResultsError, ResumeError
+from .files import FileLock, atomic_write_json, atomic_write_text
+from .smoothing import check_counts, radii_from_counts
 
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
+RADIUS_TOLERANCE = 2e-6  # radii are written rounded to 6 decimals
 
 
 def settings_path(path: str | os.PathLike) -> Path:
@@ -28,53 +34,71 @@ def settings_path(path: str | os.PathLike) -> Path:
 
 
 class ResumableTSV:
-    """Append-only TSV whose rows are fsynced one by one; a torn last line is dropped on resume.
+    """Append-only TSV whose rows are fsynced group by group; a torn last line is dropped on
+    resume. Holds an exclusive lock on the file until :meth:`close` (or process exit).
 
     Args:
         path: the TSV file.
         columns: all columns (Cohen's first).
-        settings: what must match for a rerun to continue this file.
+        settings: what must match for a rerun to continue this file (statistical settings and
+            model hashes, never which inputs: a rerun may certify more inputs).
 
     Raises:
-        ResumeError: the file exists with other settings or another header.
+        LockedError: another process is writing the file.
+        ResumeError: the file holds certificates made with other settings or another header.
     """
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str], settings: dict) -> None:
         self.path = Path(path)
         self.columns = list(columns)
         self.done: set[int] = set()
-        meta = settings_path(self.path)
-        if self.path.exists():
-            if not meta.exists():
-                raise ResumeError(f"{self.path} exists but {meta} (its settings) does not; "
-                                  "choose another --out or delete the file")
-            old = json.loads(meta.read_text())
-            if old != _jsonable(settings):
-                diff = {k: (old.get(k), v) for k, v in _jsonable(settings).items()
-                        if old.get(k) != v}
-                raise ResumeError(f"{self.path} was written with other settings {diff} "
-                                  "(old, new); choose another --out or delete the file to start "
-                                  "over")
-            self._recover()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(meta, _jsonable(settings))
-            with open(self.path, "w") as f:
-                f.write("\t".join(self.columns) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        self._lock = FileLock(f"{self.path}.lock", str(self.path)).acquire()
+        try:
+            self._open(_jsonable(settings))
+        except BaseException:
+            self.close()
+            raise
 
-    def _recover(self) -> None:
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):  # torn write: drop the partial last line
-            with open(self.path, "r+b") as f:
-                f.truncate(len(complete))
-        lines = complete.decode().splitlines()
-        if not lines or lines[0].split("\t") != self.columns:
+    def _open(self, settings: dict) -> None:
+        meta = settings_path(self.path)
+        header = "\t".join(self.columns) + "\n"
+        lines = self._complete_lines()
+        has_rows = len(lines) > 1
+        if meta.exists():
+            old = json.loads(meta.read_text())
+            if old != settings and has_rows:
+                diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings))
+                        if old.get(k) != settings.get(k)}
+                raise ResumeError(f"{self.path} holds certificates made with other settings "
+                                  f"{diff} (old, new); choose another --out, or delete the file "
+                                  "and its .json to start over")
+        elif has_rows:
+            raise ResumeError(f"{self.path} has rows but {meta} (its settings) does not exist; "
+                              "choose another --out or delete the file")
+        if not has_rows:  # nothing certified yet (or a crash before the first row): start afresh
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(meta, settings)
+            atomic_write_text(self.path, header)
+            return
+        if lines[0] != header.rstrip("\n"):
             raise ResumeError(f"{self.path} has another header than this run writes; choose "
                               "another --out or delete the file")
-        self.done = {int(line.split("\t", 1)[0]) for line in lines[1:] if line}
+        idx = [int(line.split("\t", 1)[0]) for line in lines[1:] if line]
+        if len(set(idx)) != len(idx):
+            raise ResultsError(f"{self.path} lists some idx twice; it was written by two runs at "
+                               "once (rsrouter < 0.2): delete it and certify again")
+        self.done = set(idx)
+
+    def _complete_lines(self) -> list[str]:
+        """The file's complete lines; a torn (unterminated) last line is cut off the file."""
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(len(complete))
+        return complete.decode().splitlines()
 
     def append(self, rows: Iterable[dict]) -> None:
         """Write rows (dicts with every column) and fsync."""
@@ -84,6 +108,16 @@ class ResumableTSV:
                 self.done.add(int(row["idx"]))
             f.flush()
             os.fsync(f.fileno())
+
+    def close(self) -> None:
+        """Release the lock (the OS releases it too if the process dies)."""
+        self._lock.release()
+
+    def __enter__(self) -> ResumableTSV:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _fmt(value) -> str:
@@ -97,8 +131,109 @@ def _jsonable(settings: dict) -> dict:
 
 
 def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a certification TSV (any columns beyond Cohen's are kept)."""
-    return pd.read_csv(path, sep="\t")
+    """Read and check a certification TSV (any columns beyond Cohen's are kept).
+
+    Raises:
+        ResultsError: not a certification TSV, a duplicated ``idx``, or a row whose prediction,
+            radius or correctness does not follow from its stored counts (the row is named).
+        CountsError: impossible counts (the row is named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path} not found")
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not a certification TSV ({str(e).splitlines()[0]}); give "
+                           "the .tsv that `rsrouter certify` writes") from None
+    missing = [c for c in COHEN_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{path} is not a certification TSV: no column(s) {', '.join(missing)} "
+                           f"(expected {' '.join(COHEN_COLUMNS)} first); give the .tsv that "
+                           "`rsrouter certify` writes")
+    check_rows(df, str(path))
+    return df
+
+
+def _row_error(where: str, df: pd.DataFrame, bad: np.ndarray, what: str) -> ResultsError:
+    first = int(np.flatnonzero(bad)[0])
+    return ResultsError(f"{where}: row {first + 1} (idx {df['idx'].iloc[first]}): {what}; "
+                        f"{int(bad.sum())} row(s) affected. The file was edited or is corrupt")
+
+
+def check_rows(df: pd.DataFrame, where: str) -> None:
+    """The checks of :func:`read_tsv` on a frame (see there)."""
+    for column in ("idx", "label", "predict", "correct"):
+        if not pd.api.types.is_integer_dtype(df[column]):
+            raise ResultsError(f"{where}: column {column} must hold integers")
+    dup = df["idx"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise _row_error(where, df, dup, "this idx is listed more than once")
+    predict, label, radius = (df[c].to_numpy() for c in ("predict", "label", "radius"))
+    correct = df["correct"].to_numpy()
+    bad = correct != ((predict != -1) & (predict == label)).astype(int)
+    if bad.any():
+        raise _row_error(where, df, bad, "correct must be 1 exactly when predict equals label")
+    bad = ~np.isfinite(radius) | (radius < 0) | ((predict == -1) & (radius != 0))
+    if bad.any():
+        raise _row_error(where, df, bad, "radius must be >= 0, and 0 when abstaining")
+    if {"cA", "nA", "n", "n0", "sigma", "alpha"} <= set(df.columns):
+        if "router_nA" in df.columns:
+            _check_routed(df, where)
+        else:
+            _check_counted(df, where, "cA", "nA", "sigma", "alpha", predict, radius)
+
+
+def _check_counts_rows(df: pd.DataFrame, where: str, c_a: str, n_a: str, sigma: str, alpha: str,
+                       rows: np.ndarray) -> np.ndarray:
+    """Check the counts of ``rows`` (a mask); returns their radii recomputed from the counts."""
+    for i in np.flatnonzero(rows):
+        r = df.iloc[i]
+        try:
+            check_counts(_int(r[c_a]), _int(r[n_a]), _int(r["n"]), _int(r["n0"]),
+                         float(r[sigma]), float(r[alpha]))
+        except CountsError as e:
+            raise CountsError(f"{where}: row {i + 1} (idx {r['idx']}): {e}") from None
+    return radii_from_counts(df[n_a].to_numpy(), df["n"].to_numpy(), df[alpha].to_numpy(),
+                             df[sigma].to_numpy())
+
+
+def _int(value) -> int | object:
+    return int(value) if float(value).is_integer() else value
+
+
+def _check_counted(df, where, c_a, n_a, sigma, alpha, predict, radius) -> None:
+    expected = _check_counts_rows(df, where, c_a, n_a, sigma, alpha, np.ones(len(df), bool))
+    bad = np.abs(expected - radius) > RADIUS_TOLERANCE
+    if bad.any():
+        raise _row_error(where, df, bad, "its radius does not follow from its counts "
+                         f"(stored {radius[bad][0]}, counts give {expected[bad][0]:.6f})")
+    bad = np.where(expected > 0, predict != df[c_a].to_numpy(), predict != -1)
+    if bad.any():
+        raise _row_error(where, df, bad, "predict must be cA when certified and -1 otherwise")
+
+
+def _check_routed(df, where) -> None:
+    """Routed rows: router counts always, expert counts when routed; radius = min of both."""
+    routed = (df["expert"].astype(str) != "-").to_numpy()
+    alpha_r = df["alpha_router"].to_numpy() if "alpha_router" in df else df["alpha"] / 2
+    expert = _check_counts_rows(df, where, "cA", "nA", "sigma", "alpha_expert", routed)
+    frame = df.assign(_alpha_r=alpha_r, _router_sigma=df.get("router_sigma", 1.0))
+    router = _check_counts_rows(frame, where, "router_cA", "router_nA", "_router_sigma",
+                                "_alpha_r", np.ones(len(df), bool))
+    radius, predict = df["radius"].to_numpy(), df["predict"].to_numpy()
+    bad = np.abs(df["alpha_router"] + df["alpha_expert"] - df["alpha"]).to_numpy() > 1e-9
+    if bad.any():
+        raise _row_error(where, df, bad, "alpha_router + alpha_expert must equal alpha")
+    if "router_sigma" in df:  # written by rsrouter >= 0.2: every radius can be recomputed
+        total = np.where(routed & (expert > 0) & (router > 0), np.minimum(router, expert), 0.0)
+        bad = np.abs(total - radius) > RADIUS_TOLERANCE
+        if bad.any():
+            raise _row_error(where, df, bad, "its radius is not min(router, expert) radius from "
+                             "its counts")
+    bad = (radius > 0) & (predict != df["cA"].to_numpy())
+    if bad.any():
+        raise _row_error(where, df, bad, "predict must be the chosen expert's cA when certified")
 
 
 def certified_accuracy(df: pd.DataFrame, radii: Sequence[float] = RADII) -> pd.Series:
@@ -119,25 +254,32 @@ def summary_table(results: dict[str, pd.DataFrame], radii: Sequence[float] = RAD
     rows = {}
     for name, df in results.items():
         acc = certified_accuracy(df, radii) * 100
-        row = {f"r={r:g}": round(v, 1) for r, v in acc.items()}
+        row: dict = {f"r={r:g}": round(v, 1) for r, v in acc.items()}
         row["ACR"] = round(average_certified_radius(df), 3)
         row["abstain%"] = round(100 * float(np.mean(df["predict"] == -1)), 1)
         row["inputs"] = len(df)
         rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if "inputs" in table:
+        table["inputs"] = table["inputs"].astype(int)
+    return table
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-markdown table of ``table`` (index as the first column)."""
     head = ["", *map(str, table.columns)]
-    rows = [[str(i), *map(str, r)] for i, r in zip(table.index, table.to_numpy().tolist())]
+    rows = [[str(i), *(str(row[c]) for c in table.columns)] for i, row in table.iterrows()]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title: str = "",
-                max_radius: float | None = None) -> Path:
-    """Certified accuracy versus radius, one line per method; saved as PNG at ``path``."""
+                max_radius: float | None = None, baselines: Sequence[str] = ()) -> Path:
+    """Certified accuracy versus radius, one line per method; saved as PNG at ``path``.
+
+    ``baselines`` (methods that are not certificates, such as the per-input oracle) are drawn
+    dashed and grey, and their legend entry says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,14 +290,14 @@ def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title
     grid = np.linspace(0, top, 300)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, df in results.items():
-        style = {"linestyle": "--", "color": "0.45"} if name.startswith("oracle") else {}
+        style = {"linestyle": "--", "color": "0.45"} if name in baselines else {}
         ax.plot(grid, certified_accuracy(df, grid).to_numpy() * 100, label=name, **style)
     ax.set_xlabel("l2 radius (pixels in [0, 1])")
     ax.set_ylabel("certified accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 103)  # a curve at 100% stays visible above the frame's top line
     ax.set_xlim(0, top)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

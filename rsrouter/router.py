@@ -16,48 +16,84 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from . import __version__, hub
+from . import __version__
 from .card import (
     CONFIG_FILE,
     README_FILE,
-    WEIGHTS_FILE,
+    Pin,
     _require,
-    check_state_dict,
-    save_weights,
+    build_model,
+    check_architecture_name,
+    check_claim,
+    check_sha256,
+    read_artifact,
 )
 from .errors import CardError, ConfigError, IntegrityError, UnknownExpertError
 from .expert import Expert
-from .files import atomic_write_json, atomic_write_text, load_tensors, sha256_file
-from .models import NormalizedModel, create_model
+from .files import atomic_write_json, atomic_write_text
+from .models import NormalizedModel, Trust
+from .registry import HF_PREFIX
 from .smoothing import ABSTAIN, Certificate, Smooth
+from .weights import build_network, save_weights
 
 ROUTER_STAGES = ("router-select", "router-estimate")
+ROUTER_PREDICT = "router-predict"
 
 
 @dataclass
 class ExpertRef:
-    """How a router names one of its experts: registry name, source, pinned sha, weights hash."""
+    """How a router names one of its experts: where it lives, pinned by the sha256 of the
+    config.json and weights the router was trained on.
+
+    ``source`` is ``hf://org/name`` (with ``revision``, a commit sha) or a folder relative to the
+    router's folder; ``name`` the registered name, tried when that folder is not there.
+    """
 
     name: str
     source: str
     revision: str | None
     weights_sha256: str
+    config_sha256: str
     sigma: float
 
     @classmethod
-    def of(cls, expert: Expert) -> ExpertRef:
-        source = expert.source
-        revision = None
-        if source.startswith(hub.HF_PREFIX) and "@" in source:
-            source, revision = source.rsplit("@", 1)
-        return cls(expert.name, source, revision, expert.card.weights_sha256, expert.sigma)
+    def of(cls, expert: Expert, router_dir: str | os.PathLike) -> ExpertRef:
+        """The record of ``expert`` (hashes of the bytes it was loaded from, never a claim)."""
+        if expert.pin is None:
+            raise IntegrityError(f"expert {expert.name!r} was not loaded from pinned files; load "
+                                 "it with rsrouter.load_expert or Registry.load")
+        if expert.uri.startswith(HF_PREFIX):
+            source, revision = expert.uri.rsplit("@", 1)
+        else:
+            source = os.path.relpath(Path(expert.uri).resolve(), Path(router_dir).resolve())
+            revision = None
+        return cls(expert.name, source, revision, expert.pin.weights_sha256,
+                   expert.pin.config_sha256, expert.sigma)
+
+    def pin(self, router: str) -> Pin:
+        return Pin(self.weights_sha256, self.config_sha256,
+                   f"router {router} (its record of expert {self.name!r})")
+
+    def check(self, where: str) -> None:
+        """Schema of one record: both hashes present, a Hub source pinned to a commit sha."""
+        for key in ("weights_sha256", "config_sha256"):
+            try:
+                check_sha256(getattr(self, key), f"{where}.{key}")
+            except IntegrityError as e:
+                raise CardError(f"{e} (written by an older rsrouter? retrain the router)") from None
+        if self.source.startswith(HF_PREFIX) != bool(self.revision):
+            raise CardError(f"{where}: a Hub source needs a commit sha as revision, and only a "
+                            f"Hub source has one (source {self.source!r}, revision "
+                            f"{self.revision!r})")
+        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
+            raise CardError(f"{where}.sigma must be > 0, got {self.sigma!r}")
 
 
 @dataclass
@@ -101,7 +137,16 @@ class RouterCard:
     def from_config(cls, config: dict[str, Any], where: str) -> RouterCard:
         rs = _require(config, "rs_router", dict, where)
         cfg = _require(config, "pretrained_cfg", dict, where)
-        experts = [ExpertRef(**e) for e in _require(rs, "experts", list, where, "rs_router.")]
+        experts = []
+        for i, raw in enumerate(_require(rs, "experts", list, where, "rs_router.")):
+            keys = {f.name for f in fields(ExpertRef)}
+            if not isinstance(raw, dict) or set(raw) != keys:
+                raise CardError(f"{where}: rs_router.experts[{i}] must have exactly the keys "
+                                f"{sorted(keys)} (written by an older rsrouter? retrain the "
+                                "router)")
+            ref = ExpertRef(**raw)
+            ref.check(f"{where}: rs_router.experts[{i}]")
+            experts.append(ref)
         card = cls(architecture=_require(config, "architecture", str, where),
                    input_size=tuple(_require(cfg, "input_size", list, where, "pretrained_cfg.")),
                    mean=tuple(cfg.get("mean", ())), std=tuple(cfg.get("std", ())),
@@ -111,14 +156,17 @@ class RouterCard:
                    training=rs.get("training", {}), results=rs.get("results", {}))
         if not card.sigma > 0:
             raise CardError(f"{where}: rs_router.sigma must be > 0, got {card.sigma}")
+        problem = check_architecture_name(card.architecture)
+        if problem:
+            raise CardError(f"{where}: architecture {problem}")
         if config.get("num_classes") != len(experts) or len(experts) < 2:
             raise CardError(f"{where}: num_classes ({config.get('num_classes')}) must equal the "
                             f"number of experts ({len(experts)}), at least 2")
         return card
 
-    def build_model(self) -> NormalizedModel:
-        return NormalizedModel(create_model(self.architecture, self.num_experts, self.input_size),
-                               self.mean, self.std)
+    def build_model(self, trust_code: Trust = False) -> NormalizedModel:
+        return build_model(self.architecture, self.num_experts, self.input_size, self.mean,
+                           self.std, trust_code, CONFIG_FILE)
 
 
 class SmoothedRouter(Smooth):
@@ -129,12 +177,19 @@ class SmoothedRouter(Smooth):
         super().__init__(model, card.num_experts, card.sigma, compile=compile,
                          precision=precision, input_shape=card.input_size)
         self.model, self.card, self.source = model, card, source
+        self.pin: Pin | None = None  # the hashes of the files it was loaded from
 
     def certify_batch(self, xs, n0, n, alpha, *, batch_size=1000, seed=0, indices=None,
                       stages=ROUTER_STAGES):
         """As :meth:`Smooth.certify_batch`, on the router's own noise streams by default."""
         return super().certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
                                      indices=indices, stages=stages)
+
+    def predict_batch(self, xs, n, alpha, *, batch_size=1000, seed=0, indices=None,
+                      stage=ROUTER_PREDICT):
+        """As :meth:`Smooth.predict_batch`, on the router's own noise stream by default."""
+        return super().predict_batch(xs, n, alpha, batch_size=batch_size, seed=seed,
+                                     indices=indices, stage=stage)
 
 
 def save_router(folder: str | os.PathLike, net: torch.nn.Module, card: RouterCard) -> Path:
@@ -175,6 +230,7 @@ def write_router_card(folder: str | os.PathLike, card: RouterCard) -> None:
 
 
 def read_router_card(folder: str | os.PathLike) -> RouterCard:
+    """Read and validate a router's config.json (for display: no hash check, nothing imported)."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise CardError(f"{path} not found: a router folder holds config.json, model.safetensors "
@@ -185,63 +241,70 @@ def read_router_card(folder: str | os.PathLike) -> RouterCard:
         raise CardError(f"{path} is not valid JSON: {e}") from e
 
 
-def load_router(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
-                compile: bool = False, precision: str = "fp32") -> SmoothedRouter:
-    """Load a router folder (card, sha256 and strict weights checked)."""
-    card = read_router_card(folder)
-    weights = Path(folder) / WEIGHTS_FILE
-    actual = sha256_file(weights) if weights.is_file() else "(missing)"
-    if card.weights_sha256 and actual != card.weights_sha256:
-        raise IntegrityError(f"{weights}: sha256 {actual} does not match the card's "
-                             f"{card.weights_sha256}; the router was not loaded")
-    model = card.build_model()
-    tensors, _ = load_tensors(weights)
-    check_state_dict(model.net, tensors, card, str(weights))
-    model.net.load_state_dict(tensors, strict=True)
-    return SmoothedRouter(model.to(device).eval(), card, source=str(folder), compile=compile,
-                          precision=precision)
+def load_router(folder: str | os.PathLike, *, trust_code: Trust = False,
+                device: str | torch.device = "cpu", compile: bool = False,
+                precision: str = "fp32") -> SmoothedRouter:
+    """Load a router folder: read once, check its card and the card's weights hash, build.
+
+    Raises:
+        CardError, IntegrityError, UntrustedCodeError (a ``module:factory`` architecture
+        without ``trust_code``).
+    """
+    files = read_artifact(folder)
+    card = RouterCard.from_config(files.config, str(Path(folder) / CONFIG_FILE))
+    check_claim(card.weights_sha256, files, "rs_router.weights_sha256")
+    model = build_network(card, files, trust_code)
+    router = SmoothedRouter(model.to(device).eval(), card, source=str(folder), compile=compile,
+                            precision=precision)
+    router.pin = files.pin()
+    return router
 
 
 def _load_ref(ref: ExpertRef, router_dir: Path, registry, **kw) -> Expert:
-    if ref.source.startswith(hub.HF_PREFIX):
-        return registry.load(f"{ref.source}@{ref.revision}" if ref.revision else ref.source, **kw)
+    """The expert ``ref`` names: its pinned source, else its registered name; the router's pin
+    is checked either way."""
+    pin = ref.pin(str(router_dir))
+    if ref.source.startswith(HF_PREFIX):
+        target = f"{ref.source}@{ref.revision}"
+    else:
+        folder = Path(ref.source)
+        folder = (folder if folder.is_absolute() else router_dir / folder).resolve()
+        target = str(folder) if folder.is_dir() else ref.name
     try:
-        expert = registry.load(ref.name, **kw)
+        expert = registry.load(target, pin=pin, **kw)
     except UnknownExpertError:
-        path = Path(ref.source)
-        path = path if path.is_absolute() else router_dir / path
-        if not path.is_dir():
-            raise UnknownExpertError(f"router expert {ref.name!r}: not registered and its "
-                                     f"source {ref.source} is not a folder; register it with "
-                                     "`rsrouter experts register SOURCE --name "
-                                     f"{ref.name}`") from None
-        expert = registry.load(str(path), **kw)
+        raise UnknownExpertError(f"router {router_dir}: expert {ref.name!r} is not registered and "
+                                 f"its folder {ref.source} (relative to the router) is not there; "
+                                 f"register it with `rsrouter experts register SOURCE --name "
+                                 f"{ref.name}`") from None
+    expert.name = ref.name  # the name the router's records and results use
+    if expert.sigma != float(ref.sigma):
+        raise IntegrityError(f"router {router_dir} was trained with expert {ref.name!r} at sigma "
+                             f"{ref.sigma}, but {expert.uri} has sigma {expert.sigma}")
     return expert
 
 
 def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
                 registry=None, alpha_split: float = 0.5, compile: bool = False,
-                precision: str = "fp32") -> RoutedClassifier:
-    """The router in ``folder`` with its experts, each checked against its recorded sha256.
+                precision: str = "fp32", trust_code: bool = False) -> RoutedClassifier:
+    """The router in ``folder`` with its experts, each checked against the router's record of
+    the sha256 of its config.json and weights, and of its sigma.
 
     Raises:
-        IntegrityError: an expert's weights no longer match what the router was trained on.
+        IntegrityError: an expert's bytes or sigma differ from what the router was trained on,
+            or a hash is empty.
         UnknownExpertError: an expert cannot be found.
+        UntrustedCodeError: a card names Python code without the opt-in (``trust_code``, or
+            ``trusted_modules`` in the user's registry file).
     """
     from .registry import Registry
 
     registry = registry or Registry()
+    if trust_code:
+        registry.trust_code = True
     kw = dict(device=device, compile=compile, precision=precision)
-    router = load_router(folder, **kw)
-    experts = []
-    for ref in router.card.experts:
-        expert = _load_ref(ref, Path(folder), registry, **kw)
-        if expert.card.weights_sha256 != ref.weights_sha256:
-            raise IntegrityError(
-                f"router {folder} was trained with expert {ref.name!r} of weights sha256 "
-                f"{ref.weights_sha256}, but {expert.source} now has {expert.card.weights_sha256}; "
-                "restore that expert (pin its revision) or retrain the router")
-        experts.append(expert)
+    router = load_router(folder, trust_code=registry.trust, **kw)
+    experts = [_load_ref(ref, Path(folder), registry, **kw) for ref in router.card.experts]
     return RoutedClassifier(router, experts, alpha_split=alpha_split)
 
 
@@ -345,7 +408,8 @@ class RoutedClassifier:
                 seed: int = 0, index: int = 0) -> int:
         """Router PREDICT at alpha_r, then the chosen expert's PREDICT at alpha_e."""
         alpha_r, alpha_e = self.split(alpha)
-        k = self.router.predict(x, n, alpha_r, batch_size=batch_size, seed=seed, index=index)
+        k = self.router.predict_batch(x.unsqueeze(0), n, alpha_r, batch_size=batch_size,
+                                      seed=seed, indices=[index], stage=ROUTER_PREDICT)[0]
         if k == ABSTAIN:
             return ABSTAIN
         return self.experts[k].predict(x, n, alpha_e, batch_size=batch_size, seed=seed,
@@ -383,6 +447,7 @@ def routed_extras(cert: RoutedCertificate) -> dict:
     return {"expert": cert.expert_name or "-", "sigma": e.sigma if e else 0.0,
             "router_radius": cert.router_radius, "expert_radius": cert.expert_radius,
             "router_cA": cert.router.cA, "router_nA": cert.router.nA,
+            "router_sigma": cert.router.sigma,
             "cA": e.cA if e else -1, "nA": e.nA if e else 0, "n": cert.router.n,
             "n0": cert.router.n0, "alpha": cert.alpha, "alpha_router": cert.alpha_router,
             "alpha_expert": cert.alpha_expert, "seed": cert.router.seed,
@@ -390,4 +455,5 @@ def routed_extras(cert: RoutedCertificate) -> dict:
 
 
 ROUTED_EXTRAS = ("expert", "sigma", "router_radius", "expert_radius", "router_cA", "router_nA",
-                 "cA", "nA", "n", "n0", "alpha", "alpha_router", "alpha_expert", "seed", "mode")
+                 "router_sigma", "cA", "nA", "n", "n0", "alpha", "alpha_router", "alpha_expert",
+                 "seed", "mode")

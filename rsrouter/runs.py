@@ -30,6 +30,25 @@ def certificate_extras(cert: Certificate) -> dict:
 EXPERT_EXTRAS = ("cA", "nA", "n", "n0", "sigma", "alpha", "seed", "mode")
 
 
+def model_identity(model) -> dict:
+    """What pins a smoothed model in a run's settings: the sha256 of its config.json and weights
+    (as read) and the sigma it is smoothed with."""
+    pin = getattr(model, "pin", None)
+    return {"weights_sha256": pin.weights_sha256 if pin else None,
+            "config_sha256": pin.config_sha256 if pin else None, "sigma": model.sigma}
+
+
+def run_settings(models: dict, *, dataset: str, split: str, data_root: str | os.PathLike | None,
+                 n0: int, n: int, alpha: float, seed: int, mode: str, **extra) -> dict:
+    """The settings a resumed run must match: the models (:func:`model_identity` of each), the
+    data, the statistical settings and the compute mode. Which inputs are certified is not among
+    them: a rerun with more inputs continues the same file."""
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    return {"models": {k: model_identity(m) for k, m in models.items()}, "dataset": dataset,
+            "split": split, "data_root": root, "n0": n0, "n": n, "alpha": alpha, "seed": seed,
+            "mode": mode, **extra}
+
+
 def certify_dataset(
     certifier: Certifier,
     dataset: Dataset,
@@ -50,9 +69,21 @@ def certify_dataset(
     """Certify ``dataset[i]`` for ``i`` in ``indices`` into the TSV ``out``; returns ``out``.
 
     Inputs are certified a few at a time (their noisy copies share batches); every finished group
-    is appended and fsynced, so an interrupted run resumes after its last complete row.
+    is appended and fsynced, so an interrupted run resumes after its last complete row, and a
+    rerun with more ``indices`` certifies only the new ones. ``time`` is the group's wall time
+    divided among its inputs. ``settings`` (see :func:`run_settings`) must match to resume.
     """
-    tsv = ResumableTSV(out, [*COHEN_COLUMNS, *extras], settings)
+    with ResumableTSV(out, [*COHEN_COLUMNS, *extras], settings) as tsv:
+        _certify_into(tsv, certifier, dataset, indices, n0=n0, n=n, alpha=alpha,
+                      batch_size=batch_size, seed=seed, row_extras=row_extras, progress=progress,
+                      desc=desc)
+    return Path(out)
+
+
+def _certify_into(tsv: ResumableTSV, certifier: Certifier, dataset: Dataset,
+                  indices: Sequence[int], *, n0: int, n: int, alpha: float, batch_size: int,
+                  seed: int, row_extras: Callable[[object], dict], progress: bool,
+                  desc: str) -> None:
     todo = [i for i in indices if i not in tsv.done]
     group = max(1, min(64, batch_size // max(1, min(n0, n))))
     bar = tqdm(total=len(indices), initial=len(indices) - len(todo), disable=not progress,
@@ -74,4 +105,3 @@ def certify_dataset(
         tsv.append(rows)
         bar.update(len(chunk))
     bar.close()
-    return Path(out)

@@ -10,9 +10,12 @@ The whole algorithm on one screen:
   counts rejects a tie at level ``alpha``, else ABSTAIN.
 
 Noise is added in pixel space (inputs in [0, 1]) before the model, whose first layer normalizes.
-Every noise draw comes from a generator seeded by ``(seed, index, stage)`` and is drawn in fixed
-blocks of ``NOISE_BLOCK`` samples, so a certificate does not depend on the batch size or on which
-other inputs share a batch.
+Every noise draw comes from a generator whose whole state is derived from ``(seed, index, stage)``
+(:func:`noise_generator`) and is drawn in fixed blocks of ``NOISE_BLOCK`` samples, so a certificate
+does not depend on the batch size or on which other inputs share a batch.
+
+Stored counts are checked before any bound is computed (:func:`check_counts`): a count that no
+certification could have produced raises :class:`~rsrouter.errors.CountsError`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import torch
 import torch._inductor.config as inductor_config
 from scipy.stats import beta, binomtest, norm
 from torch import nn
+
+from .errors import CountsError
 
 ABSTAIN = -1
 NOISE_BLOCK = 128
@@ -52,11 +57,52 @@ def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
 
 
 def certified_radius(n_a: int, n: int, alpha: float, sigma: float) -> float | None:
-    """Radius ``sigma * Phi^-1(pA_lower)``, or ``None`` (abstain) when ``pA_lower <= 0.5``."""
+    """Radius ``sigma * Phi^-1(pA_lower)``, or ``None`` (abstain) unless ``pA_lower > 0.5``.
+
+    Written so that a NaN bound abstains.
+    """
     p_lower = lower_confidence_bound(n_a, n, alpha)
-    if p_lower <= 0.5:
+    if not p_lower > 0.5:
         return None
     return float(sigma * norm.ppf(p_lower))
+
+
+def radii_from_counts(n_a, n, alpha, sigma) -> np.ndarray:
+    """Vectorized :func:`certified_radius` (arrays broadcast): 0 where the smoothed classifier
+    abstains (bound not above 1/2, NaN included). Counts must have been checked."""
+    n_a, n = np.asarray(n_a, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(all="ignore"):
+        p_lower = np.where(n_a > 0, beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1), 0.0)
+        radius = np.asarray(sigma, dtype=float) * norm.ppf(np.clip(p_lower, 0.5, 1.0))
+    return np.where(p_lower > 0.5, radius, 0.0)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_counts(c_a: int, n_a: int, n: int, n0: int, sigma: float, alpha: float) -> None:
+    """Refuse counts that no certification could have produced.
+
+    Raises:
+        CountsError: unless ``c_a >= 0``, ``0 <= n_a <= n``, ``n >= 1``, ``n0 >= 1``,
+            ``0 < alpha < 1`` and ``sigma > 0`` (finite).
+    """
+    problems = []
+    if not _is_int(c_a) or c_a < 0:
+        problems.append(f"cA={c_a!r} (a class index >= 0)")
+    if not _is_int(n) or n < 1:
+        problems.append(f"n={n!r} (an integer >= 1)")
+    if not _is_int(n_a) or n_a < 0 or (_is_int(n) and n_a > n):
+        problems.append(f"nA={n_a!r} (an integer in [0, n={n}])")
+    if not _is_int(n0) or n0 < 1:
+        problems.append(f"n0={n0!r} (an integer >= 1)")
+    if not (isinstance(alpha, (int, float, np.floating)) and 0.0 < alpha < 1.0):
+        problems.append(f"alpha={alpha!r} (in (0, 1))")
+    if not (isinstance(sigma, (int, float, np.floating)) and math.isfinite(sigma) and sigma > 0):
+        problems.append(f"sigma={sigma!r} (> 0)")
+    if problems:
+        raise CountsError("impossible counts: " + ", ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -89,10 +135,12 @@ class Certificate:
         return lower_confidence_bound(self.nA, self.n, self.alpha)
 
     def radius_at(self, alpha: float) -> float:
-        """Certified radius at another ``alpha`` from the stored counts (0 if abstaining there)."""
-        _check_alpha(alpha)
-        r = certified_radius(self.nA, self.n, alpha, self.sigma)
-        return 0.0 if r is None else r
+        """Certified radius at another ``alpha`` from the stored counts (0 if abstaining there).
+
+        Raises:
+            CountsError: the stored counts or ``alpha`` are impossible.
+        """
+        return self.at_alpha(alpha).radius
 
     def at_alpha(self, alpha: float) -> Certificate:
         """The certificate the same counts give at level ``alpha``."""
@@ -115,7 +163,12 @@ def certificate_from_counts(
     index: int = 0,
     mode: str = "fp32",
 ) -> Certificate:
-    """Build a :class:`Certificate` from selection/estimation counts (DESIGN.md's CERTIFY rule)."""
+    """Build a :class:`Certificate` from selection/estimation counts (DESIGN.md's CERTIFY rule).
+
+    Raises:
+        CountsError: counts outside ``0 <= nA <= n``, ``n0 >= 1``, ``0 < alpha < 1``, sigma > 0.
+    """
+    check_counts(c_a, n_a, n, n0, sigma, alpha)
     r = certified_radius(n_a, n, alpha, sigma)
     prediction = ABSTAIN if r is None else int(c_a)
     return Certificate(
@@ -124,12 +177,63 @@ def certificate_from_counts(
     )
 
 
-def stream_seed(seed: int, index: int, stage: str) -> int:
-    """A 63-bit generator seed for the noise of input ``index`` at ``stage`` under ``seed``."""
+_MT_WORDS = 624  # mt19937 state words (torch's CPU generator)
+_MT_OFFSET = 24  # byte offset of the state words in torch's CPU generator state
+_CPU_TEMPLATE: torch.Tensor | None = None
+
+
+def stream_entropy(seed: int, index: int, stage: str) -> list[int]:
+    """The fixed-width 32-bit words a stream's state is derived from (an injective encoding)."""
     if stage not in STAGES:
         raise ValueError(f"unknown noise stage {stage!r}; known: {sorted(STAGES)}")
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(index), STAGES[stage]])
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+    if int(index) < 0:
+        raise ValueError(f"input index must be >= 0, got {index}")
+    s, i = int(seed) & 0xFFFFFFFFFFFFFFFF, int(index) & 0xFFFFFFFFFFFFFFFF
+    return [s & 0xFFFFFFFF, s >> 32, i & 0xFFFFFFFF, i >> 32, STAGES[stage]]
+
+
+def stream_state(seed: int, index: int, stage: str, words: int = _MT_WORDS) -> np.ndarray:
+    """``words`` 32-bit state words of the stream ``(seed, index, stage)`` (numpy SeedSequence)."""
+    return np.random.SeedSequence(stream_entropy(seed, index, stage)).generate_state(words,
+                                                                                     np.uint32)
+
+
+def _cpu_template() -> torch.Tensor:
+    """A seeded CPU generator's state bytes, with its layout checked once."""
+    global _CPU_TEMPLATE
+    if _CPU_TEMPLATE is None:
+        state = torch.Generator().manual_seed(1).get_state()
+        words = np.frombuffer(state.numpy().tobytes(), "<u8", _MT_WORDS, _MT_OFFSET)
+        if state.numel() < _MT_OFFSET + 8 * _MT_WORDS or words[0] != 1 or words.max() >= 2**32:
+            raise RuntimeError("this torch's CPU generator state has an unknown layout; rsrouter "
+                               "cannot seed its noise streams (please report the torch version)")
+        _CPU_TEMPLATE = state
+    return _CPU_TEMPLATE
+
+
+def noise_generator(seed: int, index: int, stage: str,
+                    device: str | torch.device = "cpu") -> torch.Generator:
+    """The generator of stream ``(seed, index, stage)``.
+
+    On the CPU the whole mt19937 state (624 words) is filled from a SeedSequence of the triple,
+    so distinct triples share a state only if SeedSequence's 128-bit pool collides (probability
+    below ``N**2 / 2**129`` for ``N`` streams); seeding through ``manual_seed`` would keep only 32
+    bits. On CUDA, Philox takes a 64-bit seed derived the same way (below ``N**2 / 2**65``).
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device=device)
+    if device.type != "cpu":
+        hi, lo = (int(w) for w in stream_state(seed, index, stage, 2))
+        gen.manual_seed((hi << 32 | lo) & 0x7FFFFFFFFFFFFFFF)
+        return gen
+    state = _cpu_template().clone()
+    raw = state.numpy()
+    raw[8:16] = np.frombuffer(np.array([1, 1], "<i4").tobytes(), np.uint8)  # left=1, seeded=1
+    raw[16:24] = 0  # next
+    raw[_MT_OFFSET:_MT_OFFSET + 8 * _MT_WORDS] = np.frombuffer(
+        stream_state(seed, index, stage).astype("<u8").tobytes(), np.uint8)
+    gen.set_state(state)
+    return gen
 
 
 class NoiseStream:
@@ -139,11 +243,10 @@ class NoiseStream:
     ``take(3); take(5)`` returns the same values as ``take(8)``. Memory: one block.
     """
 
-    def __init__(self, shape: Sequence[int], seed: int, device: torch.device) -> None:
+    def __init__(self, shape: Sequence[int], generator: torch.Generator) -> None:
         self.shape = tuple(shape)
-        self.device = device
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.device = generator.device
+        self.generator = generator
         self._block: torch.Tensor | None = None
         self._pos = NOISE_BLOCK
 
@@ -248,8 +351,12 @@ class Smooth:
 
         ``indices`` (default ``0..B-1``) seed each input's noise, so a dataset index gives the same
         certificate whether the input is certified alone or with others. ``stages`` name the
-        selection and estimation noise streams (a router uses its own).
+        selection and estimation noise streams (a router uses its own); they must differ, since
+        the estimation samples must be independent of the selection.
         """
+        if stages[0] == stages[1]:
+            raise ValueError(f"selection and estimation must use different noise stages, got "
+                             f"{stages[0]!r} twice")
         _check_count("n0", n0)
         _check_count("n", n)
         _check_alpha(alpha)
@@ -301,7 +408,7 @@ class Smooth:
         b = xs.shape[0]
         xs = xs.to(self.device)
         counts = torch.zeros(b * self.num_classes, dtype=torch.long, device=self.device)
-        streams = [NoiseStream(xs.shape[1:], stream_seed(seed, i, stage), self.device)
+        streams = [NoiseStream(xs.shape[1:], noise_generator(seed, i, stage, self.device))
                    for i in indices]
         buffer = torch.empty((min(batch_size, b * num), *xs.shape[1:]), device=self.device)
         for owners, sizes in _batches(b, num, batch_size):
@@ -408,5 +515,6 @@ def _bad_single(x: object) -> torch.Tensor:
 
 __all__ = [
     "ABSTAIN", "Certificate", "Smooth", "certificate_from_counts", "certified_radius",
-    "lower_confidence_bound", "predict_from_counts", "stream_seed",
+    "check_counts", "lower_confidence_bound", "noise_generator", "predict_from_counts",
+    "stream_state",
 ]

@@ -28,7 +28,7 @@ from .errors import ConfigError, ResumeError
 from .files import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from .labels import RouterLabels, cache_key, cache_path, compute_labels
 from .models import NormalizedModel, architecture_source
-from .smoothing import stream_seed
+from .smoothing import noise_generator
 
 CHECKPOINT = ".train/checkpoint.safetensors"
 
@@ -111,7 +111,7 @@ def fit(
                disable=not progress, desc=desc, unit="step")
     for epoch in range(start_epoch, epochs):
         model.train()
-        gen = torch.Generator().manual_seed(stream_seed(seed, epoch, "train"))
+        gen = noise_generator(seed, epoch, "train")
         sums: dict[str, float] = {}
         seen = 0
         for i, (x, y) in enumerate(batches(gen)):
@@ -180,7 +180,7 @@ def train_expert(
             return out
         raise ResumeError(f"{out} already holds an expert trained with other settings; choose "
                           "another --out or delete the folder")
-    train = load_dataset(config.dataset, "train", data_root)
+    train = load_dataset(config.dataset, "train", data_root, augment=True)
     if config.train_size is not None:
         train = TensorImageDataset(train.images[: config.train_size],
                                    train.labels[: config.train_size], train.info)
@@ -191,7 +191,7 @@ def train_expert(
                       label_names=list(info.label_names),
                       arch_source=architecture_source(config.arch), name=name)
     torch.manual_seed(config.seed)
-    model = card.build_model().to(device)
+    model = card.build_model(trust_code=True).to(device)  # the user's own --arch
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     steps = math.ceil(len(train) / config.batch_size)
@@ -323,7 +323,7 @@ def train_router(
                           "another --out or delete the folder")
     experts = experts or load_config_experts(cfg, registry, device)
     sigma_r = router_sigma(cfg, experts)
-    dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.root)
+    dataset = dataset or router_dataset(cfg)
     labels = labels_for(cfg, experts, out, progress=progress, dataset=dataset)
     kept = labels.kept
     if int(kept.sum()) == 0:
@@ -336,9 +336,9 @@ def train_router(
     info = dataset.info
     card = RouterCard(architecture=cfg.router.arch, input_size=info.input_size, mean=info.mean,
                       std=info.std, sigma=sigma_r, dataset=info.name,
-                      experts=[ExpertRef.of(e) for e in experts])
+                      experts=[ExpertRef.of(e, out) for e in experts])
     torch.manual_seed(cfg.seed)
-    model = card.build_model().to(device)
+    model = card.build_model(trust_code=True).to(device)  # router.arch of the user's config
     t = cfg.train
     if t.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -373,10 +373,16 @@ def train_router(
     return out
 
 
+def router_dataset(cfg: RouterConfig) -> Dataset:
+    """The images a router is labelled and trained on: un-augmented (no random crops or
+    flips), so that each label belongs to the very image the router sees (plus its noise)."""
+    return load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.root, augment=False)
+
+
 def labels_for(cfg: RouterConfig, experts, out: str | os.PathLike, *, progress: bool = False,
                dataset: Dataset | None = None) -> RouterLabels:
     """The router labels of ``cfg`` and ``experts``, cached (and resumed) under ``out``."""
-    dataset = dataset or load_dataset(cfg.data.dataset, cfg.data.split, cfg.data.root)
+    dataset = dataset or router_dataset(cfg)
     key = cache_key(experts, cfg.labels, cfg.data.dataset, cfg.data.split, cfg.seed)
     return compute_labels(experts, dataset, cfg.labels, seed=cfg.seed, cache=cache_path(out, key),
                           key=key, progress=progress)

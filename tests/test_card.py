@@ -6,11 +6,13 @@ import json
 import shutil
 
 import pytest
+import torch
 import yaml
 
-from rsrouter.card import read_card, verify_folder
+from rsrouter.card import Pin, read_card
 from rsrouter.errors import CardError, IntegrityError
-from rsrouter.expert import load_expert_folder
+from rsrouter.expert import load_expert_folder, verify_folder
+from rsrouter.files import sha256_file
 
 
 @pytest.fixture
@@ -41,7 +43,8 @@ def test_card_round_trip_and_model_card(expert_copy):
     (lambda c: c["rs_expert"].pop("sigma"), "rs_expert.sigma"),
     (lambda c: c["rs_expert"].update(sigma=0), "rs_expert.sigma"),
     (lambda c: c["rs_expert"].update(sigma=-0.5), "rs_expert.sigma"),
-    (lambda c: c.update(architecture="no_such_net"), "architecture"),
+    (lambda c: c.update(architecture=""), "architecture"),
+    (lambda c: c.update(architecture="os:system; rm"), "architecture"),
     (lambda c: c.pop("num_classes"), "num_classes"),
     (lambda c: c["pretrained_cfg"].update(input_size=[1, 8]), "input_size"),
     (lambda c: c["rs_expert"].update(input_range=[0, 255]), "input_range"),
@@ -51,6 +54,13 @@ def test_schema_errors_name_the_field(expert_copy, change, field):
     _edit(expert_copy, change)
     with pytest.raises(CardError, match=field.replace(".", r"\.")):
         read_card(expert_copy)
+
+
+def test_unknown_architecture_is_a_card_error_at_load(expert_copy):
+    _edit(expert_copy, lambda c: c.update(architecture="no_such_net"))
+    read_card(expert_copy)  # reading a card resolves (and imports) nothing
+    with pytest.raises(CardError, match="architecture.*no_such_net"):
+        load_expert_folder(expert_copy)
 
 
 def test_class_count_mismatch_between_card_and_weights(expert_copy):
@@ -73,17 +83,53 @@ def test_sha256_mismatch_is_never_loaded(expert_copy):
     assert "0" * 64 in str(e.value) and good in str(e.value) and "model.safetensors" in str(e.value)
 
 
-def test_pinned_hash_is_checked_too(expert_copy):
-    with pytest.raises(IntegrityError, match="pinned at registration"):
-        verify_folder(expert_copy, expected_sha256="f" * 64)
+def test_pinned_hashes_are_checked_too(expert_copy):
+    config = sha256_file(expert_copy / "config.json")
+    weights = read_card(expert_copy).weights_sha256
+    with pytest.raises(IntegrityError, match="recorded by my registration.*weights changed"):
+        load_expert_folder(expert_copy, pin=Pin("f" * 64, config, "my registration"))
+    with pytest.raises(IntegrityError, match="recorded by my registration.*card.*was edited"):
+        load_expert_folder(expert_copy, pin=Pin(weights, "e" * 64, "my registration"))
+    assert load_expert_folder(expert_copy, pin=Pin(weights, config, "me")).pin.config_sha256 \
+        == config
+
+
+@pytest.mark.parametrize("claim", ["", None, "abc"])
+def test_an_empty_or_malformed_hash_is_an_error_not_a_skipped_check(expert_copy, claim):
+    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256=claim))
+    with pytest.raises(IntegrityError, match="weights_sha256"):
+        load_expert_folder(expert_copy)
+    with pytest.raises(IntegrityError, match="sha256 of model.safetensors: missing"):
+        load_expert_folder(expert_copy, pin=Pin("", "", "a registration"))
 
 
 def test_truncated_weights_file(expert_copy):
     weights = expert_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256=""))
+    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256=sha256_file(weights)))
     with pytest.raises(IntegrityError, match="truncated or corrupt"):
         load_expert_folder(expert_copy)
+
+
+def test_weights_are_loaded_from_the_bytes_that_were_hashed(expert_copy, monkeypatch):
+    """No second read: swapping the file after the hash check cannot change what is loaded."""
+    import rsrouter.card as card_module
+
+    good = load_expert_folder(expert_copy)
+    real = card_module.read_hashed
+    weights = expert_copy / "model.safetensors"
+
+    def read_then_swap(path):
+        out = real(path)
+        if path.name == "model.safetensors":  # an attacker replaces it right after the read
+            weights.write_bytes(b"\0" * len(out[0]))
+        return out
+
+    monkeypatch.setattr(card_module, "read_hashed", read_then_swap)
+    swapped = load_expert_folder(expert_copy)
+    for a, b in zip(good.model.state_dict().values(), swapped.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert weights.read_bytes().count(0) == weights.stat().st_size
 
 
 def test_missing_config(tmp_path):

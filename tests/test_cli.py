@@ -95,7 +95,7 @@ def test_missing_dataset(digits_expert, tmp_path, capsys, monkeypatch):
 
 def test_missing_expert_folder(tmp_path, capsys):
     assert main([*CERTIFY, "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
-    assert "neither an expert folder nor a registered expert name" in capsys.readouterr().err
+    assert "neither a registered expert name" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():

@@ -90,7 +90,7 @@ def test_second_load_makes_no_request_and_offline_uses_cache(registry, server, t
     before = server.request_count()
     expert = registry.load("e")
     assert server.request_count() == before, server.requests()[before:]
-    assert expert.card.name == "e" and expert.source.startswith("hf://org/good@")
+    assert expert.name == "e" and expert.source.startswith("hf://org/good@")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert registry.load("e").sigma == 0.25
     assert server.request_count() == before

@@ -12,7 +12,7 @@ from scipy.stats import norm
 from torch import nn
 
 from rsrouter import labels as labels_mod
-from rsrouter.card import ExpertCard
+from rsrouter.card import ExpertCard, Pin
 from rsrouter.config import LabelSpec, parse_config
 from rsrouter.data import DatasetInfo, TensorImageDataset
 from rsrouter.expert import Expert
@@ -135,7 +135,8 @@ def toy_experts() -> list[Expert]:
     for name, dark in (("bright", False), ("dark", True)):
         card = ExpertCard("cnn_tiny", 2, (1, 8, 8), (0.5,), (0.25,), 0.25, "toy", name=name,
                           weights_sha256=("d" if dark else "b") * 64)
-        out.append(Expert(HalfExpert(dark), card, source=name))
+        pin = Pin(card.weights_sha256, "c" * 64, "toy")
+        out.append(Expert(HalfExpert(dark), card, uri=name, pin=pin))
     return out
 
 

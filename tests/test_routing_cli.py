@@ -67,7 +67,12 @@ def test_router_train_then_certify_routed(registered, tmp_path, capsys):
     assert "routed" in capsys.readouterr().out
 
 
-def test_router_whose_expert_changed_is_refused(registered, digits_expert, tmp_path, capsys):
+def test_router_whose_expert_changed_is_refused(registered, digits_expert, digits_expert_wide,
+                                                tmp_path, capsys):
+    copy = tmp_path / "wide-copy"
+    shutil.copytree(digits_expert_wide, copy)
+    registered.remove("d050")
+    registered.register(str(copy), "d050")
     cfg = tmp_path / "router.yaml"
     quick = {**CONFIG, "train": {**CONFIG["train"], "epochs": 1}}
     cfg.write_text(yaml.safe_dump(quick))
@@ -77,12 +82,19 @@ def test_router_whose_expert_changed_is_refused(registered, digits_expert, tmp_p
     assert len(load_routed(out).experts) == 2
     registered.remove("d050")
     registered.register(digits_expert, "d050")  # same name, other weights
-    with pytest.raises(Exception, match="retrain the router"):
+    # the router loads the folder it recorded, whatever the name now means ...
+    assert load_routed(out).experts[1].pin.weights_sha256 != registered.get("d050").weights_sha256
+    # ... and when that folder is gone, the registered name is checked against its record
+    recorded = json.loads((out / "config.json").read_text())["rs_router"]["experts"][1]
+    assert (out / recorded["source"]).resolve() == copy.resolve()
+    shutil.move(copy, tmp_path / "moved-away")
+    with pytest.raises(Exception, match="does not match.*recorded by router"):
         load_routed(out)
     tsv = tmp_path / "x.tsv"
     assert main(["certify", "--router", str(out), "--dataset", "digits", "--n", "50",
                  "--max", "5", "--out", str(tsv), "--no-progress"]) == 2
-    assert "weights sha256" in capsys.readouterr().err
+    assert "recorded by router" in capsys.readouterr().err
+    assert not tsv.exists()
 
 
 def test_config_expert_errors(registered, digits_expert, tmp_path):

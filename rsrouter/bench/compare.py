@@ -13,7 +13,7 @@ import pandas as pd
 from ..files import atomic_write_text
 from ..results import RADII, markdown_table, plot_curves, read_tsv, summary_table
 from ..router import ROUTED_EXTRAS, RoutedClassifier, compose, routed_extras
-from ..runs import certify_dataset
+from ..runs import certify_dataset, run_settings
 from ..smoothing import ABSTAIN, certificate_from_counts
 
 
@@ -29,32 +29,39 @@ def certify_methods(
     alpha: float,
     batch_size: int,
     seed: int = 0,
+    split: str = "test",
+    data_root: str | os.PathLike | None = None,
     progress: bool = True,
     routed_name: str = "routed",
-) -> dict[str, Path]:
+) -> tuple[dict[str, Path], dict[str, Path]]:
     """One resumable TSV per method under ``out_dir``: ``<expert name>.tsv``, then
-    ``<routed_name>.tsv``; returns ``{method: path}``."""
+    ``<routed_name>.tsv``; returns ``({expert: path}, {routed method: path})``."""
     out_dir = Path(out_dir)
-    common = {"n0": n0, "n": n, "alpha": alpha, "seed": seed, "indices": list(indices)}
-    paths = {}
+    common = dict(dataset=dataset.info.name, split=split, data_root=data_root, n0=n0, n=n,
+                  alpha=alpha, seed=seed)
+    experts_out, routed_out = {}, {}
     for expert in experts:
         path = out_dir / f"{expert.name}.tsv"
-        settings = {**common, "weights_sha256": expert.card.weights_sha256, "mode": expert.mode}
+        settings = run_settings({"expert": expert}, mode=expert.mode, **common)
         certify_dataset(expert, dataset, indices, path, n0=n0, n=n, alpha=alpha,
                         batch_size=batch_size, seed=seed, settings=settings, progress=progress,
                         desc=f"certify {expert.name}")
-        paths[expert.name] = path
+        experts_out[expert.name] = path
     if routed is not None:
         path = out_dir / f"{routed_name}.tsv"
-        settings = {**common, "router_sha256": routed.router.card.weights_sha256,
-                    "experts": [e.card.weights_sha256 for e in routed.experts],
-                    "alpha_split": routed.alpha_split, "mode": routed.mode}
+        settings = run_settings(routed_models(routed), mode=routed.mode,
+                                alpha_split=routed.alpha_split, **common)
         certify_dataset(routed, dataset, indices, path, n0=n0, n=n, alpha=alpha,
                         batch_size=batch_size, seed=seed, settings=settings,
                         extras=ROUTED_EXTRAS, row_extras=routed_extras, progress=progress,
                         desc=f"certify {routed_name}")
-        paths[routed_name] = path
-    return paths
+        routed_out[routed_name] = path
+    return experts_out, routed_out
+
+
+def routed_models(routed: RoutedClassifier) -> dict:
+    """The router and its experts, by role, for :func:`run_settings`."""
+    return {"router": routed.router, **{f"expert{k}": e for k, e in enumerate(routed.experts)}}
 
 
 def compose_from_counts(router_df: pd.DataFrame, expert_dfs: Sequence[pd.DataFrame],
@@ -88,10 +95,16 @@ def compose_from_counts(router_df: pd.DataFrame, expert_dfs: Sequence[pd.DataFra
     return pd.DataFrame(rows)
 
 
+ORACLE = "oracle (per-input best expert; not a certificate)"
+
+
 def oracle_frame(expert_results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per input, the best expert in hindsight (largest certified radius among correct ones).
 
-    A ceiling for any router over these experts, not a certificate.
+    A ceiling for any router over these experts, **not a certificate**: choosing the expert by
+    the label is not something a certified classifier can do. ``predict`` is the label where some
+    expert is correct, else the first non-abstaining expert's prediction, else ABSTAIN (so the
+    abstain share counts inputs where every expert abstains).
     """
     frames = list(expert_results.values())
     idx = frames[0]["idx"].to_numpy()
@@ -100,10 +113,14 @@ def oracle_frame(expert_results: dict[str, pd.DataFrame]) -> pd.DataFrame:
             raise ValueError("oracle: the experts were not certified on the same inputs")
     radius = np.stack([df["radius"].to_numpy() * df["correct"].to_numpy() for df in frames], 1)
     correct = np.stack([df["correct"].to_numpy() for df in frames], 1).any(1)
+    predictions = np.stack([df["predict"].to_numpy() for df in frames], 1)
+    answered = predictions != ABSTAIN
+    first = predictions[np.arange(len(idx)), answered.argmax(1)]
+    wrong = np.where(answered.any(1), first, ABSTAIN)
     best = radius.argmax(1)
     names = list(expert_results)
     return pd.DataFrame({"idx": idx, "label": frames[0]["label"],
-                         "predict": np.where(correct, frames[0]["label"], -1),
+                         "predict": np.where(correct, frames[0]["label"], wrong),
                          "radius": radius.max(1), "correct": correct.astype(int),
                          "best_expert": [names[b] if c else "-" for b, c in zip(best, correct)]})
 
@@ -118,26 +135,33 @@ def routing_stats(routed: pd.DataFrame) -> dict:
                 ((routed["predict"] == -1) & (routed["expert"] != "-")).mean()), 4)}
 
 
-def report(paths: dict[str, Path], out_dir: str | os.PathLike, *, title: str,
-           radii: Sequence[float] = RADII, with_oracle: bool = True) -> pd.DataFrame:
-    """Table (md/csv/json) and curves (png) of ``paths``; returns the table."""
+def report(experts: dict[str, Path], out_dir: str | os.PathLike, *, title: str,
+           routed: dict[str, Path] | None = None, radii: Sequence[float] = RADII,
+           with_oracle: bool = True) -> pd.DataFrame:
+    """Table (md/csv/json) and curves (png) of the expert TSVs and the routed TSVs; returns the
+    table. The per-input oracle over the experts is added, labelled as not a certificate."""
     out_dir = Path(out_dir)
-    results = {name: read_tsv(p) for name, p in paths.items()}
-    experts = {k: v for k, v in results.items() if k != "routed"}
-    if with_oracle and len(experts) > 1:
-        results["oracle (per-input best expert)"] = oracle_frame(experts)
+    routed = routed or {}
+    expert_results = {name: read_tsv(p) for name, p in experts.items()}
+    routed_results = {name: read_tsv(p) for name, p in routed.items()}
+    results = {**expert_results, **routed_results}
+    baselines = []
+    if with_oracle and len(expert_results) > 1:
+        results[ORACLE] = oracle_frame(expert_results)
+        baselines.append(ORACLE)
     table = summary_table(results, radii)
-    extra = {}
-    if "routed" in results:
-        extra = routing_stats(results["routed"])
+    routing = {name: routing_stats(df) for name, df in routed_results.items()}
     table.to_csv(out_dir / "summary.csv")
     atomic_write_text(out_dir / "summary.json",
                       json.dumps({"title": title, "table": table.to_dict(orient="index"),
-                                  "routing": extra}, indent=2) + "\n")
+                                  "not_certificates": baselines, "routing": routing},
+                                 indent=2) + "\n")
     lines = [f"# {title}", "", "Certified accuracy (%) at l2 radius r; ACR = average certified "
              "radius.", "", markdown_table(table), ""]
-    if extra:
-        lines += ["Router: " + json.dumps(extra), ""]
-    atomic_write_text(out_dir / "summary.md", "\n".join(lines))
-    plot_curves(results, out_dir / "certified_accuracy.png", title=title)
+    if baselines:
+        lines += [f"The {ORACLE.split(' (')[0]} row picks the best expert per input knowing the "
+                  "label: a ceiling for routing, not a certificate.", ""]
+    lines += [f"Router ({name}): " + json.dumps(stats) for name, stats in routing.items()]
+    atomic_write_text(out_dir / "summary.md", "\n".join([*lines, ""]))
+    plot_curves(results, out_dir / "certified_accuracy.png", title=title, baselines=baselines)
     return table

@@ -2,7 +2,9 @@
 
 An architecture name resolves, in this order, to
 1. an rsrouter factory (``cnn_small``, ``cnn_tiny``, ``cifar_resnet20``, ``cifar_resnet110``);
-2. a ``module:factory`` string (any importable callable);
+2. a ``module:factory`` string (any importable callable), only with the caller's opt-in
+   (``trust_code``): importing a module runs its code, so a name that comes from a card is never
+   imported unless the user says so (``--trust-code``, ``trust_code=True``, ``trusted_modules``);
 3. a factory an installed package registers under the entry-point group ``rsrouter.architectures``;
 4. a timm model name (``resnet50``, ``vit_tiny_patch16_224``, ...).
 
@@ -13,13 +15,14 @@ network; :func:`create_classifier` puts the :class:`Normalize` layer in front of
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from importlib.metadata import entry_points
 
-import timm
 from torch import nn
 
-from ..errors import UnknownArchitectureError
+from ..card import check_architecture_name, is_code_reference
+from ..errors import UnknownArchitectureError, UntrustedCodeError
+from ..paths import user_registry
 from .cifar_resnet import CifarResNet
 from .normalize import Normalize, NormalizedModel
 from .small_cnn import SmallCNN
@@ -63,44 +66,73 @@ def cifar_resnet110(num_classes: int, input_size: Sequence[int]) -> nn.Module:
     return CifarResNet(110, num_classes, in_chans=input_size[0])
 
 
-def _plugin_factory(arch: str) -> Factory | None:
-    if ":" in arch:
+Trust = bool | Collection[str]
+
+
+def is_trusted(arch: str, trust_code: Trust) -> bool:
+    """Whether a ``module:factory`` architecture may be imported under ``trust_code``: True
+    trusts everything, a collection trusts those modules and their submodules."""
+    if isinstance(trust_code, bool):
+        return trust_code
+    module = arch.partition(":")[0]
+    return any(module == m or module.startswith(m + ".") for m in trust_code)
+
+
+def _entry_point(arch: str):
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == arch:
+            return ep
+    return None
+
+
+def architecture_source(arch: str) -> str:
+    """Where ``arch`` would come from: "rsrouter", "plugin" or "timm" (imports nothing)."""
+    if arch in _FACTORIES:
+        return "rsrouter"
+    if is_code_reference(arch) or _entry_point(arch) is not None:
+        return "plugin"
+    return "timm"
+
+
+def resolve_architecture(arch: str, *, trust_code: Trust = False) -> Factory:
+    """The factory for ``arch``.
+
+    ``trust_code`` allows a ``module:factory`` name to be imported: True for any module, or a
+    collection of trusted module names. Pass True only for names the user wrote (a plugin
+    config, a command-line flag), never for names read from a card without the user's opt-in.
+
+    Raises:
+        UntrustedCodeError: ``arch`` is ``module:factory`` and ``trust_code`` does not allow it.
+        UnknownArchitectureError: if no source knows the name.
+    """
+    if arch in _FACTORIES:
+        return _FACTORIES[arch]
+    if is_code_reference(arch):
+        problem = check_architecture_name(arch)
+        if problem:
+            raise UnknownArchitectureError(f"architecture {problem}")
+        if not is_trusted(arch, trust_code):
+            module = arch.partition(":")[0]
+            raise UntrustedCodeError(
+                f"architecture {arch!r} names Python code: loading it would import module "
+                f"{module!r} and run it. rsrouter never runs code named by a card without your "
+                "opt-in. If you trust its author, pass --trust-code (CLI) or trust_code=True "
+                f"(Python API), or list {module!r} under trusted_modules: in {user_registry()}; "
+                "otherwise ask for a card with an "
+                "rsrouter, timm or installed entry-point architecture")
         module_name, _, attr = arch.partition(":")
         try:
-            factory = getattr(importlib.import_module(module_name), attr)
+            return getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as e:
             raise UnknownArchitectureError(
                 f"architecture {arch!r}: cannot import {attr!r} from module {module_name!r} ({e}); "
                 "a 'module:factory' architecture must name an importable callable"
             ) from e
-        return factory
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == arch:
-            return ep.load()
-    return None
+    ep = _entry_point(arch)
+    if ep is not None:
+        return ep.load()
+    import timm
 
-
-def architecture_source(arch: str) -> str:
-    """Where ``arch`` comes from: "rsrouter", "plugin" or "timm" (raises if from nowhere)."""
-    resolve_architecture(arch)
-    if arch in _FACTORIES:
-        return "rsrouter"
-    if ":" in arch or any(ep.name == arch for ep in entry_points(group=ENTRY_POINT_GROUP)):
-        return "plugin"
-    return "timm"
-
-
-def resolve_architecture(arch: str) -> Factory:
-    """The factory for ``arch``.
-
-    Raises:
-        UnknownArchitectureError: if no source knows the name.
-    """
-    if arch in _FACTORIES:
-        return _FACTORIES[arch]
-    plugin = _plugin_factory(arch)
-    if plugin is not None:
-        return plugin
     name = arch.removeprefix("timm/")
     if timm.is_model(name):
         return lambda num_classes, input_size: timm.create_model(
@@ -113,15 +145,19 @@ def resolve_architecture(arch: str) -> Factory:
     )
 
 
-def create_model(arch: str, num_classes: int, input_size: Sequence[int]) -> nn.Module:
+def create_model(arch: str, num_classes: int, input_size: Sequence[int], *,
+                 trust_code: Trust = False) -> nn.Module:
     """The bare network ``arch`` for ``num_classes`` classes and inputs of ``input_size``."""
-    return resolve_architecture(arch)(num_classes=num_classes, input_size=tuple(input_size))
+    factory = resolve_architecture(arch, trust_code=trust_code)
+    return factory(num_classes=num_classes, input_size=tuple(input_size))
 
 
 def create_classifier(arch: str, num_classes: int, input_size: Sequence[int],
-                      mean: Sequence[float], std: Sequence[float]) -> NormalizedModel:
+                      mean: Sequence[float], std: Sequence[float], *,
+                      trust_code: Trust = False) -> NormalizedModel:
     """``Normalize(mean, std)`` followed by ``create_model(arch, ...)``: takes pixels in [0, 1]."""
-    return NormalizedModel(create_model(arch, num_classes, input_size), mean, std)
+    return NormalizedModel(create_model(arch, num_classes, input_size, trust_code=trust_code),
+                           mean, std)
 
 
 def list_models() -> list[str]:
@@ -131,5 +167,6 @@ def list_models() -> list[str]:
 
 __all__ = [
     "CifarResNet", "Normalize", "NormalizedModel", "SmallCNN", "architecture_source",
-    "create_classifier", "create_model", "list_models", "register_model", "resolve_architecture",
+    "check_architecture_name", "create_classifier", "create_model", "is_trusted", "list_models",
+    "register_model", "resolve_architecture",
 ]

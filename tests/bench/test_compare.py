@@ -20,7 +20,12 @@ def _df(radius, correct, label=(1, 2, 3)):
 def test_oracle_takes_the_largest_correct_radius_per_input():
     small = _df([0.5, 0.2, 0.0], [1, 1, 0])
     large = _df([1.5, 0.0, 0.0], [1, 0, 0])
+    large.loc[2, "predict"] = 7  # wrong, not abstaining
     oracle = oracle_frame({"small": small, "large": large})
+    # the abstain share counts abstentions only: input 10 is answered (wrongly) by one expert
+    assert oracle["predict"].tolist() == [1, 2, 7]
+    assert oracle_frame({"small": small, "large": _df([1.5, 0, 0], [1, 0, 0])})[
+        "predict"].tolist() == [1, 2, -1]
     assert oracle["radius"].tolist() == [1.5, 0.2, 0.0]
     assert oracle["correct"].tolist() == [1, 1, 0]
     assert oracle["best_expert"].tolist() == ["large", "small", "-"]
@@ -41,15 +46,20 @@ def test_routing_stats_and_report(tmp_path):
     assert stats["choices"] == {"small": third, "-": third, "large": third}
     paths = {}
     for name, df in {"small": _df([0.5, 0.2, 0.0], [1, 1, 0]),
-                     "large": _df([1.5, 0.0, 0.0], [1, 0, 0]), "routed": routed}.items():
+                     "large": _df([1.5, 0.0, 0.0], [1, 0, 0]), "my-router": routed}.items():
         paths[name] = tmp_path / f"{name}.tsv"
         df.to_csv(paths[name], sep="\t", index=False)
-    table = report(paths, tmp_path, title="toy", radii=[0.0, 0.5, 1.0])
-    assert list(table.index) == ["small", "large", "routed", "oracle (per-input best expert)"]
-    assert table.loc["routed", "r=0"] == pytest.approx(100 / 3, abs=0.1)
+    experts = {k: paths[k] for k in ("small", "large")}
+    table = report(experts, tmp_path, title="toy", radii=[0.0, 0.5, 1.0],
+                   routed={"my-router": paths["my-router"]})  # any name: roles are arguments
+    oracle = "oracle (per-input best expert; not a certificate)"
+    assert list(table.index) == ["small", "large", "my-router", oracle]
+    assert table.loc["my-router", "r=0"] == pytest.approx(100 / 3, abs=0.1)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["routing"]["router_mean_radius"] == pytest.approx(0.7)
-    assert "| routed |" in (tmp_path / "summary.md").read_text()
+    assert summary["routing"]["my-router"]["router_mean_radius"] == pytest.approx(0.7)
+    assert summary["not_certificates"] == [oracle]
+    md = (tmp_path / "summary.md").read_text()
+    assert "| my-router |" in md and "not a certificate" in md
     assert (tmp_path / "certified_accuracy.png").stat().st_size > 10_000
     assert markdown_table(table).count("\n") == len(table) + 1
 

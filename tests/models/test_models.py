@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsrouter.errors import UnknownArchitectureError
+from rsrouter.errors import UnknownArchitectureError, UntrustedCodeError
 from rsrouter.models import (
     CifarResNet,
     Normalize,
@@ -56,6 +56,12 @@ def test_timm_model_by_name():
 def test_unknown_architecture():
     with pytest.raises(UnknownArchitectureError, match="not a timm model"):
         create_model("no_such_net", 10, (1, 8, 8))
-    with pytest.raises(UnknownArchitectureError, match="cannot import"):
+    with pytest.raises(UntrustedCodeError, match="--trust-code"):
         create_model("no_such_module:factory", 10, (1, 8, 8))
+    with pytest.raises(UnknownArchitectureError, match="cannot import"):
+        create_model("no_such_module:factory", 10, (1, 8, 8), trust_code=True)
+    with pytest.raises(UnknownArchitectureError, match="cannot import"):  # a trusted module
+        create_model("no_such_module.sub:factory", 10, (1, 8, 8), trust_code={"no_such_module"})
+    with pytest.raises(UntrustedCodeError):  # a prefix of a name is not a parent package
+        create_model("no_such_module2:factory", 10, (1, 8, 8), trust_code={"no_such_module"})
     assert "cifar_resnet110" in list_models()
