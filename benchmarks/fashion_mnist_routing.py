@@ -38,15 +38,15 @@ def main() -> None:
     routed = load_routed(args.router)
     data = load_dataset("fashion-mnist", "test")
     indices = subset_indices(len(data), len(data) // args.num)[: args.num]
-    paths = certify_methods(routed.experts, routed, data, indices, args.out, n0=100, n=args.n,
-                            alpha=0.001, batch_size=args.batch_size, routed_name=args.name)
-    if args.name != "routed":
-        paths["routed"] = paths.pop(args.name)
+    experts_tsv, routed_tsv = certify_methods(routed.experts, routed, data, indices, args.out,
+                                              n0=100, n=args.n, alpha=0.001,
+                                              batch_size=args.batch_size, routed_name=args.name)
+    routed_tsv = {"routed": routed_tsv[args.name]}
     title = (f"Fashion-MNIST, {len(indices)} test images, n0=100, n={args.n}, alpha=0.001 "
              f"({args.name})")
     out = Path(args.out) if args.name == "routed" else Path(args.out) / args.name
     out.mkdir(parents=True, exist_ok=True)
-    table = report(paths, out, title=title)
+    table = report(experts_tsv, out, title=title, routed=routed_tsv)
     print(markdown_table(table))
     cols = [f"r={r:g}" for r in RADII]
     experts = [e.name for e in routed.experts]

@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from rsrouter.bench import compose_from_counts, oracle_frame, routing_stats
+from rsrouter.bench.compare import ORACLE
 from rsrouter.data import load_dataset, subset_indices
 from rsrouter.results import RADII, markdown_table, read_tsv, summary_table
 from rsrouter.router import load_router
-from rsrouter.runs import certify_dataset
+from rsrouter.runs import certify_dataset, run_settings
 from rsrouter.runtime import tune_allocator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,15 +51,16 @@ def main() -> None:
         tag = Path(folder).name
         path = Path(args.out) / f"router-{tag}.tsv"
         alpha_r = args.alpha / 2
-        settings = {"router_sha256": router.card.weights_sha256, "n0": 100, "n": args.n,
-                    "alpha": alpha_r, "seed": 0, "indices": indices}
+        settings = run_settings({"router": router}, dataset="fashion-mnist", split="test",
+                                data_root=None, n0=100, n=args.n, alpha=alpha_r, seed=0,
+                                mode=router.mode)
         certify_dataset(router, data, indices, path, n0=100, n=args.n, alpha=alpha_r,
                         batch_size=2500, seed=0, settings=settings, desc=f"router {tag}")
         routed = compose_from_counts(read_tsv(path), experts, names, args.alpha)
         results[f"routed[{tag}]"] = routed
         stats[tag] = routing_stats(routed)
     expert_results = {k: v for k, v in results.items() if not k.startswith("routed")}
-    results["oracle"] = oracle_frame(expert_results)
+    results[ORACLE] = oracle_frame(expert_results)
     table = summary_table(results, RADII)
     print(markdown_table(table))
     cols = [f"r={r:g}" for r in RADII]

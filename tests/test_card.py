@@ -11,7 +11,7 @@ import yaml
 
 from rsrouter.card import Pin, read_card
 from rsrouter.errors import CardError, IntegrityError
-from rsrouter.expert import load_expert_folder, verify_folder
+from rsrouter.expert import load_expert_folder
 from rsrouter.files import sha256_file
 
 

@@ -119,3 +119,25 @@ def test_real_fashion_mnist_if_installed():
     assert len(ds) == 10_000 and ds.images.shape == (10_000, 1, 28, 28)
     assert ds.images.dtype == torch.float32 and float(ds.images.max()) == 1.0
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
+
+
+def test_router_labels_and_training_see_the_unaugmented_image(tmp_path):
+    """A label belongs to one image: the router's dataset applies no random crop or flip, while
+    expert training (augment=True) does."""
+    from PIL import Image
+
+    from rsrouter.config import parse_config
+    from rsrouter.train import router_dataset
+
+    for cls in ("a", "b"):
+        folder = tmp_path / "train" / cls
+        folder.mkdir(parents=True)
+        pixels = np.random.default_rng(len(cls)).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "0.png")
+    cfg = parse_config({"experts": ["e1", "e2"],
+                        "data": {"dataset": "imagenet", "root": str(tmp_path)}})
+    data = router_dataset(cfg)
+    assert all(torch.equal(data[0][0], data[0][0]) for _ in range(3))
+    augmented = load_dataset("imagenet", "train", tmp_path, augment=True)
+    draws = [augmented[0][0] for _ in range(4)]
+    assert not all(torch.equal(draws[0], d) for d in draws[1:])

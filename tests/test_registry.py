@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import untrusted
 import yaml
 from hubserver import OlahServer, make_git_repo
 
@@ -57,6 +58,7 @@ def mirrors(tmp_path_factory, digits_expert):
     )["config.json"]
     make_git_repo(root / "models/org/truncated", [truncated])
     shas["tampered"] = make_git_repo(root / "models/org/tampered", [good])
+    make_git_repo(root / "models/org/evil", [_files(digits_expert, architecture="evilmod:factory")])
     return root, shas, good
 
 
@@ -210,3 +212,123 @@ def test_train_push_register_certify_round_trip(digits_expert, server, mirrors, 
     assert main(["experts", "remove", "pushed"]) == 0
     assert main(["experts", "show", "pushed"]) == 2
     assert "unknown expert" in capsys.readouterr().err
+
+
+def test_a_hub_card_naming_code_imports_nothing_without_the_opt_in(server, tmp_path):
+    """`python -m rsrouter` puts the current folder on sys.path: a card naming `evilmod:factory`
+    must not import the evilmod.py found there unless the user opts in."""
+    marker = untrusted.plant(tmp_path)
+    hub_args = ("--endpoint", server.endpoint)
+    refused = untrusted.rsrouter("experts", "register", "hf://org/evil", "--name", "evil",
+                                 *hub_args, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "evilmod:factory" in refused.stderr and "--trust-code" in refused.stderr
+    assert "trusted_modules" in refused.stderr
+    assert not marker.exists()
+    assert untrusted.rsrouter("experts", "pull", "hf://org/evil", *hub_args,
+                              cwd=tmp_path).returncode == 2
+    assert not marker.exists()
+    ok = untrusted.rsrouter("experts", "register", "hf://org/evil", "--name", "evil",
+                            "--trust-code", *hub_args, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert marker.exists()
+    marker.unlink()
+    # a registered expert still needs the opt-in at every load; trusted_modules gives it for good
+    assert untrusted.rsrouter("experts", "verify", "evil", *hub_args, cwd=tmp_path).returncode == 2
+    assert not marker.exists()
+    user_file = Path(os.environ["RSROUTER_CONFIG_DIR"]) / "registry.yaml"
+    doc = yaml.safe_load(user_file.read_text())
+    user_file.write_text(yaml.safe_dump({**doc, "trusted_modules": ["evilmod"]}))
+    verified = untrusted.rsrouter("experts", "verify", "evil", *hub_args, cwd=tmp_path)
+    assert verified.returncode == 0, verified.stderr
+    assert marker.exists()
+
+
+def test_registration_pins_the_config_and_a_later_edit_is_refused(registry, digits_expert,
+                                                                   tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(digits_expert, folder)
+    entry = registry.register(str(folder), "mine")
+    assert entry.config_sha256 == hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()
+    config = json.loads((folder / "config.json").read_text())
+    config["rs_expert"]["sigma"] = 0.5  # a card edited after registration
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(IntegrityError, match="config.json.*recorded by the registration of "
+                                             "'mine'.*card.*was edited"):
+        registry.load("mine")
+    with pytest.raises(IntegrityError, match="config.json"):
+        registry.verify("mine")
+
+
+def test_an_empty_hash_is_refused_at_registration_and_in_the_registry(registry, digits_expert,
+                                                                      tmp_path):
+    import shutil
+
+    folder = tmp_path / "blank"
+    shutil.copytree(digits_expert, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["rs_expert"]["weights_sha256"] = ""
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(IntegrityError, match="weights_sha256: missing"):
+        registry.register(str(folder), "blank")
+    assert "blank" not in registry.entries()
+    entry = registry.register(digits_expert, "good").to_yaml()
+    for key in ("config_sha256", "weights_sha256"):
+        registry.user_file.write_text(yaml.safe_dump({"experts": {"old": {**entry, key: ""}}}))
+        with pytest.raises(RegistryError, match=f"no {key}.*Re-register it"):
+            registry.load("old")
+
+
+def test_a_registered_name_wins_over_a_folder_of_that_name(registry, digits_expert, tmp_path,
+                                                           monkeypatch):
+    import shutil
+
+    registry.register(digits_expert, "mine")
+    shutil.copytree(digits_expert, tmp_path / "digits-sigma0.25")  # a folder named like the zoo
+    config = json.loads((tmp_path / "digits-sigma0.25/config.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    zoo = Registry(endpoint=registry.endpoint)  # the project's zoo lists digits-sigma0.25
+    assert zoo.load("digits-sigma0.25").card.architecture == "cnn_small"  # the registered one
+    assert zoo.load("./digits-sigma0.25").card.architecture == config["architecture"]
+
+
+def test_a_router_on_a_hub_expert_pins_its_commit(server, mirrors, digits_expert,
+                                                  digits_expert_wide, tmp_path, monkeypatch):
+    """Router training resolves `hf://org/moving` (main) to a commit sha and records it; the
+    router still loads that commit after main moves, and offline from the cache alone."""
+    import shutil
+    import subprocess
+
+    from rsrouter.publish import push_to_git
+    from rsrouter.router import load_routed
+
+    remote = mirrors[0] / "models" / "org" / "moving"
+    remote.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(remote)], check=True)
+    subprocess.run(["git", "-C", str(remote), "config", "receive.denyCurrentBranch",
+                    "updateInstead"], check=True)
+    first = push_to_git(digits_expert, str(remote))
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    config = {"experts": ["hf://org/moving", digits_expert_wide], "router": {"arch": "cnn_tiny"},
+              "labels": {"n": 30, "alpha": 0.01, "subset": 100},
+              "train": {"epochs": 1, "batch_size": 64}, "data": {"dataset": "digits"}}
+    (tmp_path / "router.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "router"
+    assert main(["router", "train", "--config", str(tmp_path / "router.yaml"), "--out", str(out),
+                 "--no-progress"]) == 0
+    ref = json.loads((out / "config.json").read_text())["rs_router"]["experts"][0]
+    assert ref["source"] == "hf://org/moving" and ref["revision"] == first
+    moved = tmp_path / "moved"
+    shutil.copytree(digits_expert, moved)
+    card = json.loads((moved / "config.json").read_text())
+    card["rs_expert"]["sigma"] = 0.5
+    (moved / "config.json").write_text(json.dumps(card))
+    assert push_to_git(moved, str(remote)) != first  # main moves to a sigma 0.5 card
+    assert load_routed(out).experts[0].sigma == 0.25
+    before = server.request_count()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    routed = load_routed(out)
+    assert routed.experts[0].uri == f"hf://org/moving@{first}"
+    assert server.request_count() == before

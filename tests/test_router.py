@@ -233,3 +233,31 @@ def test_router_training_resumes_to_the_same_weights(tmp_path):
     train_router(cfg, resumed, **kw)
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_routed_predict_draws_the_router_noise_from_its_own_stream():
+    from rsrouter.smoothing import NoiseStream, noise_generator
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return torch.stack([x.flatten(1)[:, 0] * 0 + 5, x.flatten(1)[:, 0] * 0], 1)
+
+    router_net, expert_net = Recorder(), Recorder()
+    routed = RoutedClassifier(Smooth(router_net, 2, 0.5),
+                              [Smooth(expert_net, 2, 0.5), Smooth(Halfspace(0, 0.5), 2, 0.5)])
+    x = torch.full((1, 1, 3), 0.5)
+    assert routed.predict(x, 40, 0.01, seed=3, index=7) == 0
+    expected = {}
+    for stage in ("router-predict", "predict"):
+        noise = torch.empty(40, 1, 1, 3)
+        NoiseStream((1, 1, 3), noise_generator(3, 7, stage)).fill(noise)
+        expected[stage] = noise
+    router_noise = (torch.cat(router_net.seen) - x) / 0.5
+    expert_noise = (torch.cat(expert_net.seen) - x) / 0.5
+    assert torch.allclose(router_noise, expected["router-predict"], atol=1e-5)
+    assert torch.allclose(expert_noise, expected["predict"], atol=1e-5)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+import untrusted
 import yaml
 
 from rsrouter.cli import main
 from rsrouter.config import parse_config
-from rsrouter.errors import ConfigError
+from rsrouter.errors import CardError, ConfigError, IntegrityError
 from rsrouter.models import create_classifier
 from rsrouter.registry import Registry
 from rsrouter.results import read_tsv
@@ -134,3 +136,74 @@ def test_router_folder_is_publishable(registered, tmp_path, capsys):
     files = subprocess.run(["git", "-C", str(remote), "ls-tree", "--name-only", sha],
                            capture_output=True, text=True, check=True).stdout.split()
     assert files == ["README.md", "config.json", "model.safetensors"]  # no .labels, no .train
+
+
+def _quick_router(tmp_path, experts=("d025", "d050")) -> Path:
+    cfg = tmp_path / "router.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "experts": list(experts),
+                                   "train": {**CONFIG["train"], "epochs": 1}}))
+    out = tmp_path / "router"
+    assert main(["router", "train", "--config", str(cfg), "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def _edit_json(path: Path, change) -> None:
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_a_router_card_naming_code_imports_nothing_without_the_opt_in(registered, tmp_path):
+    out = _quick_router(tmp_path)
+    _edit_json(out / "config.json", lambda c: c.update(architecture="evilmod:factory"))
+    marker = untrusted.plant(tmp_path)
+    args = ("certify", "--router", str(out), "--dataset", "digits", "--n0", "10", "--n", "50",
+            "--max", "3", "--out", str(tmp_path / "routed.tsv"), "--no-progress")
+    refused = untrusted.rsrouter(*args, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "evilmod:factory" in refused.stderr and "--trust-code" in refused.stderr
+    assert not marker.exists() and not (tmp_path / "routed.tsv").exists()
+    done = untrusted.rsrouter(*args, "--trust-code", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert marker.exists() and len(read_tsv(tmp_path / "routed.tsv")) == 3
+
+
+def test_swapped_expert_weights_are_refused_even_with_blank_card_hashes(registered,
+                                                                         digits_expert,
+                                                                         digits_expert_wide,
+                                                                         tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(digits_expert, a)
+    shutil.copytree(digits_expert_wide, b)
+    out = _quick_router(tmp_path, [str(a), str(b)])
+    assert [e.name for e in load_routed(out).experts] == ["digits-tiny", "digits-tiny-wide"]
+    shutil.copy(b / "model.safetensors", a / "model.safetensors")  # a swap, same shapes
+    for folder in (a, b):  # and the cards' own claims blanked, so that they cannot object
+        _edit_json(folder / "config.json", lambda c: c["rs_expert"].update(weights_sha256=""))
+    with pytest.raises(IntegrityError, match="model.safetensors.*recorded by router"):
+        load_routed(out)
+
+
+def test_router_records_are_checked(registered, digits_expert, tmp_path):
+    out = _quick_router(tmp_path)
+    card = out / "config.json"
+    original = card.read_text()
+    _edit_json(card, lambda c: c["rs_router"]["experts"][1].update(sigma=0.3))
+    with pytest.raises(IntegrityError, match="sigma 0.3.*has sigma 0.5"):
+        load_routed(out)
+    for key in ("weights_sha256", "config_sha256"):
+        card.write_text(original)
+        _edit_json(card, lambda c, key=key: c["rs_router"]["experts"][0].update({key: ""}))
+        with pytest.raises(CardError, match=rf"experts\[0\]\.{key}: missing"):
+            load_routed(out)
+    card.write_text(original)
+    _edit_json(card, lambda c: c["rs_router"].update(weights_sha256=""))
+    with pytest.raises(IntegrityError, match="rs_router.weights_sha256: missing"):
+        load_routed(out)
+    # router training refuses an expert whose card does not pin its weights
+    blank = tmp_path / "blank"
+    shutil.copytree(digits_expert, blank)
+    _edit_json(blank / "config.json", lambda c: c["rs_expert"].update(weights_sha256=""))
+    with pytest.raises(ConfigError, match=r"experts\[0\].*weights_sha256: missing"):
+        load_config_experts(parse_config({**CONFIG, "experts": [str(blank), "d050"]}))

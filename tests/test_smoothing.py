@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,14 +12,18 @@ from scipy.stats import beta, norm
 from torch import nn
 
 import rsrouter
+from rsrouter.errors import CountsError
 from rsrouter.smoothing import (
     ABSTAIN,
     NOISE_BLOCK,
+    STAGES,
     NoiseStream,
     Smooth,
     certificate_from_counts,
+    certified_radius,
     lower_confidence_bound,
     noise_generator,
+    radii_from_counts,
     stream_state,
 )
 
@@ -222,3 +227,54 @@ def test_public_api():
     assert rsrouter.Smooth is Smooth
     assert {"prediction", "radius", "cA", "nA", "n", "n0", "sigma", "alpha"} <= set(
         rsrouter.Certificate.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("counts, bad", [
+    (dict(n_a=101, n=100), "nA=101"),
+    (dict(n_a=-1), "nA=-1"),
+    (dict(n0=0), "n0=0"),
+    (dict(alpha=0.0), "alpha=0.0"),
+    (dict(alpha=1.5), "alpha=1.5"),
+    (dict(sigma=0.0), "sigma=0.0"),
+    (dict(sigma=float("nan")), "sigma=nan"),
+    (dict(c_a=-1), "cA=-1"),
+    (dict(n=0, n_a=0), "n=0"),
+])
+def test_impossible_counts_are_refused(counts, bad):
+    good = dict(c_a=3, n_a=90, n=100, n0=10, sigma=0.5, alpha=0.01)
+    with pytest.raises(CountsError, match=bad):
+        certificate_from_counts(**{**good, **counts})
+    cert = certificate_from_counts(**good)
+    forged = dataclasses.replace(cert, **{{"c_a": "cA", "n_a": "nA"}.get(k, k): v
+                                          for k, v in counts.items() if k != "alpha"})
+    if forged != cert:  # counts stored in a certificate are checked when reused
+        with pytest.raises(CountsError):
+            forged.radius_at(0.01)
+    with pytest.raises(CountsError, match="alpha"):
+        cert.radius_at(1.0)
+
+
+def test_a_nan_bound_abstains():
+    # nA > n makes the Clopper-Pearson bound NaN; `p <= 0.5` would be False and certify it
+    assert math.isnan(lower_confidence_bound(101, 100, 0.01))
+    assert certified_radius(101, 100, 0.01, 0.25) is None
+    assert radii_from_counts(np.array([101, 90]), 100, 0.01, 0.25)[0] == 0.0
+
+
+def test_distinct_triples_give_distinct_streams():
+    """(seed, index, stage) -> a 128-bit state prefix, all distinct over 100,000 inputs and every
+    stage; torch's manual_seed would keep only the low 32 bits of a 64-bit seed."""
+    seen = {tuple(stream_state(0, i, stage, 4)) for i in range(100_000) for stage in STAGES}
+    assert len(seen) == 100_000 * len(STAGES)
+    a = torch.randn(8, generator=torch.Generator().manual_seed(5))
+    b = torch.randn(8, generator=torch.Generator().manual_seed(5 + 2**32))
+    assert torch.equal(a, b)  # why rsrouter fills the whole generator state instead
+    draws = {tuple(torch.randn(4, generator=noise_generator(s, i, "select")).tolist())
+             for s in (0, 2**32) for i in (0, 1, 2**32)}
+    assert len(draws) == 6
+
+
+def test_selection_and_estimation_stages_must_differ():
+    smooth = Smooth(_small_cnn(), 10, 0.25)
+    with pytest.raises(ValueError, match="different noise stages"):
+        smooth.certify_batch(torch.rand(1, 1, 8, 8), 10, 20, 0.01, stages=("select", "select"))

@@ -1,0 +1,130 @@
+"""Results files: what a reader refuses, one writer at a time, and resuming from any torn state."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from rsrouter.bench import compose_from_counts
+from rsrouter.cli import main
+from rsrouter.errors import CountsError, LockedError, ResultsError, ResumeError
+from rsrouter.results import COHEN_COLUMNS, ResumableTSV, read_tsv
+
+CERTIFY = ["certify", "--dataset", "digits", "--n0", "20", "--n", "400", "--alpha", "0.01",
+           "--batch-size", "500", "--skip", "25", "--max", "300", "--no-progress"]
+
+
+@pytest.fixture
+def certified(digits_expert, tmp_path) -> pd.DataFrame:
+    out = tmp_path / "c.tsv"
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    return pd.read_csv(out, sep="\t")
+
+
+def _write(df: pd.DataFrame, path) -> str:
+    df.to_csv(path, sep="\t", index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda df: df.assign(nA=df["n"] + 1), r"row 1 \(idx 0\).*impossible counts.*nA=401"),
+    (lambda df: df.assign(n0=0), "n0=0"),
+    (lambda df: df.assign(alpha=1.5), "alpha=1.5"),
+    (lambda df: pd.concat([df, df.iloc[[2]]]), "listed more than once"),
+    (lambda df: df.assign(radius=df["radius"].where(df["radius"] == 0, df["radius"] + 0.1)),
+     "does not follow from its counts"),
+    (lambda df: df.assign(correct=1 - df["correct"]), "correct must be 1 exactly when"),
+])
+def test_a_forged_or_corrupt_row_is_named(certified, tmp_path, change, message):
+    with pytest.raises((ResultsError, CountsError), match=message):
+        read_tsv(_write(change(certified), tmp_path / "bad.tsv"))
+
+
+def test_files_that_are_not_certification_tsvs(certified, tmp_path, capsys):
+    settings = tmp_path / "c.tsv.json"
+    settings.write_text(json.dumps({"n": 400}))
+    with pytest.raises(ResultsError, match="not a certification TSV"):
+        read_tsv(settings)
+    assert main(["summary", str(settings)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a certification TSV" in err
+    with pytest.raises(ResultsError, match="not found"):
+        read_tsv(tmp_path / "nope.tsv")
+
+
+def test_composition_refuses_impossible_counts(certified):
+    """nA = n + 1 composed today into a routed radius of 2.8 for a sigma 0.25 expert."""
+    router = certified.assign(cA=0, sigma=1.0)
+    expert = certified.assign(nA=certified["n"] + 1)
+    with pytest.raises(CountsError, match="nA=401"):
+        compose_from_counts(router, [expert, certified], ["a", "b"], 0.01)
+
+
+def test_one_writer_at_a_time_in_process(tmp_path):
+    path = tmp_path / "x.tsv"
+    first = ResumableTSV(path, COHEN_COLUMNS, {"n": 1})
+    with pytest.raises(LockedError, match=r"in use by pid \d+"):
+        ResumableTSV(path, COHEN_COLUMNS, {"n": 1})
+    first.close()
+    with ResumableTSV(path, COHEN_COLUMNS, {"n": 1}) as again:
+        assert again.done == set()
+    assert not (tmp_path / "x.tsv.lock").exists()
+
+
+def test_two_certify_processes_on_one_out(digits_expert, tmp_path):
+    out = tmp_path / "busy.tsv"
+    args = [*CERTIFY, "--n", "50000000", "--batch-size", "2000", "--model", digits_expert,
+            "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-m", "rsrouter", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "busy.tsv.lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "rsrouter", *args], capture_output=True,
+                                text=True, timeout=300)
+        assert first.poll() is None, "the first run ended before the second one started"
+        assert second.returncode == 2
+        assert f"in use by pid {first.pid}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)  # a crash: the OS releases the lock
+        first.wait()
+    # the lock file a crash leaves behind does not block; no row was written at n = 5e7, so a
+    # run with other settings may take the file over
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    df = read_tsv(out)  # refuses a duplicated idx
+    assert df["idx"].tolist() == list(range(0, 300, 25))
+
+
+@pytest.mark.parametrize("state", ["settings only", "empty tsv", "torn header"])
+def test_a_crash_before_the_first_row_resumes(digits_expert, tmp_path, state):
+    out = tmp_path / "c.tsv"
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    reference = read_tsv(out).drop(columns="time")
+    header = out.read_text().splitlines()[0]
+    if state == "settings only":
+        out.unlink()
+    else:
+        out.write_text("" if state == "empty tsv" else header[:7])
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(read_tsv(out).drop(columns="time"), reference)
+
+
+def test_growing_a_run_and_what_a_resume_must_match(digits_expert, tmp_path, capsys):
+    out = tmp_path / "c.tsv"
+    assert main([*CERTIFY, "--max", "100", "--model", digits_expert, "--out", str(out)]) == 0
+    assert main([*CERTIFY, "--max", "300", "--model", digits_expert, "--out", str(out)]) == 0
+    assert read_tsv(out)["idx"].tolist() == list(range(0, 300, 25))  # grown, nothing redone
+    capsys.readouterr()
+    for change in (["--sigma", "0.3"], ["--seed", "1"], ["--data-root", str(tmp_path)],
+                   ["--n", "500"], ["--alpha", "0.02"]):
+        assert main([*CERTIFY, *change, "--model", digits_expert, "--out", str(out)]) == 2
+        assert "other settings" in capsys.readouterr().err, change
+    with pytest.raises(ResumeError, match="other settings"):
+        ResumableTSV(out, list(pd.read_csv(out, sep="\t").columns), {"n": 1})
