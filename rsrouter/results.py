@@ -268,7 +268,8 @@ def summary_table(results: dict[str, pd.DataFrame], radii: Sequence[float] = RAD
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-markdown table of ``table`` (index as the first column)."""
     head = ["", *map(str, table.columns)]
-    rows = [[str(i), *(str(row[c]) for c in table.columns)] for i, row in table.iterrows()]
+    rows = [[str(i), *map(str, row)] for i, row in zip(table.index,
+                                                         table.astype(object).to_numpy())]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
