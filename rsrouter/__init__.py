@@ -1,35 +1,59 @@
-"""rsrouter: certified robustness by randomized smoothing beyond one global noise level."""
+"""rsrouter: certified robustness by randomized smoothing beyond one global noise level.
 
-__version__ = "0.1.0"
+The names below are imported on first use (PEP 562), so that ``import rsrouter`` and the
+command line start without loading torch.
+"""
 
-from .data import DatasetInfo, load_dataset  # noqa: E402
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.2.0"
+
 from .errors import (  # noqa: E402
     CardError,
     ConfigError,
+    CountsError,
     DatasetNotFoundError,
     HubError,
     IntegrityError,
+    LockedError,
     RegistryError,
+    ResultsError,
     ResumeError,
     RsrouterError,
     UnknownArchitectureError,
     UnknownExpertError,
+    UntrustedCodeError,
 )
-from .expert import Expert, load_expert_folder  # noqa: E402
-from .registry import Registry, load_expert  # noqa: E402
-from .router import (  # noqa: E402
-    RoutedCertificate,
-    RoutedClassifier,
-    SmoothedRouter,
-    load_routed,
-    load_router,
-)
-from .smoothing import ABSTAIN, Certificate, Smooth  # noqa: E402
+
+_LAZY = {
+    "DatasetInfo": "data", "load_dataset": "data",
+    "Expert": "expert", "load_expert_folder": "expert",
+    "Registry": "registry", "load_expert": "registry",
+    "RoutedCertificate": "router", "RoutedClassifier": "router", "SmoothedRouter": "router",
+    "load_routed": "router", "load_router": "router",
+    "ABSTAIN": "smoothing", "Certificate": "smoothing", "Smooth": "smoothing",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rsrouter' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
-    "ABSTAIN", "CardError", "Certificate", "ConfigError", "DatasetInfo", "DatasetNotFoundError",
-    "Expert", "HubError", "IntegrityError", "Registry", "RegistryError", "ResumeError",
-    "RsrouterError", "Smooth", "UnknownArchitectureError", "UnknownExpertError", "__version__",
+    "ABSTAIN", "CardError", "Certificate", "ConfigError", "CountsError", "DatasetInfo",
+    "DatasetNotFoundError", "Expert", "HubError", "IntegrityError", "LockedError", "Registry",
+    "RegistryError", "ResultsError", "ResumeError", "RsrouterError", "Smooth",
+    "UnknownArchitectureError", "UnknownExpertError", "UntrustedCodeError", "__version__",
     "load_dataset", "load_expert", "load_expert_folder", "RoutedCertificate", "RoutedClassifier",
     "SmoothedRouter", "load_routed", "load_router",
 ]

@@ -343,8 +343,10 @@ def model_card(card: ExpertCard) -> str:
              f"A randomized-smoothing expert for **{card.dataset}**: `{card.architecture}` trained "
              f"with Gaussian noise augmentation at sigma = {card.sigma} (pixel units, inputs in "
              "[0, 1]; the normalization layer is part of the model).", "",
-             "```python", "import rsrouter", f'expert = rsrouter.load_expert("{name}")  '
-             "# or the folder / hf:// path",
+             "Register it once (a folder, `hf://org/name@<sha>` or `git+URL@<sha>`), then load it "
+             "by name; every load checks the sha256 of this card and of the weights:", "",
+             "```bash", f"rsrouter experts register path/to/this/folder --name {name}", "```", "",
+             "```python", "import rsrouter", f'expert = rsrouter.load_expert("{name}")',
              "cert = expert.certify(x, n0=100, n=100_000, alpha=0.001)", "```", ""]
     if card.training:
         lines += ["## Training recipe", "", "| key | value |", "| --- | --- |"]

@@ -1,4 +1,9 @@
-"""The ``rsrouter`` command: thin argument parsing over the library."""
+"""The ``rsrouter`` command: thin argument parsing over the library.
+
+Only argparse and rsrouter's light modules are imported here: torch, timm and pandas are imported
+by the commands that use them, so ``--help``, ``--version``, ``experts list/show`` and argument
+errors answer at once. Every argument is checked by argparse before any file is created.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,43 @@ from pathlib import Path
 from . import __version__
 from .errors import RsrouterError
 
+# ---- argument types: a bad value is refused before anything is loaded or written -------------
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _float_in(low: float, high: float | None, what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not (value > low and (high is None or value < high)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+COUNT = _int_at_least(1)
+PROBABILITY = _float_in(0.0, 1.0, "in (0, 1)")
+POSITIVE = _float_in(0.0, None, "> 0")
+NON_NEGATIVE = _float_in(-1e-300, None, ">= 0")
+SIGMA_HELP = "noise level in pixel units (inputs in [0, 1]; 64/255 = 0.25, not 64)"
+
 
 def _trust_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-code", action="store_true",
@@ -18,16 +60,24 @@ def _trust_opt(p: argparse.ArgumentParser) -> None:
                         "that module); off by default")
 
 
+def _hub_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", help="Hub endpoint (default $HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--offline", action="store_true", default=None,
+                   help="use the local caches only (as HF_HUB_OFFLINE=1)")
+
+
 def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="digits | fashion-mnist | cifar10 | imagenet")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--data-root", help="folder holding the dataset (else $RSROUTER_DATA, system)")
-    p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
-    p.add_argument("--n", type=int, default=100_000, help="estimation samples (default 100000)")
-    p.add_argument("--alpha", type=float, default=0.001, help="failure probability (0.001)")
-    p.add_argument("--batch-size", type=int, default=1000, help="noisy copies per forward")
-    p.add_argument("--skip", type=int, default=1, help="certify every SKIP-th input")
-    p.add_argument("--max", type=int, default=-1, help="stop before this index (-1: all)")
+    p.add_argument("--n0", type=COUNT, default=100, help="selection samples (default 100)")
+    p.add_argument("--n", type=COUNT, default=100_000, help="estimation samples (default 100000)")
+    p.add_argument("--alpha", type=PROBABILITY, default=0.001,
+                   help="failure probability (0.001)")
+    p.add_argument("--batch-size", type=COUNT, default=1000, help="noisy copies per forward")
+    p.add_argument("--skip", type=COUNT, default=1, help="certify every SKIP-th input")
+    p.add_argument("--max", type=_int_at_least(-1), default=-1,
+                   help="stop before this index (-1: all); rerun with a larger one to grow a run")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
@@ -46,21 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="certify the bundled Fashion-MNIST experts and router, plot")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--num", type=int, default=100, help="test images (default 100)")
-    p.add_argument("--n", type=int, default=2000, help="estimation samples (default 2000)")
-    p.add_argument("--batch-size", type=int, default=2500)
+    p.add_argument("--num", type=COUNT, default=100, help="test images (default 100)")
+    p.add_argument("--n", type=COUNT, default=2000, help="estimation samples (default 2000)")
+    p.add_argument("--batch-size", type=COUNT, default=2500)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("certify", help="certify a dataset with an expert or a routed ensemble")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="expert folder, registered name or hf://org/name[@rev]")
+    which.add_argument("--model", help="expert: registered name, folder, hf://org/name[@rev] or "
+                                       "git+URL[@rev]")
     which.add_argument("--router", help="router folder: certify the routed ensemble")
-    p.add_argument("--alpha-split", type=float, default=0.5,
+    p.add_argument("--alpha-split", type=PROBABILITY, default=0.5,
                    help="share of alpha given to the router (default 0.5)")
-    p.add_argument("--sigma", type=float, help="noise level (default: the expert card's)")
-    p.add_argument("--endpoint", help="Hub endpoint for hf:// models")
-    p.add_argument("--offline", action="store_true", default=None, help="Hub cache only")
+    p.add_argument("--sigma", type=POSITIVE, help="noise level (default: the expert card's)")
+    _hub_opts(p)
     _trust_opt(p)
     _add_certify_args(p)
     p.set_defaults(func=cmd_certify)
@@ -77,65 +127,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="router folder to write")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
+    _hub_opts(p)
     _trust_opt(p)
     p.set_defaults(func=cmd_router_train)
 
-    experts = sub.add_parser("experts", help="train, register, pull, verify experts")
+    experts = sub.add_parser("experts", help="train, register, pull, verify, publish experts")
     esub = experts.add_subparsers(dest="experts_command", required=True)
     p = esub.add_parser("train", help="train an expert with Gaussian noise augmentation")
     p.add_argument("--dataset", required=True)
     p.add_argument("--arch", required=True, help="cnn_small, cifar_resnet110, a timm name, ...")
-    p.add_argument("--sigma", type=float, required=True, help="noise level in pixel units")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--sigma", type=POSITIVE, required=True, help=SIGMA_HELP)
+    p.add_argument("--epochs", type=COUNT, default=20)
+    p.add_argument("--batch-size", type=COUNT, default=128)
+    p.add_argument("--lr", type=POSITIVE, default=0.05)
+    p.add_argument("--weight-decay", type=NON_NEGATIVE, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", default="", help="name recorded in the card")
+    p.add_argument("--name", default="", help="name recorded in the card (default: OUT's name)")
     p.add_argument("--data-root")
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True, help="expert folder to write (rerun to resume)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experts_train)
 
-    def hub_opts(p):
-        p.add_argument("--endpoint", help="Hub endpoint (default $HF_ENDPOINT or huggingface.co)")
-        p.add_argument("--offline", action="store_true", default=None,
-                       help="use the local cache only (as HF_HUB_OFFLINE=1)")
-
-    p = esub.add_parser("register", help="register a folder or hf://org/name[@revision]")
-    p.add_argument("source", help="expert folder or hf://org/name[@branch|tag|sha]")
+    p = esub.add_parser("register", help="register a folder, hf://org/name[@rev] or "
+                                         "git+URL[@rev]")
+    p.add_argument("source", help="expert folder, hf://org/name[@branch|tag|sha] or "
+                                  "git+URL[@branch|tag|sha]")
     p.add_argument("--name", required=True)
     p.add_argument("--project", action="store_true",
                    help="write to the project's experts/registry.yaml, not the user registry")
-    hub_opts(p)
+    _hub_opts(p)
     _trust_opt(p)
     p.set_defaults(func=cmd_experts_register)
-    p = esub.add_parser("list", help="table of registered experts")
-    hub_opts(p)
+    p = esub.add_parser("list", help="table of registered experts (and where the files are)")
+    _hub_opts(p)
     p.set_defaults(func=cmd_experts_list)
-    for verb, helptext, func in (("show", "an expert's card", cmd_experts_show),
-                                 ("pull", "download and verify", cmd_experts_pull),
-                                 ("verify", "check card, sha256 and weights", cmd_experts_verify),
-                                 ("remove", "unregister an expert", cmd_experts_remove)):
+    p = esub.add_parser("show", help="an expert's registration and card")
+    p.add_argument("name", help="registered name")
+    _hub_opts(p)
+    p.set_defaults(func=cmd_experts_show)
+    for verb, helptext, func in (("pull", "download and verify", cmd_experts_pull),
+                                 ("verify", "check card, both sha256 and a strict load",
+                                  cmd_experts_verify)):
         p = esub.add_parser(verb, help=helptext)
-        p.add_argument("name", help="registered name" + (" or hf://..." if verb == "pull" else ""))
-        hub_opts(p)
-        if verb in ("pull", "verify"):
-            _trust_opt(p)
+        p.add_argument("name", help="registered name" + (", hf:// or git+ source"
+                                                         if verb == "pull" else ""))
+        _hub_opts(p)
+        _trust_opt(p)
         p.set_defaults(func=func)
+    p = esub.add_parser("remove", help="unregister an expert")
+    p.add_argument("name", help="registered name")
+    p.add_argument("--project", action="store_true",
+                   help="remove from the project's experts/registry.yaml (the bundled zoo)")
+    p.set_defaults(func=cmd_experts_remove)
     p = esub.add_parser("import", help="convert a Cohen/SmoothAdv/state-dict checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--format", required=True, choices=("cohen", "smoothadv", "state_dict"))
     p.add_argument("--arch", help="architecture (default: the checkpoint's 'arch')")
-    p.add_argument("--sigma", type=float, required=True, help="training noise, pixel units")
+    p.add_argument("--sigma", type=POSITIVE, required=True, help=SIGMA_HELP)
     p.add_argument("--dataset", required=True)
     p.add_argument("--name", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_experts_import)
-    p = esub.add_parser("push", help="publish an expert or router folder to the Hub (or git)")
+    p = esub.add_parser("push", help="publish an expert or router folder to the Hub or a git "
+                                     "remote")
     p.add_argument("folder")
-    p.add_argument("--repo", required=True, help="org/name")
+    p.add_argument("--repo", help="Hub repo org/name (optional with --git-remote)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--git-remote", help="push to this git remote (path or URL) instead of the Hub")
     p.add_argument("--endpoint")
@@ -143,16 +200,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experts_push)
     p = esub.add_parser("certify-card", help="certify an expert and write the results in its card")
     p.add_argument("folder", help="expert folder (its config.json and README.md are updated)")
-    p.add_argument("--num", type=int, default=500, help="test inputs, evenly spaced (500)")
-    p.add_argument("--n0", type=int, default=100)
-    p.add_argument("--n", type=int, default=10_000)
-    p.add_argument("--alpha", type=float, default=0.001)
-    p.add_argument("--batch-size", type=int, default=2500)
+    p.add_argument("--num", type=COUNT, default=500, help="test inputs, evenly spaced (500)")
+    p.add_argument("--n0", type=COUNT, default=100)
+    p.add_argument("--n", type=COUNT, default=10_000)
+    p.add_argument("--alpha", type=PROBABILITY, default=0.001)
+    p.add_argument("--batch-size", type=COUNT, default=2500)
+    p.add_argument("--data-root")
     p.add_argument("--out", required=True, help="per-input TSV (resumable)")
     p.add_argument("--no-progress", action="store_true")
     _trust_opt(p)
     p.set_defaults(func=cmd_experts_certify_card)
     return parser
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _warn(message: str) -> None:
+    print(f"rsrouter: warning: {message}", file=sys.stderr)
+
+
+def _check_sigma(sigma: float | None, flag: str = "--sigma") -> None:
+    """sigma is in pixel units of inputs in [0, 1]: above 1 is almost surely the 0-255 scale."""
+    if sigma is not None and sigma > 1:
+        _warn(f"{flag} {sigma:g} is above 1, but sigma is in pixel units of inputs in [0, 1]; "
+              f"on the 0-255 scale that is {sigma / 255:.3g} (see docs/experts.md)")
 
 
 def _device(name: str | None) -> str:
@@ -161,19 +233,70 @@ def _device(name: str | None) -> str:
     return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _registry(args: argparse.Namespace):
+    from .registry import Registry
+
+    return Registry(endpoint=getattr(args, "endpoint", None),
+                    offline=getattr(args, "offline", None),
+                    trust_code=getattr(args, "trust_code", False))
+
+
+def _table(rows: list[dict]) -> str:
+    """A plain text table (no pandas: `experts list` answers at once)."""
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(width[c]) for c in cols)]
+    lines += ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _every(k: int) -> str:
+    """'every test image', 'every 2nd test image', 'every 20th test image'."""
+    if k == 1:
+        return "every test image"
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"every {k}{suffix} test image"
+
+
+def _check_dataset(expert, dataset) -> None:
+    info = dataset.info
+    card = expert.card
+    if info.num_classes != card.num_classes or tuple(info.input_size) != tuple(card.input_size):
+        raise RsrouterError(
+            f"dataset {info.name} has {info.num_classes} classes of input size "
+            f"{list(info.input_size)} but expert {expert.name} expects {card.num_classes} classes "
+            f"of input size {list(card.input_size)} (trained on {card.dataset})")
+
+
+def _print_summary(paths: dict[str, str], plot: str | None = None) -> None:
+    from .results import plot_curves, read_tsv, summary_table
+
+    results = {name: read_tsv(path) for name, path in paths.items()}
+    table = summary_table(results)
+    print("certified accuracy (%) at l2 radius r; ACR = average certified radius")
+    print(table.to_string())
+    modes = {str(m) for df in results.values() if "mode" in df for m in df["mode"].unique()}
+    if modes - {"fp32"}:
+        print(f"note: modes {sorted(modes)}: bf16/compile results are not floating-point exact")
+    if plot:
+        print(f"plot: {plot_curves(results, plot)}")
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
 def cmd_certify(args: argparse.Namespace) -> None:
     if args.router:
         return _certify_routed(args)
     from .data import load_dataset, subset_indices
     from .runs import certify_dataset, run_settings
 
+    _check_sigma(args.sigma)
     expert = _registry(args).load(args.model, device=_device(args.device), compile=args.compile,
                                   precision=args.precision)
     if args.sigma is not None and args.sigma != expert.sigma:
-        if args.sigma <= 0:
-            raise RsrouterError(f"--sigma must be > 0, got {args.sigma}")
-        warnings.warn(f"certifying at sigma={args.sigma} but the expert was trained at "
-                      f"sigma={expert.sigma}", stacklevel=1)
+        _warn(f"certifying at sigma={args.sigma} but the expert was trained at "
+              f"sigma={expert.sigma}")
         expert.sigma = args.sigma
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     _check_dataset(expert, dataset)
@@ -216,37 +339,30 @@ def _certify_routed(args: argparse.Namespace) -> None:
 
 def cmd_router_train(args: argparse.Namespace) -> None:
     from .config import load_config
+    from .router import read_router_card
     from .train import train_router
 
     cfg = load_config(args.config)
     out = train_router(cfg, args.out, registry=_registry(args), device=_device(args.device),
                        progress=not args.no_progress)
+    card = read_router_card(out)
+    names = [e.name for e in card.experts]
+    labels = card.labels
+    shares = ", ".join(f"{n} {100 * s:.0f}%" for n, s in zip(names, labels.get("best_share", [])))
+    print(f"labels: {labels.get('kept')} of {labels.get('inputs')} training inputs kept (certified "
+          f"by at least one expert); best expert: {shares}")
+    routes = card.training.get("routing", {})
+    if routes:
+        print("the trained router sends training inputs to: "
+              + ", ".join(f"{n} {100 * s:.0f}%" for n, s in routes.items()))
+        top, share = max(routes.items(), key=lambda kv: kv[1])
+        if share >= 0.95:
+            _warn(f"the router sends {100 * share:.0f}% of its training inputs to {top}: the "
+                  "routed ensemble will behave like that one expert. Try a lower "
+                  "labels.temperature, train.class_weights: true or more labels.n (see "
+                  "docs/routers.md)")
     print(f"router written to {out}; certify with: rsrouter certify --router {out} "
           f"--dataset {cfg.data.dataset} --out routed.tsv")
-
-
-def _check_dataset(expert, dataset) -> None:
-    info = dataset.info
-    card = expert.card
-    if info.num_classes != card.num_classes or tuple(info.input_size) != tuple(card.input_size):
-        raise RsrouterError(
-            f"dataset {info.name} has {info.num_classes} classes of input size "
-            f"{list(info.input_size)} but expert {expert.name} expects {card.num_classes} classes "
-            f"of input size {list(card.input_size)} (trained on {card.dataset})")
-
-
-def _print_summary(paths: dict[str, str], plot: str | None = None) -> None:
-    from .results import plot_curves, read_tsv, summary_table
-
-    results = {name: read_tsv(path) for name, path in paths.items()}
-    table = summary_table(results)
-    print("certified accuracy (%) at l2 radius r; ACR = average certified radius")
-    print(table.to_string())
-    modes = {str(m) for df in results.values() if "mode" in df for m in df["mode"].unique()}
-    if modes - {"fp32"}:
-        print(f"note: modes {sorted(modes)}: bf16/compile results are not floating-point exact")
-    if plot:
-        print(f"plot: {plot_curves(results, plot)}")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -260,31 +376,24 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def cmd_experts_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train_expert
 
+    _check_sigma(args.sigma)
     config = TrainConfig(dataset=args.dataset, arch=args.arch, sigma=args.sigma,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed)
     out = train_expert(config, args.out, data_root=args.data_root, device=_device(args.device),
                        name=args.name, progress=not args.no_progress)
-    print(f"expert written to {out}")
-
-
-def _registry(args: argparse.Namespace):
-    from .registry import Registry
-
-    return Registry(endpoint=getattr(args, "endpoint", None),
-                    offline=getattr(args, "offline", None),
-                    trust_code=getattr(args, "trust_code", False))
+    name = args.name or Path(out).name
+    print(f"expert written to {out}\nnext: rsrouter experts register {out} --name {name}")
 
 
 def cmd_experts_register(args: argparse.Namespace) -> None:
     entry = _registry(args).register(args.source, args.name, project=args.project)
     print(f"registered {entry.name}: {entry.uri} (sigma {entry.sigma}, {entry.dataset}, "
-          f"weights sha256 {entry.weights_sha256[:12]}...) in {entry.registry}")
+          f"weights sha256 {entry.weights_sha256[:12]}..., config sha256 "
+          f"{entry.config_sha256[:12]}...) in {entry.registry}")
 
 
 def cmd_experts_list(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     reg = _registry(args)
     rows = [{"name": e.name, "dataset": e.dataset, "arch": e.architecture, "sigma": e.sigma,
              "source": e.source, "revision": (e.revision or "-")[:12],
@@ -292,7 +401,8 @@ def cmd_experts_list(args: argparse.Namespace) -> None:
     if not rows:
         print("no experts registered; `rsrouter experts register SOURCE --name NAME`")
         return
-    print(pd.DataFrame(rows).to_string(index=False))
+    print(_table(rows))
+    print(f"\nregistries: {reg.project_file} (project), {reg.user_file} (yours)")
 
 
 def cmd_experts_show(args: argparse.Namespace) -> None:
@@ -319,16 +429,18 @@ def cmd_experts_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_remove(args: argparse.Namespace) -> None:
-    entry = _registry(args).remove(args.name)
+    entry = _registry(args).remove(args.name, project=args.project)
     print(f"removed {entry.name} from {entry.registry}")
 
 
 def cmd_experts_import(args: argparse.Namespace) -> None:
     from .importers import import_checkpoint
 
+    _check_sigma(args.sigma)
     out = import_checkpoint(args.checkpoint, args.out, fmt=args.format, sigma=args.sigma,
                             dataset=args.dataset, arch=args.arch, name=args.name)
-    print(f"expert written to {out}; certify it or `rsrouter experts push {out} --repo ORG/NAME`")
+    print(f"expert written to {out}; next: rsrouter experts certify-card {out} --out "
+          f"{Path(out).name}.tsv, then publish it (rsrouter experts push {out} --repo ORG/NAME)")
 
 
 def cmd_experts_push(args: argparse.Namespace) -> None:
@@ -336,9 +448,12 @@ def cmd_experts_push(args: argparse.Namespace) -> None:
 
     from .card import CONFIG_FILE
     from .expert import verify_folder
+    from .gitremote import git_uri_for
     from .publish import push_expert
     from .router import load_router
 
+    if not args.repo and not args.git_remote:
+        raise RsrouterError("give --repo ORG/NAME (the Hub) or --git-remote URL (any git remote)")
     config = Path(args.folder) / CONFIG_FILE
     is_router = config.is_file() and "rs_router" in json.loads(config.read_text())
     trust = _registry(args).trust
@@ -348,8 +463,20 @@ def cmd_experts_push(args: argparse.Namespace) -> None:
         verify_folder(args.folder, trust_code=trust)
     sha = push_expert(args.folder, args.repo, private=args.private, git_remote=args.git_remote,
                       endpoint=args.endpoint)
+    name = Path(args.folder).resolve().name
+    if is_router:
+        print(f"pushed router {args.folder} to {args.git_remote or args.repo} at commit {sha}")
+        return
+    if args.git_remote:
+        print(f"pushed {args.folder} to {args.git_remote} at commit {sha}\n"
+              f"register it with: rsrouter experts register {git_uri_for(args.git_remote)}@{sha} "
+              f"--name {name}")
+        if args.repo:
+            print(f"(where that remote is served as the Hub repo {args.repo}: rsrouter experts "
+                  f"register hf://{args.repo}@{sha} --name {name})")
+        return
     print(f"pushed {args.folder} to {args.repo} at commit {sha}\n"
-          f"register it with: rsrouter experts register hf://{args.repo}@{sha} --name NAME")
+          f"register it with: rsrouter experts register hf://{args.repo}@{sha} --name {name}")
 
 
 def cmd_experts_certify_card(args: argparse.Namespace) -> None:
@@ -360,11 +487,12 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     from .runs import certify_dataset, run_settings
 
     expert = load_expert_folder(args.folder, trust_code=_registry(args).trust)
-    dataset = load_dataset(expert.card.dataset, "test")
-    indices = subset_indices(len(dataset), max(1, len(dataset) // args.num))[: args.num]
+    dataset = load_dataset(expert.card.dataset, "test", args.data_root)
+    step = max(1, len(dataset) // args.num)
+    indices = subset_indices(len(dataset), step)[: args.num]
     settings = run_settings({"expert": expert}, dataset=expert.card.dataset, split="test",
-                            data_root=None, n0=args.n0, n=args.n, alpha=args.alpha, seed=0,
-                            mode=expert.mode)
+                            data_root=args.data_root, n0=args.n0, n=args.n, alpha=args.alpha,
+                            seed=0, mode=expert.mode)
     certify_dataset(expert, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                     batch_size=args.batch_size, seed=0, settings=settings,
                     progress=not args.no_progress, desc=f"certify {expert.name}")
@@ -372,10 +500,17 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     card = read_card(args.folder)
     card.certified = {"accuracy": {str(r): round(float(a), 4) for r, a in acc.items()},
                       "n0": args.n0, "n": args.n, "alpha": args.alpha,
-                      "num_inputs": len(indices), "split": "test",
-                      "inputs": f"every {max(1, len(dataset) // args.num)}th test image"}
+                      "num_inputs": len(indices), "split": "test", "inputs": _every(step)}
     write_card(args.folder, card)
     print(" ".join(f"r={r}: {100 * a:.1f}%" for r, a in acc.items()))
+    reg = _registry(args)
+    here = Path(args.folder).resolve()
+    for entry in reg.entries().values():
+        if not entry.is_remote and entry.folder().resolve() == here:
+            _warn(f"{args.folder}/config.json now records these results, so its sha256 changed "
+                  f"and the registration {entry.name!r} no longer matches it; redo it: rsrouter "
+                  f"experts remove {entry.name} && rsrouter experts register {args.folder} "
+                  f"--name {entry.name}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -385,12 +520,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
              progress=not args.no_progress)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _warn(str(message))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad argument (argparse printed why)
+        return int(e.code or 0)
     from .runtime import tune_allocator
 
     tune_allocator()
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         args.func(args)
     except (RsrouterError, ValueError, FileNotFoundError) as e:
@@ -401,6 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nrsrouter: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

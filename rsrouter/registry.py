@@ -43,7 +43,26 @@ if TYPE_CHECKING:
     from .models import Trust
 
 HF_PREFIX = "hf://"
+GIT_PREFIX = "git+"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def is_remote_source(ref: str) -> bool:
+    """Whether ``ref`` names a Hub repo (``hf://``) or a git remote (``git+``)."""
+    return ref.startswith((HF_PREFIX, GIT_PREFIX))
+
+
+def split_remote(ref: str) -> tuple[str, str | None]:
+    """``(source, revision)`` of ``hf://org/name[@rev]`` or ``git+URL[@rev]``; ValueError if bad."""
+    if ref.startswith(HF_PREFIX):
+        from . import hub
+
+        parsed = hub.parse_hf_uri(ref)
+        return f"{HF_PREFIX}{parsed.repo_id}", parsed.revision
+    from . import gitremote
+
+    parsed = gitremote.parse_git_uri(ref)
+    return f"{GIT_PREFIX}{parsed.url}", parsed.revision
 __all__ = ["Entry", "Registry", "Resolved", "load_expert", "user_config_dir", "PROJECT_REGISTRY"]
 
 
@@ -63,12 +82,12 @@ class Entry:
     registry: str = ""  # the file that lists it (not saved)
 
     @property
-    def is_hub(self) -> bool:
-        return self.source.startswith(HF_PREFIX)
+    def is_remote(self) -> bool:
+        return is_remote_source(self.source)
 
     @property
     def uri(self) -> str:
-        return f"{self.source}@{self.revision}" if self.is_hub else self.source
+        return f"{self.source}@{self.revision}" if self.is_remote else self.source
 
     @property
     def pin(self) -> Pin:
@@ -89,19 +108,20 @@ class Entry:
 
 @dataclass(frozen=True)
 class Resolved:
-    """Where a reference points: a local folder, or a Hub repo at a commit sha; and its pin."""
+    """Where a reference points: a local folder, or a remote (Hub repo or git remote) at a
+    commit sha; and its pin."""
 
     ref: str
     name: str  # the registered name ("" otherwise: the card's name is used)
-    uri: str
+    uri: str  # pinned: the folder, or "<source>@<commit sha>"
     pin: Pin | None = None
     folder: Path | None = None
-    repo_id: str | None = None
-    revision: str | None = None
+    source: str | None = None  # hf://org/name or git+URL (remotes only)
+    revision: str | None = None  # the commit sha (remotes only)
 
     @property
-    def is_hub(self) -> bool:
-        return self.repo_id is not None
+    def is_remote(self) -> bool:
+        return self.source is not None
 
 
 _KNOWN = {f.name for f in fields(Entry)} - {"name", "registry"}
@@ -150,7 +170,7 @@ def _read(path: Path, *, user: bool = False) -> tuple[dict[str, Entry], list[str
             check_sha256(entry.config_sha256, "config_sha256")
         except IntegrityError as e:
             raise RegistryError(f"{path}: entry {name!r}: {e}") from None
-        if entry.is_hub:
+        if entry.is_remote:
             if not (isinstance(entry.revision, str) and _COMMIT.fullmatch(entry.revision)):
                 raise RegistryError(f"{path}: entry {name!r} must pin a full commit sha as "
                                     f"revision, got {entry.revision!r}")
@@ -218,15 +238,22 @@ class Registry:
 
     def cached_folder(self, entry: Entry) -> Path | None:
         """The local folder of ``entry`` if its files are on disk (no request, no check)."""
-        if not entry.is_hub:
+        if not entry.is_remote:
             folder = entry.folder()
             return folder if (folder / WEIGHTS_FILE).is_file() else None
-        from . import hub
+        if entry.source.startswith(HF_PREFIX):
+            from . import hub
 
-        repo_id = hub.parse_hf_uri(entry.source).repo_id
-        if not hub.is_cached(repo_id, entry.revision, cache_dir=self.cache_dir):
+            repo_id = entry.source[len(HF_PREFIX):]
+            if not hub.is_cached(repo_id, entry.revision, cache_dir=self.cache_dir):
+                return None
+            return hub.snapshot_folder(repo_id, entry.revision, cache_dir=self.cache_dir)
+        from . import gitremote
+
+        url = entry.source[len(GIT_PREFIX):]
+        if not gitremote.is_cached(url, entry.revision):
             return None
-        return hub.snapshot_folder(repo_id, entry.revision, cache_dir=self.cache_dir)
+        return gitremote.cached_folder(url, entry.revision)
 
     def is_cached(self, entry: Entry) -> bool:
         return self.cached_folder(entry) is not None
@@ -236,51 +263,83 @@ class Registry:
     def resolve(self, ref: str, *, base: str | os.PathLike | None = None) -> Resolved:
         """Where ``ref`` points, pinned.
 
-        ``ref`` is ``hf://org/name[@rev]`` (a branch or tag is resolved to its commit sha), a
-        registered name (registered names win over a folder of the same name: write ``./name``
-        for the folder), or a folder (relative to ``base`` when given).
+        ``ref`` is ``hf://org/name[@rev]`` or ``git+URL[@rev]`` (a branch or tag is resolved to
+        its commit sha), a registered name (registered names win over a folder of the same name:
+        write ``./name`` for the folder), or a folder (relative to ``base`` when given).
 
         Raises:
             UnknownExpertError: none of these.
             HubError: the revision cannot be resolved.
         """
-        if ref.startswith(HF_PREFIX):
-            from . import hub
-
-            parsed = hub.parse_hf_uri(ref)
-            sha = hub.resolve_revision(parsed.repo_id, parsed.revision or "main",
-                                       endpoint=self.endpoint, offline=self.offline)
-            return Resolved(ref, "", f"{HF_PREFIX}{parsed.repo_id}@{sha}",
-                            repo_id=parsed.repo_id, revision=sha)
+        if is_remote_source(ref):
+            try:
+                source, revision = split_remote(ref)
+            except ValueError as e:
+                raise UnknownExpertError(str(e)) from None
+            sha = self._resolve_revision(source, revision)
+            return Resolved(ref, "", f"{source}@{sha}", source=source, revision=sha)
         entries = self.entries()
         if ref in entries:
             entry = entries[ref]
-            if entry.is_hub:
-                from . import hub
-
-                return Resolved(ref, entry.name, entry.uri, entry.pin,
-                                repo_id=hub.parse_hf_uri(entry.source).repo_id,
+            if entry.is_remote:
+                return Resolved(ref, entry.name, entry.uri, entry.pin, source=entry.source,
                                 revision=entry.revision)
             return Resolved(ref, entry.name, str(entry.folder()), entry.pin, folder=entry.folder())
         path = Path(ref).expanduser()
         if base is not None and not path.is_absolute():
             path = Path(base) / path
         if path.is_dir():
+            if not (path / CONFIG_FILE).is_file() and _is_git_repository(path):
+                raise UnknownExpertError(
+                    f"{ref} is a git repository, not an expert folder; register the commit you "
+                    f"mean: rsrouter experts register git+{path.resolve().as_uri()}@<sha> "
+                    "--name NAME")
             return Resolved(ref, "", str(path), folder=path)
         known = ", ".join(sorted(entries)) or "(none)"
         raise UnknownExpertError(
             f"{ref!r} is neither a registered expert name (registered: {known}) nor an expert "
-            f"folder{f' (looked in {path})' if base is not None else ''} nor an hf://org/name URI")
+            f"folder{f' (looked in {path})' if base is not None else ''} nor an hf://org/name or "
+            "git+URL source")
+
+    def _resolve_revision(self, source: str, revision: str | None) -> str:
+        if source.startswith(HF_PREFIX):
+            from . import hub
+
+            return hub.resolve_revision(source[len(HF_PREFIX):], revision or "main",
+                                        endpoint=self.endpoint, offline=self.offline)
+        from . import gitremote
+
+        return gitremote.resolve_revision(source[len(GIT_PREFIX):], revision,
+                                          offline=self.offline)
 
     def fetch(self, resolved: Resolved) -> Path:
-        """The local folder of ``resolved``: a Hub commit is downloaded into the Hub cache (no
-        request when cached). Raises HubError."""
-        if not resolved.is_hub:
+        """The local folder of ``resolved``: a remote commit is downloaded into a cache (the Hub
+        cache, or rsrouter's for git remotes; no request when cached). Raises HubError."""
+        if not resolved.is_remote:
             return resolved.folder
-        from . import hub
+        if resolved.source.startswith(HF_PREFIX):
+            from . import hub
 
-        return hub.download_files(resolved.repo_id, resolved.revision, endpoint=self.endpoint,
-                                  cache_dir=self.cache_dir, offline=self.offline)
+            return hub.download_files(resolved.source[len(HF_PREFIX):], resolved.revision,
+                                      endpoint=self.endpoint, cache_dir=self.cache_dir,
+                                      offline=self.offline)
+        from . import gitremote
+
+        return gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision,
+                                     offline=self.offline)
+
+    def _discard(self, resolved: Resolved) -> None:
+        """Delete the cached copy of a remote commit whose bytes failed verification."""
+        if resolved.source.startswith(HF_PREFIX):
+            from . import hub
+
+            for filename in (WEIGHTS_FILE, CONFIG_FILE):
+                hub.discard_cached(resolved.source[len(HF_PREFIX):], resolved.revision, filename,
+                                   cache_dir=self.cache_dir)
+            return
+        from . import gitremote
+
+        gitremote.discard_cached(resolved.source[len(GIT_PREFIX):], resolved.revision)
 
     def load(self, ref: str, *, pin: Pin | None = None, base: str | os.PathLike | None = None,
              device: str | torch.device = "cpu", compile: bool = False,
@@ -308,13 +367,9 @@ class Registry:
             return build_expert(files, trust_code=self.trust, uri=resolved.uri,
                                 name=resolved.name, **kw)
         except IntegrityError as e:
-            if not resolved.is_hub:
+            if not resolved.is_remote:
                 raise
-            from . import hub
-
-            for filename in (WEIGHTS_FILE, CONFIG_FILE):
-                hub.discard_cached(resolved.repo_id, resolved.revision, filename,
-                                   cache_dir=self.cache_dir)
+            self._discard(resolved)
             raise IntegrityError(f"{resolved.uri}: {e}; the cached copy was deleted") from e
 
     # ---- writing --------------------------------------------------------------------------
@@ -337,14 +392,14 @@ class Registry:
         if name in entries:
             raise RegistryError(f"expert {name!r} is already registered "
                                 f"({entries[name].registry}); remove it first")
-        if source in entries and not source.startswith(HF_PREFIX):
+        if source in entries and not is_remote_source(source):
             raise RegistryError(f"{source!r} is a registered name; register a folder "
                                 f"(./{source}) or an hf:// URI")
         target = self.project_file if project else self.user_file
         resolved = self.resolve(source)
         expert = self._load(resolved)
-        if resolved.is_hub:
-            stored_source, revision = f"{HF_PREFIX}{resolved.repo_id}", resolved.revision
+        if resolved.is_remote:
+            stored_source, revision = resolved.source, resolved.revision
         else:
             stored_source, revision = _relative_to(resolved.folder.resolve(), target.parent), None
         card = expert.card
@@ -358,10 +413,21 @@ class Registry:
         _write(target, own, trusted)
         return entry
 
-    def remove(self, name: str) -> Entry:
-        """Remove ``name`` from the file that lists it; returns the removed entry."""
+    def remove(self, name: str, *, project: bool = False) -> Entry:
+        """Remove ``name`` from the file that lists it; returns the removed entry.
+
+        As with :meth:`register`, an entry of the project's file (the bundled zoo) is removed
+        only with ``project=True``.
+
+        Raises:
+            UnknownExpertError: no such name. RegistryError: a project entry without ``project``.
+        """
         entry = self.get(name)
         path = Path(entry.registry)
+        if path == self.project_file and not project:
+            raise RegistryError(f"{name!r} is listed in the project's registry {path} (the bundled "
+                                "zoo), not in yours; pass --project (project=True) to remove it "
+                                "from there")
         own, trusted = _read(path, user=path == self.user_file)
         own.pop(name)
         _write(path, own, trusted)
@@ -383,6 +449,10 @@ class Registry:
         """The card of ``entry`` if cached (read for display: no hash check), else None."""
         folder = self.cached_folder(entry)
         return read_card(folder) if folder is not None else None
+
+
+def _is_git_repository(path: Path) -> bool:
+    return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
 
 
 def _relative_to(folder: Path, base: Path) -> str:

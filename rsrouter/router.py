@@ -39,7 +39,7 @@ from .errors import CardError, ConfigError, IntegrityError, UnknownExpertError
 from .expert import Expert
 from .files import atomic_write_json, atomic_write_text
 from .models import NormalizedModel, Trust
-from .registry import HF_PREFIX
+from .registry import is_remote_source
 from .smoothing import ABSTAIN, Certificate, Smooth
 from .weights import build_network, save_weights
 
@@ -69,7 +69,7 @@ class ExpertRef:
         if expert.pin is None:
             raise IntegrityError(f"expert {expert.name!r} was not loaded from pinned files; load "
                                  "it with rsrouter.load_expert or Registry.load")
-        if expert.uri.startswith(HF_PREFIX):
+        if is_remote_source(expert.uri):
             source, revision = expert.uri.rsplit("@", 1)
         else:
             source = os.path.relpath(Path(expert.uri).resolve(), Path(router_dir).resolve())
@@ -88,10 +88,10 @@ class ExpertRef:
                 check_sha256(getattr(self, key), f"{where}.{key}")
             except IntegrityError as e:
                 raise CardError(f"{e} (written by an older rsrouter? retrain the router)") from None
-        if self.source.startswith(HF_PREFIX) != bool(self.revision):
-            raise CardError(f"{where}: a Hub source needs a commit sha as revision, and only a "
-                            f"Hub source has one (source {self.source!r}, revision "
-                            f"{self.revision!r})")
+        if is_remote_source(self.source) != bool(self.revision):
+            raise CardError(f"{where}: a remote source (hf:// or git+) needs a commit sha as "
+                            f"revision, and only a remote has one (source {self.source!r}, "
+                            f"revision {self.revision!r})")
         if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
             raise CardError(f"{where}.sigma must be > 0, got {self.sigma!r}")
 
@@ -264,7 +264,7 @@ def _load_ref(ref: ExpertRef, router_dir: Path, registry, **kw) -> Expert:
     """The expert ``ref`` names: its pinned source, else its registered name; the router's pin
     is checked either way."""
     pin = ref.pin(str(router_dir))
-    if ref.source.startswith(HF_PREFIX):
+    if is_remote_source(ref.source):
         target = f"{ref.source}@{ref.revision}"
     else:
         folder = Path(ref.source)

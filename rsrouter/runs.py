@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .results import COHEN_COLUMNS, ResumableTSV
-from .smoothing import ABSTAIN, Certificate
+from .smoothing import ABSTAIN, Certificate, check_settings
 
 
 class Certifier(Protocol):
@@ -73,6 +73,7 @@ def certify_dataset(
     rerun with more ``indices`` certifies only the new ones. ``time`` is the group's wall time
     divided among its inputs. ``settings`` (see :func:`run_settings`) must match to resume.
     """
+    check_settings(n0, n, alpha, batch_size)  # before any file is created
     with ResumableTSV(out, [*COHEN_COLUMNS, *extras], settings) as tsv:
         _certify_into(tsv, certifier, dataset, indices, n0=n0, n=n, alpha=alpha,
                       batch_size=batch_size, seed=seed, row_extras=row_extras, progress=progress,

@@ -275,6 +275,13 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
 
 
+def check_settings(n0: int, n: int, alpha: float, batch_size: int) -> None:
+    """Raise ValueError unless ``n0, n, batch_size >= 1`` and ``0 < alpha < 1``."""
+    for name, value in (("n0", n0), ("n", n), ("batch_size", batch_size)):
+        _check_count(name, value)
+    _check_alpha(alpha)
+
+
 def _check_count(name: str, value: int) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

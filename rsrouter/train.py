@@ -189,7 +189,7 @@ def train_expert(
                       input_size=info.input_size, mean=info.mean, std=info.std,
                       sigma=float(config.sigma), dataset=info.name,
                       label_names=list(info.label_names),
-                      arch_source=architecture_source(config.arch), name=name)
+                      arch_source=architecture_source(config.arch), name=name or out.name)
     torch.manual_seed(config.seed)
     model = card.build_model(trust_code=True).to(device)  # the user's own --arch
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -367,10 +367,29 @@ def train_router(
     if stats is None:
         return out
     card.labels = {**cfg.to_dict()["labels"], **labels.summary()}
-    card.training = {"settings": settings, "final": stats, "train_inputs": len(train_set)}
+    card.training = {"settings": settings, "final": stats, "train_inputs": len(train_set),
+                     "routing": routing_shares(model, images, sigma_r, [e.name for e in experts],
+                                               seed=cfg.seed)}
     save_router(out, model.net.cpu(), card)
     _finish(out)
     return out
+
+
+@torch.no_grad()
+def routing_shares(model: NormalizedModel, images: torch.Tensor, sigma: float,
+                   names: list[str], *, seed: int, batch_size: int = 1024) -> dict[str, float]:
+    """Where the router sends ``images`` under one draw of its noise: share per expert (a check
+    that it did not collapse onto one expert; not a certificate)."""
+    model.eval()
+    device = next(model.parameters()).device
+    gen = noise_generator(seed, 0, "router-train")
+    counts = torch.zeros(len(names), dtype=torch.long)
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        noisy = x + sigma * torch.randn(x.shape, generator=gen)
+        counts += torch.bincount(model(noisy.to(device)).argmax(1).cpu(), minlength=len(names))
+    total = max(1, int(counts.sum()))
+    return {name: round(int(c) / total, 4) for name, c in zip(names, counts)}
 
 
 def router_dataset(cfg: RouterConfig) -> Dataset:

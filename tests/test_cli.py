@@ -65,14 +65,41 @@ def test_rerun_with_other_settings_is_refused(digits_expert, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--alpha", "1.5"], "alpha"),
-    (["--n0", "0"], "n0"),
-    (["--sigma", "-0.5"], "sigma"),
+    (["--alpha", "1.5"], "--alpha: must be in (0, 1), got 1.5"),
+    (["--alpha", "2"], "--alpha: must be in (0, 1)"),
+    (["--n0", "0"], "--n0: must be >= 1, got 0"),
+    (["--n", "-5"], "--n: must be >= 1"),
+    (["--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["--skip", "0"], "--skip: must be >= 1"),
+    (["--sigma", "-0.5"], "--sigma: must be > 0"),
+    (["--alpha-split", "1"], "--alpha-split: must be in (0, 1)"),
 ])
-def test_bad_arguments_give_clear_errors(digits_expert, tmp_path, capsys, extra, message):
+def test_a_typo_never_poisons_an_output_file(digits_expert, tmp_path, capsys, extra, message):
     out = tmp_path / "x.tsv"
     assert main([*CERTIFY, *extra, "--model", digits_expert, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written: the corrected rerun starts clean
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize("command", [
+    ["experts", "train", "--dataset", "digits", "--arch", "cnn_tiny", "--sigma", "0.25",
+     "--epochs", "0", "--out", "OUT"],
+    ["experts", "train", "--dataset", "digits", "--arch", "cnn_tiny", "--sigma", "0",
+     "--out", "OUT"],
+    ["experts", "certify-card", "FOLDER", "--alpha", "0", "--out", "OUT"],
+    ["router", "train", "--config", "CFG", "--out", "OUT"],
+])
+def test_other_writing_commands_validate_before_writing(digits_expert, tmp_path, capsys,
+                                                        command):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("experts: [a, b]\ndata: {dataset: digits}\nlabels: {alpha: 2}\n")
+    out = tmp_path / "out"
+    args = [{"OUT": str(out), "CFG": str(cfg), "FOLDER": digits_expert}.get(a, a)
+            for a in command]
+    assert main(args) == 2
+    assert "must be" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_expert_dataset_mismatch(digits_expert, tmp_path, capsys):

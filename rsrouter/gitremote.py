@@ -1,0 +1,174 @@
+"""Experts on any git remote: ``git+<url>[@revision]``, pinned to a commit, cached, verified.
+
+The git counterpart of :mod:`rsrouter.hub` for experts published with ``experts push
+--git-remote`` (a lab server, a bare repository on a shared disk, GitHub). ``resolve_revision``
+turns a branch or tag into a commit sha once (``git ls-remote``); ``fetch_files`` fetches that
+commit's files into rsrouter's cache (``$RSROUTER_CACHE``, default ``~/.cache/rsrouter``), where
+later loads find them without touching the network. The URL forms are pip's:
+``git+file:///srv/experts/name.git@<sha>``, ``git+https://host/org/name.git@v1``,
+``git+ssh://git@host/org/name.git@main``. Offline mode (``--offline`` or ``HF_HUB_OFFLINE=1``)
+uses the cache only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import HubError
+from .paths import cache_dir as rsrouter_cache
+
+GIT_PREFIX = "git+"
+EXPERT_FILES = ("config.json", "model.safetensors", "README.md")
+_SCHEMES = ("file://", "https://", "http://", "ssh://", "git://")
+_SHA = re.compile(r"[0-9a-f]{40}")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class GitRef:
+    """A git remote URL and an optional revision (branch, tag or commit sha)."""
+
+    url: str
+    revision: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"{GIT_PREFIX}{self.url}" + (f"@{self.revision}" if self.revision else "")
+
+
+def parse_git_uri(uri: str) -> GitRef:
+    """Parse ``git+<url>[@revision]`` (pip's syntax); raises ValueError saying what is wrong."""
+    if not uri.startswith(GIT_PREFIX):
+        raise ValueError(f"not a git URI: {uri!r} (expected git+<url>[@revision])")
+    rest = uri[len(GIT_PREFIX):]
+    url, revision = rest, None
+    head, at, tail = rest.rpartition("@")
+    if at and "/" not in tail and head.count("://") == 1:  # the '@' of user@host has a '/' after
+        url, revision = head, tail
+    if not url.startswith(_SCHEMES):
+        raise ValueError(f"bad git URI {uri!r}: the URL must start with one of "
+                         f"{', '.join(_SCHEMES)} (for a local repository: "
+                         f"git+file:///absolute/path/name.git@<revision>)")
+    if revision is not None and (not revision or any(c.isspace() for c in revision)):
+        raise ValueError(f"bad revision in {uri!r}: give a branch, tag or commit sha after '@'")
+    return GitRef(url, revision)
+
+
+def git_uri_for(remote: str) -> str:
+    """The ``git+`` URL of a remote given as git accepts it (a path, a URL, ``user@host:path``)."""
+    if remote.startswith(_SCHEMES):
+        return f"{GIT_PREFIX}{remote}"
+    scp = re.fullmatch(r"([^/@:]+@)?([^/:]+):(.+)", remote)
+    if scp and not Path(remote).exists():
+        return f"{GIT_PREFIX}ssh://{scp.group(1) or ''}{scp.group(2)}/{scp.group(3)}"
+    return f"{GIT_PREFIX}{Path(remote).resolve().as_uri()}"
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    if offline is not None:
+        return bool(offline)
+    return (os.environ.get("HF_HUB_OFFLINE") or "").strip().lower() in _TRUE
+
+
+def _git(*args: str, cwd: str | os.PathLike | None = None) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              check=True)
+    except FileNotFoundError as e:
+        raise HubError("git is not installed; it is needed for git+ expert sources") from e
+    except subprocess.CalledProcessError as e:
+        raise HubError(f"git {' '.join(args[:2])} failed: {e.stderr.strip()}") from e
+    return done.stdout
+
+
+def resolve_revision(url: str, revision: str | None = None, *,
+                     offline: bool | None = None) -> str:
+    """The commit sha of ``revision`` (a branch, a tag, or a sha; default: the remote's HEAD).
+
+    A full sha is returned as given (the fetch checks it exists). Raises HubError when a branch
+    or tag is asked for offline, or the remote or revision cannot be found.
+    """
+    if revision and _SHA.fullmatch(revision.lower()):
+        return revision.lower()
+    if is_offline(offline):
+        raise HubError(f"cannot resolve {GitRef(url, revision).uri} offline: a branch or tag "
+                       "needs the remote; pin a full commit sha (git+URL@<40-hex sha>)")
+    wanted = revision or "HEAD"
+    refs = {}
+    for line in _git("ls-remote", url, wanted, f"{wanted}^{{}}").splitlines():
+        sha, _, ref = line.partition("\t")
+        refs[ref] = sha
+    for ref in (f"refs/tags/{wanted}^{{}}", f"refs/tags/{wanted}", f"refs/heads/{wanted}",
+                wanted):
+        if ref in refs:
+            return refs[ref]
+    raise HubError(f"revision {wanted!r} not found on {url} (no such branch or tag)")
+
+
+def _folder(url: str, sha: str, cache: str | os.PathLike | None) -> Path:
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(cache or rsrouter_cache()) / "git" / key / sha
+
+
+def is_cached(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES,
+              cache_dir: str | os.PathLike | None = None) -> bool:
+    folder = _folder(url, sha, cache_dir)
+    return all((folder / f).is_file() for f in filenames)
+
+
+def cached_folder(url: str, sha: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    return _folder(url, sha, cache_dir)
+
+
+def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
+                cache_dir: str | os.PathLike | None = None,
+                offline: bool | None = None) -> Path:
+    """The files of commit ``sha`` of ``url``, in rsrouter's cache; returns their folder.
+
+    Cached files are used without any network access; otherwise the commit is fetched (depth 1)
+    and its files written to the cache atomically. Raises HubError offline when not cached, and
+    when the commit or a file is missing.
+    """
+    if not _SHA.fullmatch(sha):
+        raise HubError(f"{url}@{sha}: a full commit sha is needed here")
+    folder = _folder(url, sha, cache_dir)
+    if is_cached(url, sha, filenames, cache_dir):
+        return folder
+    uri = GitRef(url, sha).uri
+    if is_offline(offline):
+        raise HubError(f"{uri}: not in rsrouter's cache ({folder.parent.parent}) and offline "
+                       f"mode is on; run once online or `rsrouter experts pull {uri}`")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".fetch-") as tmp:
+        repo = Path(tmp) / "repo"
+        _git("init", "-q", "--bare", str(repo))
+        _git("fetch", "-q", "--depth", "1", url, sha, cwd=repo)
+        out = Path(tmp) / "files"
+        out.mkdir()
+        names = set(_git("ls-tree", "--name-only", sha, cwd=repo).split())
+        missing = [f for f in filenames if f not in names]
+        if missing:
+            raise HubError(f"{uri}: {', '.join(missing)} not in that commit (an expert repository "
+                           "holds config.json, model.safetensors and README.md)")
+        for name in filenames:
+            blob = subprocess.run(["git", "cat-file", "blob", f"{sha}:{name}"], cwd=repo,
+                                  capture_output=True, check=True).stdout
+            (out / name).write_bytes(blob)
+        if folder.exists():  # an incomplete earlier copy
+            shutil.rmtree(folder)
+        os.replace(out, folder)
+    return folder
+
+
+def discard_cached(url: str, sha: str, cache_dir: str | os.PathLike | None = None) -> None:
+    """Delete the cached files of commit ``sha`` (after a hash mismatch)."""
+    shutil.rmtree(_folder(url, sha, cache_dir), ignore_errors=True)
