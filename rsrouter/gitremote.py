@@ -102,16 +102,17 @@ def resolve_revision(url: str, revision: str | None = None, *,
     if is_offline(offline):
         raise HubError(f"cannot resolve {GitRef(url, revision).uri} offline: a branch or tag "
                        "needs the remote; pin a full commit sha (git+URL@<40-hex sha>)")
-    wanted = revision or "HEAD"
     refs = {}
-    for line in _git("ls-remote", url, wanted, f"{wanted}^{{}}").splitlines():
+    for line in _git("ls-remote", url).splitlines():
         sha, _, ref = line.partition("\t")
         refs[ref] = sha
-    for ref in (f"refs/tags/{wanted}^{{}}", f"refs/tags/{wanted}", f"refs/heads/{wanted}",
-                wanted):
-        if ref in refs:
-            return refs[ref]
-    raise HubError(f"revision {wanted!r} not found on {url} (no such branch or tag)")
+    # the remote's HEAD, else main (a bare repository's HEAD may name a branch never pushed)
+    wanted = [revision] if revision else ["HEAD", "main", "master"]
+    for name in wanted:
+        for ref in (f"refs/tags/{name}^{{}}", f"refs/tags/{name}", f"refs/heads/{name}", name):
+            if ref in refs:
+                return refs[ref]
+    raise HubError(f"revision {wanted[0]!r} not found on {url} (no such branch or tag)")
 
 
 def _folder(url: str, sha: str, cache: str | os.PathLike | None) -> Path:

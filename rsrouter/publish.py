@@ -38,6 +38,8 @@ def push_to_git(folder: str | os.PathLike, remote: str, *, branch: str = "main",
         HubError: git is missing or refuses (unreachable remote, rejected push, ...).
     """
     folder = Path(folder)
+    if Path(remote).exists():  # a local path: git runs in a temporary folder, make it absolute
+        remote = str(Path(remote).resolve())
     with tempfile.TemporaryDirectory(prefix="rsrouter-push-") as tmp:
         work = Path(tmp) / "repo"
         work.mkdir()

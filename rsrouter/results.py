@@ -274,13 +274,9 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title: str = "",
-                max_radius: float | None = None, baselines: Sequence[str] = ()) -> Path:
-    """Certified accuracy versus radius, one line per method; saved as PNG at ``path``.
-
-    ``baselines`` (methods that are not certificates, such as the per-input oracle) are drawn
-    dashed and grey, and their legend entry says so.
-    """
+def curves_figure(results: dict[str, pd.DataFrame], title: str = "",
+                  max_radius: float | None = None, baselines: Sequence[str] = ()):
+    """The matplotlib Figure of :func:`plot_curves` (caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,6 +298,19 @@ def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title: str = "",
+                max_radius: float | None = None, baselines: Sequence[str] = ()) -> Path:
+    """Certified accuracy versus radius, one line per method; saved as PNG at ``path``.
+
+    ``baselines`` (methods that are not certificates, such as the per-input oracle) are drawn
+    dashed and grey, and their names say so.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(results, title, max_radius, baselines)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -26,6 +26,7 @@ def _isolated_home(tmp_path, monkeypatch):
     for name in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "RSROUTER_DATA"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RSROUTER_CONFIG_DIR", str(tmp_path / "rsrouter-config"))
+    monkeypatch.setenv("RSROUTER_CACHE", str(tmp_path / "rsrouter-cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
 
 

@@ -130,3 +130,91 @@ def test_console_script_is_installed():
     out = subprocess.run([exe if os.path.exists(exe) else "rsrouter", "--version"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.startswith("rsrouter ")
+
+
+def test_cli_start_up_imports_no_torch(tmp_path):
+    """--help, --version, experts list/show and argument errors answer without torch (measured
+    in benchmarks/perf_startup.py)."""
+    code = (
+        "import sys\n"
+        "from rsrouter.cli import main\n"
+        "assert 'torch' not in sys.modules\n"
+        "for argv in (['--version'], ['--help'], ['experts', 'list'],\n"
+        "             ['experts', 'show', 'digits-sigma0.25'],\n"
+        "             ['certify', '--model', 'x', '--dataset', 'digits', '--alpha', '2',\n"
+        "              '--out', 'x.tsv']):\n"
+        "    main(argv)\n"
+        "heavy = sorted(m for m in ('torch', 'timm', 'pandas', 'scipy', 'huggingface_hub')\n"
+        "               if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "digits-sigma0.25" in done.stdout and not (tmp_path / "x.tsv").exists()
+
+
+def test_sigma_above_one_is_a_one_line_warning(digits_expert, tmp_path, capsys):
+    out = tmp_path / "x.tsv"
+    assert main([*CERTIFY, "--sigma", "64", "--max", "10", "--model", digits_expert,
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warned = [line for line in err if "above 1" in line]
+    assert warned == ["rsrouter: warning: --sigma 64 is above 1, but sigma is in pixel units of "
+                      "inputs in [0, 1]; on the 0-255 scale that is 0.251 (see docs/experts.md)"]
+    assert not any("warnings.warn" in line or ".py:" in line for line in err)
+
+
+def test_remove_is_symmetric_with_register(capsys, tmp_path):
+    import shutil
+
+    from rsrouter.paths import PROJECT_REGISTRY
+    from rsrouter.registry import Registry
+
+    before = PROJECT_REGISTRY.read_text()
+    assert main(["experts", "remove", "digits-sigma0.25"]) == 2
+    assert "--project" in capsys.readouterr().err
+    assert PROJECT_REGISTRY.read_text() == before
+    project = tmp_path / "registry.yaml"
+    shutil.copy(PROJECT_REGISTRY, project)
+    registry = Registry(project_file=project)
+    registry.remove("digits-sigma0.25", project=True)
+    assert "digits-sigma0.25" not in registry.entries()
+
+
+def test_a_trained_expert_card_names_itself(tmp_path):
+    import json
+
+    from rsrouter.cli import _every
+
+    out = tmp_path / "my-expert"
+    assert main(["experts", "train", "--dataset", "digits", "--arch", "cnn_tiny", "--sigma",
+                 "0.25", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["rs_expert"]["name"] == "my-expert"
+    readme = (out / "README.md").read_text()
+    assert 'load_expert("my-expert")' in readme
+    assert "rsrouter experts register path/to/this/folder --name my-expert" in readme
+    assert main(["experts", "register", str(out), "--name", "my-expert"]) == 0
+    from rsrouter import load_expert
+
+    assert load_expert("my-expert").name == "my-expert"  # the card's snippet works
+    assert [_every(k) for k in (1, 2, 3, 11, 20, 21, 22)] == [
+        "every test image", "every 2nd test image", "every 3rd test image",
+        "every 11th test image", "every 20th test image", "every 21st test image",
+        "every 22nd test image"]
+
+
+def test_tables_and_plots(digits_expert, tmp_path, capsys):
+    from rsrouter.results import curves_figure, markdown_table, summary_table
+
+    out = tmp_path / "c.tsv"
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    table = summary_table({"a": read_tsv(out)})
+    assert table["inputs"].tolist() == [60] and "| 60 |" in markdown_table(table)
+    assert "60.0" not in capsys.readouterr().out.splitlines()[-1]
+    perfect = pd.DataFrame({"idx": [0], "label": [1], "predict": [1], "radius": [1.0],
+                            "correct": [1], "time": [0.0]})
+    fig = curves_figure({"perfect": perfect, "oracle": perfect}, baselines=["oracle"])
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] > 100  # a curve at 100% is not hidden by the frame
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--"]

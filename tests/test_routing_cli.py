@@ -44,7 +44,12 @@ def test_router_train_then_certify_routed(registered, tmp_path, capsys):
     out = tmp_path / "router"
     assert main(["router", "train", "--config", str(cfg), "--out", str(out),
                  "--no-progress"]) == 0
+    printed = capsys.readouterr().out
     card = json.loads((out / "config.json").read_text())["rs_router"]
+    labels, routing = card["labels"], card["training"]["routing"]
+    assert f"labels: {labels['kept']} of 300 training inputs kept" in printed
+    assert "best expert: d025" in printed and "sends training inputs to: d025" in printed
+    assert set(routing) == {"d025", "d050"} and abs(sum(routing.values()) - 1) < 1e-3
     assert card["sigma"] == 0.5  # defaults to the largest expert sigma
     assert [e["name"] for e in card["experts"]] == ["d025", "d050"]
     assert all(len(e["weights_sha256"]) == 64 for e in card["experts"])

@@ -1,0 +1,94 @@
+"""Experts on a git remote (`git+URL@rev`): push -> register -> load, pinned, cached, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from rsrouter import gitremote
+from rsrouter.cli import main
+from rsrouter.errors import HubError, IntegrityError, UnknownExpertError
+from rsrouter.gitremote import git_uri_for, parse_git_uri
+from rsrouter.registry import Registry
+
+
+@pytest.mark.parametrize("uri, url, revision", [
+    ("git+file:///srv/experts/a.git@abc", "file:///srv/experts/a.git", "abc"),
+    ("git+file:///srv/experts/a.git", "file:///srv/experts/a.git", None),
+    ("git+https://host/org/a.git@v1", "https://host/org/a.git", "v1"),
+    ("git+ssh://git@host/org/a.git", "ssh://git@host/org/a.git", None),
+    ("git+ssh://git@host/org/a.git@main", "ssh://git@host/org/a.git", "main"),
+])
+def test_parse_git_uri(uri, url, revision):
+    assert parse_git_uri(uri) == gitremote.GitRef(url, revision)
+
+
+def test_bad_git_uris_and_remote_forms(tmp_path):
+    with pytest.raises(ValueError, match="must start with"):
+        parse_git_uri("git+/srv/a.git@abc")
+    assert git_uri_for(str(tmp_path)) == f"git+{tmp_path.as_uri()}"
+    assert git_uri_for("git@github.com:org/x.git") == "git+ssh://git@github.com/org/x.git"
+    assert git_uri_for("https://h/x.git") == "git+https://h/x.git"
+
+
+@pytest.fixture
+def remote(tmp_path):
+    path = tmp_path / "experts.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    return path
+
+
+def test_push_register_certify_round_trip(digits_expert, remote, tmp_path, capsys, monkeypatch):
+    assert main(["experts", "push", digits_expert, "--git-remote", str(remote)]) == 0  # no --repo
+    out = capsys.readouterr().out
+    command = out.split("register it with: ")[1].split("\n")[0]
+    sha = command.split("@")[-1].split()[0]
+    assert command == f"rsrouter experts register git+{remote.as_uri()}@{sha} --name digits-tiny"
+    assert main(command.split()[1:]) == 0
+    tsv = tmp_path / "c.tsv"
+    certify = ["certify", "--model", "digits-tiny", "--dataset", "digits", "--n0", "20", "--n",
+               "200", "--max", "30", "--skip", "10", "--out", str(tsv), "--no-progress"]
+    assert main(certify) == 0
+    # offline, with the remote gone: served from rsrouter's cache
+    shutil.move(remote, tmp_path / "gone.git")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([*certify[:-3], "--out", str(tmp_path / "offline.tsv"), "--no-progress"]) == 0
+    entry = Registry().get("digits-tiny")
+    assert entry.source == f"git+{remote.as_uri()}" and entry.revision == sha
+    # a cached byte that changes is refused and the cached copy deleted
+    folder = gitremote.cached_folder(entry.source[4:], sha)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="deleted") as e:
+        Registry().load("digits-tiny")
+    assert hashlib.sha256(bytes(data)).hexdigest() in str(e.value)
+    assert not folder.exists()
+    with pytest.raises(HubError, match="offline"):
+        Registry().load("digits-tiny")
+
+
+def test_a_branch_resolves_to_its_commit_and_a_bare_path_gets_a_hint(digits_expert, remote):
+    sha = subprocess.run(["git", "ls-remote", str(remote)], capture_output=True, text=True)
+    assert sha.stdout == ""
+    from rsrouter.publish import push_to_git
+
+    first = push_to_git(digits_expert, str(remote))
+    registry = Registry()
+    assert registry.register(f"git+{remote.as_uri()}@main", "by-branch").revision == first
+    assert registry.register(f"git+{remote.as_uri()}", "by-head").revision == first
+    with pytest.raises(UnknownExpertError, match=r"git repository.*register git\+file://"):
+        registry.register(str(remote), "bare")
+    with pytest.raises(HubError, match="not found"):
+        registry.register(f"git+{remote.as_uri()}@no-such-branch", "nope")
+    with pytest.raises(HubError, match="offline"):
+        Registry(offline=True).register(f"git+{remote.as_uri()}@main", "offline")
+
+
+def test_push_needs_a_destination(digits_expert, capsys):
+    assert main(["experts", "push", digits_expert]) == 2
+    assert "--repo ORG/NAME" in capsys.readouterr().err
