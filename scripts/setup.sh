@@ -1,6 +1,7 @@
 # Shared set-up for scripts/demo and scripts/test (sourced, not run): the Fashion-MNIST data,
 # a virtual environment in .venv, and rsrouter installed into it (editable). Safe to rerun.
-# Usage: . scripts/setup.sh [EXTRA]   (EXTRA: "dev" for the test tools)
+# Usage: SETUP_EXTRA=dev . scripts/setup.sh   (SETUP_EXTRA: "dev" for the test tools). A variable,
+# not an argument: a sourced script would see the caller's own arguments as its $1.
 
 fmnist=/usr/share/datasets/fashion-mnist
 if [ ! -f "$fmnist/t10k-images-idx3-ubyte.gz" ] && [ -z "${RSROUTER_DATA:-}" ]; then
@@ -22,7 +23,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
+extra="${SETUP_EXTRA:-}"
 spec="."
-[ -n "${1:-}" ] && spec=".[$1]"
-echo "setup: installing rsrouter${1:+[$1]} into .venv (first time: torch, a few minutes)"
+[ -n "$extra" ] && spec=".[$extra]"
+echo "setup: installing rsrouter${extra:+[$extra]} into .venv (first time: torch, a few minutes)"
 python -m pip install -q --disable-pip-version-check -e "$spec"
