@@ -49,6 +49,51 @@ def run_settings(models: dict, *, dataset: str, split: str, data_root: str | os.
             "mode": mode, **extra}
 
 
+RowsFn = Callable[[torch.Tensor, list[int], list[int]], list[dict]]
+
+
+def run_rows(
+    rows_fn: RowsFn,
+    dataset: Dataset,
+    indices: Sequence[int],
+    out: str | os.PathLike,
+    columns: Sequence[str],
+    settings: dict,
+    *,
+    group: int,
+    progress: bool = True,
+    desc: str = "",
+) -> Path:
+    """The resumable loop over a dataset: ``rows_fn(xs, idx, labels)`` -> one row per input.
+
+    Inputs are processed ``group`` at a time (their noisy copies share batches); every finished
+    group is appended and fsynced, so an interrupted run resumes after its last complete row, and
+    a rerun with more ``indices`` does only the new ones. ``time`` is the group's wall time
+    divided among its inputs. ``settings`` must match to resume (see :class:`ResumableTSV`).
+    """
+    with ResumableTSV(out, columns, settings) as tsv:
+        todo = [i for i in indices if i not in tsv.done]
+        bar = tqdm(total=len(indices), initial=len(indices) - len(todo), disable=not progress,
+                   desc=desc, unit="img")
+        for start in range(0, len(todo), group):
+            chunk = todo[start:start + group]
+            items = [dataset[i] for i in chunk]
+            xs = torch.stack([x for x, _ in items])
+            labels = [int(y) for _, y in items]
+            t0 = time.perf_counter()
+            rows = rows_fn(xs, chunk, labels)
+            elapsed = (time.perf_counter() - t0) / len(chunk)
+            tsv.append([{**row, "time": elapsed} for row in rows])
+            bar.update(len(chunk))
+        bar.close()
+    return Path(out)
+
+
+def group_size(n0: int, n: int, batch_size: int) -> int:
+    """How many inputs to process together so that small sample sizes still fill a batch."""
+    return max(1, min(64, batch_size // max(1, min(n0, n))))
+
+
 def certify_dataset(
     certifier: Certifier,
     dataset: Dataset,
@@ -66,43 +111,16 @@ def certify_dataset(
     progress: bool = True,
     desc: str = "certify",
 ) -> Path:
-    """Certify ``dataset[i]`` for ``i`` in ``indices`` into the TSV ``out``; returns ``out``.
-
-    Inputs are certified a few at a time (their noisy copies share batches); every finished group
-    is appended and fsynced, so an interrupted run resumes after its last complete row, and a
-    rerun with more ``indices`` certifies only the new ones. ``time`` is the group's wall time
-    divided among its inputs. ``settings`` (see :func:`run_settings`) must match to resume.
-    """
+    """Certify ``dataset[i]`` for ``i`` in ``indices`` into the TSV ``out`` (Cohen's columns,
+    then ``extras``); returns ``out``. Resumable and growable (see :func:`run_rows`)."""
     check_settings(n0, n, alpha, batch_size)  # before any file is created
-    with ResumableTSV(out, [*COHEN_COLUMNS, *extras], settings) as tsv:
-        _certify_into(tsv, certifier, dataset, indices, n0=n0, n=n, alpha=alpha,
-                      batch_size=batch_size, seed=seed, row_extras=row_extras, progress=progress,
-                      desc=desc)
-    return Path(out)
 
-
-def _certify_into(tsv: ResumableTSV, certifier: Certifier, dataset: Dataset,
-                  indices: Sequence[int], *, n0: int, n: int, alpha: float, batch_size: int,
-                  seed: int, row_extras: Callable[[object], dict], progress: bool,
-                  desc: str) -> None:
-    todo = [i for i in indices if i not in tsv.done]
-    group = max(1, min(64, batch_size // max(1, min(n0, n))))
-    bar = tqdm(total=len(indices), initial=len(indices) - len(todo), disable=not progress,
-               desc=desc, unit="img")
-    for start in range(0, len(todo), group):
-        chunk = todo[start:start + group]
-        items = [dataset[i] for i in chunk]
-        xs = torch.stack([x for x, _ in items])
-        t0 = time.perf_counter()
+    def rows(xs, chunk, labels):
         certs = certifier.certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
                                         indices=chunk)
-        elapsed = (time.perf_counter() - t0) / len(chunk)
-        rows = []
-        for i, (_, label), cert in zip(chunk, items, certs):
-            correct = int(cert.prediction != ABSTAIN and cert.prediction == int(label))
-            rows.append({"idx": i, "label": int(label), "predict": cert.prediction,
-                         "radius": cert.radius, "correct": correct, "time": elapsed,
-                         **row_extras(cert)})
-        tsv.append(rows)
-        bar.update(len(chunk))
-    bar.close()
+        return [{"idx": i, "label": y, "predict": c.prediction, "radius": c.radius,
+                 "correct": int(c.prediction != ABSTAIN and c.prediction == y), **row_extras(c)}
+                for i, y, c in zip(chunk, labels, certs)]
+
+    return run_rows(rows, dataset, indices, out, [*COHEN_COLUMNS, *extras], settings,
+                    group=group_size(n0, n, batch_size), progress=progress, desc=desc)

@@ -361,24 +361,38 @@ class Smooth:
         selection and estimation noise streams (a router uses its own); they must differ, since
         the estimation samples must be independent of the selection.
         """
-        if stages[0] == stages[1]:
-            raise ValueError(f"selection and estimation must use different noise stages, got "
-                             f"{stages[0]!r} twice")
-        _check_count("n0", n0)
-        _check_count("n", n)
         _check_alpha(alpha)
-        xs, indices = self._check_inputs(xs, indices)
-        select = self.sample_counts(xs, n0, batch_size=batch_size, seed=seed, indices=indices,
-                                    stage=stages[0])
-        c_a = select.argmax(dim=1)
-        estimate = self.sample_counts(xs, n, batch_size=batch_size, seed=seed, indices=indices,
-                                      stage=stages[1])
+        c_a, estimate = self.count_batch(xs, n0, n, batch_size=batch_size, seed=seed,
+                                         indices=indices, stages=stages)
         n_a = estimate.gather(1, c_a[:, None])[:, 0]
+        indices = range(len(c_a)) if indices is None else indices
         return [
             certificate_from_counts(int(c), int(k), n, n0, self.sigma, alpha, seed, int(i),
                                     self.mode)
             for c, k, i in zip(c_a, n_a, indices)
         ]
+
+    def count_batch(
+        self, xs: torch.Tensor, n0: int, n: int, *, batch_size: int = 1000, seed: int = 0,
+        indices: Sequence[int] | None = None,
+        stages: tuple[str, str] = ("select", "estimate"),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The counts CERTIFY rests on: ``(cA [B], estimation counts [B, num_classes])``.
+
+        ``cA`` is the top class of ``n0`` selection samples, the counts are of ``n`` fresh
+        estimation samples (all classes, so that any bound can be recomputed later).
+        """
+        if stages[0] == stages[1]:
+            raise ValueError(f"selection and estimation must use different noise stages, got "
+                             f"{stages[0]!r} twice")
+        _check_count("n0", n0)
+        _check_count("n", n)
+        xs, indices = self._check_inputs(xs, indices)
+        select = self.sample_counts(xs, n0, batch_size=batch_size, seed=seed, indices=indices,
+                                    stage=stages[0])
+        estimate = self.sample_counts(xs, n, batch_size=batch_size, seed=seed, indices=indices,
+                                      stage=stages[1])
+        return select.argmax(dim=1), estimate
 
     def predict(
         self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000, seed: int = 0,
