@@ -18,7 +18,7 @@ import pandas as pd
 
 from rsrouter.bench import compose_from_counts, oracle_frame, routing_stats
 from rsrouter.bench.compare import ORACLE
-from rsrouter.data import load_dataset, subset_indices
+from rsrouter.data import data_identity, load_dataset, subset_indices
 from rsrouter.results import RADII, markdown_table, read_tsv, summary_table
 from rsrouter.router import load_router
 from rsrouter.runs import certify_dataset, run_settings
@@ -51,9 +51,8 @@ def main() -> None:
         tag = Path(folder).name
         path = Path(args.out) / f"router-{tag}.tsv"
         alpha_r = args.alpha / 2
-        settings = run_settings({"router": router}, dataset="fashion-mnist", split="test",
-                                data_root=None, n0=100, n=args.n, alpha=alpha_r, seed=0,
-                                mode=router.mode)
+        settings = run_settings({"router": router}, data_identity(data), n0=100, n=args.n,
+                                alpha=alpha_r, seed=0, mode=router.mode)
         certify_dataset(router, data, indices, path, n0=100, n=args.n, alpha=alpha_r,
                         batch_size=2500, seed=0, settings=settings, desc=f"router {tag}")
         routed = compose_from_counts(read_tsv(path), experts, names, args.alpha)

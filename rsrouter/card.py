@@ -32,6 +32,7 @@ WEIGHTS_FILE = "model.safetensors"
 README_FILE = "README.md"
 STANDARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 _MODULE_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
@@ -58,6 +59,11 @@ def check_sha256(value: object, what: str) -> str:
         shown = "missing" if not value else f"{value!r} is not a sha256 (64 lowercase hex)"
         raise IntegrityError(f"{what}: {shown}; rsrouter loads nothing whose bytes are not pinned")
     return value
+
+
+def is_commit_sha(value: object) -> bool:
+    """Whether ``value`` is a full git commit sha (40 lowercase hex)."""
+    return isinstance(value, str) and COMMIT_SHA.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -103,23 +109,56 @@ def read_artifact(folder: str | os.PathLike, *pins: Pin) -> ArtifactFiles:
                         "holds config.json, model.safetensors and README.md (see docs/experts.md)")
     config_bytes, config_sha = read_hashed(paths[CONFIG_FILE])
     weights, weights_sha = read_hashed(paths[WEIGHTS_FILE])
+    files = ArtifactFiles(folder, parse_config(config_bytes, str(paths[CONFIG_FILE])), config_sha,
+                          weights, weights_sha)
     for pin in pins:
-        for name, actual, expected in ((WEIGHTS_FILE, weights_sha, pin.weights_sha256),
-                                       (CONFIG_FILE, config_sha, pin.config_sha256)):
-            check_sha256(expected, f"{pin.by}: sha256 of {name}")
-            if actual != expected:
-                what = ("the weights changed" if name == WEIGHTS_FILE else
-                        "the card (sigma, normalization, architecture) was edited")
-                raise IntegrityError(f"{paths[name]}: sha256 {actual} does not match {expected} "
-                                     f"recorded by {pin.by}: {what} since; nothing was loaded "
-                                     "(restore the files, or re-register / retrain on purpose)")
+        check_pin(files, pin)
+    return files
+
+
+def check_pin(files: ArtifactFiles, pin: Pin) -> None:
+    """Both hashes of ``files`` must equal ``pin``'s (which must not be empty).
+
+    Raises:
+        IntegrityError: naming the file, both hashes and who recorded the pin.
+    """
+    for name, actual, expected in ((WEIGHTS_FILE, files.weights_sha256, pin.weights_sha256),
+                                   (CONFIG_FILE, files.config_sha256, pin.config_sha256)):
+        check_sha256(expected, f"{pin.by}: sha256 of {name}")
+        if actual != expected:
+            what = ("the weights changed" if name == WEIGHTS_FILE else
+                    "the card (sigma, normalization, architecture) was edited")
+            raise IntegrityError(f"{files.folder / name}: sha256 {actual} does not match "
+                                 f"{expected} recorded by {pin.by}: {what} since; nothing was "
+                                 "loaded (restore the files, or re-register / retrain on purpose)")
+
+
+def parse_config(data: bytes, where: str) -> dict[str, Any]:
+    """The JSON object of a config.json (the one reader of expert and router cards).
+
+    Raises:
+        CardError: not JSON, or not an object.
+    """
     try:
-        config = json.loads(config_bytes)
+        config = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CardError(f"{paths[CONFIG_FILE]} is not valid JSON: {e}") from e
+        raise CardError(f"{where} is not valid JSON: {e}") from e
     if not isinstance(config, dict):
-        raise CardError(f"{paths[CONFIG_FILE]}: the top level must be a JSON object")
-    return ArtifactFiles(folder, config, config_sha, weights, weights_sha)
+        raise CardError(f"{where}: the top level must be a JSON object")
+    return config
+
+
+def read_config(folder: str | os.PathLike, kind: str = "an expert") -> tuple[dict, str]:
+    """``(config dict, path)`` of ``folder/config.json``, for display (no hash check).
+
+    Raises:
+        CardError: missing, not JSON or not an object.
+    """
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CardError(f"{path} not found: {kind} folder holds config.json, model.safetensors "
+                        "and README.md (see docs/experts.md)")
+    return parse_config(path.read_bytes(), str(path)), str(path)
 
 
 def check_claim(claimed: object, files: ArtifactFiles, field_name: str) -> None:
@@ -191,19 +230,21 @@ class ExpertCard:
         card = cls(
             architecture=_require(config, "architecture", str, where),
             num_classes=_require(config, "num_classes", int, where),
-            input_size=tuple(_require(cfg, "input_size", list, where, "pretrained_cfg.")),
-            mean=tuple(_require(cfg, "mean", list, where, "pretrained_cfg.")),
-            std=tuple(_require(cfg, "std", list, where, "pretrained_cfg.")),
+            input_size=tuple(_numbers(cfg, "input_size", where, "pretrained_cfg.", int)),
+            mean=tuple(_numbers(cfg, "mean", where, "pretrained_cfg.")),
+            std=tuple(_numbers(cfg, "std", where, "pretrained_cfg.")),
             sigma=_require(rs, "sigma", (int, float), where, "rs_expert."),
             dataset=_require(rs, "dataset", str, where, "rs_expert."),
-            label_names=list(rs.get("label_names", [])),
-            arch_source=rs.get("arch_source", "rsrouter"),
-            weights_sha256=rs.get("weights_sha256", ""),
-            input_range=tuple(rs.get("input_range", (0.0, 1.0))),
-            training=dict(rs.get("training", {})),
-            certified=dict(rs.get("certified", {})),
-            name=rs.get("name", ""),
+            label_names=list(_optional(rs, "label_names", list, [], where)),
+            arch_source=_optional(rs, "arch_source", str, "rsrouter", where),
+            weights_sha256=_optional(rs, "weights_sha256", str, "", where),
+            input_range=tuple(_numbers(rs, "input_range", where, "rs_expert.", default=[0.0, 1.0])),
+            training=dict(_optional(rs, "training", dict, {}, where)),
+            certified=dict(_optional(rs, "certified", dict, {}, where)),
+            name=_optional(rs, "name", str, "", where),
         )
+        if not all(isinstance(n, str) for n in card.label_names):
+            raise CardError(f"{where}: field rs_expert.label_names must be a list of strings")
         card.validate(where)
         return card
 
@@ -269,21 +310,32 @@ def _require(d: dict, key: str, types, where: str, prefix: str = "") -> Any:
     return value
 
 
+def _optional(d: dict, key: str, types, default, where: str, prefix: str = "rs_expert."):
+    if d.get(key) is None:
+        return default
+    return _require(d, key, types, where, prefix)
+
+
+def _numbers(d: dict, key: str, where: str, prefix: str, kind=(int, float),
+             default: list | None = None) -> list:
+    """A list of numbers (``kind``) under ``key``; CardError naming the field otherwise."""
+    value = default if d.get(key) is None and default is not None else _require(
+        d, key, list, where, prefix)
+    if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool)
+                                              for v in value):
+        names = kind.__name__ if isinstance(kind, type) else "number"
+        raise CardError(f"{where}: field {prefix}{key} must be a list of {names}s, got {value!r}")
+    return value
+
+
 def read_card(folder: str | os.PathLike) -> ExpertCard:
     """Read and validate ``folder/config.json`` (no hash check, nothing imported): for display.
 
     Raises:
         CardError: the file is missing, not JSON, or fails the schema check.
     """
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise CardError(f"{path} not found: an expert folder needs config.json, model.safetensors "
-                        "and README.md (see docs/experts.md)")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CardError(f"{path} is not valid JSON: {e}") from e
-    return ExpertCard.from_config(config, str(path))
+    config, where = read_config(folder)
+    return ExpertCard.from_config(config, where)
 
 
 def save_expert(folder: str | os.PathLike, net: nn.Module, card: ExpertCard) -> Path:

@@ -47,6 +47,15 @@ def _float_in(low: float, high: float | None, what: str):
     return parse
 
 
+def _device_name(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+_device_name.__name__ = "device"
 COUNT = _int_at_least(1)
 PROBABILITY = _float_in(0.0, 1.0, "in (0, 1)")
 POSITIVE = _float_in(0.0, None, "> 0")
@@ -79,7 +88,8 @@ def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max", type=_int_at_least(-1), default=-1,
                    help="stop before this index (-1: all); rerun with a larger one to grow a run")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if any)")
+    p.add_argument("--device", type=_device_name, default=None,
+                   help="cpu, cuda, cuda:1 ... (default: cuda if any)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="bf16 autocast is faster but not exact; labelled in every output")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
@@ -125,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = rsub.add_parser("train", help="label, train and save a router (resumable)")
     p.add_argument("--config", required=True, help="plugin config (YAML)")
     p.add_argument("--out", required=True, help="router folder to write")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=_device_name, default=None)
     p.add_argument("--no-progress", action="store_true")
     _hub_opts(p)
     _trust_opt(p)
@@ -144,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="", help="name recorded in the card (default: OUT's name)")
     p.add_argument("--data-root")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=_device_name, default=None)
     p.add_argument("--out", required=True, help="expert folder to write (rerun to resume)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experts_train)
@@ -228,9 +238,22 @@ def _check_sigma(sigma: float | None, flag: str = "--sigma") -> None:
 
 
 def _device(name: str | None) -> str:
+    """The device to run on: the flag, else cuda when there is one. A CUDA device that is not
+    there is an error here, not a traceback later."""
     import torch
 
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise RsrouterError(f"--device {name}: this machine has {count} CUDA device(s) "
+                                f"visible to torch; use --device cpu"
+                                + (f" or cuda:0 ... cuda:{count - 1}" if count else ""))
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RsrouterError("--device mps: no Apple GPU is available; use --device cpu")
+    return name
 
 
 def _registry(args: argparse.Namespace):
@@ -288,7 +311,7 @@ def _print_summary(paths: dict[str, str], plot: str | None = None) -> None:
 def cmd_certify(args: argparse.Namespace) -> None:
     if args.router:
         return _certify_routed(args)
-    from .data import load_dataset, subset_indices
+    from .data import data_identity, load_dataset, subset_indices
     from .runs import certify_dataset, run_settings
 
     _check_sigma(args.sigma)
@@ -301,9 +324,8 @@ def cmd_certify(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     _check_dataset(expert, dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
-    settings = run_settings({"expert": expert}, dataset=args.dataset, split=args.split,
-                            data_root=args.data_root, n0=args.n0, n=args.n, alpha=args.alpha,
-                            seed=args.seed, mode=expert.mode)
+    settings = run_settings({"expert": expert}, data_identity(dataset), n0=args.n0, n=args.n,
+                            alpha=args.alpha, seed=args.seed, mode=expert.mode)
     if expert.mode != "fp32":
         print(f"note: {expert.mode} mode is not floating-point exact; the TSV's mode column "
               "says so", file=sys.stderr)
@@ -315,7 +337,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 def _certify_routed(args: argparse.Namespace) -> None:
     from .bench.compare import routed_models
-    from .data import load_dataset, subset_indices
+    from .data import data_identity, load_dataset, subset_indices
     from .router import ROUTED_EXTRAS, load_routed, routed_extras
     from .runs import certify_dataset, run_settings
 
@@ -327,9 +349,9 @@ def _certify_routed(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     _check_dataset(routed.experts[0], dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
-    settings = run_settings(routed_models(routed), dataset=args.dataset, split=args.split,
-                            data_root=args.data_root, n0=args.n0, n=args.n, alpha=args.alpha,
-                            seed=args.seed, mode=routed.mode, alpha_split=args.alpha_split)
+    settings = run_settings(routed_models(routed), data_identity(dataset), n0=args.n0, n=args.n,
+                            alpha=args.alpha, seed=args.seed, mode=routed.mode,
+                            alpha_split=args.alpha_split)
     certify_dataset(routed, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                     batch_size=args.batch_size, seed=args.seed, settings=settings,
                     extras=ROUTED_EXTRAS, row_extras=routed_extras,
@@ -464,6 +486,8 @@ def cmd_experts_push(args: argparse.Namespace) -> None:
     sha = push_expert(args.folder, args.repo, private=args.private, git_remote=args.git_remote,
                       endpoint=args.endpoint)
     name = Path(args.folder).resolve().name
+    if name in _registry(args).entries():  # the folder's own registration: suggest a new name
+        name = f"{name}-{sha[:7]}"
     if is_router:
         print(f"pushed router {args.folder} to {args.git_remote or args.repo} at commit {sha}")
         return
@@ -481,7 +505,7 @@ def cmd_experts_push(args: argparse.Namespace) -> None:
 
 def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     from .card import STANDARD_RADII, read_card, write_card
-    from .data import load_dataset, subset_indices
+    from .data import data_identity, load_dataset, subset_indices
     from .expert import load_expert_folder
     from .results import certified_accuracy, read_tsv
     from .runs import certify_dataset, run_settings
@@ -490,9 +514,8 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     dataset = load_dataset(expert.card.dataset, "test", args.data_root)
     step = max(1, len(dataset) // args.num)
     indices = subset_indices(len(dataset), step)[: args.num]
-    settings = run_settings({"expert": expert}, dataset=expert.card.dataset, split="test",
-                            data_root=args.data_root, n0=args.n0, n=args.n, alpha=args.alpha,
-                            seed=0, mode=expert.mode)
+    settings = run_settings({"expert": expert}, data_identity(dataset), n0=args.n0, n=args.n,
+                            alpha=args.alpha, seed=0, mode=expert.mode)
     certify_dataset(expert, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                     batch_size=args.batch_size, seed=0, settings=settings,
                     progress=not args.no_progress, desc=f"certify {expert.name}")

@@ -9,6 +9,7 @@ Search order: the ``root`` argument, then ``$RSROUTER_DATA``, then the dataset's
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,10 +63,15 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 class TensorImageDataset(Dataset):
-    """Images held in memory as one float tensor ``[N, C, H, W]`` in [0, 1] plus int64 labels."""
+    """Images held in memory as one float tensor ``[N, C, H, W]`` in [0, 1] plus int64 labels.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo) -> None:
+    ``source`` says where they were read from (a folder, or a description).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
+                 source: str = "in memory", split: str = "") -> None:
         self.images, self.labels, self.info = images, labels, info
+        self.source, self.split = source, split
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,10 +81,10 @@ class TensorImageDataset(Dataset):
 
 
 class _Wrapped(Dataset):
-    """A torchvision dataset with an ``info`` attribute."""
+    """A torchvision dataset with ``info``, ``source`` (the folder read) and ``split``."""
 
-    def __init__(self, inner: Dataset, info: DatasetInfo) -> None:
-        self.inner, self.info = inner, info
+    def __init__(self, inner: Dataset, info: DatasetInfo, source: str, split: str) -> None:
+        self.inner, self.info, self.source, self.split = inner, info, source, split
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -126,7 +132,9 @@ def _digits(split: str, root, info: DatasetInfo, augment: bool) -> TensorImageDa
                                            random_state=0, stratify=d.target)
     idx = idx_train if split == "train" else idx_test
     images = torch.from_numpy(d.images[idx] / 16.0).float().unsqueeze(1)
-    return TensorImageDataset(images, torch.from_numpy(d.target[idx]).long(), info)
+    return TensorImageDataset(images, torch.from_numpy(d.target[idx]).long(), info,
+                              "scikit-learn load_digits (test: 500 images, stratified, seed 0)",
+                              split)
 
 
 _FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -173,7 +181,7 @@ def _fashion_mnist(split: str, root, info: DatasetInfo, augment: bool) -> Tensor
             if len(images) != len(labels):
                 raise DatasetNotFoundError(f"{place}: {len(images)} images but {len(labels)} "
                                            "labels; reinstall the dataset")
-            return TensorImageDataset(images, labels, info)
+            return TensorImageDataset(images, labels, info, str(files[0].parent.resolve()), split)
     raise DatasetNotFoundError(
         f"Fashion-MNIST ({split}) not found; looked for {', '.join(_FMNIST_FILES[split])}[.gz] in: "
         + ", ".join(str(p) for p in places)
@@ -194,7 +202,7 @@ def _cifar10(split: str, root, info: DatasetInfo, augment: bool) -> Dataset:
                 tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *tf]
             ds = datasets.CIFAR10(str(place), train=split == "train", download=False,
                                   transform=transforms.Compose(tf))
-            return _Wrapped(ds, info)
+            return _Wrapped(ds, info, str(place.resolve()), split)
     raise DatasetNotFoundError(
         "CIFAR-10 not found; looked for cifar-10-batches-py/ in: "
         + (", ".join(str(p) for p in places) or "(no place given)")
@@ -218,13 +226,26 @@ def _imagenet(split: str, root, info: DatasetInfo, augment: bool) -> Dataset:
             ds = datasets.ImageFolder(str(place), transforms.Compose([*tf, transforms.ToTensor()]))
             named = DatasetInfo(info.name, len(ds.classes), info.input_size, info.mean, info.std,
                                 tuple(ds.classes))
-            return _Wrapped(ds, named)
+            return _Wrapped(ds, named, str(place.resolve()), split)
     raise DatasetNotFoundError(
         f"ImageNet ({sub}) not found; looked in: "
         + (", ".join(str(p) for p in places) or "(no place given)")
         + ". Point --data-root (or RSROUTER_DATA, or IMAGENET_DIR as in Cohen et al.'s code) at a "
         "folder holding train/ and val/ in torchvision ImageFolder layout (one folder per class)."
     )
+
+
+def data_identity(dataset: Dataset) -> dict:
+    """What a resumed run must find again: the dataset's name and split, the folder it was read
+    from, its length and the sha256 of its labels (a cheap fingerprint of the data)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = getattr(getattr(dataset, "inner", None), "targets", None)
+    digest = (hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes()).hexdigest()
+              if labels is not None else None)
+    return {"dataset": dataset.info.name, "split": getattr(dataset, "split", ""),
+            "source": getattr(dataset, "source", ""), "length": len(dataset),
+            "labels_sha256": digest}
 
 
 def subset_indices(length: int, skip: int = 1, max_index: int | None = None) -> list[int]:

@@ -35,7 +35,7 @@ class Expert(Smooth):
     @property
     def name(self) -> str:
         """The registered name, else the card's name, else the last part of ``uri``."""
-        return self._name or self.card.name or Path(self.uri.split("@")[0]).name
+        return self._name or self.card.name or Path(self.uri.rsplit("@", 1)[0]).stem
 
     @name.setter
     def name(self, value: str) -> None:
@@ -51,9 +51,21 @@ class Expert(Smooth):
                 f"architecture={self.card.architecture!r}, sigma={self.sigma}, mode={self.mode!r})")
 
 
-def build_expert(files: ArtifactFiles, *, trust_code: Trust = False,
-                 device: str | torch.device = "cpu", uri: str = "", name: str = "",
-                 compile: bool = False, precision: str = "fp32") -> Expert:
+def expert_card(files: ArtifactFiles) -> ExpertCard:
+    """The card of verified ``files``: schema, and the card's own weights hash must match.
+
+    Raises:
+        CardError: the card fails the schema check.
+        IntegrityError: the card's weights_sha256 is empty or differs from the weights.
+    """
+    card = ExpertCard.from_config(files.config, str(files.folder / "config.json"))
+    check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
+    return card
+
+
+def build_expert(files: ArtifactFiles, *, card: ExpertCard | None = None,
+                 trust_code: Trust = False, device: str | torch.device = "cpu", uri: str = "",
+                 name: str = "", compile: bool = False, precision: str = "fp32") -> Expert:
     """An Expert from verified bytes: card schema, the card's own weights hash, strict load.
 
     Raises:
@@ -61,28 +73,34 @@ def build_expert(files: ArtifactFiles, *, trust_code: Trust = False,
         IntegrityError: the card's weights_sha256 is empty or differs from the weights.
         UntrustedCodeError: the card names Python code and ``trust_code`` does not allow it.
     """
-    card = ExpertCard.from_config(files.config, str(files.folder / "config.json"))
-    check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
+    card = card or expert_card(files)
     model = build_network(card, files, trust_code).to(device).eval()
     return Expert(model, card, uri=uri or str(files.folder), pin=files.pin(), name=name,
                   compile=compile, precision=precision)
 
 
 def load_expert_folder(folder: str | os.PathLike, *, pin: Pin | None = None,
-                       trust_code: Trust = False, device: str | torch.device = "cpu",
+                       trust_code: Trust | None = None, device: str | torch.device = "cpu",
                        compile: bool = False, precision: str = "fp32") -> Expert:
     """Load the expert in ``folder``: read once, check hashes (``pin`` and the card's), build.
+
+    ``trust_code``: True allows a ``module:factory`` architecture; None (default) allows only the
+    modules under ``trusted_modules:`` in the user's registry file.
 
     Raises:
         CardError: the card fails the schema check or does not fit the weights.
         IntegrityError: a hash mismatch or an empty hash, or a missing/corrupt weights file.
         UntrustedCodeError: the card names Python code and ``trust_code`` does not allow it.
     """
+    if trust_code is None:
+        from .registry import user_trusted_modules
+
+        trust_code = user_trusted_modules()
     files = read_artifact(folder, *([pin] if pin else []))
     return build_expert(files, trust_code=trust_code, device=device, compile=compile,
                         precision=precision)
 
 
-def verify_folder(folder: str | os.PathLike, *, trust_code: Trust = False) -> ExpertCard:
+def verify_folder(folder: str | os.PathLike, *, trust_code: Trust | None = None) -> ExpertCard:
     """Check a folder's card, its weights' sha256 and that they load strictly; returns the card."""
     return load_expert_folder(folder, trust_code=trust_code).card

@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .card import is_commit_sha
 from .errors import HubError
 from .paths import cache_dir as rsrouter_cache
+from .paths import offline_mode as is_offline
 
 GIT_PREFIX = "git+"
 EXPERT_FILES = ("config.json", "model.safetensors", "README.md")
 _SCHEMES = ("file://", "https://", "http://", "ssh://", "git://")
-_SHA = re.compile(r"[0-9a-f]{40}")
-_TRUE = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,26 @@ class GitRef:
 
 
 def parse_git_uri(uri: str) -> GitRef:
-    """Parse ``git+<url>[@revision]`` (pip's syntax); raises ValueError saying what is wrong."""
+    """Parse ``git+<url>[@revision]`` with pip's rule: the revision follows the last ``@`` of the
+    URL's path (so ``user@host`` is not a revision, and a branch may contain ``/``); raises
+    ValueError saying what is wrong."""
+    from urllib.parse import urlsplit, urlunsplit
+
     if not uri.startswith(GIT_PREFIX):
         raise ValueError(f"not a git URI: {uri!r} (expected git+<url>[@revision])")
-    rest = uri[len(GIT_PREFIX):]
-    url, revision = rest, None
-    head, at, tail = rest.rpartition("@")
-    if at and "/" not in tail and head.count("://") == 1:  # the '@' of user@host has a '/' after
-        url, revision = head, tail
+    url = uri[len(GIT_PREFIX):]
     if not url.startswith(_SCHEMES):
         raise ValueError(f"bad git URI {uri!r}: the URL must start with one of "
                          f"{', '.join(_SCHEMES)} (for a local repository: "
                          f"git+file:///absolute/path/name.git@<revision>)")
-    if revision is not None and (not revision or any(c.isspace() for c in revision)):
-        raise ValueError(f"bad revision in {uri!r}: give a branch, tag or commit sha after '@'")
+    parts = urlsplit(url)
+    revision = None
+    if "@" in parts.path:
+        path, revision = parts.path.rsplit("@", 1)
+        url = urlunsplit(parts._replace(path=path))
+        if not revision or any(c.isspace() for c in revision):
+            raise ValueError(f"bad revision in {uri!r}: give a branch, tag or commit sha after "
+                             "'@'")
     return GitRef(url, revision)
 
 
@@ -67,15 +73,10 @@ def git_uri_for(remote: str) -> str:
     if remote.startswith(_SCHEMES):
         return f"{GIT_PREFIX}{remote}"
     scp = re.fullmatch(r"([^/@:]+@)?([^/:]+):(.+)", remote)
-    if scp and not Path(remote).exists():
-        return f"{GIT_PREFIX}ssh://{scp.group(1) or ''}{scp.group(2)}/{scp.group(3)}"
+    if scp and not Path(remote).exists():  # git's user@host:path is relative to the home folder
+        path = scp.group(3) if scp.group(3).startswith("/") else f"/~/{scp.group(3)}"
+        return f"{GIT_PREFIX}ssh://{scp.group(1) or ''}{scp.group(2)}{path}"
     return f"{GIT_PREFIX}{Path(remote).resolve().as_uri()}"
-
-
-def is_offline(offline: bool | None = None) -> bool:
-    if offline is not None:
-        return bool(offline)
-    return (os.environ.get("HF_HUB_OFFLINE") or "").strip().lower() in _TRUE
 
 
 def _git(*args: str, cwd: str | os.PathLike | None = None) -> str:
@@ -97,7 +98,7 @@ def resolve_revision(url: str, revision: str | None = None, *,
     A full sha is returned as given (the fetch checks it exists). Raises HubError when a branch
     or tag is asked for offline, or the remote or revision cannot be found.
     """
-    if revision and _SHA.fullmatch(revision.lower()):
+    if revision and is_commit_sha(revision.lower()):
         return revision.lower()
     if is_offline(offline):
         raise HubError(f"cannot resolve {GitRef(url, revision).uri} offline: a branch or tag "
@@ -112,7 +113,10 @@ def resolve_revision(url: str, revision: str | None = None, *,
         for ref in (f"refs/tags/{name}^{{}}", f"refs/tags/{name}", f"refs/heads/{name}", name):
             if ref in refs:
                 return refs[ref]
-    raise HubError(f"revision {wanted[0]!r} not found on {url} (no such branch or tag)")
+    hint = ""
+    if revision and re.fullmatch(r"[0-9a-fA-F]{4,39}", revision):
+        hint = "; a short sha cannot be resolved on a remote: give all 40 hex digits"
+    raise HubError(f"revision {wanted[0]!r} not found on {url} (no such branch or tag){hint}")
 
 
 def _folder(url: str, sha: str, cache: str | os.PathLike | None) -> Path:
@@ -139,7 +143,7 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
     and its files written to the cache atomically. Raises HubError offline when not cached, and
     when the commit or a file is missing.
     """
-    if not _SHA.fullmatch(sha):
+    if not is_commit_sha(sha):
         raise HubError(f"{url}@{sha}: a full commit sha is needed here")
     folder = _folder(url, sha, cache_dir)
     if is_cached(url, sha, filenames, cache_dir):

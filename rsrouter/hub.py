@@ -31,14 +31,14 @@ from huggingface_hub.utils import (
     validate_repo_id,
 )
 
+from rsrouter.card import COMMIT_SHA as _SHA
 from rsrouter.errors import HubError
+from rsrouter.paths import offline_mode as is_offline
 
 HF_PREFIX = "hf://"
 EXPERT_FILES = ("config.json", "model.safetensors", "README.md")
 
-_SHA = re.compile(r"[0-9a-f]{40}")
 _REPO_ID = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+")
-_TRUE = {"1", "true", "yes", "on"}
 _PULL_HINT = "run once online (without HF_HUB_OFFLINE / --offline) or `rsrouter experts pull {uri}`"
 
 
@@ -72,14 +72,6 @@ def parse_hf_uri(uri: str) -> HubRef:
     if at and (not revision or any(c.isspace() for c in revision)):
         raise ValueError(f"bad revision in {uri!r}: give a branch, tag or commit sha after '@'")
     return HubRef(repo_id, revision or None)
-
-
-def is_offline(offline: bool | None = None) -> bool:
-    """The explicit flag if given, else HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), read now."""
-    if offline is not None:
-        return bool(offline)
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().lower() in _TRUE
 
 
 def _endpoint(endpoint: str | None) -> str | None:

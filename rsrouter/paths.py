@@ -28,3 +28,12 @@ def cache_dir() -> Path:
         return Path(os.environ["RSROUTER_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "rsrouter"
+
+
+def offline_mode(offline: bool | None = None) -> bool:
+    """The explicit flag if given, else ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``), read
+    now: one switch for the Hub cache and rsrouter's cache of git remotes."""
+    if offline is not None:
+        return bool(offline)
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in {"1", "true", "yes", "on"}

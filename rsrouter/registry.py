@@ -16,7 +16,7 @@ the very bytes that were hashed). Nothing named by a card is imported without th
 from __future__ import annotations
 
 import os
-import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,12 +28,15 @@ from .card import (
     WEIGHTS_FILE,
     ExpertCard,
     Pin,
+    check_pin,
     check_sha256,
+    is_commit_sha,
     read_artifact,
     read_card,
 )
 from .errors import IntegrityError, RegistryError, UnknownExpertError
 from .files import atomic_write_text
+from .gitremote import GIT_PREFIX
 from .paths import PROJECT_REGISTRY, user_config_dir, user_registry
 
 if TYPE_CHECKING:
@@ -42,9 +45,9 @@ if TYPE_CHECKING:
     from .expert import Expert
     from .models import Trust
 
+__all__ = ["Entry", "Registry", "Resolved", "load_expert", "user_config_dir", "PROJECT_REGISTRY"]
+
 HF_PREFIX = "hf://"
-GIT_PREFIX = "git+"
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def is_remote_source(ref: str) -> bool:
@@ -63,7 +66,6 @@ def split_remote(ref: str) -> tuple[str, str | None]:
 
     parsed = gitremote.parse_git_uri(ref)
     return f"{GIT_PREFIX}{parsed.url}", parsed.revision
-__all__ = ["Entry", "Registry", "Resolved", "load_expert", "user_config_dir", "PROJECT_REGISTRY"]
 
 
 @dataclass
@@ -111,7 +113,6 @@ class Resolved:
     """Where a reference points: a local folder, or a remote (Hub repo or git remote) at a
     commit sha; and its pin."""
 
-    ref: str
     name: str  # the registered name ("" otherwise: the card's name is used)
     uri: str  # pinned: the folder, or "<source>@<commit sha>"
     pin: Pin | None = None
@@ -171,7 +172,7 @@ def _read(path: Path, *, user: bool = False) -> tuple[dict[str, Entry], list[str
         except IntegrityError as e:
             raise RegistryError(f"{path}: entry {name!r}: {e}") from None
         if entry.is_remote:
-            if not (isinstance(entry.revision, str) and _COMMIT.fullmatch(entry.revision)):
+            if not is_commit_sha(entry.revision):
                 raise RegistryError(f"{path}: entry {name!r} must pin a full commit sha as "
                                     f"revision, got {entry.revision!r}")
         out[name] = entry
@@ -225,7 +226,13 @@ class Registry:
     @property
     def trust(self) -> Trust:
         """What code cards may name: True (``trust_code``) or the user's trusted modules."""
-        return True if self.trust_code else frozenset(_read(self.user_file, user=True)[1])
+        return self.trust_for(False)
+
+    def trust_for(self, trust_code: bool) -> Trust:
+        """The trust of one call: True if it or the registry opts in, else the trusted modules."""
+        if trust_code or self.trust_code:
+            return True
+        return frozenset(_read(self.user_file, user=True)[1])
 
     def get(self, name: str) -> Entry:
         """The entry for ``name``. Raises UnknownExpertError listing the known names."""
@@ -277,14 +284,14 @@ class Registry:
             except ValueError as e:
                 raise UnknownExpertError(str(e)) from None
             sha = self._resolve_revision(source, revision)
-            return Resolved(ref, "", f"{source}@{sha}", source=source, revision=sha)
+            return Resolved("", f"{source}@{sha}", source=source, revision=sha)
         entries = self.entries()
         if ref in entries:
             entry = entries[ref]
             if entry.is_remote:
-                return Resolved(ref, entry.name, entry.uri, entry.pin, source=entry.source,
+                return Resolved(entry.name, entry.uri, entry.pin, source=entry.source,
                                 revision=entry.revision)
-            return Resolved(ref, entry.name, str(entry.folder()), entry.pin, folder=entry.folder())
+            return Resolved(entry.name, str(entry.folder()), entry.pin, folder=entry.folder())
         path = Path(ref).expanduser()
         if base is not None and not path.is_absolute():
             path = Path(base) / path
@@ -294,7 +301,7 @@ class Registry:
                     f"{ref} is a git repository, not an expert folder; register the commit you "
                     f"mean: rsrouter experts register git+{path.resolve().as_uri()}@<sha> "
                     "--name NAME")
-            return Resolved(ref, "", str(path), folder=path)
+            return Resolved("", str(path), folder=path)
         known = ", ".join(sorted(entries)) or "(none)"
         raise UnknownExpertError(
             f"{ref!r} is neither a registered expert name (registered: {known}) nor an expert "
@@ -328,6 +335,17 @@ class Registry:
         return gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision,
                                      offline=self.offline)
 
+    @contextmanager
+    def _discarding(self, resolved: Resolved):
+        """On an IntegrityError, delete a remote's cached copy and say so."""
+        try:
+            yield
+        except IntegrityError as e:
+            if not resolved.is_remote:
+                raise
+            self._discard(resolved)
+            raise IntegrityError(f"{resolved.uri}: {e}; the cached copy was deleted") from e
+
     def _discard(self, resolved: Resolved) -> None:
         """Delete the cached copy of a remote commit whose bytes failed verification."""
         if resolved.source.startswith(HF_PREFIX):
@@ -342,35 +360,36 @@ class Registry:
         gitremote.discard_cached(resolved.source[len(GIT_PREFIX):], resolved.revision)
 
     def load(self, ref: str, *, pin: Pin | None = None, base: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", compile: bool = False,
-             precision: str = "fp32") -> Expert:
-        """A ready smoothed expert from a registered name, an ``hf://`` URI or a folder.
+             trust_code: bool = False, device: str | torch.device = "cpu",
+             compile: bool = False, precision: str = "fp32") -> Expert:
+        """A ready smoothed expert from a registered name, an ``hf://``/``git+`` source or a
+        folder.
 
         ``pin`` (a router's record) is checked in addition to the registration's pin.
+        ``trust_code=True`` allows, for this call, a card whose architecture is ``module:factory``.
 
         Raises:
             UnknownExpertError, HubError, CardError, UntrustedCodeError, IntegrityError (a
-            hash that differs or is empty: nothing is loaded; a Hub copy is deleted from the
-            cache).
+            hash that differs or is empty: nothing is loaded; a remote copy whose bytes fail the
+            registration or the card is deleted from the cache).
         """
-        return self._load(self.resolve(ref, base=base), pin, device=device, compile=compile,
-                          precision=precision)
+        return self._load(self.resolve(ref, base=base), pin, trust_code=trust_code,
+                          device=device, compile=compile, precision=precision)
 
-    def _load(self, resolved: Resolved, pin: Pin | None = None, **kw) -> Expert:
-        """fetch -> verify (every pin, then the card's claim) -> build."""
-        from .expert import build_expert
+    def _load(self, resolved: Resolved, pin: Pin | None = None, *, trust_code: bool = False,
+              **kw) -> Expert:
+        """fetch -> verify (the registration's pin and the card's claim, then ``pin``) -> build."""
+        from .expert import build_expert, expert_card
 
         folder = self.fetch(resolved)
-        pins = [p for p in (resolved.pin, pin) if p is not None]
-        try:
-            files = read_artifact(folder, *pins)
-            return build_expert(files, trust_code=self.trust, uri=resolved.uri,
-                                name=resolved.name, **kw)
-        except IntegrityError as e:
-            if not resolved.is_remote:
-                raise
-            self._discard(resolved)
-            raise IntegrityError(f"{resolved.uri}: {e}; the cached copy was deleted") from e
+        with self._discarding(resolved):  # bytes that fail the registration: never reuse them
+            files = read_artifact(folder, *([resolved.pin] if resolved.pin else []))
+        if pin is not None:  # a router's record: a mismatch says nothing about the cache
+            check_pin(files, pin)
+        with self._discarding(resolved):  # bytes that fail their own card
+            card = expert_card(files)
+        return build_expert(files, card=card, trust_code=self.trust_for(trust_code),
+                            uri=resolved.uri, name=resolved.name, **kw)
 
     # ---- writing --------------------------------------------------------------------------
 
@@ -470,7 +489,10 @@ def load_expert(name_or_path: str, *, device: str | torch.device = "cpu", compil
     ``name_or_path``: a registered name, an expert folder, or ``hf://org/name[@revision]``.
     ``trust_code=True`` allows a card whose architecture is ``module:factory`` (runs that code).
     """
-    registry = registry or Registry(trust_code=trust_code)
-    if trust_code:
-        registry.trust_code = True
-    return registry.load(name_or_path, device=device, compile=compile, precision=precision)
+    return (registry or Registry()).load(name_or_path, trust_code=trust_code, device=device,
+                                         compile=compile, precision=precision)
+
+
+def user_trusted_modules(user_file: str | os.PathLike | None = None) -> frozenset[str]:
+    """The modules listed under ``trusted_modules:`` in the user's registry file."""
+    return frozenset(_read(Path(user_file) if user_file else user_registry(), user=True)[1])

@@ -50,9 +50,12 @@ class ResumableTSV:
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str], settings: dict) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ResultsError(f"{self.path} is a folder; --out names the TSV file to write")
         self.columns = list(columns)
         self.done: set[int] = set()
-        self._lock = FileLock(f"{self.path}.lock", str(self.path)).acquire()
+        lock = f"{os.path.realpath(self.path)}.lock"  # one lock however the path is spelled
+        self._lock = FileLock(lock, str(self.path)).acquire()
         try:
             self._open(_jsonable(settings))
         except BaseException:
@@ -139,6 +142,8 @@ def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
         CountsError: impossible counts (the row is named).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder; give a certification .tsv file")
     if not path.is_file():
         raise ResultsError(f"{path} not found")
     try:
@@ -161,11 +166,19 @@ def _row_error(where: str, df: pd.DataFrame, bad: np.ndarray, what: str) -> Resu
                         f"{int(bad.sum())} row(s) affected. The file was edited or is corrupt")
 
 
+COUNT_COLUMNS = ("cA", "nA", "n", "n0", "sigma", "alpha")
+ROUTED_COUNT_COLUMNS = ("expert", "router_cA", "router_nA", "alpha_router", "alpha_expert")
+
+
 def check_rows(df: pd.DataFrame, where: str) -> None:
     """The checks of :func:`read_tsv` on a frame (see there)."""
+    if df.empty:
+        return
     for column in ("idx", "label", "predict", "correct"):
         if not pd.api.types.is_integer_dtype(df[column]):
             raise ResultsError(f"{where}: column {column} must hold integers")
+    if not pd.api.types.is_numeric_dtype(df["radius"]):
+        raise ResultsError(f"{where}: column radius must hold numbers")
     dup = df["idx"].duplicated(keep=False).to_numpy()
     if dup.any():
         raise _row_error(where, df, dup, "this idx is listed more than once")
@@ -177,16 +190,34 @@ def check_rows(df: pd.DataFrame, where: str) -> None:
     bad = ~np.isfinite(radius) | (radius < 0) | ((predict == -1) & (radius != 0))
     if bad.any():
         raise _row_error(where, df, bad, "radius must be >= 0, and 0 when abstaining")
-    if {"cA", "nA", "n", "n0", "sigma", "alpha"} <= set(df.columns):
-        if "router_nA" in df.columns:
-            _check_routed(df, where)
-        else:
-            _check_counted(df, where, "cA", "nA", "sigma", "alpha", predict, radius)
+    present = [c for c in COUNT_COLUMNS if c in df.columns]
+    if not present:
+        return  # a log without counts (Cohen et al.'s format): nothing more to check
+    if len(present) < len(COUNT_COLUMNS):
+        raise ResultsError(f"{where}: has count column(s) {present} but not "
+                           f"{sorted(set(COUNT_COLUMNS) - set(present))}; a TSV holds all of "
+                           f"{' '.join(COUNT_COLUMNS)} or none")
+    routed_columns = [c for c in ROUTED_COUNT_COLUMNS if c in df.columns]
+    if routed_columns and len(routed_columns) < len(ROUTED_COUNT_COLUMNS):
+        raise ResultsError(f"{where}: a routed TSV needs all of {' '.join(ROUTED_COUNT_COLUMNS)}"
+                           f", this one has only {routed_columns}")
+    if routed_columns:
+        _check_routed(df, where, predict, radius)
+    else:
+        _check_counted(df, where, predict, radius)
+
+
+def _numeric(df: pd.DataFrame, where: str, columns: Sequence[str]) -> None:
+    for column in columns:
+        if not pd.api.types.is_numeric_dtype(df[column]):
+            raise ResultsError(f"{where}: column {column} must hold numbers")
 
 
 def _check_counts_rows(df: pd.DataFrame, where: str, c_a: str, n_a: str, sigma: str, alpha: str,
                        rows: np.ndarray) -> np.ndarray:
-    """Check the counts of ``rows`` (a mask); returns their radii recomputed from the counts."""
+    """Check the counts of ``rows`` (a mask); returns every row's radius recomputed from its
+    counts (0 where it abstains; meaningful on ``rows`` only)."""
+    _numeric(df, where, [c_a, n_a, "n", "n0", sigma, alpha])
     for i in np.flatnonzero(rows):
         r = df.iloc[i]
         try:
@@ -194,46 +225,60 @@ def _check_counts_rows(df: pd.DataFrame, where: str, c_a: str, n_a: str, sigma: 
                          float(r[sigma]), float(r[alpha]))
         except CountsError as e:
             raise CountsError(f"{where}: row {i + 1} (idx {r['idx']}): {e}") from None
-    return radii_from_counts(df[n_a].to_numpy(), df["n"].to_numpy(), df[alpha].to_numpy(),
-                             df[sigma].to_numpy())
+    radius = radii_from_counts(df[n_a].to_numpy(), df["n"].to_numpy(), df[alpha].to_numpy(),
+                               df[sigma].to_numpy())
+    return np.where(rows, radius, 0.0)
 
 
 def _int(value) -> int | object:
     return int(value) if float(value).is_integer() else value
 
 
-def _check_counted(df, where, c_a, n_a, sigma, alpha, predict, radius) -> None:
-    expected = _check_counts_rows(df, where, c_a, n_a, sigma, alpha, np.ones(len(df), bool))
+def _check_prediction(df, where, predict, expected_radius, c_a) -> None:
+    bad = np.where(expected_radius > 0, predict != df[c_a].to_numpy(), predict != -1)
+    if bad.any():
+        raise _row_error(where, df, bad, "predict must be the certified class (cA) when its "
+                         "counts certify it and -1 (ABSTAIN) otherwise")
+
+
+def _check_counted(df, where, predict, radius) -> None:
+    expected = _check_counts_rows(df, where, "cA", "nA", "sigma", "alpha", np.ones(len(df), bool))
     bad = np.abs(expected - radius) > RADIUS_TOLERANCE
     if bad.any():
         raise _row_error(where, df, bad, "its radius does not follow from its counts "
                          f"(stored {radius[bad][0]}, counts give {expected[bad][0]:.6f})")
-    bad = np.where(expected > 0, predict != df[c_a].to_numpy(), predict != -1)
-    if bad.any():
-        raise _row_error(where, df, bad, "predict must be cA when certified and -1 otherwise")
+    _check_prediction(df, where, predict, expected, "cA")
 
 
-def _check_routed(df, where) -> None:
-    """Routed rows: router counts always, expert counts when routed; radius = min of both."""
-    routed = (df["expert"].astype(str) != "-").to_numpy()
-    alpha_r = df["alpha_router"].to_numpy() if "alpha_router" in df else df["alpha"] / 2
-    expert = _check_counts_rows(df, where, "cA", "nA", "sigma", "alpha_expert", routed)
-    frame = df.assign(_alpha_r=alpha_r, _router_sigma=df.get("router_sigma", 1.0))
-    router = _check_counts_rows(frame, where, "router_cA", "router_nA", "_router_sigma",
-                                "_alpha_r", np.ones(len(df), bool))
-    radius, predict = df["radius"].to_numpy(), df["predict"].to_numpy()
+def _check_routed(df, where, predict, radius) -> None:
+    """Routed rows: the router's counts always, the chosen expert's when routed; the prediction
+    stands only where both certify, and the radius is their minimum."""
+    _numeric(df, where, ["alpha_router", "alpha_expert"])
     bad = np.abs(df["alpha_router"] + df["alpha_expert"] - df["alpha"]).to_numpy() > 1e-9
     if bad.any():
         raise _row_error(where, df, bad, "alpha_router + alpha_expert must equal alpha")
-    if "router_sigma" in df:  # written by rsrouter >= 0.2: every radius can be recomputed
-        total = np.where(routed & (expert > 0) & (router > 0), np.minimum(router, expert), 0.0)
-        bad = np.abs(total - radius) > RADIUS_TOLERANCE
-        if bad.any():
-            raise _row_error(where, df, bad, "its radius is not min(router, expert) radius from "
-                             "its counts")
-    bad = (radius > 0) & (predict != df["cA"].to_numpy())
+    everywhere = np.ones(len(df), bool)
+    # whether the router certifies does not depend on its sigma: check it even without the column
+    sigma_r = df["router_sigma"] if "router_sigma" in df else pd.Series(1.0, index=df.index)
+    router = _check_counts_rows(df.assign(_sigma_r=sigma_r), where, "router_cA", "router_nA",
+                                "_sigma_r", "alpha_router", everywhere)
+    routed = (df["expert"].astype(str) != "-").to_numpy()
+    bad = routed != (router > 0)
     if bad.any():
-        raise _row_error(where, df, bad, "predict must be the chosen expert's cA when certified")
+        raise _row_error(where, df, bad, "expert must be '-' exactly when the router's counts "
+                         "abstain")
+    expert = _check_counts_rows(df, where, "cA", "nA", "sigma", "alpha_expert", routed)
+    both = np.where(routed & (expert > 0), expert, 0.0)
+    _check_prediction(df, where, predict, both, "cA")
+    if "router_sigma" in df:  # every routed radius can be recomputed
+        total = np.where(both > 0, np.minimum(router, expert), 0.0)
+        bad = np.abs(total - radius) > RADIUS_TOLERANCE
+        what = "its radius is not min(router radius, expert radius) from its counts"
+    else:  # rsrouter 0.1 logs: the router's radius needs its sigma; the expert's caps it
+        bad = radius > both + RADIUS_TOLERANCE
+        what = "its radius exceeds what the chosen expert's counts certify"
+    if bad.any():
+        raise _row_error(where, df, bad, what)
 
 
 def certified_accuracy(df: pd.DataFrame, radii: Sequence[float] = RADII) -> pd.Series:

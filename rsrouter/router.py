@@ -12,7 +12,6 @@ Only the chosen expert is evaluated, so the cost is the router's plus one expert
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -28,12 +27,15 @@ from .card import (
     CONFIG_FILE,
     README_FILE,
     Pin,
+    _numbers,
+    _optional,
     _require,
     build_model,
     check_architecture_name,
     check_claim,
     check_sha256,
     read_artifact,
+    read_config,
 )
 from .errors import CardError, ConfigError, IntegrityError, UnknownExpertError
 from .expert import Expert
@@ -83,6 +85,11 @@ class ExpertRef:
 
     def check(self, where: str) -> None:
         """Schema of one record: both hashes present, a Hub source pinned to a commit sha."""
+        for key in ("name", "source"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise CardError(f"{where}.{key} must be a non-empty string")
+        if self.revision is not None and not isinstance(self.revision, str):
+            raise CardError(f"{where}.revision must be a commit sha or null")
         for key in ("weights_sha256", "config_sha256"):
             try:
                 check_sha256(getattr(self, key), f"{where}.{key}")
@@ -92,7 +99,8 @@ class ExpertRef:
             raise CardError(f"{where}: a remote source (hf:// or git+) needs a commit sha as "
                             f"revision, and only a remote has one (source {self.source!r}, "
                             f"revision {self.revision!r})")
-        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
+        if not (isinstance(self.sigma, (int, float)) and not isinstance(self.sigma, bool)
+                and self.sigma > 0):
             raise CardError(f"{where}.sigma must be > 0, got {self.sigma!r}")
 
 
@@ -148,12 +156,15 @@ class RouterCard:
             ref.check(f"{where}: rs_router.experts[{i}]")
             experts.append(ref)
         card = cls(architecture=_require(config, "architecture", str, where),
-                   input_size=tuple(_require(cfg, "input_size", list, where, "pretrained_cfg.")),
-                   mean=tuple(cfg.get("mean", ())), std=tuple(cfg.get("std", ())),
+                   input_size=tuple(_numbers(cfg, "input_size", where, "pretrained_cfg.", int)),
+                   mean=tuple(_numbers(cfg, "mean", where, "pretrained_cfg.")),
+                   std=tuple(_numbers(cfg, "std", where, "pretrained_cfg.")),
                    sigma=_require(rs, "sigma", (int, float), where, "rs_router."),
                    dataset=_require(rs, "dataset", str, where, "rs_router."), experts=experts,
-                   weights_sha256=rs.get("weights_sha256", ""), labels=rs.get("labels", {}),
-                   training=rs.get("training", {}), results=rs.get("results", {}))
+                   weights_sha256=_optional(rs, "weights_sha256", str, "", where, "rs_router."),
+                   labels=_optional(rs, "labels", dict, {}, where, "rs_router."),
+                   training=_optional(rs, "training", dict, {}, where, "rs_router."),
+                   results=_optional(rs, "results", dict, {}, where, "rs_router."))
         if not card.sigma > 0:
             raise CardError(f"{where}: rs_router.sigma must be > 0, got {card.sigma}")
         problem = check_architecture_name(card.architecture)
@@ -231,25 +242,26 @@ def write_router_card(folder: str | os.PathLike, card: RouterCard) -> None:
 
 def read_router_card(folder: str | os.PathLike) -> RouterCard:
     """Read and validate a router's config.json (for display: no hash check, nothing imported)."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise CardError(f"{path} not found: a router folder holds config.json, model.safetensors "
-                        "and README.md (rsrouter router train --out DIR writes one)")
-    try:
-        return RouterCard.from_config(json.loads(path.read_text()), str(path))
-    except json.JSONDecodeError as e:
-        raise CardError(f"{path} is not valid JSON: {e}") from e
+    config, where = read_config(folder, "a router")
+    return RouterCard.from_config(config, where)
 
 
-def load_router(folder: str | os.PathLike, *, trust_code: Trust = False,
+def load_router(folder: str | os.PathLike, *, trust_code: Trust | None = None,
                 device: str | torch.device = "cpu", compile: bool = False,
                 precision: str = "fp32") -> SmoothedRouter:
     """Load a router folder: read once, check its card and the card's weights hash, build.
+
+    ``trust_code``: True allows a ``module:factory`` architecture; None (default) allows only the
+    modules under ``trusted_modules:`` in the user's registry file.
 
     Raises:
         CardError, IntegrityError, UntrustedCodeError (a ``module:factory`` architecture
         without ``trust_code``).
     """
+    if trust_code is None:
+        from .registry import user_trusted_modules
+
+        trust_code = user_trusted_modules()
     files = read_artifact(folder)
     card = RouterCard.from_config(files.config, str(Path(folder) / CONFIG_FILE))
     check_claim(card.weights_sha256, files, "rs_router.weights_sha256")
@@ -260,7 +272,7 @@ def load_router(folder: str | os.PathLike, *, trust_code: Trust = False,
     return router
 
 
-def _load_ref(ref: ExpertRef, router_dir: Path, registry, **kw) -> Expert:
+def _load_ref(ref: ExpertRef, router_dir: Path, registry, trust_code: bool, **kw) -> Expert:
     """The expert ``ref`` names: its pinned source, else its registered name; the router's pin
     is checked either way."""
     pin = ref.pin(str(router_dir))
@@ -271,7 +283,7 @@ def _load_ref(ref: ExpertRef, router_dir: Path, registry, **kw) -> Expert:
         folder = (folder if folder.is_absolute() else router_dir / folder).resolve()
         target = str(folder) if folder.is_dir() else ref.name
     try:
-        expert = registry.load(target, pin=pin, **kw)
+        expert = registry.load(target, pin=pin, trust_code=trust_code, **kw)
     except UnknownExpertError:
         raise UnknownExpertError(f"router {router_dir}: expert {ref.name!r} is not registered and "
                                  f"its folder {ref.source} (relative to the router) is not there; "
@@ -300,11 +312,10 @@ def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
     from .registry import Registry
 
     registry = registry or Registry()
-    if trust_code:
-        registry.trust_code = True
     kw = dict(device=device, compile=compile, precision=precision)
-    router = load_router(folder, trust_code=registry.trust, **kw)
-    experts = [_load_ref(ref, Path(folder), registry, **kw) for ref in router.card.experts]
+    router = load_router(folder, trust_code=registry.trust_for(trust_code), **kw)
+    experts = [_load_ref(ref, Path(folder), registry, trust_code, **kw)
+               for ref in router.card.experts]
     return RoutedClassifier(router, experts, alpha_split=alpha_split)
 
 

@@ -38,15 +38,14 @@ def model_identity(model) -> dict:
             "config_sha256": pin.config_sha256 if pin else None, "sigma": model.sigma}
 
 
-def run_settings(models: dict, *, dataset: str, split: str, data_root: str | os.PathLike | None,
-                 n0: int, n: int, alpha: float, seed: int, mode: str, **extra) -> dict:
+def run_settings(models: dict, data: dict, *, n0: int, n: int, alpha: float, seed: int,
+                 mode: str, **extra) -> dict:
     """The settings a resumed run must match: the models (:func:`model_identity` of each), the
-    data, the statistical settings and the compute mode. Which inputs are certified is not among
-    them: a rerun with more inputs continues the same file."""
-    root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    return {"models": {k: model_identity(m) for k, m in models.items()}, "dataset": dataset,
-            "split": split, "data_root": root, "n0": n0, "n": n, "alpha": alpha, "seed": seed,
-            "mode": mode, **extra}
+    data (:func:`rsrouter.data.data_identity`: name, split, the folder read, length, a hash of
+    the labels), the statistical settings and the compute mode. Which inputs are certified is not
+    among them: a rerun with more inputs continues the same file."""
+    return {"models": {k: model_identity(m) for k, m in models.items()}, "data": data, "n0": n0,
+            "n": n, "alpha": alpha, "seed": seed, "mode": mode, **extra}
 
 
 RowsFn = Callable[[torch.Tensor, list[int], list[int]], list[dict]]
@@ -72,9 +71,10 @@ def run_rows(
     divided among its inputs. ``settings`` must match to resume (see :class:`ResumableTSV`).
     """
     with ResumableTSV(out, columns, settings) as tsv:
-        todo = [i for i in indices if i not in tsv.done]
-        bar = tqdm(total=len(indices), initial=len(indices) - len(todo), disable=not progress,
-                   desc=desc, unit="img")
+        todo = [i for i in dict.fromkeys(indices) if i not in tsv.done]  # each input once
+        total = len(set(indices))
+        bar = tqdm(total=total, initial=total - len(todo), disable=not progress, desc=desc,
+                   unit="img")
         for start in range(0, len(todo), group):
             chunk = todo[start:start + group]
             items = [dataset[i] for i in chunk]

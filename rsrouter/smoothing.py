@@ -218,7 +218,7 @@ def noise_generator(seed: int, index: int, stage: str,
     On the CPU the whole mt19937 state (624 words) is filled from a SeedSequence of the triple,
     so distinct triples share a state only if SeedSequence's 128-bit pool collides (probability
     below ``N**2 / 2**129`` for ``N`` streams); seeding through ``manual_seed`` would keep only 32
-    bits. On CUDA, Philox takes a 64-bit seed derived the same way (below ``N**2 / 2**65``).
+    bits. On CUDA, Philox takes a 63-bit seed derived the same way (below ``N**2 / 2**64``).
     """
     device = torch.device(device)
     gen = torch.Generator(device=device)

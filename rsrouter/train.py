@@ -25,7 +25,7 @@ from .card import CONFIG_FILE, ExpertCard, save_expert
 from .config import RouterConfig
 from .data import TensorImageDataset, load_dataset
 from .errors import ConfigError, ResumeError
-from .files import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from .files import FileLock, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from .labels import RouterLabels, cache_key, cache_path, compute_labels
 from .models import NormalizedModel, architecture_source
 from .smoothing import noise_generator
@@ -153,7 +153,28 @@ def _finished_settings(out: Path, block: str) -> dict | None:
     return json.loads((out / CONFIG_FILE).read_text())[block].get("training", {}).get("settings")
 
 
-def train_expert(
+def train_expert(config: TrainConfig, out: str | os.PathLike, **kw) -> Path:
+    """Train an expert and write its folder to ``out``; returns ``out``.
+
+    Keyword arguments: ``data_root``, ``device``, ``name``, ``progress``, ``stop_after_epoch``
+    (ends the run early after that epoch, checkpoint kept, as an interruption would; rerunning
+    continues from the checkpoint). One process trains into ``out`` at a time.
+
+    Raises:
+        ResumeError: ``out`` holds a checkpoint or an expert trained with other settings.
+        DatasetNotFoundError: the dataset is missing.
+        LockedError: another process is training into ``out``.
+    """
+    config.validate()  # before anything is created
+    with _writer_lock(out):
+        return _train_expert(config, Path(out), **kw)
+
+
+def _writer_lock(out: str | os.PathLike) -> FileLock:
+    return FileLock(Path(os.path.realpath(out)) / ".lock", str(out))
+
+
+def _train_expert(
     config: TrainConfig,
     out: str | os.PathLike,
     *,
@@ -163,17 +184,6 @@ def train_expert(
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> Path:
-    """Train an expert and write its folder to ``out``; returns ``out``.
-
-    ``stop_after_epoch`` ends the run early after that epoch (checkpoint kept), as an interruption
-    would; rerunning continues from the checkpoint.
-
-    Raises:
-        ResumeError: ``out`` holds a checkpoint or an expert trained with other settings.
-        DatasetNotFoundError: the dataset is missing.
-    """
-    config.validate()
-    out = Path(out)
     settings = asdict(config)
     if (out / CONFIG_FILE).is_file() and not (out / CHECKPOINT).is_file():
         if _finished_settings(out, "rs_expert") == settings:
@@ -289,7 +299,24 @@ def load_config_experts(cfg: RouterConfig, registry=None, device: str = "cpu") -
     return experts
 
 
-def train_router(
+def train_router(cfg: RouterConfig, out: str | os.PathLike, **kw) -> Path:
+    """Label, train and save a router for ``cfg``'s experts into the folder ``out``.
+
+    Keyword arguments: ``experts`` and ``dataset`` (override loading them from the config, for
+    custom tasks), ``registry``, ``device``, ``progress``, ``stop_after_epoch``. Labels are cached
+    under ``out/.labels`` (keyed by the experts' hashes and the label settings) and training
+    checkpoints under ``out/.train``; both resume. One process trains into ``out`` at a time.
+
+    Raises:
+        ConfigError: experts that cannot be loaded or do not share one task.
+        ResumeError: ``out`` holds a router trained with other settings.
+        LockedError: another process is training into ``out``.
+    """
+    with _writer_lock(out):
+        return _train_router(cfg, Path(out), **kw)
+
+
+def _train_router(
     cfg: RouterConfig,
     out: str | os.PathLike,
     *,
@@ -300,20 +327,8 @@ def train_router(
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> Path:
-    """Label, train and save a router for ``cfg``'s experts into the folder ``out``.
-
-    ``experts`` and ``dataset`` override loading them from the config (for custom tasks).
-
-    Labels are cached under ``out/.labels`` (keyed by the experts' sha256 and the label
-    settings) and training checkpoints under ``out/.train``; both resume.
-
-    Raises:
-        ConfigError: experts that cannot be loaded or do not share one task.
-        ResumeError: ``out`` holds a router trained with other settings.
-    """
     from .router import ExpertRef, RouterCard, save_router
 
-    out = Path(out)
     settings = cfg.to_dict()
     finished = _finished_settings(out, "rs_router")
     if finished is not None:

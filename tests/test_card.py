@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +137,47 @@ def test_weights_are_loaded_from_the_bytes_that_were_hashed(expert_copy, monkeyp
 def test_missing_config(tmp_path):
     with pytest.raises(CardError, match="config.json not found"):
         read_card(tmp_path)
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: c["rs_expert"].update(input_range=1), "rs_expert.input_range"),
+    (lambda c: c["pretrained_cfg"].update(std=["a"]), "pretrained_cfg.std"),
+    (lambda c: c["pretrained_cfg"].update(input_size=[1, 8.5, 8]), "pretrained_cfg.input_size"),
+    (lambda c: c["rs_expert"].update(training=[1]), "rs_expert.training"),
+    (lambda c: c["rs_expert"].update(label_names=[1] * 10), "rs_expert.label_names"),
+    (lambda c: c["rs_expert"].update(weights_sha256=5), "rs_expert.weights_sha256"),
+])
+def test_malformed_card_fields_are_card_errors_not_tracebacks(expert_copy, change, field):
+    _edit(expert_copy, change)
+    with pytest.raises(CardError, match=field.replace(".", r"\.")):
+        read_card(expert_copy)
+
+
+def test_trust_is_per_call_and_never_sticks(expert_copy, tmp_path, monkeypatch):
+    """A card naming `module:factory` loads with trust_code=True for that call only."""
+    import untrusted
+
+    from rsrouter import load_expert
+    from rsrouter.errors import UntrustedCodeError
+    from rsrouter.registry import Registry
+
+    marker = untrusted.plant(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _edit(expert_copy, lambda c: c.update(architecture="evilmod:factory"))
+    registry = Registry()
+    with pytest.raises(UntrustedCodeError, match="evilmod"):
+        load_expert(str(expert_copy), registry=registry)
+    assert not marker.exists()
+    assert load_expert(str(expert_copy), trust_code=True, registry=registry).card.architecture \
+        == "evilmod:factory"
+    assert marker.exists()
+    with pytest.raises(UntrustedCodeError):  # the registry did not keep the opt-in
+        load_expert(str(expert_copy), registry=registry)
+    with pytest.raises(UntrustedCodeError):
+        load_expert_folder(expert_copy)
+    with pytest.raises(TypeError, match="collection of module names"):
+        load_expert_folder(expert_copy, trust_code="evilmod")
+    user = Path(os.environ["RSROUTER_CONFIG_DIR"]) / "registry.yaml"
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text("trusted_modules: [evilmod]\n")  # honoured outside the registry too
+    assert load_expert_folder(expert_copy).card.architecture == "evilmod:factory"

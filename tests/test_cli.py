@@ -73,6 +73,7 @@ def test_rerun_with_other_settings_is_refused(digits_expert, tmp_path, capsys):
     (["--skip", "0"], "--skip: must be >= 1"),
     (["--sigma", "-0.5"], "--sigma: must be > 0"),
     (["--alpha-split", "1"], "--alpha-split: must be in (0, 1)"),
+    (["--device", "gpu"], "--device: must be cpu, cuda, cuda:N or mps"),
 ])
 def test_a_typo_never_poisons_an_output_file(digits_expert, tmp_path, capsys, extra, message):
     out = tmp_path / "x.tsv"
@@ -218,3 +219,26 @@ def test_tables_and_plots(digits_expert, tmp_path, capsys):
     ax = fig.axes[0]
     assert ax.get_ylim()[1] > 100  # a curve at 100% is not hidden by the frame
     assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--"]
+
+
+def test_a_missing_cuda_device_is_one_clear_line(digits_expert, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "x.tsv"
+    assert main([*CERTIFY, "--device", "cuda:1", "--model", digits_expert, "--out", str(out)]) == 2
+    assert "--device cuda:1: this machine has 0 CUDA device(s)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_one_trainer_per_output_folder(tmp_path):
+    from rsrouter.errors import LockedError
+    from rsrouter.files import FileLock
+    from rsrouter.train import TrainConfig, train_expert
+
+    out = tmp_path / "e"
+    with FileLock(out.resolve() / ".lock"):  # as another process training into it would
+        with pytest.raises(LockedError, match="in use by pid"):
+            train_expert(TrainConfig("digits", "cnn_tiny", 0.25, epochs=1), out, progress=False)
+    train_expert(TrainConfig("digits", "cnn_tiny", 0.25, epochs=1), out, progress=False)
+    assert (out / "model.safetensors").is_file() and not (out / ".lock").exists()

@@ -141,3 +141,14 @@ def test_router_labels_and_training_see_the_unaugmented_image(tmp_path):
     augmented = load_dataset("imagenet", "train", tmp_path, augment=True)
     draws = [augmented[0][0] for _ in range(4)]
     assert not all(torch.equal(draws[0], d) for d in draws[1:])
+
+
+def test_data_identity_fingerprints_what_was_read():
+    from rsrouter.data import TensorImageDataset, data_identity
+
+    digits = load_dataset("digits")
+    assert data_identity(digits) == data_identity(load_dataset("digits"))
+    assert data_identity(digits)["split"] == "test"
+    other = TensorImageDataset(digits.images, digits.labels.flip(0), digits.info, digits.source,
+                               "test")
+    assert data_identity(other)["labels_sha256"] != data_identity(digits)["labels_sha256"]

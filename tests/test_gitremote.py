@@ -30,7 +30,10 @@ def test_bad_git_uris_and_remote_forms(tmp_path):
     with pytest.raises(ValueError, match="must start with"):
         parse_git_uri("git+/srv/a.git@abc")
     assert git_uri_for(str(tmp_path)) == f"git+{tmp_path.as_uri()}"
-    assert git_uri_for("git@github.com:org/x.git") == "git+ssh://git@github.com/org/x.git"
+    # git's user@host:path is relative to the home folder: ssh://user@host/~/path says the same
+    assert git_uri_for("git@host:org/x.git") == "git+ssh://git@host/~/org/x.git"
+    assert git_uri_for("git@host:/srv/x.git") == "git+ssh://git@host/srv/x.git"
+    assert parse_git_uri("git+https://h/a.git@feature/x").revision == "feature/x"
     assert git_uri_for("https://h/x.git") == "git+https://h/x.git"
 
 
@@ -70,6 +73,29 @@ def test_push_register_certify_round_trip(digits_expert, remote, tmp_path, capsy
     assert not folder.exists()
     with pytest.raises(HubError, match="offline"):
         Registry().load("digits-tiny")
+
+
+def test_a_router_record_mismatch_keeps_a_valid_cache(digits_expert, remote):
+    from rsrouter.card import Pin
+    from rsrouter.publish import push_to_git
+
+    sha = push_to_git(digits_expert, str(remote))
+    registry = Registry()
+    expert = registry.load(f"git+{remote.as_uri()}@{sha}")
+    folder = gitremote.cached_folder(remote.as_uri(), sha)
+    stale = Pin("0" * 64, expert.pin.config_sha256, "router R")
+    with pytest.raises(IntegrityError, match="recorded by router R"):
+        registry.load(f"git+{remote.as_uri()}@{sha}", pin=stale)
+    assert (folder / "model.safetensors").is_file()  # the cached bytes were right
+
+
+def test_push_suggests_a_free_name(digits_expert, remote, capsys):
+    assert main(["experts", "register", digits_expert, "--name", "digits-tiny"]) == 0
+    assert main(["experts", "push", digits_expert, "--git-remote", str(remote)]) == 0
+    command = capsys.readouterr().out.split("register it with: ")[1].split("\n")[0]
+    sha = command.split("@")[-1].split()[0]
+    assert command.endswith(f"--name digits-tiny-{sha[:7]}")
+    assert main(command.split()[1:]) == 0
 
 
 def test_a_branch_resolves_to_its_commit_and_a_bare_path_gets_a_hint(digits_expert, remote):

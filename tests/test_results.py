@@ -122,9 +122,63 @@ def test_growing_a_run_and_what_a_resume_must_match(digits_expert, tmp_path, cap
     assert main([*CERTIFY, "--max", "300", "--model", digits_expert, "--out", str(out)]) == 0
     assert read_tsv(out)["idx"].tolist() == list(range(0, 300, 25))  # grown, nothing redone
     capsys.readouterr()
-    for change in (["--sigma", "0.3"], ["--seed", "1"], ["--data-root", str(tmp_path)],
-                   ["--n", "500"], ["--alpha", "0.02"]):
+    for change in (["--sigma", "0.3"], ["--seed", "1"], ["--n", "500"], ["--alpha", "0.02"]):
         assert main([*CERTIFY, *change, "--model", digits_expert, "--out", str(out)]) == 2
         assert "other settings" in capsys.readouterr().err, change
+    # the data a run read is what must match, not how --data-root was spelled: digits ignores it
+    assert main([*CERTIFY, "--data-root", str(tmp_path), "--model", digits_expert,
+                 "--out", str(out)]) == 0
+    settings = json.loads((tmp_path / "c.tsv.json").read_text())
+    assert settings["data"]["length"] == 500 and len(settings["data"]["labels_sha256"]) == 64
     with pytest.raises(ResumeError, match="other settings"):
         ResumableTSV(out, list(pd.read_csv(out, sep="\t").columns), {"n": 1})
+
+
+@pytest.fixture(scope="module")
+def routed_tsv(tmp_path_factory):
+    """A real routed TSV of the bundled Fashion-MNIST router (20 inputs, n = 300)."""
+    out = tmp_path_factory.mktemp("routed") / "routed.tsv"
+    assert main(["certify", "--router", "experts/routers/fashion-mnist", "--dataset",
+                 "fashion-mnist", "--n0", "30", "--n", "300", "--alpha", "0.01", "--skip", "500",
+                 "--batch-size", "3000", "--out", str(out), "--no-progress"]) == 0
+    return pd.read_csv(out, sep="\t")
+
+
+@pytest.mark.parametrize("forge, message", [
+    (lambda df: df.drop(columns="router_sigma").assign(
+        radius=df["radius"].where(df["radius"] == 0, 5.0)), "exceeds what the chosen expert"),
+    (lambda df: df.assign(radius=df["radius"].where(df["radius"] == 0, df["radius"] + 0.1)),
+     r"not min\(router radius, expert radius\)"),
+    (lambda df: df.assign(correct=1, predict=df["label"]), "predict must be the certified class"),
+    (lambda df: df.drop(columns="nA"), "but not"),
+    (lambda df: df.drop(columns="alpha_router"), "needs all of"),
+    (lambda df: df.assign(expert="-"), "expert must be '-' exactly when"),
+])
+def test_a_forged_routed_row_is_refused(routed_tsv, tmp_path, forge, message):
+    assert (routed_tsv["predict"] == -1).any() and (routed_tsv["radius"] > 0).any()
+    read_tsv(_write(routed_tsv, tmp_path / "ok.tsv"))  # the real one passes
+    with pytest.raises((ResultsError, CountsError), match=message):
+        read_tsv(_write(forge(routed_tsv), tmp_path / "forged.tsv"))
+
+
+def test_time_is_the_group_time_shared_among_its_inputs(digits_expert, tmp_path):
+    from rsrouter.runs import group_size, run_rows
+
+    out = tmp_path / "t.tsv"
+    calls = []
+
+    def rows(xs, chunk, labels):
+        calls.append(len(chunk))
+        time.sleep(0.02 * len(chunk))
+        return [{"idx": i, "label": y} for i, y in zip(chunk, labels)]
+
+    from rsrouter.data import load_dataset
+
+    data = load_dataset("digits")
+    run_rows(rows, data, [0, 1, 2, 3, 4, 3], out, ["idx", "label", "time"], {}, group=2,
+             progress=False)
+    df = pd.read_csv(out, sep="\t")
+    assert df["idx"].tolist() == [0, 1, 2, 3, 4] and calls == [2, 2, 1]  # idx 3 once
+    assert df["time"].iloc[0] == df["time"].iloc[1] and (df["time"] >= 0.02).all()
+    assert df["time"].sum() == pytest.approx(0.02 * 5, rel=0.5)
+    assert group_size(100, 10_000, 2500) == 25

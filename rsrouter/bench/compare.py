@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data import data_identity
 from ..files import atomic_write_text
 from ..results import RADII, markdown_table, plot_curves, read_tsv, summary_table
 from ..router import ROUTED_EXTRAS, RoutedClassifier, compose, routed_extras
@@ -29,16 +30,13 @@ def certify_methods(
     alpha: float,
     batch_size: int,
     seed: int = 0,
-    split: str = "test",
-    data_root: str | os.PathLike | None = None,
     progress: bool = True,
     routed_name: str = "routed",
 ) -> tuple[dict[str, Path], dict[str, Path]]:
     """One resumable TSV per method under ``out_dir``: ``<expert name>.tsv``, then
     ``<routed_name>.tsv``; returns ``({expert: path}, {routed method: path})``."""
     out_dir = Path(out_dir)
-    common = dict(dataset=dataset.info.name, split=split, data_root=data_root, n0=n0, n=n,
-                  alpha=alpha, seed=seed)
+    common = dict(data=data_identity(dataset), n0=n0, n=n, alpha=alpha, seed=seed)
     experts_out, routed_out = {}, {}
     for expert in experts:
         path = out_dir / f"{expert.name}.tsv"

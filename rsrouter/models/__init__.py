@@ -74,6 +74,9 @@ def is_trusted(arch: str, trust_code: Trust) -> bool:
     trusts everything, a collection trusts those modules and their submodules."""
     if isinstance(trust_code, bool):
         return trust_code
+    if isinstance(trust_code, str):
+        raise TypeError(f"trust_code must be True/False or a collection of module names, got "
+                        f"the string {trust_code!r} (write [{trust_code!r}])")
     module = arch.partition(":")[0]
     return any(module == m or module.startswith(m + ".") for m in trust_code)
 
