@@ -62,8 +62,14 @@ def test_composition_refuses_impossible_counts(certified):
     """nA = n + 1 composed today into a routed radius of 2.8 for a sigma 0.25 expert."""
     router = certified.assign(cA=0, sigma=1.0)
     expert = certified.assign(nA=certified["n"] + 1)
-    with pytest.raises(CountsError, match="nA=401"):
+    with pytest.raises(CountsError, match=r"input idx \d+: impossible counts: nA=401"):
         compose_from_counts(router, [expert, certified], ["a", "b"], 0.01)
+    with pytest.raises(CountsError, match="chose expert 5, but there are 2"):
+        compose_from_counts(certified.assign(cA=5, nA=certified["n"]), [certified, certified],
+                            ["a", "b"], 0.01)
+    with pytest.raises(ResultsError, match="no certificate of this input"):
+        compose_from_counts(router.assign(nA=router["n"]), [certified.iloc[:2], certified],
+                            ["a", "b"], 0.01)
 
 
 def test_one_writer_at_a_time_in_process(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import data_identity
+from ..errors import CountsError, ResultsError
 from ..files import atomic_write_text
 from ..results import RADII, markdown_table, plot_curves, read_tsv, summary_table
 from ..router import ROUTED_EXTRAS, RoutedClassifier, compose, routed_extras
@@ -78,12 +79,22 @@ def compose_from_counts(router_df: pd.DataFrame, expert_dfs: Sequence[pd.DataFra
     by_idx = [df.set_index("idx") for df in expert_dfs]
     rows = []
     for r in router_df.itertuples(index=False):
-        route = certificate_from_counts(r.cA, r.nA, r.n, r.n0, r.sigma, alpha_r)
-        expert = None
-        if route.prediction != ABSTAIN:
-            e = by_idx[route.prediction].loc[r.idx]
-            expert = certificate_from_counts(int(e.cA), int(e.nA), int(e.n), int(e.n0),
-                                             float(e.sigma), alpha_e)
+        try:
+            route = certificate_from_counts(int(r.cA), int(r.nA), int(r.n), int(r.n0),
+                                            float(r.sigma), alpha_r)
+            expert = None
+            if route.prediction != ABSTAIN:
+                if not 0 <= route.prediction < len(by_idx):
+                    raise CountsError(f"the router chose expert {route.prediction}, but there are "
+                                      f"{len(by_idx)}")
+                if r.idx not in by_idx[route.prediction].index:
+                    raise ResultsError(f"expert {names[route.prediction]!r} has no certificate "
+                                       "of this input")
+                e = by_idx[route.prediction].loc[r.idx]
+                expert = certificate_from_counts(int(e.cA), int(e.nA), int(e.n), int(e.n0),
+                                                 float(e.sigma), alpha_e)
+        except (CountsError, ResultsError) as err:
+            raise type(err)(f"input idx {r.idx}: {err}") from None
         cert = compose(route, expert, names[route.prediction] if expert else "", alpha,
                        alpha_r, alpha_e)
         rows.append({"idx": r.idx, "label": r.label, "predict": cert.prediction,
