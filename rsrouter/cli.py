@@ -141,6 +141,45 @@ def build_parser() -> argparse.ArgumentParser:
     _trust_opt(p)
     p.set_defaults(func=cmd_router_train)
 
+    bench = sub.add_parser("bench", help="benchmark every method on the same inputs")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bsub.add_parser("run", help="run a benchmark config (resumable: counts are stored)")
+    p.add_argument("--config", required=True, help="benchmark config (YAML)")
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--no-progress", action="store_true")
+    _hub_opts(p)
+    _trust_opt(p)
+    p.set_defaults(func=cmd_bench_run)
+    p = bsub.add_parser("report", help="rebuild the summary, curves and entries from the TSVs")
+    p.add_argument("dir", help="results folder of `bench run`")
+    p.set_defaults(func=cmd_bench_report)
+
+    board = sub.add_parser("leaderboard", help="build, extend and publish a leaderboard")
+    lsub = board.add_subparsers(dest="leaderboard_command", required=True)
+    p = lsub.add_parser("build", help="merge entries into leaderboard.json/.md and index.html")
+    p.add_argument("sources", nargs="+", help="results folders, entry folders or entry files")
+    p.add_argument("--out", required=True, help="site folder to write")
+    p.set_defaults(func=cmd_leaderboard_build)
+    p = lsub.add_parser("import-tsv", help="add a published certification log (Cohen's format)")
+    p.add_argument("log", help="TSV with idx label predict radius correct")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True, help="name shown on the leaderboard")
+    p.add_argument("--benchmark", help="benchmark name (default: DATASET-external)")
+    p.add_argument("--source", default="", help="where the log comes from (paper, URL)")
+    p.add_argument("--n", type=COUNT, help="estimation samples, as reported")
+    p.add_argument("--alpha", type=PROBABILITY, help="failure probability, as reported")
+    p.add_argument("--sigma", type=POSITIVE, help="noise level, as reported")
+    p.add_argument("--out", required=True, help="folder for the entry")
+    p.set_defaults(func=cmd_leaderboard_import)
+    p = lsub.add_parser("publish", help="publish a built site (merging what is already there)")
+    p.add_argument("site", help="folder written by `leaderboard build`")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", help="a folder (e.g. a web root)")
+    where.add_argument("--git-remote", help="a git remote (branch main)")
+    where.add_argument("--hub", help="a Hub dataset repo: hf://datasets/org/name")
+    p.add_argument("--endpoint")
+    p.set_defaults(func=cmd_leaderboard_publish)
+
     experts = sub.add_parser("experts", help="train, register, pull, verify, publish experts")
     esub = experts.add_subparsers(dest="experts_command", required=True)
     p = esub.add_parser("train", help="train an expert with Gaussian noise augmentation")
@@ -534,6 +573,47 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
                   f"and the registration {entry.name!r} no longer matches it; redo it: rsrouter "
                   f"experts remove {entry.name} && rsrouter experts register {args.folder} "
                   f"--name {entry.name}")
+
+
+def cmd_bench_run(args: argparse.Namespace) -> None:
+    from .bench.config import load_bench_config
+    from .bench.harness import run_bench
+
+    cfg = load_bench_config(args.config)
+    out = run_bench(cfg, args.out, registry=_registry(args), progress=not args.no_progress)
+    print((Path(out) / "summary.md").read_text())
+    print(f"results: {out} (summary.md, curves.png, one TSV per method, entries/)")
+
+
+def cmd_bench_report(args: argparse.Namespace) -> None:
+    from .bench.report import build_report
+
+    build_report(args.dir)
+    print((Path(args.dir) / "summary.md").read_text())
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> None:
+    from .leaderboard import build_site
+
+    site = build_site(args.sources, args.out)
+    print(f"leaderboard: {site / 'index.html'} ({site / 'leaderboard.md'})")
+
+
+def cmd_leaderboard_import(args: argparse.Namespace) -> None:
+    from .leaderboard import import_tsv
+
+    path = import_tsv(args.log, dataset=args.dataset, method=args.method,
+                      benchmark=args.benchmark, source=args.source, n=args.n, alpha=args.alpha,
+                      sigma=args.sigma, out=args.out)
+    print(f"entry written to {path}")
+
+
+def cmd_leaderboard_publish(args: argparse.Namespace) -> None:
+    from .leaderboard import publish
+
+    where = publish(args.site, to=args.to, git_remote=args.git_remote, hub=args.hub,
+                    endpoint=args.endpoint)
+    print(f"published to {where}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

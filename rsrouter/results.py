@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import beta
 
 from .errors import CountsError, ResultsError, ResumeError
 from .files import FileLock, atomic_write_json, atomic_write_text
@@ -125,8 +126,16 @@ class ResumableTSV:
 
 def _fmt(value) -> str:
     if isinstance(value, (float, np.floating)):
-        return str(round(float(value), 6))
+        return f"{float(value):.10g}"  # 10 significant digits: radii and tiny alphas alike
     return str(value)
+
+
+def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a whole TSV atomically, floats as :class:`ResumableTSV` writes them."""
+    lines = ["\t".join(map(str, df.columns))]
+    lines += ["\t".join(_fmt(v) for v in row) for row in df.astype(object).to_numpy()]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return Path(path)
 
 
 def _jsonable(settings: dict) -> dict:
@@ -190,6 +199,8 @@ def check_rows(df: pd.DataFrame, where: str) -> None:
     bad = ~np.isfinite(radius) | (radius < 0) | ((predict == -1) & (radius != 0))
     if bad.any():
         raise _row_error(where, df, bad, "radius must be >= 0, and 0 when abstaining")
+    if "stage_nA" in df.columns:
+        return _check_cascade(df, where, predict, radius)
     present = [c for c in COUNT_COLUMNS if c in df.columns]
     if not present:
         return  # a log without counts (Cohen et al.'s format): nothing more to check
@@ -248,6 +259,39 @@ def _check_counted(df, where, predict, radius) -> None:
         raise _row_error(where, df, bad, "its radius does not follow from its counts "
                          f"(stored {radius[bad][0]}, counts give {expected[bad][0]:.6f})")
     _check_prediction(df, where, predict, expected, "cA")
+
+
+CASCADE_COUNT_COLUMNS = ("stage_cA", "stage_nA", "stage_n", "stage_n0", "stage_sigma",
+                         "stage_alpha", "threshold")
+
+
+def _check_cascade(df, where, predict, radius) -> None:
+    """Cascade rows: the stage that decided holds possible counts, the prediction is its class
+    or ABSTAIN, and the radius is at most what that stage certifies above the threshold (the
+    earlier stages' caps need their counts, kept in the count store)."""
+    from scipy.stats import norm
+
+    missing = [c for c in CASCADE_COUNT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{where}: a cascade TSV needs {' '.join(CASCADE_COUNT_COLUMNS)}; "
+                           f"missing {missing}")
+    frame = df.rename(columns={"stage_n": "n", "stage_n0": "n0"})
+    _check_counts_rows(frame, where, "stage_cA", "stage_nA", "stage_sigma", "stage_alpha",
+                       np.ones(len(df), bool))
+    n_a, n = df["stage_nA"].to_numpy(), df["stage_n"].to_numpy()
+    with np.errstate(all="ignore"):
+        low = np.where(n_a > 0, beta.ppf(df["stage_alpha"].to_numpy(), np.maximum(n_a, 1),
+                                         n - n_a + 1), 0.0)
+        p0 = df["threshold"].to_numpy()
+        stage = df["stage_sigma"].to_numpy() * (norm.ppf(np.clip(low, p0, 1)) - norm.ppf(p0))
+    certified = low >= p0
+    bad = (predict != -1) & (~certified | (predict != df["stage_cA"].to_numpy()))
+    if bad.any():
+        raise _row_error(where, df, bad, "predict must be the deciding stage's cA, certified "
+                         "above the threshold, or -1")
+    bad = radius > np.where(certified, stage, 0.0) + RADIUS_TOLERANCE
+    if bad.any():
+        raise _row_error(where, df, bad, "its radius exceeds what its deciding stage certifies")
 
 
 def _check_routed(df, where, predict, radius) -> None:

@@ -1,0 +1,114 @@
+"""A training-free selection router in the spirit of ACES (Horvath et al. 2022).
+
+The router is a deterministic function of a noisy input: the entropy of the largest-sigma
+expert's softmax on it, cut by thresholds ``t_1 < ... < t_{K-1}`` into K bins; a confident
+(low-entropy) input goes to the largest sigma, the least confident to the smallest. Smoothed at
+that expert's sigma on the router's own noise streams, it is certified like any router, and the
+routed certificate is the Dual RS one (min of router and expert radii, alpha split).
+
+The thresholds are chosen on a fit split (training inputs, never the test inputs): label radii of
+each expert from ``fit.n`` noisy samples, the router's bin under ``fit.copies`` noise draws
+(majority), and the thresholds, among quantiles of the fit entropies, that minimise the max
+regret of the chosen experts' label radii on the radius grid (ties: the larger mean radius).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..card import Pin
+from ..data import load_dataset
+from ..labels import choose_subset, label_radii
+from ..smoothing import Smooth, noise_generator
+from .config import Fit
+
+
+class EntropyRouter(nn.Module):
+    """Bins the entropy of ``net``'s softmax: returns one-hot logits over K experts ordered from
+    the largest sigma (bin 0, lowest entropy) to the smallest."""
+
+    def __init__(self, net: nn.Module, thresholds: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("thresholds", torch.tensor(list(thresholds), dtype=torch.float32))
+
+    def entropy(self, x: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(self.net(x).float(), dim=1)
+        return -(log_p.exp() * log_p).sum(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bins = torch.bucketize(self.entropy(x), self.thresholds.to(x.device))
+        return nn.functional.one_hot(bins, len(self.thresholds) + 1).float()
+
+
+class SmoothedEntropyRouter(Smooth):
+    """The smoothed :class:`EntropyRouter`, with a pin that names what it is made of."""
+
+    def __init__(self, big_expert, thresholds: Sequence[float], order: Sequence[int]) -> None:
+        super().__init__(EntropyRouter(big_expert.model, thresholds), len(order), big_expert.sigma,
+                         input_shape=big_expert.input_shape)
+        self.thresholds, self.order = [float(t) for t in thresholds], list(order)
+        recipe = {"kind": "entropy-router", "expert_config": big_expert.pin.config_sha256,
+                  "thresholds": self.thresholds, "order": self.order}
+        self.pin = Pin(big_expert.pin.weights_sha256,
+                       hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest(),
+                       "entropy router")
+
+    def certify_batch(self, xs, n0, n, alpha, *, batch_size=1000, seed=0, indices=None,
+                      stages=("router-select", "router-estimate")):
+        return super().certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
+                                     indices=indices, stages=stages)
+
+
+@torch.no_grad()
+def fit_thresholds(experts: Sequence, fit: Fit, radii: Sequence[float], *, data_root=None,
+                   progress: bool = False) -> tuple[list[float], list[int], dict]:
+    """Choose the thresholds on ``fit.split`` (never the test split).
+
+    Returns ``(thresholds, order, report)``: ``order`` lists the experts' positions from the
+    largest sigma to the smallest (bin k routes to ``experts[order[k]]``).
+    """
+    if fit.split == "test":
+        raise ValueError("thresholds are never chosen on the test inputs")
+    order = sorted(range(len(experts)), key=lambda k: -experts[k].sigma)
+    big = experts[order[0]]
+    dataset = load_dataset(big.card.dataset, "train", data_root)
+    idx = choose_subset(len(dataset), fit.subset, fit.seed).tolist()
+    xs = torch.stack([dataset[i][0] for i in idx])
+    ys = torch.tensor([int(dataset[i][1]) for i in idx])
+    counts = np.stack([
+        e.sample_counts(xs, fit.n, batch_size=2500, seed=fit.seed, indices=idx, stage="label")
+        .gather(1, ys[:, None])[:, 0].numpy() for e in (experts[k] for k in order)], axis=1)
+    label_r = label_radii(counts, fit.n, fit.alpha, [experts[k].sigma for k in order])
+    router = EntropyRouter(big.model, [])
+    entropies = []
+    for copy in range(fit.copies):  # the router's noise: one stream per copy
+        noise = torch.randn(xs.shape, generator=noise_generator(fit.seed, copy, "router-train"))
+        entropies.append(router.entropy((xs + big.sigma * noise).to(big.device)).cpu().numpy())
+    entropies = np.stack(entropies, axis=1)  # [inputs, copies]
+    candidates = np.unique(np.quantile(entropies, np.linspace(0.02, 0.98, 25)))
+    grid = np.asarray(radii)
+    best_share = (label_r[:, None, :] >= grid[None, :, None]) & (label_r[:, None, :] > 0)
+    envelope = best_share.mean(axis=0).max(axis=1)  # per radius, the best single expert
+    best = None
+    for cut in itertools.combinations(candidates, len(experts) - 1):
+        bins = np.searchsorted(np.asarray(cut), entropies)  # [inputs, copies]
+        majority = (bins[..., None] == np.arange(len(experts))).sum(axis=1).argmax(axis=1)
+        chosen = label_r[np.arange(len(idx)), majority]
+        curve = ((chosen[:, None] >= grid[None, :]) & (chosen[:, None] > 0)).mean(axis=0)
+        score = (float((envelope - curve).max()), -float(chosen.mean()))
+        if best is None or score < best[0]:
+            best = (score, [float(t) for t in cut], np.bincount(majority,
+                                                                 minlength=len(experts)))
+    (regret, neg_mean), thresholds, shares = best
+    report = {"fit_split": fit.split, "fit_inputs": len(idx), "label_n": fit.n,
+              "max_regret_on_fit": round(100 * regret, 2), "mean_label_radius": -neg_mean,
+              "route_shares": [round(int(s) / len(idx), 4) for s in shares]}
+    return thresholds, order, report

@@ -1,0 +1,296 @@
+"""The benchmark config (YAML): which data, which inputs, the statistical protocol, the methods.
+
+Every error names the key and what is allowed. Example (benchmarks/configs/bench-digits.yaml)::
+
+    name: digits-zoo
+    data: {dataset: digits, split: test}
+    inputs: {every: 1}                       # or {first: 200}, or {indices: [0, 7, 42]}
+    protocol: {n0: 100, n: 10000, alpha: 0.001, seed: 0, batch_size: 2500}
+    radii: [0, 0.25, 0.5, 0.75, 1.0]
+    methods:
+      - {type: expert, expert: digits-sigma0.25}
+      - {type: expert, expert: digits-sigma0.50}
+      - {type: router, router: ../../experts/routers/digits, name: routed}
+      - {type: envelope}
+      - {type: oracle}
+      - {type: cascade, name: multiscale}
+      - {type: aces, name: entropy-router, fit: {split: train, subset: 1000}}
+
+Relative paths (expert and router folders) are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+METHOD_TYPES = ("expert", "router", "envelope", "oracle", "cascade", "aces")
+CHOICE_SPLITS = ("train", "validation", "test")
+DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
+_ALPHA_RULES = ("sound", "faithful")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The statistical protocol: one frozen object, fingerprinted. Counts depend on ``n0``,
+    ``n`` and ``seed`` (not on ``alpha``: bounds are recomputed from stored counts at any
+    alpha); ``batch_size`` changes nothing but speed."""
+
+    n0: int = 100
+    n: int = 10_000
+    alpha: float = 0.001
+    seed: int = 0
+    batch_size: int = 1000
+
+    def counts_key(self) -> dict:
+        return {"n0": self.n0, "n": self.n, "seed": self.seed}
+
+    def fingerprint(self) -> str:
+        key = {"n0": self.n0, "n": self.n, "alpha": self.alpha, "seed": self.seed}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Which inputs of the split: every ``every``-th, the first ``first`` of those, or a list."""
+
+    every: int = 1
+    first: int | None = None
+    indices: tuple[int, ...] | None = None
+
+    def select(self, length: int) -> list[int]:
+        if self.indices is not None:
+            bad = [i for i in self.indices if not 0 <= i < length]
+            if bad:
+                raise ConfigError(f"inputs.indices: {bad[:5]} outside the split's 0..{length - 1}")
+            return list(dict.fromkeys(self.indices))
+        chosen = list(range(0, length, self.every))
+        return chosen[: self.first] if self.first is not None else chosen
+
+    def describe(self) -> str:
+        if self.indices is not None:
+            return f"{len(self.indices)} listed inputs"
+        every = "every input" if self.every == 1 else f"every {self.every}-th input"
+        return every + (f", the first {self.first}" if self.first is not None else "")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Where a training-free router's thresholds are chosen: never the test inputs."""
+
+    split: str = "train"
+    subset: int = 2000
+    n: int = 100
+    alpha: float = 0.001
+    copies: int = 16
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the benchmark (see docs/benchmarks.md for what each certifies)."""
+
+    type: str
+    name: str
+    expert: str | None = None  # expert
+    router: str | None = None  # router
+    experts: tuple[str, ...] = ()  # cascade, aces, envelope, oracle (default: every expert)
+    alpha_split: float = 0.5  # router, aces: share of alpha given to the router
+    threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
+    alpha_rule: str = "sound"  # cascade
+    fit: Fit = field(default_factory=Fit)  # aces
+    chosen_on: str | None = None  # where this method's choices were made (default: config's)
+    note: str = ""
+
+
+@dataclass
+class BenchConfig:
+    name: str
+    dataset: str
+    split: str = "test"
+    root: str | None = None
+    inputs: Inputs = field(default_factory=Inputs)
+    protocol: Protocol = field(default_factory=Protocol)
+    radii: tuple[float, ...] = DEFAULT_RADII
+    methods: tuple[Method, ...] = ()
+    choices_made_on: str = "validation"
+    source: str = ""  # the file (paths in methods are relative to its folder)
+
+    @property
+    def base(self) -> Path:
+        return Path(self.source).resolve().parent if self.source else Path.cwd()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        return json.loads(json.dumps(d))
+
+    def expert_methods(self) -> list[Method]:
+        return [m for m in self.methods if m.type == "expert"]
+
+
+def _keys(raw: Any, path: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key; allowed: "
+                          f"{', '.join(sorted(allowed))}")
+    missing = sorted(required - set(raw))
+    if missing:
+        raise ConfigError(f"{path}.{missing[0]}: missing key")
+    return raw
+
+
+def _int(raw: dict, key: str, path: str, default: int | None, low: int | None = 1) -> int | None:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+        raise ConfigError(f"{path}.{key}: must be an integer" + (f" >= {low}" if low is not None
+                                                                 else "") + f", got {value!r}")
+    return value
+
+
+def _prob(raw: dict, key: str, path: str, default: float) -> float:
+    value = raw.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+        raise ConfigError(f"{path}.{key}: must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _str(raw: dict, key: str, path: str, default: str | None = None,
+         choices: tuple[str, ...] | None = None) -> str | None:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}.{key}: must be a non-empty string, got {value!r}")
+    if choices and value not in choices:
+        raise ConfigError(f"{path}.{key}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _strings(raw: dict, key: str, path: str) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{path}.{key}: must be a list of expert references, got {value!r}")
+    return tuple(value)
+
+
+def _method(raw: Any, i: int, default_chosen: str) -> Method:
+    path = f"methods[{i}]"
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise ConfigError(f"{path}: a mapping with a type: one of {', '.join(METHOD_TYPES)}")
+    kind = _str(raw, "type", path, choices=METHOD_TYPES)
+    common = {"type", "name", "chosen_on", "note"}
+    allowed = {
+        "expert": common | {"expert"},
+        "router": common | {"router", "alpha_split"},
+        "envelope": common | {"experts"},
+        "oracle": common | {"experts"},
+        "cascade": common | {"experts", "threshold", "alpha_rule"},
+        "aces": common | {"experts", "alpha_split", "fit"},
+    }[kind]
+    required = {"expert": {"expert"}, "router": {"router"}}.get(kind, set())
+    raw = _keys(raw, path, allowed, required)
+    fit_raw = _keys(raw.get("fit"), f"{path}.fit", {"split", "subset", "n", "alpha", "copies",
+                                                    "seed"})
+    fit = Fit(split=_str(fit_raw, "split", f"{path}.fit", "train", ("train", "validation")),
+              subset=_int(fit_raw, "subset", f"{path}.fit", 2000),
+              n=_int(fit_raw, "n", f"{path}.fit", 100),
+              alpha=_prob(fit_raw, "alpha", f"{path}.fit", 0.001),
+              copies=_int(fit_raw, "copies", f"{path}.fit", 16),
+              seed=_int(fit_raw, "seed", f"{path}.fit", 0, low=None))
+    default_name = {"expert": raw.get("expert"), "router": "routed", "envelope": "envelope",
+                    "oracle": "oracle", "cascade": "cascade", "aces": "entropy-router"}[kind]
+    name = _str(raw, "name", path, default_name and Path(str(default_name)).name)
+    if any(c in name for c in "/\\:") or name.startswith("."):
+        raise ConfigError(f"{path}.name: {name!r} must not contain '/', '\\' or ':' nor start "
+                          "with '.' (it names the method's files)")
+    threshold = raw.get("threshold", 0.5)
+    if not isinstance(threshold, (int, float)) or not 0.5 <= threshold < 1:
+        raise ConfigError(f"{path}.threshold: must be a number in [0.5, 1), got {threshold!r}")
+    return Method(type=kind, name=name, expert=_str(raw, "expert", path),
+                  router=_str(raw, "router", path), experts=_strings(raw, "experts", path),
+                  alpha_split=_prob(raw, "alpha_split", path, 0.5), threshold=float(threshold),
+                  alpha_rule=_str(raw, "alpha_rule", path, "sound", _ALPHA_RULES), fit=fit,
+                  chosen_on=_str(raw, "chosen_on", path, default_chosen, CHOICE_SPLITS),
+                  note=_str(raw, "note", path) or "")
+
+
+def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
+    """Build and validate a :class:`BenchConfig`. Raises ConfigError naming the key."""
+    raw = _keys(raw, "config", {"name", "data", "inputs", "protocol", "radii", "methods",
+                                "choices_made_on"}, {"name", "data", "methods"})
+    data = _keys(raw["data"], "data", {"dataset", "split", "root"}, {"dataset"})
+    from ..data import INFOS
+
+    dataset = _str(data, "dataset", "data", choices=tuple(INFOS))
+    inputs_raw = _keys(raw.get("inputs"), "inputs", {"every", "first", "indices"})
+    if "indices" in inputs_raw and ({"every", "first"} & set(inputs_raw)):
+        raise ConfigError("inputs: give either indices, or every/first, not both")
+    indices = inputs_raw.get("indices")
+    if indices is not None and (not isinstance(indices, list) or not indices or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in indices)):
+        raise ConfigError(f"inputs.indices: must be a non-empty list of integers, got {indices!r}")
+    inputs = Inputs(every=_int(inputs_raw, "every", "inputs", 1),
+                    first=_int(inputs_raw, "first", "inputs", None),
+                    indices=tuple(indices) if indices is not None else None)
+    proto = _keys(raw.get("protocol"), "protocol", {"n0", "n", "alpha", "seed", "batch_size"})
+    protocol = Protocol(n0=_int(proto, "n0", "protocol", 100),
+                        n=_int(proto, "n", "protocol", 10_000),
+                        alpha=_prob(proto, "alpha", "protocol", 0.001),
+                        seed=_int(proto, "seed", "protocol", 0, low=None),
+                        batch_size=_int(proto, "batch_size", "protocol", 1000))
+    radii = raw.get("radii", list(DEFAULT_RADII))
+    if (not isinstance(radii, list) or not radii
+            or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0
+                       for r in radii) or sorted(radii) != radii):
+        raise ConfigError(f"radii: must be a non-empty increasing list of numbers >= 0, got "
+                          f"{radii!r}")
+    chosen = _str(raw, "choices_made_on", "config", "validation", CHOICE_SPLITS)
+    methods_raw = raw["methods"]
+    if not isinstance(methods_raw, list) or not methods_raw:
+        raise ConfigError(f"methods: must be a non-empty list, types {', '.join(METHOD_TYPES)}")
+    methods = tuple(_method(m, i, chosen) for i, m in enumerate(methods_raw))
+    names = [m.name for m in methods]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"methods: names must be unique; {duplicated} appear twice (set name:)")
+    experts = [m for m in methods if m.type == "expert"]
+    for i, m in enumerate(methods):
+        if m.type in ("envelope", "oracle", "cascade", "aces") and not (m.experts or experts):
+            raise ConfigError(f"methods[{i}] ({m.type}): list experts: or add expert methods")
+        if m.type == "cascade" and len(m.experts or experts) < 2:
+            raise ConfigError(f"methods[{i}] (cascade): needs at least 2 experts")
+    return BenchConfig(name=_str(raw, "name", "config"), dataset=dataset,
+                       split=_str(data, "split", "data", "test", ("train", "test")),
+                       root=_str(data, "root", "data"), inputs=inputs, protocol=protocol,
+                       radii=tuple(float(r) for r in radii), methods=methods,
+                       choices_made_on=chosen, source=source)
+
+
+def load_bench_config(path: str | os.PathLike) -> BenchConfig:
+    """Read a benchmark config. Raises ConfigError (file missing, bad YAML, bad keys/values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"benchmark config {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return parse_bench_config(raw, str(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,191 @@
+"""Methods composed from stored counts: no sample is drawn here.
+
+Each function takes count frames (:func:`rsrouter.bench.store.read_counts`, same inputs, same
+order) and returns the method's per-input TSV rows: Cohen's columns, the method's extras, the
+forward passes it would have spent on each input alone (``forwards``) and the wall time of the
+count passes it uses (``time``). Every bound is recomputed at the method's own alpha. What each
+certifies, and its alpha accounting, is in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import beta, norm
+
+from ..results import COHEN_COLUMNS, certified_accuracy
+from ..router import ROUTED_EXTRAS, compose, routed_extras
+from ..runs import EXPERT_EXTRAS
+from ..smoothing import ABSTAIN, certificate_from_counts, radii_from_counts
+
+CASCADE_EXTRAS = ("stage", "stage_expert", "stage_sigma", "stage_cA", "stage_nA", "stage_n",
+                  "stage_n0", "stage_alpha", "threshold", "alpha")
+
+
+def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> dict:
+    """Forward passes and time of the count passes a method uses on each input."""
+    used = used or [np.ones(len(frames[0]), bool)] * len(frames)
+    forwards = sum(np.where(u, f["n"] + f["n0"], 0) for f, u in zip(frames, used))
+    seconds = sum(np.where(u, f["time"], 0.0) for f, u in zip(frames, used))
+    return {"forwards": np.asarray(forwards, dtype=np.int64), "time": np.asarray(seconds)}
+
+
+def expert_frame(c: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Cohen et al.'s CERTIFY from one expert's counts at ``alpha``."""
+    radius = radii_from_counts(c["nA"].to_numpy(), c["n"].to_numpy(), alpha, c["sigma"].to_numpy())
+    predict = np.where(radius > 0, c["cA"].to_numpy(), ABSTAIN)
+    label = c["label"].to_numpy()
+    out = pd.DataFrame({"idx": c["idx"].to_numpy(), "label": label, "predict": predict,
+                        "radius": radius, "correct": ((predict != ABSTAIN) & (predict == label))
+                        .astype(int), "time": 0.0,
+                        "cA": c["cA"].to_numpy(), "nA": c["nA"].to_numpy(), "n": c["n"].to_numpy(),
+                        "n0": c["n0"].to_numpy(), "sigma": c["sigma"].to_numpy(), "alpha": alpha,
+                        "seed": c["seed"].to_numpy(), "mode": c["mode"].to_numpy()})
+    cost = _cost(c)
+    out["time"] = cost["time"]
+    out["forwards"] = cost["forwards"]
+    return out[[*COHEN_COLUMNS, *EXPERT_EXTRAS, "forwards"]]
+
+
+def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
+                 alpha: float, alpha_split: float, router_sigma: float) -> pd.DataFrame:
+    """Dual RS routing: the router certified at ``alpha * alpha_split``, the chosen expert at the
+    rest; radius = min of both; either abstains -> ABSTAIN. Only the chosen expert is paid for."""
+    alpha_r = alpha * alpha_split
+    alpha_e = alpha - alpha_r
+    rows, used = [], [np.zeros(len(router), bool) for _ in experts]
+    for pos, r in enumerate(router.itertuples(index=False)):
+        route = certificate_from_counts(int(r.cA), int(r.nA), int(r.n), int(r.n0), router_sigma,
+                                        alpha_r, int(r.seed), int(r.idx), str(r.mode))
+        expert = None
+        if route.prediction != ABSTAIN:
+            e = experts[route.prediction].iloc[pos]
+            used[route.prediction][pos] = True
+            expert = certificate_from_counts(int(e.cA), int(e.nA), int(e.n), int(e.n0),
+                                             float(e.sigma), alpha_e, int(e.seed), int(e.idx),
+                                             str(e.mode))
+        cert = compose(route, expert, names[route.prediction] if expert else "", alpha, alpha_r,
+                       alpha_e)
+        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
+                     "radius": cert.radius,
+                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+                     **routed_extras(cert)})
+    out = pd.DataFrame(rows)
+    cost = _cost(router, *experts, used=[np.ones(len(router), bool), *used])
+    out["time"], out["forwards"] = cost["time"], cost["forwards"]
+    return out[[*COHEN_COLUMNS, *ROUTED_EXTRAS, "forwards"]]
+
+
+def _cp(n_a: int, n: int, a: float) -> tuple[float, float]:
+    """One-sided Clopper-Pearson lower and upper bounds, each at level ``a``."""
+    low = float(beta.ppf(a, n_a, n - n_a + 1)) if n_a > 0 else 0.0
+    high = float(beta.ppf(1 - a, n_a + 1, n - n_a)) if n_a < n else 1.0
+    return low, high
+
+
+def _grouped(counts: np.ndarray, c: int) -> np.ndarray:
+    """Class ``c``'s count first, then the other classes largest first, those with fewer than 5
+    samples pooled until a pool reaches 5 (a leftover pool joins the last group): the grouping
+    of Jeong & Shin's code, which keeps Goodman's intervals valid."""
+    rest = counts.astype(np.int64).copy()
+    first = int(rest[c])
+    rest[c] = 0
+    groups, pool = [first], 0
+    for k in np.argsort(-rest, kind="stable"):
+        if rest[k] >= 5:
+            groups.append(int(rest[k]))
+        else:
+            pool += int(rest[k])
+            if pool >= 5:
+                groups.append(pool)
+                pool = 0
+    if pool:
+        groups[-1] += pool
+    return np.array(groups)
+
+
+def off_class_upper(counts: np.ndarray, c: int, a: float) -> float:
+    """An upper bound, at level ``a``, on the probability of every class other than ``c``
+    (each one, or a pool of them). Two groups: one minus the lower bound on ``p_c``; more:
+    Goodman's simultaneous intervals (statsmodels) at two-sided level ``2a``."""
+    from statsmodels.stats.proportion import multinomial_proportions_confint
+
+    groups = _grouped(counts, c)
+    n = int(counts.sum())
+    if len(groups) <= 2:
+        return 1.0 - _cp(int(groups[0]), n, a)[0]
+    return float(multinomial_proportions_confint(groups, alpha=2 * a, method="goodman")[1:, 1]
+                 .max())
+
+
+def cascade_one(stages: Sequence[tuple[int, np.ndarray, float]], alpha: float, threshold: float,
+                rule: str = "sound") -> tuple[int, float, int, float]:
+    """The multiscale cascade of Jeong & Shin (NeurIPS 2023) on one input.
+
+    ``stages``: ``(cA, estimation counts, sigma)`` from the largest sigma to the smallest. A
+    stage whose lower bound on ``p_cA`` reaches ``threshold`` (p0) predicts ``cA`` within
+    ``sigma (Phi^-1(pA_low) - Phi^-1(p0))``, capped so that every earlier stage, which declined,
+    keeps every other class below p0: ``-sigma_j (Phi^-1(pB_high_j) - Phi^-1(p0))``. A stage
+    whose upper bound still reaches p0 is undecided: ABSTAIN. A stage below p0 declines: next.
+
+    ``rule``: "faithful" uses ``alpha / (k + 1)`` at stopping stage k, as their certify.py;
+    "sound" uses ``alpha / (2K - 1)`` for every bound (a union over every bound any stopping
+    stage can use). Returns ``(prediction, radius, stage, alpha of that stage)``.
+    """
+    big_k = len(stages)
+    for k, (c_a, counts, sigma) in enumerate(stages):
+        a = alpha / (k + 1) if rule == "faithful" else alpha / (2 * big_k - 1)
+        n = int(counts.sum())
+        low, high = _cp(int(counts[c_a]), n, a)
+        if low >= threshold:
+            radius = sigma * (norm.ppf(low) - norm.ppf(threshold))
+            for _, earlier, sigma_j in stages[:k]:
+                upper = off_class_upper(earlier, c_a, a)
+                radius = min(radius, -sigma_j * (norm.ppf(upper) - norm.ppf(threshold)))
+            return (int(c_a), float(radius), k, a) if radius >= 0 else (ABSTAIN, 0.0, k, a)
+        if high >= threshold:
+            return ABSTAIN, 0.0, k, a
+    return ABSTAIN, 0.0, big_k - 1, a
+
+
+def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: float,
+                  threshold: float = 0.5, rule: str = "sound") -> pd.DataFrame:
+    """:func:`cascade_one` on every input; ``experts`` in any order (sorted here by sigma,
+    largest first). Pays for the stages it visits."""
+    order = sorted(range(len(experts)), key=lambda k: -float(experts[k]["sigma"].iloc[0]))
+    frames = [experts[k] for k in order]
+    rows, used = [], [np.zeros(len(frames[0]), bool) for _ in frames]
+    for pos in range(len(frames[0])):
+        stages = [(int(f["cA"].iloc[pos]), f["counts"].iloc[pos], float(f["sigma"].iloc[pos]))
+                  for f in frames]
+        predict, radius, k, a = cascade_one(stages, alpha, threshold, rule)
+        for j in range(k + 1):
+            used[j][pos] = True
+        f = frames[k]
+        label = int(f["label"].iloc[pos])
+        rows.append({"idx": int(f["idx"].iloc[pos]), "label": label, "predict": predict,
+                     "radius": radius, "correct": int(predict != ABSTAIN and predict == label),
+                     "stage": k, "stage_expert": names[order[k]], "stage_sigma": stages[k][2],
+                     "stage_cA": stages[k][0], "stage_nA": int(stages[k][1][stages[k][0]]),
+                     "stage_n": int(f["n"].iloc[pos]), "stage_n0": int(f["n0"].iloc[pos]),
+                     "stage_alpha": a, "threshold": threshold, "alpha": alpha})
+    out = pd.DataFrame(rows)
+    cost = _cost(*frames, used=used)
+    out["time"], out["forwards"] = cost["time"], cost["forwards"]
+    return out[[*COHEN_COLUMNS, *CASCADE_EXTRAS, "forwards"]]
+
+
+def envelope(expert_results: dict[str, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:
+    """Per radius, the expert with the highest certified accuracy there: what one global sigma,
+    picked per radius on these very inputs, reaches. A selection over the test set, not a
+    classifier: no single system attains it at every radius."""
+    table = pd.DataFrame({name: certified_accuracy(df, radii) for name, df in
+                          expert_results.items()})
+    n = len(next(iter(expert_results.values())))
+    best = table.idxmax(axis=1)
+    return pd.DataFrame({"radius": list(radii), "expert": best.to_numpy(),
+                         "certified_accuracy": table.max(axis=1).to_numpy(),
+                         "correct": np.rint(table.max(axis=1).to_numpy() * n).astype(int),
+                         "inputs": n})

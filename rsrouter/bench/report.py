@@ -1,0 +1,248 @@
+"""The benchmark report, rebuilt from the method TSVs and their metadata alone.
+
+``build_report(DIR)`` writes ``summary.csv``, ``summary.md``, ``summary.json``,
+``envelope.tsv``, ``curves.png`` and one leaderboard entry per method under ``entries/``:
+certified accuracy at each grid radius with its exact (Clopper-Pearson) 95% interval over the
+inputs, ACR with its standard error, the abstention rate, max regret (the largest gap below the
+envelope on the grid, in points), forward passes and wall time per input, and what the count
+store saved against certifying each method on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import beta
+
+from .. import __version__
+from ..errors import ResultsError
+from ..files import atomic_write_json, atomic_write_text
+from ..results import average_certified_radius, certified_accuracy, read_tsv, write_tsv
+from .store import read_counts
+
+ENTRY_SCHEMA = "rsrouter-leaderboard-entry/1"
+CERTIFICATES = ("expert", "router", "cascade", "aces")
+
+
+def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact two-sided 95% (Clopper-Pearson) interval of ``k`` successes in ``n`` trials."""
+    k = np.asarray(k, dtype=float)
+    low = np.where(k > 0, beta.ppf(0.025, np.maximum(k, 1), n - k + 1), 0.0)
+    high = np.where(k < n, beta.ppf(0.975, k + 1, np.maximum(n - k, 1)), 1.0)
+    return low, high
+
+
+def load_methods(out: str | os.PathLike) -> list[tuple[dict, pd.DataFrame | None]]:
+    """``(metadata, rows)`` of every method in ``out``, in the config's order."""
+    out = Path(out)
+    bench = out / "bench.json"
+    if not bench.is_file():
+        raise ResultsError(f"{out} holds no benchmark (no bench.json); run `rsrouter bench run`")
+    order = [m["name"] for m in json.loads(bench.read_text())["config"]["methods"]]
+    found = {}
+    for path in out.glob("*.method.json"):
+        info = json.loads(path.read_text())
+        tsv = out / f"{info['method']}.tsv"
+        found[info["method"]] = (info, read_tsv(tsv) if info["type"] != "envelope" else None)
+    return [found[name] for name in order if name in found]
+
+
+def _entry_key(info: dict) -> str:
+    key = {k: info.get(k) for k in ("benchmark", "method", "type", "data", "inputs", "protocol",
+                                    "experts", "router")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_report(out: str | os.PathLike) -> pd.DataFrame:
+    """Rebuild every summary file of the benchmark in ``out``; returns the summary table."""
+    out = Path(out)
+    bench = json.loads((out / "bench.json").read_text())
+    cfg = bench["config"]
+    radii = [float(r) for r in cfg["radii"]]
+    methods = load_methods(out)
+    experts = {info["method"]: df for info, df in methods if info["type"] == "expert"}
+    envelope_info = next((info for info, _ in methods if info["type"] == "envelope"), None)
+    pool = ([e["name"] for e in envelope_info["experts"]] if envelope_info else list(experts))
+    pool_results = {name: experts[name] for name in pool if name in experts}
+    n_inputs = len(bench["inputs"])
+    env = (pd.DataFrame({k: certified_accuracy(v, radii) for k, v in pool_results.items()})
+           .max(axis=1).to_numpy() if pool_results else None)
+    rows, entries = [], []
+    for info, df in methods:
+        if info["type"] == "envelope":
+            if env is None:
+                continue
+            acc, k = env, np.rint(env * n_inputs)
+            acr, se, abstain = None, None, None
+            forwards = sum(float(experts[name]["forwards"].mean()) for name in pool_results)
+            seconds = sum(float(experts[name]["time"].mean()) for name in pool_results)
+        else:
+            acc = certified_accuracy(df, radii).to_numpy()
+            k = np.rint(acc * len(df))
+            acr = average_certified_radius(df)
+            se = float(np.std(df["radius"] * df["correct"], ddof=1) / np.sqrt(len(df))) \
+                if len(df) > 1 else 0.0
+            abstain = float(np.mean(df["predict"] == -1))
+            if "forwards" in df:
+                forwards, seconds = float(df["forwards"].mean()), float(df["time"].mean())
+            else:  # the oracle needs every expert
+                forwards = sum(float(experts[e["name"]]["forwards"].mean())
+                               for e in info["experts"] if e["name"] in experts)
+                seconds = sum(float(experts[e["name"]]["time"].mean())
+                              for e in info["experts"] if e["name"] in experts)
+        low, high = interval95(k, n_inputs)
+        regret = float(np.max(env - acc)) * 100 if env is not None else None
+        row = {"method": info["method"], "kind": info["kind"],
+               "chosen_on_test": info["chosen_on_test"]}
+        for r, a, lo, hi in zip(radii, acc, low, high):
+            row[f"r={r:g}"] = round(100 * a, 1)
+            row[f"r={r:g} low"] = round(100 * lo, 1)
+            row[f"r={r:g} high"] = round(100 * hi, 1)
+        row.update({"ACR": None if acr is None else round(acr, 3),
+                    "ACR se": None if se is None else round(se, 3),
+                    "abstain%": None if abstain is None else round(100 * abstain, 1),
+                    "max regret": None if regret is None else round(max(regret, 0.0), 1),
+                    "forwards/input": round(forwards), "s/input": round(seconds, 4)})
+        rows.append(row)
+        entries.append(_entry(info, bench, radii, acc, low, high, row))
+    table = pd.DataFrame(rows).set_index("method")
+    table.to_csv(out / "summary.csv")
+    saved = _savings(out, methods, bench)
+    atomic_write_json(out / "summary.json", {
+        "benchmark": cfg["name"], "radii": radii, "inputs": n_inputs,
+        "table": json.loads(table.reset_index().to_json(orient="records")), "count_store": saved})
+    atomic_write_text(out / "summary.md", _markdown(cfg, bench, table, radii, saved, methods))
+    if env is not None:
+        best = pd.DataFrame({k: certified_accuracy(v, radii) for k, v in pool_results.items()})
+        write_tsv(pd.DataFrame({"radius": radii, "expert": best.idxmax(axis=1).to_numpy(),
+                                "certified_accuracy": env, "inputs": n_inputs}),
+                  out / "envelope.tsv")
+    _curves(out / "curves.png", methods, pool_results, cfg["name"], n_inputs)
+    (out / "entries").mkdir(exist_ok=True)
+    for entry in entries:
+        atomic_write_json(out / "entries" / f"{entry['benchmark']}--{entry['method']}.json", entry)
+    return table
+
+
+def _entry(info, bench, radii, acc, low, high, row) -> dict:
+    cfg = bench["config"]
+    return {"schema": ENTRY_SCHEMA, "key": _entry_key(info), "benchmark": info["benchmark"],
+            "dataset": info["data"]["dataset"], "split": info["data"]["split"],
+            "data": info["data"], "inputs": info["inputs"], "protocol": info["protocol"],
+            "method": info["method"], "type": info["type"], "kind": info["kind"],
+            "radii": radii, "accuracy": [round(float(a), 4) for a in acc],
+            "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
+            "acr": row["ACR"], "acr_se": row["ACR se"], "abstain": row["abstain%"],
+            "max_regret": row["max regret"], "forwards_per_input": row["forwards/input"],
+            "seconds_per_input": row["s/input"], "experts": info.get("experts", []),
+            "router": info.get("router"), "alpha_accounting": info.get("alpha_accounting"),
+            "chosen_on": info["chosen_on"], "chosen_on_test": info["chosen_on_test"],
+            "note": info.get("note", ""), "external": False, "counts_available": True,
+            "config": {"name": cfg["name"], "inputs": cfg["inputs"]},
+            "rsrouter_version": bench.get("rsrouter_version", __version__),
+            "date": date.today().isoformat()}
+
+
+def _savings(out: Path, methods, bench) -> dict:
+    """Forward passes the count store spent, against certifying each method on its own."""
+    inputs = bench["inputs"]
+    spent = 0
+    for path in (out / "counts").glob("*.tsv"):
+        df = read_counts(path)
+        df = df[df["idx"].isin(inputs)]
+        spent += int((df["n"] + df["n0"]).sum())
+    separate = sum(int(df["forwards"].sum()) for info, df in methods
+                   if info["type"] in CERTIFICATES and df is not None)
+    return {"forward_passes": spent, "separately": separate,
+            "saved": separate - spent, "ratio": round(separate / spent, 2) if spent else None}
+
+
+def _fmt_cell(row, r) -> str:
+    return f"{row[f'r={r:g}']:.1f} [{row[f'r={r:g} low']:.1f}, {row[f'r={r:g} high']:.1f}]"
+
+
+def _markdown(cfg, bench, table, radii, saved, methods) -> str:
+    proto = cfg["protocol"]
+    n = len(bench["inputs"])
+    head = ["method", *[f"r={r:g}" for r in radii], "ACR", "max regret", "abstain %",
+            "forwards/input", "s/input"]
+    lines = [f"# {cfg['name']}", "",
+             f"{bench['data']['dataset']} ({bench['data']['split']}), {n} inputs "
+             f"({_describe(cfg['inputs'])}), n0 = {proto['n0']}, n = {proto['n']}, "
+             f"alpha = {proto['alpha']}, seed = {proto['seed']}.", "",
+             "Certified accuracy (%) at l2 radius r with its exact 95% interval over the inputs; "
+             "ACR = average certified radius (standard error); max regret = the largest gap "
+             "below the envelope on this grid, in points.", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for method, row in table.iterrows():
+        flags = []
+        if row["kind"] != "certificate":
+            flags.append(row["kind"].split(":")[0])
+        elif row["chosen_on_test"]:
+            flags.append("choices made on the test inputs")
+        name = method + (f" ({'; '.join(flags)})" if flags else "")
+        acr = "–" if pd.isna(row["ACR"]) else f"{row['ACR']:.3f} ({row['ACR se']:.3f})"
+        cells = [name, *[_fmt_cell(row, r) for r in radii], acr,
+                 "–" if pd.isna(row["max regret"]) else f"{row['max regret']:.1f}",
+                 "–" if pd.isna(row["abstain%"]) else f"{row['abstain%']:.1f}",
+                 f"{int(row['forwards/input']):,}", f"{row['s/input']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Count store: {saved['forward_passes']:,} noisy forward passes, one pass per "
+              f"model; certifying each method on its own would take {saved['separately']:,} "
+              f"({saved['ratio']}x).", ""]
+    for info, _ in methods:
+        lines.append(f"- **{info['method']}** ({info['type']}): {info['kind']}; alpha: "
+                     f"{info.get('alpha_accounting', '')}; choices made on: {info['chosen_on']}"
+                     + (f". {info['note']}" if info.get("note") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _describe(inputs: dict) -> str:
+    if inputs.get("indices"):
+        return f"{len(inputs['indices'])} listed"
+    every = "every input" if inputs.get("every", 1) == 1 else f"every {inputs['every']}-th"
+    return every + (f", first {inputs['first']}" if inputs.get("first") else "")
+
+
+def _curves(path: Path, methods, pool_results, title: str, n_inputs: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = [df for _, df in methods if df is not None and len(df)]
+    top = max([float(df["radius"].max()) for df in frames] + [0.5]) * 1.05
+    grid = np.linspace(0, top, 240)
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    for info, df in methods:
+        if info["type"] == "envelope":
+            if pool_results:
+                env = pd.DataFrame({k: certified_accuracy(v, grid) for k, v in
+                                    pool_results.items()}).max(axis=1).to_numpy() * 100
+                ax.plot(grid, env, ":", color="black", label=f"{info['method']} (selection)")
+            continue
+        acc = certified_accuracy(df, grid).to_numpy()
+        low, high = interval95(np.rint(acc * len(df)), len(df))
+        if info["type"] == "oracle":
+            ax.plot(grid, acc * 100, "--", color="0.45", label=f"{info['method']} (not a "
+                    "certificate)")
+            continue
+        line, = ax.plot(grid, acc * 100, label=info["method"])
+        ax.fill_between(grid, low * 100, high * 100, color=line.get_color(), alpha=0.12,
+                        linewidth=0)
+    ax.set_xlabel("l2 radius (pixels in [0, 1])")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylim(0, 103)
+    ax.set_xlim(0, top)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title}: {n_inputs} inputs, 95% intervals shaded", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
