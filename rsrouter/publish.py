@@ -31,8 +31,11 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def push_to_git(folder: str | os.PathLike, remote: str, *, branch: str = "main",
-                message: str = "Upload with rsrouter") -> str:
+                message: str = "Upload with rsrouter", allow_empty: bool = True) -> str:
     """Commit ``folder``'s files as the whole tree of ``branch`` on ``remote``; returns the sha.
+
+    With ``allow_empty=False`` a folder identical to the branch's tree adds no commit (the
+    branch's sha is returned).
 
     Raises:
         HubError: git is missing or refuses (unreachable remote, rejected push, ...).
@@ -54,6 +57,11 @@ def push_to_git(folder: str | os.PathLike, remote: str, *, branch: str = "main",
             target = work / item.name
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, target)
         _git(work, "add", "-A")
+        has_head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=work,
+                                  capture_output=True).returncode == 0
+        if not allow_empty and has_head and subprocess.run(
+                ["git", "diff", "--cached", "--quiet"], cwd=work).returncode == 0:
+            return _git(work, "rev-parse", "HEAD")  # the same tree: nothing to add
         _git(work, "commit", "-q", "--allow-empty", "-m", message)
         _git(work, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")
         return _git(work, "rev-parse", "HEAD")

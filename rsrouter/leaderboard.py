@@ -1,0 +1,389 @@
+"""Leaderboards: entries (one JSON per method and benchmark) merged into a static site.
+
+An entry is written by ``rsrouter bench run`` (``DIR/entries/*.json``) or by ``import-tsv`` for a
+published certification log. ``build_site`` merges entries (the same entry twice is one row)
+into ``leaderboard.json``, ``leaderboard.md`` and one self-contained ``index.html``: a tab per
+dataset, a table sortable by any column, the curves as inline SVG; no network, no CDN.
+``publish`` merges a site into a folder, a git remote or a Hub dataset repo: publishing the same
+entries twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import ResultsError
+from .files import atomic_write_json, atomic_write_text
+from .results import RADII, certified_accuracy, read_tsv
+
+SCHEMA = "rsrouter-leaderboard-entry/1"
+SITE_FILES = ("leaderboard.json", "leaderboard.md", "index.html")
+_REQUIRED = ("schema", "key", "benchmark", "dataset", "method", "kind", "radii", "accuracy",
+             "ci95", "inputs")
+
+
+def read_entry(path: str | os.PathLike) -> dict:
+    """One entry file, checked. Raises ResultsError naming the file and the problem."""
+    path = Path(path)
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: not a leaderboard entry ({e})") from None
+    missing = [k for k in _REQUIRED if k not in entry] if isinstance(entry, dict) else _REQUIRED
+    if missing or entry.get("schema") != SCHEMA:
+        raise ResultsError(f"{path}: not a leaderboard entry (schema {SCHEMA}; missing "
+                           f"{list(missing)})")
+    if not (len(entry["radii"]) == len(entry["accuracy"]) == len(entry["ci95"])):
+        raise ResultsError(f"{path}: radii, accuracy and ci95 differ in length")
+    return entry
+
+
+def collect_entries(sources: Iterable[str | os.PathLike]) -> list[dict]:
+    """Entries from results folders (their ``entries/``), entry folders, entry files and built
+    sites (their ``leaderboard.json``)."""
+    found = []
+    for source in sources:
+        source = Path(source)
+        if source.is_file() and source.name == "leaderboard.json":
+            found += json.loads(source.read_text())["entries"]
+        elif source.is_file():
+            found.append(read_entry(source))
+        elif (source / "leaderboard.json").is_file():
+            found += collect_entries([source / "leaderboard.json"])
+        elif source.is_dir():
+            folder = source / "entries" if (source / "entries").is_dir() else source
+            files = sorted(folder.glob("*.json"))
+            if not files:
+                raise ResultsError(f"{source}: no leaderboard entries (run `rsrouter bench run` "
+                                   "or `rsrouter leaderboard import-tsv` first)")
+            found += [read_entry(f) for f in files]
+        else:
+            raise ResultsError(f"{source} not found")
+    return found
+
+
+def merge(entries: Iterable[dict]) -> list[dict]:
+    """One row per entry key (the newest when a key appears twice), in a stable order."""
+    by_key: dict[str, dict] = {}
+    for entry in entries:
+        old = by_key.get(entry["key"])
+        if old is None or str(entry.get("date", "")) >= str(old.get("date", "")):
+            by_key[entry["key"]] = entry
+    return sorted(by_key.values(), key=lambda e: (e["dataset"], e["benchmark"], e["method"]))
+
+
+def build_site(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
+               entries: list[dict] | None = None) -> Path:
+    """Merge the entries of ``sources`` (plus ``entries``) into a site in ``out``."""
+    merged = merge([*(entries or []), *collect_entries(sources)])
+    out = Path(out)
+    atomic_write_json(out / "leaderboard.json", {"schema": "rsrouter-leaderboard/1",
+                                                 "rsrouter_version": __version__,
+                                                 "entries": merged})
+    atomic_write_text(out / "leaderboard.md", markdown(merged))
+    atomic_write_text(out / "index.html", page(merged))
+    return out
+
+
+# ---- entries from published logs ------------------------------------------------------------
+
+
+def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | os.PathLike,
+               benchmark: str | None = None, source: str = "", n: int | None = None,
+               alpha: float | None = None, sigma: float | None = None,
+               radii: Sequence[float] = RADII) -> Path:
+    """An entry for a published certification log in Cohen et al.'s format (``idx label
+    predict radius correct``), marked external: its counts are not available, so nothing in it
+    can be checked beyond its own columns. Returns the entry file."""
+    df = read_tsv(log)
+    acc = certified_accuracy(df, radii).to_numpy()
+    from .bench.report import interval95
+
+    low, high = interval95(np.rint(acc * len(df)), len(df))
+    benchmark = benchmark or f"{dataset}-external"
+    body = hashlib.sha256(Path(log).read_bytes()).hexdigest()
+    entry = {"schema": SCHEMA, "key": hashlib.sha256(f"{benchmark}|{method}|{body}".encode())
+             .hexdigest()[:16], "benchmark": benchmark, "dataset": dataset, "split": "test",
+             "inputs": {"spec": "as published", "count": len(df)},
+             "protocol": {"n0": None, "n": n, "alpha": alpha, "seed": None},
+             "method": method, "type": "external", "kind": "external, counts not available",
+             "radii": list(radii), "accuracy": [round(float(a), 4) for a in acc],
+             "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
+             "acr": round(float(np.mean(df["radius"] * df["correct"])), 3),
+             "abstain": round(100 * float(np.mean(df["predict"] == -1)), 1),
+             "max_regret": None, "forwards_per_input": None, "seconds_per_input": None,
+             "experts": [{"name": method, "sigma": sigma}] if sigma else [], "router": None,
+             "chosen_on": "unknown", "chosen_on_test": False, "external": True,
+             "counts_available": False, "source": source, "log_sha256": body,
+             "note": f"imported from {Path(log).name}" + (f" ({source})" if source else ""),
+             "rsrouter_version": __version__, "date": date.today().isoformat()}
+    path = Path(out) / f"{benchmark}--{method}.json".replace("/", "_")
+    atomic_write_json(path, entry)
+    return path
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+
+def _flags(entry: dict) -> list[str]:
+    flags = []
+    if entry["kind"] != "certificate":
+        flags.append(entry["kind"].split(":")[0])
+    if entry.get("chosen_on_test") and entry["kind"] == "certificate":
+        flags.append("choices made on the test inputs")
+    return flags
+
+
+def _radii(entries: list[dict]) -> list[float]:
+    return sorted({float(r) for e in entries for r in e["radii"]})
+
+
+def _acc_at(entry: dict, r: float) -> tuple[float, float, float] | None:
+    for radius, acc, (low, high) in zip(entry["radii"], entry["accuracy"], entry["ci95"]):
+        if float(radius) == r:
+            return acc, low, high
+    return None
+
+
+def _protocol(entry: dict) -> str:
+    p = entry.get("protocol") or {}
+    parts = [f"{entry['inputs'].get('count')} inputs"]
+    parts += [f"{k} = {p[k]}" for k in ("n", "alpha") if p.get(k) is not None]
+    return ", ".join(parts)
+
+
+def markdown(entries: list[dict]) -> str:
+    lines = ["# Leaderboard", "", "Certified accuracy (%) at l2 radius r (pixels in [0, 1]), "
+             "exact 95% interval over the inputs in the JSON; rows marked external come from "
+             "published logs without counts.", ""]
+    for dataset in sorted({e["dataset"] for e in entries}):
+        rows = [e for e in entries if e["dataset"] == dataset]
+        radii = _radii(rows)
+        head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
+                "flags"]
+        lines += [f"## {dataset}", "", "| " + " | ".join(head) + " |",
+                  "|" + " --- |" * len(head)]
+        for e in rows:
+            cells = [e["method"], f"{e['benchmark']} ({_protocol(e)})"]
+            for r in radii:
+                got = _acc_at(e, r)
+                cells.append("–" if got is None else f"{100 * got[0]:.1f}")
+            cells += ["–" if e.get("acr") is None else f"{e['acr']:.3f}",
+                      "–" if e.get("max_regret") is None else f"{e['max_regret']:.1f}",
+                      "; ".join(_flags(e))]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _svg(rows: list[dict], title: str) -> str:
+    """The curves of one dataset's entries as inline SVG (drawn from the stored grids)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    for e in rows:
+        style = {}
+        if e.get("external"):
+            style = {"linestyle": "-.", "alpha": 0.8}
+        elif e["kind"] != "certificate":
+            style = {"linestyle": "--", "color": "0.5"}
+        acc = 100 * np.asarray(e["accuracy"])
+        ax.plot(e["radii"], acc, marker="o", markersize=2.5,
+                label=f"{e['method']} [{e['benchmark']}]", **style)
+    ax.set_xlabel("l2 radius")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylim(0, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "rsrouter"}):  # the same entries, the same bytes
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
+.tabs button{font-size:1rem;padding:.4rem .9rem;margin-right:.3rem;border:1px solid #999;
+background:#f4f4f4;cursor:pointer}
+.tabs button.active{background:#335;color:#fff}
+.tab{display:none}.tab.active{display:block}
+table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+td:first-child,th:first-child,td.text{text-align:left}
+th{background:#eee;cursor:pointer;user-select:none}
+tr.external td{color:#555;font-style:italic}
+.flag{font-size:.75rem;color:#a33}
+.curves svg{max-width:100%;height:auto}
+"""
+
+_SCRIPT = """
+function showTab(name){
+  document.querySelectorAll('.tab').forEach(t=>t.classList.toggle('active',t.id==='tab-'+name));
+  document.querySelectorAll('.tabs button').forEach(b=>b.classList.toggle('active',
+    b.dataset.tab===name));
+}
+function sortBy(th){
+  const table=th.closest('table'), col=[...th.parentNode.children].indexOf(th);
+  const down=th.dataset.dir!=='desc'; th.dataset.dir=down?'desc':'asc';
+  const rows=[...table.tBodies[0].rows];
+  const key=r=>{const v=r.cells[col].dataset.v;return v===undefined?r.cells[col].textContent:
+    (v===''?-Infinity:parseFloat(v));};
+  rows.sort((a,b)=>{const x=key(a),y=key(b);const c=(typeof x==='number')?x-y:
+    String(x).localeCompare(String(y));return down?-c:c;});
+  rows.forEach(r=>table.tBodies[0].appendChild(r));
+}
+document.addEventListener('DOMContentLoaded',()=>{
+  document.querySelectorAll('th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
+  const first=document.querySelector('.tabs button'); if(first) showTab(first.dataset.tab);
+});
+"""
+
+
+def page(entries: list[dict]) -> str:
+    """The self-contained index.html (inline CSS, JS and SVG; nothing fetched)."""
+    esc = html.escape
+    datasets = sorted({e["dataset"] for e in entries})
+    tabs = "".join(f'<button data-tab="{esc(d)}" onclick="showTab(\'{esc(d)}\')">{esc(d)}'
+                   f"</button>" for d in datasets)
+    sections = []
+    for d in datasets:
+        rows = [e for e in entries if e["dataset"] == d]
+        radii = _radii(rows)
+        head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
+                "forwards / input", "flags"]
+        body = []
+        for e in rows:
+            cells = [f'<td class="text">{esc(e["method"])}</td>',
+                     f'<td class="text">{esc(e["benchmark"])} ({esc(_protocol(e))})</td>']
+            for r in radii:
+                got = _acc_at(e, r)
+                cells.append('<td data-v="">–</td>' if got is None else
+                             f'<td data-v="{got[0]:.4f}" title="95% interval '
+                             f'{100 * got[1]:.1f}–{100 * got[2]:.1f}">{100 * got[0]:.1f}</td>')
+            for key, fmt in (("acr", "{:.3f}"), ("max_regret", "{:.1f}"),
+                             ("forwards_per_input", "{:,.0f}")):
+                value = e.get(key)
+                cells.append('<td data-v="">–</td>' if value is None else
+                             f'<td data-v="{value}">{fmt.format(value)}</td>')
+            cells.append(f'<td class="text"><span class="flag">{esc("; ".join(_flags(e)))}'
+                         "</span></td>")
+            css = ' class="external"' if e.get("external") else ""
+            body.append(f"<tr{css}>{''.join(cells)}</tr>")
+        sections.append(
+            f'<section class="tab" id="tab-{esc(d)}"><h2>{esc(d)}</h2>'
+            f"<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>"
+            f'<div class="curves">{_svg(rows, f"{d}: certified accuracy versus radius")}</div>'
+            "</section>")
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>rsrouter leaderboard"
+            f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
+            "<h1>Certified robustness leaderboard</h1><p>Certified accuracy (%) at l2 radius r "
+            "(pixels in [0, 1]); hover a cell for its exact 95% interval; click a column to "
+            "sort. Rows from rsrouter carry their counts; rows marked external come from "
+            f"published logs.</p><div class=\"tabs\">{tabs}</div>{''.join(sections)}"
+            f"<p><small>built by rsrouter {__version__}</small></p></body></html>\n")
+
+
+# ---- publishing --------------------------------------------------------------------------------
+
+
+def _site_entries(site: Path) -> list[dict]:
+    path = site / "leaderboard.json"
+    if not path.is_file():
+        raise ResultsError(f"{site} is not a built leaderboard (no leaderboard.json); run "
+                           "`rsrouter leaderboard build` first")
+    return json.loads(path.read_text())["entries"]
+
+
+def publish(site: str | os.PathLike, *, to: str | os.PathLike | None = None,
+            git_remote: str | None = None, hub: str | None = None,
+            endpoint: str | None = None) -> str:
+    """Merge the site's entries with what the destination already has and write the merged
+    site there; returns the folder, the commit sha, or the Hub commit."""
+    entries = _site_entries(Path(site))
+    if to is not None:
+        target = Path(to)
+        old = _site_entries(target) if (target / "leaderboard.json").is_file() else []
+        build_site([], target, entries=[*old, *entries])
+        return str(target)
+    if git_remote is not None:
+        return _publish_git(entries, git_remote)
+    if hub is not None:
+        return _publish_hub(entries, hub, endpoint)
+    raise ValueError("publish: give to=, git_remote= or hub=")
+
+
+def _publish_git(entries: list[dict], remote: str) -> str:
+    from .publish import push_to_git
+
+    if Path(remote).exists():
+        remote = str(Path(remote).resolve())
+    with tempfile.TemporaryDirectory(prefix="rsrouter-board-") as tmp:
+        old = _git_show(remote, "leaderboard.json", Path(tmp))
+        build_site([], Path(tmp) / "site", entries=[*old, *entries])
+        return push_to_git(Path(tmp) / "site", remote, message="Update the leaderboard",
+                           allow_empty=False)
+
+
+def _git_show(remote: str, path: str, tmp: Path) -> list[dict]:
+    """The entries of ``path`` on the remote's main (none when the remote is empty)."""
+    repo = tmp / "read"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    fetched = subprocess.run(["git", "-C", str(repo), "fetch", "-q", "--depth", "1", remote,
+                              "main"], capture_output=True)
+    if fetched.returncode != 0:
+        return []  # an empty remote: nothing published yet
+    shown = subprocess.run(["git", "-C", str(repo), "show", f"FETCH_HEAD:{path}"],
+                           capture_output=True)
+    return json.loads(shown.stdout)["entries"] if shown.returncode == 0 else []
+
+
+def _publish_hub(entries: list[dict], uri: str, endpoint: str | None) -> str:
+    """A Hub dataset repo ``hf://datasets/org/name`` (thin: huggingface_hub does the work)."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+    prefix = "hf://datasets/"
+    if not uri.startswith(prefix):
+        raise ValueError(f"--hub takes hf://datasets/org/name, got {uri!r}")
+    repo_id = uri[len(prefix):]
+    api = HfApi(endpoint=endpoint)
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    try:
+        path = hf_hub_download(repo_id, "leaderboard.json", repo_type="dataset",
+                               endpoint=endpoint)
+        old = json.loads(Path(path).read_text())["entries"]
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        old = []
+    with tempfile.TemporaryDirectory(prefix="rsrouter-board-") as tmp:
+        build_site([], tmp, entries=[*old, *entries])
+        commit = api.upload_folder(repo_id=repo_id, folder_path=tmp, repo_type="dataset",
+                                   commit_message="Update the leaderboard")
+    return str(commit.oid)
+
+
+def summary_frame(entries: list[dict]) -> pd.DataFrame:
+    """The entries as one table (for notebooks)."""
+    return pd.DataFrame([{"dataset": e["dataset"], "benchmark": e["benchmark"],
+                          "method": e["method"], "kind": e["kind"], "acr": e.get("acr"),
+                          "max_regret": e.get("max_regret")} for e in entries])
