@@ -17,6 +17,16 @@ if [ ! -f "$fmnist/t10k-images-idx3-ubyte.gz" ] && [ -z "${RSROUTER_DATA:-}" ]; 
   fi
 fi
 
+# The test suite renders the leaderboard in a real headless browser: Debian's chromium.
+if [ "${SETUP_EXTRA:-}" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "setup: installing chromium (Debian package) for the browser test"
+  $sudo apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; } \
+    || echo "setup: could not install chromium; the leaderboard browser test will fail" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv

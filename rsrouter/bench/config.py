@@ -33,7 +33,7 @@ import yaml
 from ..errors import ConfigError
 
 METHOD_TYPES = ("expert", "router", "envelope", "oracle", "cascade", "aces")
-CHOICE_SPLITS = ("train", "validation", "test")
+CHOICE_SPLITS = ("none", "train", "validation", "test")
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 _ALPHA_RULES = ("sound", "faithful")
 

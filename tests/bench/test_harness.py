@@ -1,0 +1,203 @@
+"""`rsrouter bench run`: counts computed once, methods composed from them equal direct runs,
+resume and growth, the report rebuilt from the TSVs alone, the digits config end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from rsrouter.bench.config import load_bench_config, parse_bench_config
+from rsrouter.cli import main
+from rsrouter.errors import ConfigError
+from rsrouter.results import read_tsv
+from rsrouter.smoothing import Smooth
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOL = {"n0": 20, "n": 200, "alpha": 0.01, "seed": 3, "batch_size": 1000}
+
+
+@pytest.fixture
+def setup(tmp_path, digits_expert, digits_expert_wide):
+    """Two registered digits experts, a router on them, a config with every method type."""
+    for folder, name in ((digits_expert, "d025"), (digits_expert_wide, "d050")):
+        assert main(["experts", "register", folder, "--name", name]) == 0
+    router_cfg = tmp_path / "router.yaml"
+    router_cfg.write_text(yaml.safe_dump({
+        "experts": ["d025", "d050"], "router": {"arch": "cnn_tiny"},
+        "labels": {"n": 30, "alpha": 0.01, "subset": 200},
+        "train": {"epochs": 1, "batch_size": 64}, "data": {"dataset": "digits"}}))
+    assert main(["router", "train", "--config", str(router_cfg), "--out",
+                 str(tmp_path / "router"), "--no-progress"]) == 0
+    config = {"name": "tiny", "data": {"dataset": "digits"}, "inputs": {"every": 25},
+              "protocol": PROTOCOL, "radii": [0.0, 0.25, 0.5],
+              "methods": [{"type": "expert", "expert": "d025"},
+                          {"type": "expert", "expert": "d050"},
+                          {"type": "router", "router": "router", "name": "routed",
+                           "chosen_on": "train"},
+                          {"type": "envelope"}, {"type": "oracle"},
+                          {"type": "cascade", "name": "multiscale"},
+                          {"type": "aces", "name": "entropy",
+                           "fit": {"subset": 100, "n": 30, "copies": 4}}]}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
+
+
+def _spy(monkeypatch) -> list[tuple[str, int]]:
+    """Record every count pass (stages, number of inputs): the passes themselves still run."""
+    calls, real = [], Smooth.count_batch
+
+    def count_batch(self, xs, *args, **kw):
+        calls.append((kw.get("stages", ("select", "estimate"))[0], len(xs)))
+        return real(self, xs, *args, **kw)
+
+    monkeypatch.setattr(Smooth, "count_batch", count_batch)
+    return calls
+
+
+def test_counts_once_compose_all_and_equal_direct_runs(setup, tmp_path, monkeypatch, capsys):
+    path, config = setup
+    calls = _spy(monkeypatch)
+    out = tmp_path / "out"
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    # K + R passes: 2 experts, the router and the entropy router, 20 inputs each, never more
+    inputs = 20
+    assert sum(n for _, n in calls) == 4 * inputs
+    assert len(list((out / "counts").glob("*.tsv"))) == 4
+    # composed certificates equal direct certifications with the same seeds
+    args = ["--dataset", "digits", "--skip", "25", "--n0", "20", "--n", "200", "--alpha",
+            "0.01", "--seed", "3", "--no-progress"]
+    assert main(["certify", "--model", "d025", "--out", str(tmp_path / "d.tsv"), *args]) == 0
+    assert main(["certify", "--router", str(tmp_path / "router"), "--out",
+                 str(tmp_path / "r.tsv"), *args]) == 0
+    cols = ["idx", "predict", "radius", "correct", "cA", "nA"]
+    for direct, composed in (("d.tsv", "d025.tsv"), ("r.tsv", "routed.tsv")):
+        a = read_tsv(tmp_path / direct)[cols]
+        b = read_tsv(out / composed)[cols]
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
+                                      check_exact=False, rtol=1e-9)
+    summary = (out / "summary.md").read_text()
+    for name in ("d025", "routed", "envelope", "oracle", "multiscale", "entropy"):
+        assert f"| {name}" in summary
+    assert "not a certificate" in summary and "not a classifier" in summary
+    assert "Count store: 17,600 noisy forward passes" in summary  # 4 passes x 20 x (20 + 200)
+    saved = json.loads((out / "summary.json").read_text())["count_store"]
+    assert saved["separately"] > saved["forward_passes"]
+    entries = {json.loads(p.read_text())["method"]: json.loads(p.read_text())
+               for p in (out / "entries").glob("*.json")}
+    assert entries["envelope"]["chosen_on_test"] and entries["oracle"]["chosen_on_test"]
+    assert not entries["routed"]["chosen_on_test"] and entries["entropy"]["chosen_on"] == "train"
+    assert entries["d025"]["experts"][0]["weights_sha256"] == \
+        entries["routed"]["experts"][0]["weights_sha256"]
+    assert len(entries["d025"]["ci95"]) == 3 and entries["d025"]["max_regret"] >= 0
+    # the report is rebuilt from the TSVs alone
+    before = (out / "summary.csv").read_text()
+    for name in ("summary.csv", "summary.md", "summary.json", "curves.png"):
+        (out / name).unlink()
+    shutil.rmtree(out / "entries")
+    calls.clear()
+    assert main(["bench", "report", str(out)]) == 0
+    assert (out / "summary.csv").read_text() == before and not calls
+    assert (out / "curves.png").stat().st_size > 10_000
+
+
+def test_more_inputs_compute_only_the_new_ones_and_a_crash_loses_nothing(setup, tmp_path,
+                                                                        monkeypatch):
+    path, config = setup
+    out = tmp_path / "out"
+    calls = _spy(monkeypatch)
+    small = {**config, "inputs": {"every": 25, "first": 8}}
+    path.write_text(yaml.safe_dump(small))
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert sum(n for _, n in calls) == 4 * 8
+    calls.clear()
+    path.write_text(yaml.safe_dump(config))  # 20 inputs: 12 new ones per model
+    real = Smooth.count_batch
+
+    def crash_once(self, xs, *args, **kw):  # dies in the middle of the third model's pass
+        calls.append(len(xs))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, xs, *args, **kw)
+
+    monkeypatch.setattr(Smooth, "count_batch", crash_once)
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 130
+    monkeypatch.setattr(Smooth, "count_batch", real)
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    for counts in (out / "counts").glob("*.tsv"):
+        df = pd.read_csv(counts, sep="\t")
+        assert df["idx"].is_unique and len(df) == 20
+    fresh = tmp_path / "fresh"
+    assert main(["bench", "run", "--config", str(path), "--out", str(fresh),
+                 "--no-progress"]) == 0
+    for name in ("d025.tsv", "routed.tsv", "multiscale.tsv", "entropy.tsv"):
+        a = read_tsv(out / name).drop(columns="time")
+        b = read_tsv(fresh / name).drop(columns="time")
+        pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("methods"), r"config\.methods: missing key"),
+    (lambda c: c.update(protocol={"n": 0}), r"protocol\.n: must be an integer >= 1"),
+    (lambda c: c.update(protocol={"alpha": 2}), r"protocol\.alpha: must be a number in \(0, 1\)"),
+    (lambda c: c["methods"].append({"type": "magic"}), "type: 'magic' is not one of expert"),
+    (lambda c: c["methods"].append({"type": "expert"}), r"methods\[2\]\.expert: missing key"),
+    (lambda c: c["methods"].append({"type": "expert", "expert": "d025"}), "names must be unique"),
+    (lambda c: c.update(radii=[0.5, 0.25]), "radii: must be a non-empty increasing list"),
+    (lambda c: c.update(inputs={"every": 2, "indices": [1]}), "either indices, or every/first"),
+    (lambda c: c["data"].update(dataset="mnist"), r"data\.dataset: 'mnist' is not one of"),
+    (lambda c: c["methods"].append({"type": "cascade", "threshold": 0.3}),
+     r"threshold: must be a number in \[0.5, 1\)"),
+    (lambda c: c["methods"].append({"type": "aces", "fit": {"split": "test"}}),
+     r"fit\.split: 'test' is not one of train, validation"),
+    (lambda c: c.update(colour="red"), r"config\.colour: unknown key; allowed: choices_made_on"),
+])
+def test_config_errors_name_the_key(change, message):
+    config = {"name": "x", "data": {"dataset": "digits"},
+              "methods": [{"type": "expert", "expert": "d025"},
+                          {"type": "expert", "expert": "d050"}]}
+    change(config)
+    with pytest.raises(ConfigError, match=message):
+        parse_bench_config(config)
+
+
+def test_inputs_selection():
+    cfg = parse_bench_config({"name": "x", "data": {"dataset": "digits"},
+                              "inputs": {"every": 20, "first": 3},
+                              "methods": [{"type": "expert", "expert": "a"}]})
+    assert cfg.inputs.select(500) == [0, 20, 40]
+    listed = parse_bench_config({"name": "x", "data": {"dataset": "digits"},
+                                 "inputs": {"indices": [5, 1, 5]},
+                                 "methods": [{"type": "expert", "expert": "a"}]})
+    assert listed.inputs.select(10) == [5, 1]
+    with pytest.raises(ConfigError, match="outside"):
+        listed.inputs.select(3)
+
+
+def test_the_digits_benchmark_config_end_to_end(tmp_path):
+    """benchmarks/configs/bench-digits.yaml as published, on fewer inputs and samples."""
+    path = ROOT / "benchmarks" / "configs" / "bench-digits.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["inputs"] = {"every": 50}
+    config["protocol"].update(n=300, n0=30)
+    for method in config["methods"]:
+        if method["type"] == "aces":
+            method["fit"].update(subset=150, n=30, copies=4)
+    small = path.parent / "bench-digits-small.test.yaml"  # beside it: relative paths hold
+    small.write_text(yaml.safe_dump(config))
+    try:
+        cfg = load_bench_config(small)
+        assert [m.type for m in cfg.methods] == ["expert"] * 3 + ["router", "envelope", "oracle",
+                                                                  "cascade", "aces"]
+        assert main(["bench", "run", "--config", str(small), "--out", str(tmp_path / "out"),
+                     "--no-progress"]) == 0
+    finally:
+        small.unlink()
+    table = pd.read_csv(tmp_path / "out" / "summary.csv", index_col=0)
+    assert len(table) == 8 and (table["max regret"].dropna() >= 0).all()
+    assert table.loc["envelope", "max regret"] == 0

@@ -1,0 +1,103 @@
+"""Methods composed from counts: the multiscale cascade by hand, routing, the envelope."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import beta, chi2, norm
+
+from rsrouter.bench.methods import (
+    _grouped,
+    cascade_one,
+    envelope,
+    expert_frame,
+    off_class_upper,
+)
+from rsrouter.smoothing import ABSTAIN
+
+
+def _goodman_upper(groups, a):
+    """Goodman (1965) simultaneous intervals written out: two-sided level 2a, k groups."""
+    groups = np.asarray(groups, float)
+    n, k = groups.sum(), len(groups)
+    q = chi2.ppf(1 - 2 * a / k, 1)
+    return (q + 2 * groups + np.sqrt(q * (q + 4 * groups * (n - groups) / n))) / (2 * (n + q))
+
+
+def test_cascade_by_hand():
+    """Two stages (sigma 1.0 then 0.5), p0 = 0.5, n = 1000, alpha = 0.01, rule sound: every
+    bound at alpha / (2K - 1) = 0.01 / 3.
+
+    Stage 0 (sigma 1.0): counts [300, 400, 300], top class 1 with upper bound < 0.5: declines.
+    Stage 1 (sigma 0.5): counts [20, 960, 20]: class 1 with lower bound > 0.5: predicts 1 within
+    0.5 * Phi^-1(pA_low), capped by stage 0: its other classes (0 and 2, 300 each of 1000) must
+    stay below 0.5: -1.0 * Phi^-1(upper) with Goodman's upper bound on 300 of [400, 300, 300].
+    """
+    a = 0.01 / 3
+    stage0 = np.array([300, 400, 300])
+    stage1 = np.array([20, 960, 20])
+    assert beta.ppf(1 - a, 401, 600) < 0.5  # stage 0 declines
+    low = beta.ppf(a, 960, 41)
+    own = 0.5 * norm.ppf(low)
+    upper = _goodman_upper([400, 300, 300], a)[1:].max()
+    cap = -1.0 * norm.ppf(upper)
+    assert 0 < cap < own  # the earlier stage is what limits the radius here
+    prediction, radius, stage, alpha = cascade_one([(1, stage0, 1.0), (1, stage1, 0.5)], 0.01,
+                                                   0.5, "sound")
+    assert (prediction, stage, alpha) == (1, 1, pytest.approx(a))
+    assert radius == pytest.approx(cap, rel=1e-9)
+    assert off_class_upper(stage0, 1, a) == pytest.approx(upper, rel=1e-9)
+    # faithful: alpha / (k + 1) at stopping stage k = 1
+    _, faithful, _, a1 = cascade_one([(1, stage0, 1.0), (1, stage1, 0.5)], 0.01, 0.5, "faithful")
+    assert a1 == pytest.approx(0.005)
+    assert faithful == pytest.approx(-norm.ppf(_goodman_upper([400, 300, 300], 0.005)[1:].max()))
+
+
+def test_cascade_abstains_when_undecided_or_all_decline():
+    a = 0.01 / 3
+    undecided = np.array([480, 520])  # the upper bound on 520/1000 reaches 0.5
+    assert beta.ppf(1 - a, 521, 480) >= 0.5 > beta.ppf(a, 520, 481)
+    assert cascade_one([(1, undecided, 1.0), (0, np.array([1000, 0]), 0.5)], 0.01, 0.5)[:3] == \
+        (ABSTAIN, 0.0, 0)
+    flat = np.array([400, 300, 300])
+    assert cascade_one([(0, flat, 1.0), (0, flat, 0.5)], 0.01, 0.5)[:3] == (ABSTAIN, 0.0, 1)
+    # a first stage that certifies is not capped by anything
+    prediction, radius, stage, _ = cascade_one([(2, np.array([0, 0, 1000]), 1.0)], 0.01, 0.5)
+    assert (prediction, stage) == (2, 0)
+    assert radius == pytest.approx(norm.ppf(beta.ppf(0.01, 1000, 1)))
+
+
+def test_off_class_grouping_as_in_their_code():
+    # classes with fewer than 5 samples are pooled until a pool reaches 5
+    assert _grouped(np.array([900, 50, 3, 2, 1, 44]), 0).tolist() == [900, 50, 44, 6]
+    # two groups: the bound is one minus the lower bound on p_c
+    a = 0.001
+    assert off_class_upper(np.array([990, 6, 4]), 0, a) == pytest.approx(
+        1 - beta.ppf(a, 990, 11))
+
+
+def test_envelope_is_the_per_radius_best_expert():
+    def frame(radius, correct):
+        n = len(radius)
+        return pd.DataFrame({"idx": range(n), "label": 1, "predict": 1, "radius": radius,
+                             "correct": correct, "time": 0.0})
+
+    small = frame([0.3, 0.3, 0.1, 0.0], [1, 1, 1, 0])
+    large = frame([0.9, 0.0, 0.0, 0.8], [1, 0, 0, 1])
+    env = envelope({"small": small, "large": large}, [0.0, 0.25, 0.5])
+    assert env["expert"].tolist() == ["small", "small", "large"]
+    assert env["certified_accuracy"].tolist() == [0.75, 0.5, 0.5]
+
+
+def test_expert_frame_matches_certificate_from_counts():
+    from rsrouter.smoothing import certificate_from_counts
+
+    counts = pd.DataFrame({"idx": [0, 1, 2], "label": [3, 3, 3], "cA": [3, 3, 1],
+                           "nA": [999, 400, 997], "n": 1000, "n0": 100, "sigma": 0.5, "seed": 0,
+                           "mode": "fp32", "time": 0.01})
+    out = expert_frame(counts, 0.001)
+    for row, c in zip(out.itertuples(), counts.itertuples()):
+        cert = certificate_from_counts(c.cA, c.nA, c.n, c.n0, c.sigma, 0.001)
+        assert (row.predict, row.radius) == (cert.prediction, pytest.approx(cert.radius))
+    assert out["correct"].tolist() == [1, 0, 0] and (out["forwards"] == 1100).all()
