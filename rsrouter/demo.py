@@ -1,41 +1,45 @@
-"""``rsrouter demo``: the main job on the embedded default.
+"""``rsrouter demo``: the main job on the embedded default, through the benchmark harness.
 
-Certifies a subset of Fashion-MNIST test images with each bundled expert (sigma 0.25, 0.5, 1.0)
-and with the bundled router's routed ensemble, on the same inputs, then prints the certified
-accuracy table, the router's behaviour, and writes the curves (PNG) and per-input TSVs.
+Certifies a subset of Fashion-MNIST test images with each bundled expert (sigma 0.25, 0.5, 1.0),
+composes the bundled router's routed ensemble and the multiscale cascade from the same counts,
+adds the envelope and the per-input oracle (labelled: not certificates), and prints the summary:
+certified accuracy with 95% intervals, ACR, max regret. The folder it writes is a benchmark
+result: `rsrouter leaderboard build runs/demo --out site` makes a page of it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .bench import certify_methods, report
-from .data import load_dataset, subset_indices
+from .bench.config import parse_bench_config
+from .bench.harness import run_bench
 from .paths import PROJECT_REGISTRY
-from .registry import Registry
-from .results import markdown_table
-from .router import load_routed
 
 ROUTER = PROJECT_REGISTRY.parent / "routers" / "fashion-mnist"
 
 
-def run_demo(out: Path, *, num: int = 100, n: int = 2000, n0: int = 100, alpha: float = 0.001,
-             batch_size: int = 2500, seed: int = 0, progress: bool = True) -> Path:
-    """Certify ``num`` test images with every bundled expert and the routed ensemble."""
-    routed = load_routed(ROUTER, registry=Registry())
-    dataset = load_dataset("fashion-mnist", "test")
-    indices = subset_indices(len(dataset), max(1, len(dataset) // num))[:num]
-    experts, routed_paths = certify_methods(routed.experts, routed, dataset, indices, out, n0=n0,
-                                            n=n, alpha=alpha, batch_size=batch_size, seed=seed,
-                                            progress=progress)
-    title = f"Fashion-MNIST: {len(indices)} test images, n0={n0}, n={n}, alpha={alpha}"
-    table = report(experts, out, title=title, routed=routed_paths)
-    routing = json.loads((out / "summary.json").read_text())["routing"]["routed"]
-    print(f"\n{title}\ncertified accuracy (%) at l2 radius r; ACR = average certified radius\n")
-    print(markdown_table(table))
-    print(f"\nrouter (sigma {routed.router.sigma}): mean certified radius "
-          f"{routing['router_mean_radius']}, choices {routing['choices']}")
-    print(f"\nper-input certificates: {out}/*.tsv\ntable: {out}/summary.md\n"
-          f"plot: {out}/certified_accuracy.png")
+def demo_config(num: int = 100, n: int = 2000, batch_size: int = 2500):
+    """The embedded benchmark: ``num`` evenly spaced test images of Fashion-MNIST."""
+    return parse_bench_config({
+        "name": "demo-fashion-mnist",
+        "data": {"dataset": "fashion-mnist", "split": "test"},
+        "inputs": {"every": max(1, 10_000 // num), "first": num},
+        "protocol": {"n0": 100, "n": n, "alpha": 0.001, "seed": 0, "batch_size": batch_size},
+        "choices_made_on": "none",
+        "methods": [
+            *({"type": "expert", "expert": f"fashion-mnist-sigma{s}"}
+              for s in ("0.25", "0.50", "1.00")),
+            {"type": "router", "name": "routed", "router": str(ROUTER), "chosen_on": "test",
+             "note": "The bundled router was picked on test images by rsrouter 0.1."},
+            {"type": "envelope"}, {"type": "oracle"}, {"type": "cascade", "name": "multiscale"},
+        ]})
+
+
+def run_demo(out: Path, *, num: int = 100, n: int = 2000, batch_size: int = 2500,
+             progress: bool = True) -> Path:
+    """Run the embedded benchmark into ``out`` and print its summary; returns ``out``."""
+    out = run_bench(demo_config(num, n, batch_size), out, progress=progress)
+    print((out / "summary.md").read_text())
+    print(f"per-input certificates: {out}/*.tsv\ncurves: {out}/curves.png\n"
+          f"a leaderboard page: rsrouter leaderboard build {out} --out site")
     return out

@@ -7,9 +7,11 @@ that expert's sigma on the router's own noise streams, it is certified like any 
 routed certificate is the Dual RS one (min of router and expert radii, alpha split).
 
 The thresholds are chosen on a fit split (training inputs, never the test inputs): label radii of
-each expert from ``fit.n`` noisy samples, the router's bin under ``fit.copies`` noise draws
-(majority), and the thresholds, among quantiles of the fit entropies, that minimise the max
-regret of the chosen experts' label radii on the radius grid (ties: the larger mean radius).
+each expert from ``fit.n`` noisy samples, the router's bin under ``fit.copies`` noise draws (the
+majority is its choice, the majority's share a plug-in estimate of the router's own radius), and
+the thresholds, among quantiles of the fit entropies, that minimise the max regret, on the radius
+grid, of what the routed certificate would pay: min(router radius, chosen expert's label radius)
+(ties: the larger mean).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.stats import norm
 from torch import nn
 
 from ..card import Pin
@@ -98,10 +101,14 @@ def fit_thresholds(experts: Sequence, fit: Fit, radii: Sequence[float], *, data_
     best_share = (label_r[:, None, :] >= grid[None, :, None]) & (label_r[:, None, :] > 0)
     envelope = best_share.mean(axis=0).max(axis=1)  # per radius, the best single expert
     best = None
+    top_share = 1 - 1 / (2 * fit.copies)  # a plug-in share is never taken as certain
     for cut in itertools.combinations(candidates, len(experts) - 1):
         bins = np.searchsorted(np.asarray(cut), entropies)  # [inputs, copies]
-        majority = (bins[..., None] == np.arange(len(experts))).sum(axis=1).argmax(axis=1)
-        chosen = label_r[np.arange(len(idx)), majority]
+        votes = (bins[..., None] == np.arange(len(experts))).sum(axis=1)
+        majority = votes.argmax(axis=1)
+        share = np.clip(votes.max(axis=1) / fit.copies, 0.5, top_share)
+        router_r = np.where(share > 0.5, big.sigma * norm.ppf(share), 0.0)
+        chosen = np.minimum(label_r[np.arange(len(idx)), majority], router_r)
         curve = ((chosen[:, None] >= grid[None, :]) & (chosen[:, None] > 0)).mean(axis=0)
         score = (float((envelope - curve).max()), -float(chosen.mean()))
         if best is None or score < best[0]:

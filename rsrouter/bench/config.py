@@ -90,7 +90,7 @@ class Fit:
     subset: int = 2000
     n: int = 100
     alpha: float = 0.001
-    copies: int = 16
+    copies: int = 32
     seed: int = 0
 
 
@@ -210,7 +210,7 @@ def _method(raw: Any, i: int, default_chosen: str) -> Method:
               subset=_int(fit_raw, "subset", f"{path}.fit", 2000),
               n=_int(fit_raw, "n", f"{path}.fit", 100),
               alpha=_prob(fit_raw, "alpha", f"{path}.fit", 0.001),
-              copies=_int(fit_raw, "copies", f"{path}.fit", 16),
+              copies=_int(fit_raw, "copies", f"{path}.fit", 32),
               seed=_int(fit_raw, "seed", f"{path}.fit", 0, low=None))
     default_name = {"expert": raw.get("expert"), "router": "routed", "envelope": "envelope",
                     "oracle": "oracle", "cascade": "cascade", "aces": "entropy-router"}[kind]

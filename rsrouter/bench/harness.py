@@ -91,9 +91,9 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
         dataset = load_dataset(cfg.dataset, cfg.split, cfg.root)
         indices = cfg.inputs.select(len(dataset))
         models = _Models(cfg, dataset, indices, out, registry, progress)
-        atomic_write_json(out / "bench.json", {"config": cfg.to_dict(),
-                                               "data": data_identity(dataset),
-                                               "inputs": indices, "rsrouter_version": __version__})
+        bench = {"config": cfg.to_dict(), "data": data_identity(dataset), "inputs": indices,
+                 "rsrouter_version": __version__}
+        atomic_write_json(out / "bench.json", bench)
         for method in cfg.methods:
             try:
                 frame, meta = _compose(cfg, method, models)
@@ -102,6 +102,8 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
             if frame is not None:  # the rows we publish pass our own reader
                 check_rows(frame, f"{method.name} (composed)")
             _write_method(out, method, frame, meta, cfg, dataset, len(indices))
+        used = sorted(str(path.relative_to(out)) for path in models.paths.values())
+        atomic_write_json(out / "bench.json", {**bench, "counts": used})
         build_report(out)
     return out
 

@@ -153,8 +153,8 @@ def _savings(out: Path, methods, bench) -> dict:
     """Forward passes the count store spent, against certifying each method on its own."""
     inputs = bench["inputs"]
     spent = 0
-    for path in (out / "counts").glob("*.tsv"):
-        df = read_counts(path)
+    for name in bench.get("counts", []):  # the count files this run used (not stale ones)
+        df = read_counts(out / name)
         df = df[df["idx"].isin(inputs)]
         spent += int((df["n"] + df["n0"]).sum())
     separate = sum(int(df["forwards"].sum()) for info, df in methods
