@@ -82,11 +82,17 @@ def test_load_config_file_errors(tmp_path):
 
 
 def test_shipped_example_configs_are_valid():
+    from rsrouter.bench.config import load_bench_config
+
     configs = sorted((Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.yaml"))
-    assert {"fashion-mnist.yaml", "cifar10-cohen-resnet110.yaml"} <= {p.name for p in configs}
+    names = {p.name for p in configs}
+    assert {"fashion-mnist.yaml", "digits.yaml", "cifar10-cohen-resnet110.yaml",
+            "bench-fashion-mnist.yaml", "bench-digits.yaml"} <= names
     for path in configs:
-        cfg = load_config(path)
-        assert len(cfg.experts) >= 2
+        if path.name.startswith("bench-"):
+            assert len(load_bench_config(path).methods) >= 2
+        else:
+            assert len(load_config(path).experts) >= 2
 
 
 PLUGIN = Path(__file__).parent / "plugins" / "tinyplugin"
