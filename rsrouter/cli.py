@@ -50,8 +50,8 @@ def _float_in(low: float, high: float | None, what: str):
 def _device_name(text: str) -> str:
     import re
 
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
-        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or mps, got {text!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
     return text
 
 
@@ -79,17 +79,22 @@ def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="digits | fashion-mnist | cifar10 | imagenet")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--data-root", help="folder holding the dataset (else $RSROUTER_DATA, system)")
-    p.add_argument("--n0", type=COUNT, default=100, help="selection samples (default 100)")
-    p.add_argument("--n", type=COUNT, default=100_000, help="estimation samples (default 100000)")
+    p.add_argument("--n0", "--N0", type=COUNT, default=100,
+                   help="selection samples (default 100); --N0 as in Cohen et al.'s scripts")
+    p.add_argument("--n", "--N", type=COUNT, default=100_000,
+                   help="estimation samples (default 100000); under torchrun write --N (torchrun "
+                        "reads --n as one of its own options) or put -- after -m rsrouter")
     p.add_argument("--alpha", type=PROBABILITY, default=0.001,
                    help="failure probability (0.001)")
     p.add_argument("--batch-size", type=COUNT, default=1000, help="noisy copies per forward")
     p.add_argument("--skip", type=COUNT, default=1, help="certify every SKIP-th input")
-    p.add_argument("--max", type=_int_at_least(-1), default=-1,
-                   help="stop before this index (-1: all); rerun with a larger one to grow a run")
+    p.add_argument("--max", "--max-index", dest="max", type=_int_at_least(-1), default=-1,
+                   help="stop before this index (-1: all); rerun with a larger one to grow a run "
+                        "(--max-index under torchrun)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--device", type=_device_name, default=None,
-                   help="cpu, cuda, cuda:1 ... (default: cuda if any)")
+                   help="auto (default: cuda if any), cpu, cuda, cuda:1 ...; under torchrun one "
+                        "GPU per process")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="bf16 autocast is faster but not exact; labelled in every output")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
@@ -106,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="certify the bundled Fashion-MNIST experts and router, plot")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--num", type=COUNT, default=100, help="test images (default 100)")
-    p.add_argument("--n", type=COUNT, default=2000, help="estimation samples (default 2000)")
+    p.add_argument("--num", "--num-inputs", dest="num", type=COUNT, default=100,
+                   help="test images (default 100)")
+    p.add_argument("--n", "--N", type=COUNT, default=2000, help="estimation samples (default 2000)")
     p.add_argument("--batch-size", type=COUNT, default=2500)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -146,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("run", help="run a benchmark config (resumable: counts are stored)")
     p.add_argument("--config", required=True, help="benchmark config (YAML)")
     p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--device", type=_device_name, default=None)
     p.add_argument("--no-progress", action="store_true")
     _hub_opts(p)
     _trust_opt(p)
@@ -249,9 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experts_push)
     p = esub.add_parser("certify-card", help="certify an expert and write the results in its card")
     p.add_argument("folder", help="expert folder (its config.json and README.md are updated)")
-    p.add_argument("--num", type=COUNT, default=500, help="test inputs, evenly spaced (500)")
-    p.add_argument("--n0", type=COUNT, default=100)
-    p.add_argument("--n", type=COUNT, default=10_000)
+    p.add_argument("--num", "--num-inputs", dest="num", type=COUNT, default=500,
+                   help="test inputs, evenly spaced (500)")
+    p.add_argument("--n0", "--N0", type=COUNT, default=100)
+    p.add_argument("--n", "--N", type=COUNT, default=10_000)
     p.add_argument("--alpha", type=PROBABILITY, default=0.001)
     p.add_argument("--batch-size", type=COUNT, default=2500)
     p.add_argument("--data-root")
@@ -277,13 +285,15 @@ def _check_sigma(sigma: float | None, flag: str = "--sigma") -> None:
 
 
 def _device(name: str | None) -> str:
-    """The device to run on: the flag, else cuda when there is one. A CUDA device that is not
-    there is an error here, not a traceback later."""
+    """Join torchrun's process group if there is one and pick the device: the flag, else cuda
+    when there is one (under torchrun, this rank's GPU). A CUDA device that is not there is an
+    error here, not a traceback later. Ranks other than 0 print nothing to stdout."""
     import torch
 
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
+    from .distributed import setup
+
+    name = None if name == "auto" else name
+    if name is not None and name.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(name.partition(":")[2] or 0)
         if index >= count:
@@ -292,7 +302,10 @@ def _device(name: str | None) -> str:
                                 + (f" or cuda:0 ... cuda:{count - 1}" if count else ""))
     if name == "mps" and not torch.backends.mps.is_available():
         raise RsrouterError("--device mps: no Apple GPU is available; use --device cpu")
-    return name
+    dist, device = setup(name)
+    if not dist.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - one report, from rank 0
+    return device
 
 
 def _registry(args: argparse.Namespace):
@@ -580,7 +593,9 @@ def cmd_bench_run(args: argparse.Namespace) -> None:
     from .bench.harness import run_bench
 
     cfg = load_bench_config(args.config)
-    out = run_bench(cfg, args.out, registry=_registry(args), progress=not args.no_progress)
+    device = _device(args.device)
+    out = run_bench(cfg, args.out, registry=_registry(args), progress=not args.no_progress,
+                    device=device)
     print((Path(out) / "summary.md").read_text())
     print(f"results: {out} (summary.md, curves.png, one TSV per method, entries/)")
 
@@ -636,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import tune_allocator
 
     tune_allocator()
-    shown = warnings.showwarning
+    shown, stdout = warnings.showwarning, sys.stdout
     warnings.showwarning = _one_line_warning
     try:
         args.func(args)
@@ -653,6 +668,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         warnings.showwarning = shown
+        if sys.stdout is not stdout:
+            sys.stdout.close()
+            sys.stdout = stdout
+        if "torch.distributed" in sys.modules:
+            from .distributed import teardown
+
+            teardown()
     return 0
 
 

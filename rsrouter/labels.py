@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import LabelSpec
+from .distributed import Dist, current, parts_of
 from .errors import CountsError
 from .files import load_tensors, save_tensors
 from .smoothing import Smooth, radii_from_counts
@@ -109,27 +110,31 @@ def compute_labels(
     cache: str | os.PathLike | None = None,
     key: dict | None = None,
     progress: bool = True,
+    dist: Dist | None = None,
 ) -> RouterLabels:
     """Count the true class under each expert's noise for a subset of ``dataset``.
 
-    ``cache`` (a .safetensors path) holds finished chunks; a run with the same ``key`` resumes
-    from it, a different key starts over.
+    ``cache`` (a .safetensors path) holds finished chunks of ``CHUNK`` inputs; a run with the
+    same ``key`` resumes from it, a different key starts over. Under torchrun each rank counts its
+    share of the unfinished chunks into its own part of the cache and rank 0 merges them: the
+    counts are those of one process, since every draw is seeded by (seed, input index, stage).
     """
+    dist = dist or current()
     indices = choose_subset(len(dataset), spec.subset, seed)
     counts = torch.full((len(indices), len(experts)), -1, dtype=torch.long)
-    done = 0
-    if cache is not None and Path(cache).is_file():
-        tensors, meta = load_tensors(cache)
-        if meta.get("key") == key and torch.equal(tensors["indices"], indices):
-            counts, done = tensors["counts"], int(meta["done"])
-            finished = counts[:done]
-            if (counts.shape != (len(indices), len(experts)) or not 0 <= done <= len(indices)
-                    or bool(((finished < 0) | (finished > spec.n)).any())):
-                raise CountsError(f"{cache}: label counts outside [0, n={spec.n}] or of the "
-                                  "wrong shape; the cache is corrupt: delete it to recompute")
-    bar = tqdm(total=len(indices), initial=done, disable=not progress, desc="router labels",
-               unit="img")
-    for start in range(done, len(indices), CHUNK):
+    if cache is not None:
+        for path in [Path(cache), *parts_of(cache)]:
+            counts = torch.maximum(counts, _cached_counts(path, key, indices, spec, len(experts)))
+    chunks = range(0, len(indices), CHUNK)
+    todo = [c for c in chunks if bool((counts[c:c + CHUNK] < 0).any())]
+    dist.barrier()  # every rank has read the same cache before any rank writes
+    mine = dist.shard(todo)
+    target = dist.part(cache) if cache is not None and (dist.enabled or parts_of(cache)) \
+        else cache
+    done = len(indices) - sum(min(CHUNK, len(indices) - c) for c in todo)
+    bar = tqdm(total=len(indices), initial=done, disable=not (progress and dist.is_main),
+               desc="router labels", unit="img")
+    for start in mine:
         idx = indices[start:start + CHUNK].tolist()
         items = [dataset[i] for i in idx]
         xs = torch.stack([x for x, _ in items])
@@ -138,10 +143,43 @@ def compute_labels(
             c = expert.sample_counts(xs, spec.n, batch_size=spec.batch_size, seed=seed,
                                      indices=idx, stage="label")
             counts[start:start + len(idx), k] = c.gather(1, ys[:, None])[:, 0]
-        done = start + len(idx)
-        if cache is not None:
-            save_tensors(cache, {"indices": indices, "counts": counts},
-                         {"key": key, "done": done})
-        bar.update(len(idx))
+        if target is not None:
+            save_tensors(target, {"indices": indices, "counts": counts}, {"key": key})
+        bar.update(len(idx) * (dist.world if dist.enabled else 1))
     bar.close()
+    if cache is not None and target != cache:  # merge the parts into the cache (rank 0)
+        dist.barrier()
+        if dist.is_main:
+            for path in parts_of(cache):
+                counts = torch.maximum(counts, _cached_counts(path, key, indices, spec,
+                                                              len(experts)))
+            save_tensors(cache, {"indices": indices, "counts": counts}, {"key": key})
+            for path in parts_of(cache):
+                path.unlink()
+        dist.barrier()
+        counts = _cached_counts(Path(cache), key, indices, spec, len(experts))
+    elif dist.enabled:  # no cache: gather every rank's rows
+        import torch.distributed as tdist
+
+        tdist.all_reduce(counts, op=tdist.ReduceOp.MAX)
+    if bool((counts < 0).any()):
+        raise CountsError("router labels: some inputs were not counted (a rank failed?); rerun "
+                          "the same command to finish them")
     return RouterLabels(indices, counts, spec.n, spec.alpha, tuple(e.sigma for e in experts))
+
+
+def _cached_counts(path: Path, key: dict | None, indices: torch.Tensor, spec: LabelSpec,
+                   experts: int) -> torch.Tensor:
+    """The counts a cache (or a part of it) holds for ``key`` (-1 where not counted yet)."""
+    empty = torch.full((len(indices), experts), -1, dtype=torch.long)
+    if not path.is_file():
+        return empty
+    tensors, meta = load_tensors(path)
+    if meta.get("key") != key or not torch.equal(tensors.get("indices", empty), indices):
+        return empty  # another configuration: start over
+    counts = tensors["counts"]
+    if counts.shape != (len(indices), experts) or bool((counts > spec.n).any()) or bool(
+            (counts < -1).any()):
+        raise CountsError(f"{path}: label counts outside [0, n={spec.n}] or of the wrong shape; "
+                          "the cache is corrupt: delete it to recompute")
+    return counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -12,7 +13,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .results import COHEN_COLUMNS, ResumableTSV
+from .distributed import Dist, current, parts_of
+from .errors import ResumeError
+from .files import FileLock, atomic_write_json, atomic_write_text
+from .results import COHEN_COLUMNS, ResumableTSV, settings_path
 from .smoothing import ABSTAIN, Certificate, check_settings
 
 
@@ -62,6 +66,7 @@ def run_rows(
     group: int,
     progress: bool = True,
     desc: str = "",
+    dist: Dist | None = None,
 ) -> Path:
     """The resumable loop over a dataset: ``rows_fn(xs, idx, labels)`` -> one row per input.
 
@@ -69,24 +74,99 @@ def run_rows(
     group is appended and fsynced, so an interrupted run resumes after its last complete row, and
     a rerun with more ``indices`` does only the new ones. ``time`` is the group's wall time
     divided among its inputs. ``settings`` must match to resume (see :class:`ResumableTSV`).
+
+    Under torchrun each rank does its shard into its own part file and rank 0 merges the parts
+    into ``out`` (see :mod:`rsrouter.distributed`); every rank returns once ``out`` is complete.
     """
+    dist = dist or current()
+    if dist.enabled or parts_of(out):
+        return _run_sharded(rows_fn, dataset, indices, Path(out), columns, settings, group=group,
+                            progress=progress, desc=desc, dist=dist)
     with ResumableTSV(out, columns, settings) as tsv:
         todo = [i for i in dict.fromkeys(indices) if i not in tsv.done]  # each input once
-        total = len(set(indices))
-        bar = tqdm(total=total, initial=total - len(todo), disable=not progress, desc=desc,
-                   unit="img")
-        for start in range(0, len(todo), group):
-            chunk = todo[start:start + group]
-            items = [dataset[i] for i in chunk]
-            xs = torch.stack([x for x, _ in items])
-            labels = [int(y) for _, y in items]
-            t0 = time.perf_counter()
-            rows = rows_fn(xs, chunk, labels)
-            elapsed = (time.perf_counter() - t0) / len(chunk)
-            tsv.append([{**row, "time": elapsed} for row in rows])
-            bar.update(len(chunk))
-        bar.close()
+        _loop(rows_fn, dataset, todo, len(set(indices)), tsv, group, progress, desc)
     return Path(out)
+
+
+def _loop(rows_fn, dataset, todo, total, tsv, group, progress, desc) -> None:
+    bar = tqdm(total=total, initial=total - len(todo), disable=not progress, desc=desc,
+               unit="img")
+    for start in range(0, len(todo), group):
+        chunk = todo[start:start + group]
+        items = [dataset[i] for i in chunk]
+        xs = torch.stack([x for x, _ in items])
+        labels = [int(y) for _, y in items]
+        t0 = time.perf_counter()
+        rows = rows_fn(xs, chunk, labels)
+        elapsed = (time.perf_counter() - t0) / len(chunk)
+        tsv.append([{**row, "time": elapsed} for row in rows])
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _run_sharded(rows_fn, dataset, indices, out: Path, columns, settings, *, group, progress,
+                 desc, dist: Dist) -> Path:
+    """Each rank certifies its shard of what is not yet done into its part; rank 0 merges."""
+    header = "\t".join(columns)
+    settings = json.loads(json.dumps(settings))
+    done = set()
+    for path in [out, *parts_of(out)]:  # what earlier runs (any world size) already hold
+        rows = _complete_rows(path, header, settings)
+        done |= {int(line.split("\t", 1)[0]) for line in rows}
+    todo = [i for i in dict.fromkeys(indices) if i not in done]
+    dist.barrier()  # every rank has read the same state before any rank writes
+    mine = dist.shard(todo)
+    with ResumableTSV(dist.part(out), columns, settings) as tsv:
+        _loop(rows_fn, dataset, mine, len(mine) + len(tsv.done), tsv, group,
+              progress and dist.is_main, f"{desc} [rank {dist.rank}/{dist.world}]"
+              if dist.enabled else desc)
+    dist.barrier()
+    if dist.is_main:
+        merge_parts(out, columns, settings, indices)
+    dist.barrier()
+    return out
+
+
+def _complete_rows(path: Path, header: str, settings: dict) -> list[str]:
+    """The complete data lines of a results file or part (none if absent); its settings must
+    match those of this run."""
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().decode()
+    lines = lines[: lines.rfind("\n") + 1].splitlines()
+    if len(lines) <= 1:
+        return []
+    meta = settings_path(path)
+    if not meta.is_file() or json.loads(meta.read_text()) != settings or lines[0] != header:
+        raise ResumeError(f"{path} holds rows made with other settings (or another header) "
+                          f"than this run; delete it, or choose another --out")
+    return lines[1:]
+
+
+def merge_parts(out: str | os.PathLike, columns: Sequence[str], settings: dict,
+                indices: Sequence[int]) -> Path:
+    """Merge ``out`` and its part files into ``out`` (rows of earlier runs first, then new rows
+    in the order of ``indices``; each input once), then delete the parts."""
+    out = Path(out)
+    header = "\t".join(columns)
+    old = _complete_rows(out, header, settings)
+    parts = parts_of(out)
+    seen = {int(line.split("\t", 1)[0]) for line in old}
+    new: dict[int, str] = {}
+    for part in parts:
+        for line in _complete_rows(part, header, settings):
+            idx = int(line.split("\t", 1)[0])
+            if idx not in seen:
+                new.setdefault(idx, line)
+    position = {i: k for k, i in enumerate(dict.fromkeys(indices))}
+    ordered = sorted(new, key=lambda i: (position.get(i, len(position)), i))
+    with FileLock(f"{os.path.realpath(out)}.lock", str(out)):
+        atomic_write_json(settings_path(out), settings)
+        atomic_write_text(out, "\n".join([header, *old, *(new[i] for i in ordered)]) + "\n")
+    for part in parts:
+        part.unlink()
+        settings_path(part).unlink(missing_ok=True)
+    return out
 
 
 def group_size(n0: int, n: int, batch_size: int) -> int:

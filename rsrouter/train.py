@@ -12,7 +12,8 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from .card import CONFIG_FILE, ExpertCard, save_expert
 from .config import RouterConfig
 from .data import TensorImageDataset, load_dataset
+from .distributed import SINGLE, Dist, current
 from .errors import ConfigError, ResumeError
 from .files import FileLock, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from .labels import RouterLabels, cache_key, cache_path, compute_labels
@@ -55,16 +57,35 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
 
 
-def epoch_batches(dataset: Dataset, batch_size: int, generator: torch.Generator):
-    """Shuffled ``(x, y)`` batches; in-memory datasets are sliced directly (no DataLoader)."""
+def epoch_batches(dataset: Dataset, batch_size: int, generator: torch.Generator,
+                  dist: Dist = SINGLE, epoch: int = 0):
+    """Shuffled ``(x, y)`` batches; in-memory datasets are sliced directly (no DataLoader).
+
+    In-memory batches are whole (every rank sees the batch a single process sees; the training
+    step keeps its share); a DataLoader under torchrun gives each rank its own share of the
+    shuffled data (DistributedSampler).
+    """
     if isinstance(dataset, TensorImageDataset):
         order = torch.randperm(len(dataset), generator=generator)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             yield dataset.images[idx], dataset.labels[idx]
+    elif dist.enabled:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank,
+                                     shuffle=True, seed=int(torch.randint(2**31, (1,),
+                                                                          generator=generator)))
+        sampler.set_epoch(epoch)
+        yield from DataLoader(dataset, batch_size=max(1, batch_size // dist.world),
+                              sampler=sampler, num_workers=min(4, os.cpu_count() or 1))
     else:
         yield from DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
                               num_workers=min(4, os.cpu_count() or 1))
+
+
+def in_memory(dataset: Dataset) -> bool:
+    return isinstance(dataset, TensorImageDataset)
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
@@ -72,13 +93,14 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, dict]]
+Step = Callable[..., tuple[torch.Tensor, dict]]
 
 
 def fit(
     model: NormalizedModel,
     optimizer: torch.optim.Optimizer,
-    batches: Callable[[torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+    dataset: Dataset,
+    batch_size: int,
     step: Step,
     lr_at: Callable[[int, int], float],
     *,
@@ -92,11 +114,28 @@ def fit(
     progress: bool,
     stop_after_epoch: int | None = None,
 ) -> dict | None:
-    """The shared epoch loop: per-(seed, epoch) generators, checkpoint and resume.
+    """The shared epoch loop: per-(seed, epoch) generators, checkpoint and resume, and
+    DistributedDataParallel under torchrun.
 
-    ``step(x, y, gen) -> (loss, stats)``; ``lr_at(epoch, step)``. Returns the last epoch's mean
-    stats, or None when stopped early by ``stop_after_epoch`` (checkpoint kept).
+    ``step(forward, x, y, gen, local) -> (loss, stats)``: ``forward`` is the model (wrapped by
+    DDP when distributed), ``local(t)`` this rank's share of a whole batch (the identity when
+    the batch is already this rank's). Drawing the noise of the whole batch, then keeping a
+    share, makes a run on W ranks see the samples of a one-process run. ``lr_at(epoch, step)``.
+    Returns the last epoch's mean stats, or None when stopped early by ``stop_after_epoch``
+    (checkpoint kept).
     """
+    dist = current()
+    forward = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.device(device).index] if str(device).startswith("cuda") else None
+        forward = DistributedDataParallel(model, device_ids=ids)
+    whole = in_memory(dataset)
+
+    def local(t: torch.Tensor) -> torch.Tensor:
+        return torch.tensor_split(t, dist.world)[dist.rank] if dist.enabled and whole else t
+
     ckpt_path = out / CHECKPOINT
     start_epoch, stats = 0, {}
     if ckpt_path.is_file():
@@ -108,16 +147,18 @@ def fit(
         restore_optimizer(optimizer, tensors, meta["optimizer"])
         start_epoch, stats = meta["epoch"], meta["stats"]
     bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               disable=not progress, desc=desc, unit="step")
+               disable=not (progress and dist.is_main), desc=desc, unit="step")
     for epoch in range(start_epoch, epochs):
         model.train()
         gen = noise_generator(seed, epoch, "train")
+        noise_gen = gen if whole or not dist.enabled else noise_generator(
+            seed, epoch * dist.world + dist.rank, "router-train")  # a rank's own data, own noise
         sums: dict[str, float] = {}
         seen = 0
-        for i, (x, y) in enumerate(batches(gen)):
+        for i, (x, y) in enumerate(epoch_batches(dataset, batch_size, gen, dist, epoch)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(epoch, i)
-            loss, batch_stats = step(x.to(device), y.to(device), gen)
+            loss, batch_stats = step(forward, x.to(device), y.to(device), noise_gen, local)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -127,11 +168,13 @@ def fit(
             stats = {key: round(value / seen, 4) for key, value in sums.items()}
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, **stats)
-        opt_tensors, opt_meta = optimizer_tensors(optimizer)
-        net_tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
-        save_tensors(ckpt_path, {**net_tensors, **opt_tensors},
-                     {"settings": settings, "epoch": epoch + 1, "optimizer": opt_meta,
-                      "stats": stats})
+        if dist.is_main:
+            opt_tensors, opt_meta = optimizer_tensors(optimizer)
+            net_tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
+            save_tensors(ckpt_path, {**net_tensors, **opt_tensors},
+                         {"settings": settings, "epoch": epoch + 1, "optimizer": opt_meta,
+                          "stats": stats})
+        dist.barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch < epochs:
             bar.close()
             return None
@@ -170,7 +213,10 @@ def train_expert(config: TrainConfig, out: str | os.PathLike, **kw) -> Path:
         return _train_expert(config, Path(out), **kw)
 
 
-def _writer_lock(out: str | os.PathLike) -> FileLock:
+def _writer_lock(out: str | os.PathLike):
+    """One trainer per output folder (rank 0 holds it for a torchrun job)."""
+    if not current().is_main:
+        return nullcontext()
     return FileLock(Path(os.path.realpath(out)) / ".lock", str(out))
 
 
@@ -206,14 +252,15 @@ def _train_expert(
                                 weight_decay=config.weight_decay, nesterov=True)
     steps = math.ceil(len(train) / config.batch_size)
 
-    def step(x, y, gen):
-        noise = torch.randn(x.shape, generator=gen).to(x.device)
-        logits = model(x + config.sigma * noise)
+    def step(forward, x, y, gen, local):
+        noise = local(torch.randn(x.shape, generator=gen)).to(x.device)  # the whole batch's noise
+        x, y = local(x), local(y)
+        logits = forward(x + config.sigma * noise)
         loss = F.cross_entropy(logits, y)
         return loss, {"loss": float(loss.detach()),
                       "noisy_acc": float((logits.argmax(1) == y).float().mean())}
 
-    stats = fit(model, optimizer, lambda g: epoch_batches(train, config.batch_size, g), step,
+    stats = fit(model, optimizer, train, config.batch_size, step,
                 lambda e, i: cosine_lr(config.lr, e * steps + i, steps * config.epochs),
                 epochs=config.epochs, steps_per_epoch=steps, seed=config.seed, out=out,
                 settings=settings, device=device, desc=f"train {config.arch} sigma={config.sigma}",
@@ -228,8 +275,10 @@ def _train_expert(
         "train_inputs": len(train), "noisy_train_accuracy": stats.get("noisy_acc"),
         "settings": settings,
     }
-    save_expert(out, model.net.cpu(), card)
-    _finish(out)
+    if current().is_main:
+        save_expert(out, model.net.cpu(), card)
+        _finish(out)
+    current().barrier()
     return out
 
 
@@ -364,29 +413,33 @@ def _train_router(
     steps = math.ceil(len(train_set) / t.batch_size)
     copies = t.noise_copies
 
-    def step(x, y, gen):
+    def step(forward, x, y, gen, local):
+        noise = torch.randn((copies, *x.shape), generator=gen)  # the whole batch's noise
+        noise = torch.stack([local(n) for n in noise]).flatten(0, 1).to(x.device)
+        x, y = local(x), local(y)
         xs = x.repeat(copies, 1, 1, 1)
-        noise = torch.randn(xs.shape, generator=gen).to(x.device)
-        logits = model(xs + sigma_r * noise)
+        logits = forward(xs + sigma_r * noise)
         loss, stats = router_loss(logits, y, weights, copies, t.consistency.lam, t.consistency.eta)
         best = y.argmax(1)
         stats["agree"] = float((logits.view(copies, len(x), -1).mean(0).argmax(1) == best)
                                .float().mean())
         return loss, stats
 
-    stats = fit(model, optimizer, lambda g: epoch_batches(train_set, t.batch_size, g), step,
+    stats = fit(model, optimizer, train_set, t.batch_size, step,
                 _router_lr(cfg, steps), epochs=t.epochs, steps_per_epoch=steps, seed=cfg.seed,
                 out=out, settings=settings, device=device,
                 desc=f"train router {cfg.router.arch} sigma={sigma_r}", progress=progress,
                 stop_after_epoch=stop_after_epoch)
     if stats is None:
         return out
-    card.labels = {**cfg.to_dict()["labels"], **labels.summary()}
-    card.training = {"settings": settings, "final": stats, "train_inputs": len(train_set),
-                     "routing": routing_shares(model, images, sigma_r, [e.name for e in experts],
-                                               seed=cfg.seed)}
-    save_router(out, model.net.cpu(), card)
-    _finish(out)
+    if current().is_main:
+        card.labels = {**cfg.to_dict()["labels"], **labels.summary()}
+        card.training = {"settings": settings, "final": stats, "train_inputs": len(train_set),
+                         "routing": routing_shares(model, images, sigma_r,
+                                                   [e.name for e in experts], seed=cfg.seed)}
+        save_router(out, model.net.cpu(), card)
+        _finish(out)
+    current().barrier()
     return out
 
 

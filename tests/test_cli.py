@@ -67,8 +67,8 @@ def test_rerun_with_other_settings_is_refused(digits_expert, tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--alpha", "1.5"], "--alpha: must be in (0, 1), got 1.5"),
     (["--alpha", "2"], "--alpha: must be in (0, 1)"),
-    (["--n0", "0"], "--n0: must be >= 1, got 0"),
-    (["--n", "-5"], "--n: must be >= 1"),
+    (["--n0", "0"], "--n0/--N0: must be >= 1, got 0"),
+    (["--n", "-5"], "--n/--N: must be >= 1"),
     (["--batch-size", "0"], "--batch-size: must be >= 1"),
     (["--skip", "0"], "--skip: must be >= 1"),
     (["--sigma", "-0.5"], "--sigma: must be > 0"),

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
 
 from .. import __version__
 from ..data import data_identity, load_dataset
+from ..distributed import current
 from ..errors import ConfigError
 from ..files import FileLock, atomic_write_json
 from ..results import check_rows, write_tsv
@@ -40,22 +42,23 @@ def expert_record(expert) -> dict:
 class _Models:
     """Every model of a config, loaded once; count files computed once per model."""
 
-    def __init__(self, cfg: BenchConfig, dataset, indices, out: Path, registry, progress: bool):
+    def __init__(self, cfg: BenchConfig, dataset, indices, out: Path, registry, progress: bool,
+                 device: str = "cpu"):
         self.cfg, self.dataset, self.indices, self.out = cfg, dataset, indices, out
-        self.registry, self.progress = registry, progress
+        self.registry, self.progress, self.device = registry, progress, device
         self.experts: dict[str, object] = {}
         self.routed: dict[str, object] = {}
         self.paths: dict[str, Path] = {}
 
     def expert(self, ref: str):
         if ref not in self.experts:
-            self.experts[ref] = self.registry.load(ref, base=self.cfg.base)
+            self.experts[ref] = self.registry.load(ref, base=self.cfg.base, device=self.device)
         return self.experts[ref]
 
     def router(self, ref: str):
         if ref not in self.routed:
             path = Path(ref) if Path(ref).is_absolute() else self.cfg.base / ref
-            self.routed[ref] = load_routed(path, registry=self.registry)
+            self.routed[ref] = load_routed(path, registry=self.registry, device=self.device)
         return self.routed[ref]
 
     def counts(self, model, name: str, stages=("select", "estimate")) -> pd.DataFrame:
@@ -74,7 +77,7 @@ def _method_experts(cfg: BenchConfig, method: Method) -> list[str]:
 
 
 def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
-              progress: bool = True) -> Path:
+              progress: bool = True, device: str = "cpu") -> Path:
     """Run ``cfg`` into the folder ``out``; returns ``out``. Resumable: counts already stored
     are reused, a rerun with more inputs computes only the new ones.
 
@@ -87,13 +90,16 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
 
     out = Path(out)
     registry = registry or Registry()
-    with FileLock(Path(os.path.realpath(out)) / ".lock", str(out)):
+    dist = current()  # under torchrun every rank runs the count passes, rank 0 writes the rest
+    with FileLock(Path(os.path.realpath(out)) / ".lock", str(out)) if dist.is_main \
+            else nullcontext():
         dataset = load_dataset(cfg.dataset, cfg.split, cfg.root)
         indices = cfg.inputs.select(len(dataset))
-        models = _Models(cfg, dataset, indices, out, registry, progress)
+        models = _Models(cfg, dataset, indices, out, registry, progress, device)
         bench = {"config": cfg.to_dict(), "data": data_identity(dataset), "inputs": indices,
                  "rsrouter_version": __version__}
-        atomic_write_json(out / "bench.json", bench)
+        if dist.is_main:
+            atomic_write_json(out / "bench.json", bench)
         for method in cfg.methods:
             try:
                 frame, meta = _compose(cfg, method, models)
@@ -101,10 +107,13 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
                 raise ConfigError(f"methods: {method.name} ({method.type}): {e}") from None
             if frame is not None:  # the rows we publish pass our own reader
                 check_rows(frame, f"{method.name} (composed)")
-            _write_method(out, method, frame, meta, cfg, dataset, len(indices))
-        used = sorted(str(path.relative_to(out)) for path in models.paths.values())
-        atomic_write_json(out / "bench.json", {**bench, "counts": used})
-        build_report(out)
+            if dist.is_main:
+                _write_method(out, method, frame, meta, cfg, dataset, len(indices))
+        if dist.is_main:
+            used = sorted(str(path.relative_to(out)) for path in models.paths.values())
+            atomic_write_json(out / "bench.json", {**bench, "counts": used})
+            build_report(out)
+    dist.barrier()  # every rank returns once the report is written
     return out
 
 
