@@ -1,4 +1,6 @@
-"""Process-level settings for long CPU runs (used by the ``rsrouter`` command).
+"""Process-level settings for long CPU runs: applied by the ``rsrouter`` command at start and by
+:class:`rsrouter.Smooth` when a certification starts on the CPU, so that API users get the
+command's speed. ``RSROUTER_MALLOC_TUNING=0`` turns it off everywhere.
 
 Certification allocates and frees the same large activation buffers for every batch (tens of MB at
 batch 2500). glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh

@@ -32,6 +32,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from .errors import CountsError
+from .runtime import tune_allocator
 
 ABSTAIN = -1
 NOISE_BLOCK = 128
@@ -426,6 +427,8 @@ class Smooth:
         Memory is bounded by ``batch_size`` noisy copies, whatever ``num`` is.
         """
         _check_count("batch_size", batch_size)
+        if self.device.type == "cpu":
+            tune_allocator()  # the command's speed for API users too (RSROUTER_MALLOC_TUNING=0)
         b = xs.shape[0]
         xs = xs.to(self.device)
         counts = torch.zeros(b * self.num_classes, dtype=torch.long, device=self.device)
