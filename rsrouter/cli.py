@@ -388,10 +388,9 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 
 def _certify_routed(args: argparse.Namespace) -> None:
-    from .bench.compare import routed_models
     from .data import data_identity, load_dataset, subset_indices
     from .router import ROUTED_EXTRAS, load_routed, routed_extras
-    from .runs import certify_dataset, run_settings
+    from .runs import certify_dataset, routed_models, run_settings
 
     if args.sigma is not None:
         raise RsrouterError("--sigma applies to --model only; a router's experts keep their own")

@@ -35,6 +35,44 @@ _REQUIRED = ("schema", "key", "benchmark", "dataset", "method", "kind", "radii",
              "ci95", "inputs")
 
 
+_NUMBERS = ("acr", "acr_se", "abstain", "max_regret", "forwards_per_input", "seconds_per_input")
+_STRINGS = ("key", "benchmark", "dataset", "method", "kind")
+
+
+def check_entry(entry: object, where: str) -> dict:
+    """An entry's schema and types, checked: nothing from a file reaches the page unchecked.
+
+    Raises:
+        ResultsError: naming ``where`` and the problem.
+    """
+    if not isinstance(entry, dict):
+        raise ResultsError(f"{where}: not a leaderboard entry (a JSON object is needed)")
+    missing = [k for k in _REQUIRED if k not in entry]
+    if missing or entry.get("schema") != SCHEMA:
+        raise ResultsError(f"{where}: not a leaderboard entry (schema {SCHEMA}; missing "
+                           f"{missing})")
+    bad = [k for k in _STRINGS if not isinstance(entry[k], str) or not entry[k]]
+    bad += [k for k in _NUMBERS if entry.get(k) is not None and not _number(entry[k])]
+    radii, acc, ci = entry["radii"], entry["accuracy"], entry["ci95"]
+    if not (isinstance(radii, list) and isinstance(acc, list) and isinstance(ci, list)
+            and len(radii) == len(acc) == len(ci)
+            and all(_number(r) for r in radii) and all(_number(a) and 0 <= a <= 1 for a in acc)
+            and all(isinstance(c, list) and len(c) == 2 and all(_number(v) for v in c)
+                    for c in ci)):
+        bad.append("radii/accuracy/ci95")
+    if not isinstance(entry["inputs"], dict) or not isinstance(entry["inputs"].get("count"), int):
+        bad.append("inputs")
+    if bad:
+        raise ResultsError(f"{where}: leaderboard entry with malformed field(s) {bad}")
+    return entry
+
+
+def _number(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_entry(path: str | os.PathLike) -> dict:
     """One entry file, checked. Raises ResultsError naming the file and the problem."""
     path = Path(path)
@@ -42,13 +80,13 @@ def read_entry(path: str | os.PathLike) -> dict:
         entry = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: not a leaderboard entry ({e})") from None
-    missing = [k for k in _REQUIRED if k not in entry] if isinstance(entry, dict) else _REQUIRED
-    if missing or entry.get("schema") != SCHEMA:
-        raise ResultsError(f"{path}: not a leaderboard entry (schema {SCHEMA}; missing "
-                           f"{list(missing)})")
-    if not (len(entry["radii"]) == len(entry["accuracy"]) == len(entry["ci95"])):
-        raise ResultsError(f"{path}: radii, accuracy and ci95 differ in length")
-    return entry
+    return check_entry(entry, str(path))
+
+
+def _site_entries_of(data: object, where: str) -> list[dict]:
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise ResultsError(f"{where}: not a leaderboard (no entries list)")
+    return [check_entry(e, f"{where} entry {i}") for i, e in enumerate(data["entries"])]
 
 
 def collect_entries(sources: Iterable[str | os.PathLike]) -> list[dict]:
@@ -58,7 +96,7 @@ def collect_entries(sources: Iterable[str | os.PathLike]) -> list[dict]:
     for source in sources:
         source = Path(source)
         if source.is_file() and source.name == "leaderboard.json":
-            found += json.loads(source.read_text())["entries"]
+            found += _site_entries_of(json.loads(source.read_text()), str(source))
         elif source.is_file():
             found.append(read_entry(source))
         elif (source / "leaderboard.json").is_file():
@@ -165,6 +203,10 @@ def _protocol(entry: dict) -> str:
     return ", ".join(parts)
 
 
+def _md(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def markdown(entries: list[dict]) -> str:
     lines = ["# Leaderboard", "", "Certified accuracy (%) at l2 radius r (pixels in [0, 1]), "
              "exact 95% interval over the inputs in the JSON; rows marked external come from "
@@ -174,16 +216,16 @@ def markdown(entries: list[dict]) -> str:
         radii = _radii(rows)
         head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
                 "flags"]
-        lines += [f"## {dataset}", "", "| " + " | ".join(head) + " |",
+        lines += [f"## {_md(dataset)}", "", "| " + " | ".join(head) + " |",
                   "|" + " --- |" * len(head)]
         for e in rows:
-            cells = [e["method"], f"{e['benchmark']} ({_protocol(e)})"]
+            cells = [_md(e["method"]), _md(f"{e['benchmark']} ({_protocol(e)})")]
             for r in radii:
                 got = _acc_at(e, r)
                 cells.append("–" if got is None else f"{100 * got[0]:.1f}")
             cells += ["–" if e.get("acr") is None else f"{e['acr']:.3f}",
                       "–" if e.get("max_regret") is None else f"{e['max_regret']:.1f}",
-                      "; ".join(_flags(e))]
+                      _md("; ".join(_flags(e)))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -201,11 +243,15 @@ def _svg(rows: list[dict], title: str) -> str:
         style = {}
         if e.get("external"):
             style = {"linestyle": "-.", "alpha": 0.8}
+        elif e.get("type") == "envelope":
+            style = {"linestyle": ":", "color": "black"}
         elif e["kind"] != "certificate":
             style = {"linestyle": "--", "color": "0.5"}
+        flags = _flags(e)
         acc = 100 * np.asarray(e["accuracy"])
         ax.plot(e["radii"], acc, marker="o", markersize=2.5,
-                label=f"{e['method']} [{e['benchmark']}]", **style)
+                label=f"{e['method']} [{e['benchmark']}]" + (f" ({flags[0]})" if flags else ""),
+                **style)
     ax.set_xlabel("l2 radius")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 103)
@@ -238,7 +284,7 @@ tr.external td{color:#555;font-style:italic}
 
 _SCRIPT = """
 function showTab(name){
-  document.querySelectorAll('.tab').forEach(t=>t.classList.toggle('active',t.id==='tab-'+name));
+  document.querySelectorAll('.tab').forEach(t=>t.classList.toggle('active',t.dataset.tab===name));
   document.querySelectorAll('.tabs button').forEach(b=>b.classList.toggle('active',
     b.dataset.tab===name));
 }
@@ -254,6 +300,8 @@ function sortBy(th){
 }
 document.addEventListener('DOMContentLoaded',()=>{
   document.querySelectorAll('th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
+  document.querySelectorAll('.tabs button').forEach(b=>b.addEventListener('click',
+    ()=>showTab(b.dataset.tab)));
   const first=document.querySelector('.tabs button'); if(first) showTab(first.dataset.tab);
 });
 """
@@ -263,8 +311,7 @@ def page(entries: list[dict]) -> str:
     """The self-contained index.html (inline CSS, JS and SVG; nothing fetched)."""
     esc = html.escape
     datasets = sorted({e["dataset"] for e in entries})
-    tabs = "".join(f'<button data-tab="{esc(d)}" onclick="showTab(\'{esc(d)}\')">{esc(d)}'
-                   f"</button>" for d in datasets)
+    tabs = "".join(f'<button data-tab="{esc(d)}">{esc(d)}</button>' for d in datasets)
     sections = []
     for d in datasets:
         rows = [e for e in entries if e["dataset"] == d]
@@ -290,7 +337,7 @@ def page(entries: list[dict]) -> str:
             css = ' class="external"' if e.get("external") else ""
             body.append(f"<tr{css}>{''.join(cells)}</tr>")
         sections.append(
-            f'<section class="tab" id="tab-{esc(d)}"><h2>{esc(d)}</h2>'
+            f'<section class="tab" data-tab="{esc(d)}"><h2>{esc(d)}</h2>'
             f"<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>"
             f'<div class="curves">{_svg(rows, f"{d}: certified accuracy versus radius")}</div>'
@@ -312,7 +359,7 @@ def _site_entries(site: Path) -> list[dict]:
     if not path.is_file():
         raise ResultsError(f"{site} is not a built leaderboard (no leaderboard.json); run "
                            "`rsrouter leaderboard build` first")
-    return json.loads(path.read_text())["entries"]
+    return _site_entries_of(json.loads(path.read_text()), str(path))
 
 
 def publish(site: str | os.PathLike, *, to: str | os.PathLike | None = None,
@@ -355,7 +402,9 @@ def _git_show(remote: str, path: str, tmp: Path) -> list[dict]:
         return []  # an empty remote: nothing published yet
     shown = subprocess.run(["git", "-C", str(repo), "show", f"FETCH_HEAD:{path}"],
                            capture_output=True)
-    return json.loads(shown.stdout)["entries"] if shown.returncode == 0 else []
+    if shown.returncode != 0:
+        return []
+    return _site_entries_of(json.loads(shown.stdout), f"{remote}:main:{path}")
 
 
 def _publish_hub(entries: list[dict], uri: str, endpoint: str | None) -> str:
@@ -372,7 +421,7 @@ def _publish_hub(entries: list[dict], uri: str, endpoint: str | None) -> str:
     try:
         path = hf_hub_download(repo_id, "leaderboard.json", repo_type="dataset",
                                endpoint=endpoint)
-        old = json.loads(Path(path).read_text())["entries"]
+        old = _site_entries_of(json.loads(Path(path).read_text()), uri)
     except (EntryNotFoundError, RepositoryNotFoundError):
         old = []
     with tempfile.TemporaryDirectory(prefix="rsrouter-board-") as tmp:

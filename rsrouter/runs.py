@@ -52,6 +52,11 @@ def run_settings(models: dict, data: dict, *, n0: int, n: int, alpha: float, see
             "n": n, "alpha": alpha, "seed": seed, "mode": mode, **extra}
 
 
+def routed_models(routed) -> dict:
+    """The router and its experts of a RoutedClassifier, by role, for :func:`run_settings`."""
+    return {"router": routed.router, **{f"expert{k}": e for k, e in enumerate(routed.experts)}}
+
+
 RowsFn = Callable[[torch.Tensor, list[int], list[int]], list[dict]]
 
 

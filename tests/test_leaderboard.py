@@ -89,8 +89,13 @@ def test_the_page_in_a_real_browser(results, tmp_path):
     from playwright.sync_api import sync_playwright
 
     site = tmp_path / "site"
+    hostile = tmp_path / "hostile"
+    log = ROOT / "benchmarks" / "results" / "digits" / "digits-sigma0.25.tsv"
+    assert main(["leaderboard", "import-tsv", str(log), "--dataset", "x');alert(1);//",
+                 "--method", "<script>alert(2)</script>|", "--out", str(hostile)]) == 0
     assert main(["leaderboard", "build", str(results / "out"), str(results / "external"),
-                 "--out", str(site)]) == 0
+                 str(hostile), "--out", str(site)]) == 0
+    assert "\\|" in (site / "leaderboard.md").read_text()
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run ./scripts/test"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -99,13 +104,15 @@ def test_the_page_in_a_real_browser(results, tmp_path):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"])
         page = browser.new_context(viewport={"width": 1300, "height": 1000}).new_page()
-        requests = []
+        requests, dialogs = [], []
         page.on("request", lambda r: requests.append(r.url))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto((site / "index.html").as_uri())
         tabs = page.locator(".tabs button")
-        assert tabs.all_inner_texts() == ["digits", "fashion-mnist"]
-        digits = page.locator("#tab-digits")
-        assert digits.is_visible() and not page.locator("#tab-fashion-mnist").is_visible()
+        assert tabs.all_inner_texts() == ["digits", "fashion-mnist", "x');alert(1);//"]
+        digits = page.locator("section[data-tab='digits']")
+        assert digits.is_visible() and not page.locator(
+            "section[data-tab='fashion-mnist']").is_visible()
         assert digits.locator("tbody tr").count() == 4
         assert digits.locator(".curves svg").is_visible()
 
@@ -121,9 +128,12 @@ def test_the_page_in_a_real_browser(results, tmp_path):
         assert [float(v) for v in column("r=0.25")] == sorted(values)
         page.screenshot(path=str(ARTIFACTS / "leaderboard-digits.png"), full_page=True)
         tabs.nth(1).click()
-        fashion = page.locator("#tab-fashion-mnist")
+        fashion = page.locator("section[data-tab='fashion-mnist']")
         assert fashion.is_visible() and fashion.locator("tbody tr.external").count() == 1
         page.screenshot(path=str(ARTIFACTS / "leaderboard-fashion-mnist.png"), full_page=True)
+        tabs.nth(2).click()  # a hostile name is text, never code
+        assert page.locator("section[data-tab=\"x');alert(1);//\"]").is_visible()
         browser.close()
+    assert dialogs == []
     assert all(url.startswith("file://") for url in requests)
     assert (ARTIFACTS / "leaderboard-digits.png").stat().st_size > 20_000

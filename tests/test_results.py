@@ -11,7 +11,6 @@ import time
 import pandas as pd
 import pytest
 
-from rsrouter.bench import compose_from_counts
 from rsrouter.cli import main
 from rsrouter.errors import CountsError, LockedError, ResultsError, ResumeError
 from rsrouter.results import COHEN_COLUMNS, ResumableTSV, read_tsv
@@ -59,17 +58,16 @@ def test_files_that_are_not_certification_tsvs(certified, tmp_path, capsys):
 
 
 def test_composition_refuses_impossible_counts(certified):
-    """nA = n + 1 composed today into a routed radius of 2.8 for a sigma 0.25 expert."""
-    router = certified.assign(cA=0, sigma=1.0)
-    expert = certified.assign(nA=certified["n"] + 1)
-    with pytest.raises(CountsError, match=r"input idx \d+: impossible counts: nA=401"):
-        compose_from_counts(router, [expert, certified], ["a", "b"], 0.01)
-    with pytest.raises(CountsError, match="chose expert 5, but there are 2"):
-        compose_from_counts(certified.assign(cA=5, nA=certified["n"]), [certified, certified],
-                            ["a", "b"], 0.01)
-    with pytest.raises(ResultsError, match="no certificate of this input"):
-        compose_from_counts(router.assign(nA=router["n"]), [certified.iloc[:2], certified],
-                            ["a", "b"], 0.01)
+    """nA = n + 1 composed in rsrouter 0.1 into a routed radius of 2.8 for a sigma 0.25 expert."""
+    from rsrouter.bench.methods import routed_frame
+
+    counts = certified.assign(time=0.0)
+    router = counts.assign(cA=0, nA=counts["n"], sigma=1.0)
+    with pytest.raises(CountsError, match=r"impossible counts: nA=401"):
+        routed_frame(router, [counts.assign(nA=counts["n"] + 1), counts], ["a", "b"], 0.01, 0.5,
+                     1.0)
+    with pytest.raises(CountsError, match="chose expert 5, but it has 2"):
+        routed_frame(router.assign(cA=5), [counts, counts], ["a", "b"], 0.01, 0.5, 1.0)
 
 
 def test_one_writer_at_a_time_in_process(tmp_path):

@@ -1,5 +1,2 @@
-"""Benchmark harness: certify every method on the same inputs, compare, tabulate, plot."""
-
-from .compare import certify_methods, compose_from_counts, oracle_frame, report, routing_stats
-
-__all__ = ["certify_methods", "compose_from_counts", "oracle_frame", "report", "routing_stats"]
+"""Benchmarks: a config (``config``), counts computed once per model (``store``), every method
+composed from them (``methods``, ``aces``), the run (``harness``) and its report (``report``)."""

@@ -16,18 +16,23 @@ grid, of what the routed certificate would pay: min(router radius, chosen expert
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import norm
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..card import Pin
 from ..data import load_dataset
+from ..files import atomic_write_json
 from ..labels import choose_subset, label_radii
 from ..smoothing import Smooth, noise_generator
 from .config import Fit
@@ -72,24 +77,40 @@ class SmoothedEntropyRouter(Smooth):
 
 @torch.no_grad()
 def fit_thresholds(experts: Sequence, fit: Fit, radii: Sequence[float], *, data_root=None,
+                   cache: str | os.PathLike | None = None,
                    progress: bool = False) -> tuple[list[float], list[int], dict]:
     """Choose the thresholds on ``fit.split`` (never the test split).
 
     Returns ``(thresholds, order, report)``: ``order`` lists the experts' positions from the
-    largest sigma to the smallest (bin k routes to ``experts[order[k]]``).
+    largest sigma to the smallest (bin k routes to ``experts[order[k]]``). With ``cache`` (a
+    folder) a fit is stored under a key of the experts' hashes, the fit settings and the grid,
+    and reused.
     """
-    if fit.split == "test":
-        raise ValueError("thresholds are never chosen on the test inputs")
+    if fit.split != "train":
+        raise ValueError("the thresholds are fitted on training inputs (never the test inputs)")
     order = sorted(range(len(experts)), key=lambda k: -experts[k].sigma)
+    key = {"experts": [[e.pin.weights_sha256, e.pin.config_sha256, e.sigma] for e in experts],
+           "fit": dataclasses.asdict(fit), "radii": list(radii)}
+    path = None
+    if cache is not None:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(cache) / f"entropy-router-{digest}.json"
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key:
+                return stored["thresholds"], stored["order"], stored["report"]
     big = experts[order[0]]
     dataset = load_dataset(big.card.dataset, "train", data_root)
     idx = choose_subset(len(dataset), fit.subset, fit.seed).tolist()
     xs = torch.stack([dataset[i][0] for i in idx])
     ys = torch.tensor([int(dataset[i][1]) for i in idx])
-    counts = np.stack([
-        e.sample_counts(xs, fit.n, batch_size=2500, seed=fit.seed, indices=idx, stage="label")
-        .gather(1, ys[:, None])[:, 0].numpy() for e in (experts[k] for k in order)], axis=1)
-    label_r = label_radii(counts, fit.n, fit.alpha, [experts[k].sigma for k in order])
+    counts = []
+    for k in tqdm(order, desc="fit entropy router: label radii", disable=not progress):
+        c = experts[k].sample_counts(xs, fit.n, batch_size=2500, seed=fit.seed, indices=idx,
+                                     stage="label")
+        counts.append(c.gather(1, ys[:, None])[:, 0].numpy())
+    label_r = label_radii(np.stack(counts, axis=1), fit.n, fit.alpha,
+                          [experts[k].sigma for k in order])
     router = EntropyRouter(big.model, [])
     entropies = []
     for copy in range(fit.copies):  # the router's noise: one stream per copy
@@ -116,6 +137,10 @@ def fit_thresholds(experts: Sequence, fit: Fit, radii: Sequence[float], *, data_
                                                                  minlength=len(experts)))
     (regret, neg_mean), thresholds, shares = best
     report = {"fit_split": fit.split, "fit_inputs": len(idx), "label_n": fit.n,
+              "fit_forwards": len(idx) * (fit.n * len(experts) + fit.copies),
               "max_regret_on_fit": round(100 * regret, 2), "mean_label_radius": -neg_mean,
               "route_shares": [round(int(s) / len(idx), 4) for s in shares]}
+    if path is not None:
+        atomic_write_json(path, {"key": key, "thresholds": thresholds, "order": order,
+                                 "report": report})
     return thresholds, order, report

@@ -33,7 +33,7 @@ import yaml
 from ..errors import ConfigError
 
 METHOD_TYPES = ("expert", "router", "envelope", "oracle", "cascade", "aces")
-CHOICE_SPLITS = ("none", "train", "validation", "test")
+CHOICE_SPLITS = ("none", "train", "validation", "test", "unknown")
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 _ALPHA_RULES = ("sound", "faithful")
 
@@ -102,7 +102,8 @@ class Method:
     name: str
     expert: str | None = None  # expert
     router: str | None = None  # router
-    experts: tuple[str, ...] = ()  # cascade, aces, envelope, oracle (default: every expert)
+    experts: tuple[str, ...] = ()  # cascade, aces: expert references; envelope, oracle: names
+    # of expert methods of the config (default: every expert method)
     alpha_split: float = 0.5  # router, aces: share of alpha given to the router
     threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
     alpha_rule: str = "sound"  # cascade
@@ -121,7 +122,7 @@ class BenchConfig:
     protocol: Protocol = field(default_factory=Protocol)
     radii: tuple[float, ...] = DEFAULT_RADII
     methods: tuple[Method, ...] = ()
-    choices_made_on: str = "validation"
+    choices_made_on: str = "unknown"
     source: str = ""  # the file (paths in methods are relative to its folder)
 
     @property
@@ -188,7 +189,7 @@ def _strings(raw: dict, key: str, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _method(raw: Any, i: int, default_chosen: str) -> Method:
+def _method(raw: Any, i: int) -> Method:
     path = f"methods[{i}]"
     if not isinstance(raw, dict) or "type" not in raw:
         raise ConfigError(f"{path}: a mapping with a type: one of {', '.join(METHOD_TYPES)}")
@@ -206,7 +207,10 @@ def _method(raw: Any, i: int, default_chosen: str) -> Method:
     raw = _keys(raw, path, allowed, required)
     fit_raw = _keys(raw.get("fit"), f"{path}.fit", {"split", "subset", "n", "alpha", "copies",
                                                     "seed"})
-    fit = Fit(split=_str(fit_raw, "split", f"{path}.fit", "train", ("train", "validation")),
+    if fit_raw.get("split") == "validation":
+        raise ConfigError(f"{path}.fit.split: validation is not available yet (no held-out split "
+                          "of the training set is defined); use train")
+    fit = Fit(split=_str(fit_raw, "split", f"{path}.fit", "train", ("train",)),
               subset=_int(fit_raw, "subset", f"{path}.fit", 2000),
               n=_int(fit_raw, "n", f"{path}.fit", 100),
               alpha=_prob(fit_raw, "alpha", f"{path}.fit", 0.001),
@@ -225,7 +229,7 @@ def _method(raw: Any, i: int, default_chosen: str) -> Method:
                   router=_str(raw, "router", path), experts=_strings(raw, "experts", path),
                   alpha_split=_prob(raw, "alpha_split", path, 0.5), threshold=float(threshold),
                   alpha_rule=_str(raw, "alpha_rule", path, "sound", _ALPHA_RULES), fit=fit,
-                  chosen_on=_str(raw, "chosen_on", path, default_chosen, CHOICE_SPLITS),
+                  chosen_on=_str(raw, "chosen_on", path, None, CHOICE_SPLITS),
                   note=_str(raw, "note", path) or "")
 
 
@@ -259,23 +263,33 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
                        for r in radii) or sorted(radii) != radii):
         raise ConfigError(f"radii: must be a non-empty increasing list of numbers >= 0, got "
                           f"{radii!r}")
-    chosen = _str(raw, "choices_made_on", "config", "validation", CHOICE_SPLITS)
+    chosen = _str(raw, "choices_made_on", "config", "unknown", CHOICE_SPLITS)
     methods_raw = raw["methods"]
     if not isinstance(methods_raw, list) or not methods_raw:
         raise ConfigError(f"methods: must be a non-empty list, types {', '.join(METHOD_TYPES)}")
-    methods = tuple(_method(m, i, chosen) for i, m in enumerate(methods_raw))
+    methods = tuple(_method(m, i) for i, m in enumerate(methods_raw))
     names = [m.name for m in methods]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ConfigError(f"methods: names must be unique; {duplicated} appear twice (set name:)")
     experts = [m for m in methods if m.type == "expert"]
+    split = _str(data, "split", "data", "test", ("train", "test"))
     for i, m in enumerate(methods):
-        if m.type in ("envelope", "oracle", "cascade", "aces") and not (m.experts or experts):
-            raise ConfigError(f"methods[{i}] ({m.type}): list experts: or add expert methods")
-        if m.type == "cascade" and len(m.experts or experts) < 2:
-            raise ConfigError(f"methods[{i}] (cascade): needs at least 2 experts")
+        pool = m.experts or tuple(e.expert for e in experts)
+        if m.type in ("envelope", "oracle"):
+            names = [e.name for e in experts]
+            unknown = [e for e in m.experts if e not in names]
+            if unknown or not names:
+                raise ConfigError(f"methods[{i}].experts ({m.type}): name expert methods of this "
+                                  f"config ({', '.join(names) or 'none'}), not {unknown}")
+        if m.type in ("cascade", "aces") and len(pool) < 2:
+            raise ConfigError(f"methods[{i}] ({m.type}): needs at least 2 experts (list experts:"
+                              " or add expert methods)")
+        if m.type == "aces" and split == "train":
+            raise ConfigError(f"methods[{i}] (aces): fits its thresholds on training inputs, so "
+                              "it cannot be benchmarked on data.split: train")
     return BenchConfig(name=_str(raw, "name", "config"), dataset=dataset,
-                       split=_str(data, "split", "data", "test", ("train", "test")),
+                       split=split,
                        root=_str(data, "root", "data"), inputs=inputs, protocol=protocol,
                        radii=tuple(float(r) for r in radii), methods=methods,
                        choices_made_on=chosen, source=source)

@@ -1,16 +1,20 @@
 """``rsrouter bench run``: every method of a config on the same inputs, from counts computed once.
 
-Steps: load the data and pick the inputs; load every model once (experts, routers, the entropy
-router fitted on the fit split); run one count pass per model over the inputs it has not seen
-(the count store: resumable, growable); compose every method's certificates from the stored
-counts at its own alpha; write one TSV per method with its metadata, then the report
-(:mod:`rsrouter.bench.report`).
+Steps: load the data and pick the inputs; load every model the config names (experts, routers)
+before any count is computed, so that a typo fails at once; fit the entropy routers on their fit
+split; run one count pass per model over the inputs it has not seen (the count store:
+resumable, growable, sharded under torchrun); compose every method's certificates from the
+stored counts at its own alpha; write one TSV per method with its metadata, stamped with the
+run's key; then the report (:mod:`rsrouter.bench.report`). Files of methods that are no longer in
+the config are removed, so that a report or a leaderboard never mixes runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,12 +23,12 @@ import pandas as pd
 from .. import __version__
 from ..data import data_identity, load_dataset
 from ..distributed import current
-from ..errors import ConfigError
+from ..errors import ConfigError, RsrouterError
 from ..files import FileLock, atomic_write_json
+from ..registry import is_remote_source
 from ..results import check_rows, write_tsv
 from ..router import ROUTER_STAGES, load_routed
 from . import methods as compose
-from .compare import oracle_frame
 from .config import BenchConfig, Method
 from .store import count_settings, ensure_counts, read_counts
 
@@ -34,13 +38,22 @@ KINDS = {"expert": "certificate", "router": "certificate", "cascade": "certifica
 
 
 def expert_record(expert) -> dict:
-    """How an entry names an expert: name, where its bytes came from, both hashes, sigma."""
-    return {"name": expert.name, "uri": expert.uri, "weights_sha256": expert.pin.weights_sha256,
-            "config_sha256": expert.pin.config_sha256, "sigma": expert.sigma}
+    """How an entry names an expert: name, sigma, both hashes, and its source when it is one
+    anybody can fetch (a local folder's path means nothing elsewhere)."""
+    source = expert.uri if is_remote_source(expert.uri) else "local folder"
+    return {"name": expert.name, "sigma": expert.sigma, "source": source,
+            "weights_sha256": expert.pin.weights_sha256,
+            "config_sha256": expert.pin.config_sha256}
+
+
+def run_key(cfg: BenchConfig, data: dict, indices: list[int]) -> str:
+    """What a run measures: the config, the data read and the inputs (stamps every file)."""
+    key = {"config": cfg.to_dict(), "data": data, "inputs": indices}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class _Models:
-    """Every model of a config, loaded once; count files computed once per model."""
+    """Every model of a config, loaded once; count files computed and read once per model."""
 
     def __init__(self, cfg: BenchConfig, dataset, indices, out: Path, registry, progress: bool,
                  device: str = "cpu"):
@@ -49,6 +62,7 @@ class _Models:
         self.experts: dict[str, object] = {}
         self.routed: dict[str, object] = {}
         self.paths: dict[str, Path] = {}
+        self.frames: dict[Path, pd.DataFrame] = {}
 
     def expert(self, ref: str):
         if ref not in self.experts:
@@ -69,11 +83,36 @@ class _Models:
             self.paths[key] = ensure_counts(model, name, self.dataset, self.indices, self.out,
                                             self.cfg.protocol, stages=stages,
                                             progress=self.progress)
-        return read_counts(self.paths[key], self.indices)
+        path = self.paths[key]
+        if path not in self.frames:
+            self.frames[path] = read_counts(path, self.indices)
+        return self.frames[path]
 
 
-def _method_experts(cfg: BenchConfig, method: Method) -> list[str]:
+def _pool(cfg: BenchConfig, method: Method) -> list[str]:
+    """Expert references of a cascade or an entropy router (default: every expert method's)."""
     return list(method.experts) or [m.expert for m in cfg.expert_methods()]
+
+
+def _expert_methods(cfg: BenchConfig, method: Method) -> list[Method]:
+    """The expert methods an envelope or oracle is taken over (default: all of them)."""
+    names = set(method.experts) or {m.name for m in cfg.expert_methods()}
+    return [m for m in cfg.expert_methods() if m.name in names]
+
+
+def _load_all(cfg: BenchConfig, models: _Models) -> None:
+    """Load every model before any count pass: a bad reference fails at once, naming it."""
+    for method in cfg.methods:
+        try:
+            if method.type == "expert":
+                models.expert(method.expert)
+            elif method.type == "router":
+                models.router(method.router)
+            elif method.type in ("cascade", "aces"):
+                for ref in _pool(cfg, method):
+                    models.expert(ref)
+        except RsrouterError as e:
+            raise ConfigError(f"methods: {method.name} ({method.type}): {e}") from None
 
 
 def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
@@ -96,28 +135,53 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
         dataset = load_dataset(cfg.dataset, cfg.split, cfg.root)
         indices = cfg.inputs.select(len(dataset))
         models = _Models(cfg, dataset, indices, out, registry, progress, device)
+        _load_all(cfg, models)
+        key = run_key(cfg, data_identity(dataset), indices)
         bench = {"config": cfg.to_dict(), "data": data_identity(dataset), "inputs": indices,
+                 "inputs_spec": cfg.inputs.describe(), "run_key": key,
                  "rsrouter_version": __version__}
         if dist.is_main:
-            atomic_write_json(out / "bench.json", bench)
-        for method in cfg.methods:
+            _clean(out, cfg)
+        results: dict[str, pd.DataFrame] = {}
+        for method in sorted(cfg.methods, key=lambda m: m.type != "expert"):  # experts first
             try:
-                frame, meta = _compose(cfg, method, models)
+                frame, meta = _compose(cfg, method, models, results)
             except (ConfigError, KeyError) as e:
                 raise ConfigError(f"methods: {method.name} ({method.type}): {e}") from None
             if frame is not None:  # the rows we publish pass our own reader
                 check_rows(frame, f"{method.name} (composed)")
+                results[method.name] = frame
             if dist.is_main:
-                _write_method(out, method, frame, meta, cfg, dataset, len(indices))
+                _write_method(out, method, frame, meta, cfg, dataset, len(indices), key)
         if dist.is_main:
             used = sorted(str(path.relative_to(out)) for path in models.paths.values())
-            atomic_write_json(out / "bench.json", {**bench, "counts": used})
+            atomic_write_json(out / "bench.json", {**bench, "counts": used,
+                                                   "date": pd.Timestamp.now().date().isoformat()})
             build_report(out)
     dist.barrier()  # every rank returns once the report is written
     return out
 
 
-def _compose(cfg: BenchConfig, method: Method, models: _Models):
+def _clean(out: Path, cfg: BenchConfig) -> None:
+    """Remove what an earlier run wrote for methods this config no longer has, and the
+    entries and summaries (rebuilt at the end), so that nothing stale is reported."""
+    names = {m.name for m in cfg.methods}
+    for meta in out.glob("*.method.json"):
+        name = meta.name[: -len(".method.json")]
+        if name not in names:
+            meta.unlink()
+            (out / f"{name}.tsv").unlink(missing_ok=True)
+    shutil.rmtree(out / "entries", ignore_errors=True)
+    for name in ("summary.md", "summary.csv", "summary.json", "curves.png", "envelope.tsv"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _alpha_split_text(alpha: float, split: float) -> str:
+    return (f"router alpha {alpha * split:g} + expert alpha {alpha - alpha * split:g} = {alpha} "
+            "(union bound)")
+
+
+def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
     """``(frame, metadata)`` of one method (``(None, metadata)`` for the envelope)."""
     alpha = cfg.protocol.alpha
     if method.type == "expert":
@@ -134,31 +198,33 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models):
                                      routed.router.sigma)
         return frame, {
             "experts": [expert_record(e) for e in routed.experts],
-            "router": {"uri": str(routed.router.source), "sigma": routed.router.sigma,
+            "router": {"name": Path(method.router).name, "sigma": routed.router.sigma,
                        "architecture": routed.router.card.architecture,
                        "weights_sha256": routed.router.pin.weights_sha256,
                        "config_sha256": routed.router.pin.config_sha256},
-            "alpha_accounting": f"router alpha {alpha * method.alpha_split:g} + expert alpha "
-                                f"{alpha - alpha * method.alpha_split:g} = {alpha} (union bound)"}
-    experts = [models.expert(ref) for ref in _method_experts(cfg, method)]
-    records = [expert_record(e) for e in experts]
-    names = [e.name for e in experts]
+            "routing": compose.routing_stats(frame),
+            "alpha_accounting": _alpha_split_text(alpha, method.alpha_split)}
     if method.type == "cascade":
+        experts = [models.expert(ref) for ref in _pool(cfg, method)]
         frames = [models.counts(e, e.name) for e in experts]
-        frame = compose.cascade_frame(frames, names, alpha, method.threshold, method.alpha_rule)
+        frame = compose.cascade_frame(frames, [e.name for e in experts], alpha,
+                                      method.threshold, method.alpha_rule)
         k = len(experts)
         rule = (f"alpha/(k+1) at stopping stage k (Jeong & Shin's certify.py): {alpha} for the "
-                "path that stops at stage k; not a union over stopping stages"
+                "bounds of the path taken; the path depends on the data, so not alpha overall"
                 if method.alpha_rule == "faithful" else
-                f"alpha/(2K-1) = {alpha / (2 * k - 1):g} for each of the 2K-1 bounds any "
-                f"stopping stage can use: {alpha} in all (union bound)")
-        return frame, {"experts": records, "alpha_accounting": rule,
+                f"alpha/{compose.cascade_bounds(k)} = {alpha / compose.cascade_bounds(k):g} for "
+                f"each of the {compose.cascade_bounds(k)} bounds any stopping stage can use: "
+                f"{alpha} in all (union bound)")
+        return frame, {"experts": [expert_record(e) for e in experts], "alpha_accounting": rule,
                        "threshold": method.threshold}
     if method.type == "aces":
         from .aces import SmoothedEntropyRouter, fit_thresholds
 
-        thresholds, order, report = fit_thresholds(experts, method.fit, cfg.radii,
-                                                   data_root=cfg.root)
+        experts = [models.expert(ref) for ref in _pool(cfg, method)]
+        thresholds, order, report = fit_thresholds(
+            experts, method.fit, cfg.radii, data_root=cfg.root, cache=models.out / "fits",
+            progress=models.progress and current().is_main)
         router = SmoothedEntropyRouter(experts[order[0]], thresholds, order)
         router_counts = models.counts(router, method.name, ROUTER_STAGES)
         ordered = [experts[k] for k in order]
@@ -171,33 +237,45 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models):
                        "thresholds": thresholds, "sigma": router.sigma,
                        "weights_sha256": router.pin.weights_sha256,
                        "config_sha256": router.pin.config_sha256, "fit": report},
-            "alpha_accounting": f"router alpha {alpha * method.alpha_split:g} + expert alpha "
-                                f"{alpha - alpha * method.alpha_split:g} = {alpha} (union bound)"}
-    results = {e.name: compose.expert_frame(models.counts(e, e.name), alpha) for e in experts}
-    meta = {"experts": records, "alpha_accounting": "none: not a certificate"}
+            "routing": compose.routing_stats(frame),
+            "alpha_accounting": _alpha_split_text(alpha, method.alpha_split)}
+    pool = {m.name: results[m.name] for m in _expert_methods(cfg, method)}
+    meta = {"pool": list(pool), "alpha_accounting": "none: not a certificate",
+            "experts": [rec for m in _expert_methods(cfg, method)
+                        for rec in [expert_record(models.expert(m.expert))]]}
     if method.type == "oracle":  # needs every expert's counts on every input
-        frame = oracle_frame(results)
-        frame.insert(5, "time", sum(df["time"].to_numpy() for df in results.values()))
-        frame["forwards"] = sum(df["forwards"].to_numpy() for df in results.values())
+        frame = compose.oracle_frame(pool)
+        frame.insert(5, "time", sum(df["time"].to_numpy() for df in pool.values()))
+        frame["forwards"] = sum(df["forwards"].to_numpy() for df in pool.values())
         return frame, meta
-    return None, meta  # envelope: built by the report from the experts' TSVs
+    return None, meta  # envelope: a per-radius selection, built by the report from the pool
+
+
+def chosen_on(cfg: BenchConfig, method: Method) -> str:
+    """Where a method's choices were made: what the config says, else what the method is."""
+    if method.type in ("oracle", "envelope"):
+        return "test"  # they pick per input or per radius on the test inputs, by definition
+    if method.type == "aces":
+        return method.fit.split
+    if method.chosen_on:
+        return method.chosen_on
+    return {"expert": "none", "cascade": "none"}.get(method.type, cfg.choices_made_on)
 
 
 def _write_method(out: Path, method: Method, frame, meta: dict, cfg: BenchConfig, dataset,
-                  count: int) -> None:
-    chosen = {"expert": "none", "cascade": "none", "oracle": "test", "envelope": "test",
-              "aces": method.fit.split}.get(method.type, method.chosen_on or cfg.choices_made_on)
+                  count: int, key: str) -> None:
+    chosen = chosen_on(cfg, method)
     info = {"method": method.name, "type": method.type, "kind": KINDS[method.type],
-            "benchmark": cfg.name, "data": data_identity(dataset),
+            "benchmark": cfg.name, "run_key": key, "data": data_identity(dataset),
             "inputs": {"spec": cfg.inputs.describe(), "count": count},
             "protocol": {"n0": cfg.protocol.n0, "n": cfg.protocol.n, "alpha": cfg.protocol.alpha,
                          "seed": cfg.protocol.seed},
-            "radii": list(cfg.radii), "chosen_on": chosen,
-            "chosen_on_test": chosen == "test",
+            "radii": list(cfg.radii), "chosen_on": chosen, "chosen_on_test": chosen == "test",
             "note": method.note, "rsrouter_version": __version__, **meta}
-    if method.type in ("router", "aces") and chosen == "test":
-        info["note"] = (info["note"] + " " if info["note"] else "") + \
-            "Choices of this method were made on the test inputs."
+    if method.type not in ("oracle", "envelope") and chosen in ("test", "unknown"):
+        info["note"] = (info["note"] + " " if info["note"] else "") + (
+            "Choices of this method were made on the test inputs." if chosen == "test" else
+            "Where its choices were made is not recorded (set chosen_on in the config).")
     if frame is not None:
         write_tsv(frame, out / f"{method.name}.tsv")
     atomic_write_json(out / f"{method.name}.method.json", info)

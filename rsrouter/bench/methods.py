@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta, norm
 
+from ..errors import CountsError
 from ..results import COHEN_COLUMNS, certified_accuracy
 from ..router import ROUTED_EXTRAS, compose, routed_extras
 from ..runs import EXPERT_EXTRAS
@@ -61,6 +62,9 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
                                         alpha_r, int(r.seed), int(r.idx), str(r.mode))
         expert = None
         if route.prediction != ABSTAIN:
+            if not 0 <= route.prediction < len(experts):
+                raise CountsError(f"input idx {r.idx}: the router chose expert {route.prediction}"
+                                  f", but it has {len(experts)}")
             e = experts[route.prediction].iloc[pos]
             used[route.prediction][pos] = True
             expert = certificate_from_counts(int(e.cA), int(e.nA), int(e.n), int(e.n0),
@@ -87,8 +91,9 @@ def _cp(n_a: int, n: int, a: float) -> tuple[float, float]:
 
 def _grouped(counts: np.ndarray, c: int) -> np.ndarray:
     """Class ``c``'s count first, then the other classes largest first, those with fewer than 5
-    samples pooled until a pool reaches 5 (a leftover pool joins the last group): the grouping
-    of Jeong & Shin's code, which keeps Goodman's intervals valid."""
+    samples pooled until a pool reaches 5 (a leftover pool joins the last group of other classes,
+    never class ``c``'s): the grouping of Jeong & Shin's code, which keeps Goodman's intervals
+    valid."""
     rest = counts.astype(np.int64).copy()
     first = int(rest[c])
     rest[c] = 0
@@ -102,7 +107,10 @@ def _grouped(counts: np.ndarray, c: int) -> np.ndarray:
                 groups.append(pool)
                 pool = 0
     if pool:
-        groups[-1] += pool
+        if len(groups) > 1:
+            groups[-1] += pool
+        else:
+            groups.append(pool)
     return np.array(groups)
 
 
@@ -115,9 +123,17 @@ def off_class_upper(counts: np.ndarray, c: int, a: float) -> float:
     groups = _grouped(counts, c)
     n = int(counts.sum())
     if len(groups) <= 2:
-        return 1.0 - _cp(int(groups[0]), n, a)[0]
+        return 1.0 - _cp(int(counts[c]), n, a)[0]
     return float(multinomial_proportions_confint(groups, alpha=2 * a, method="goodman")[1:, 1]
                  .max())
+
+
+def cascade_bounds(stages: int) -> int:
+    """How many bounds a K-stage cascade can use: a lower bound per stage (on its own selected
+    class), and at each stage j an off-class bound for each class a later stage may predict
+    (one per later stage, since each later stage's class is fixed by its selection samples):
+    ``K + K (K - 1) / 2``."""
+    return stages + stages * (stages - 1) // 2
 
 
 def cascade_one(stages: Sequence[tuple[int, np.ndarray, float]], alpha: float, threshold: float,
@@ -131,12 +147,12 @@ def cascade_one(stages: Sequence[tuple[int, np.ndarray, float]], alpha: float, t
     whose upper bound still reaches p0 is undecided: ABSTAIN. A stage below p0 declines: next.
 
     ``rule``: "faithful" uses ``alpha / (k + 1)`` at stopping stage k, as their certify.py;
-    "sound" uses ``alpha / (2K - 1)`` for every bound (a union over every bound any stopping
-    stage can use). Returns ``(prediction, radius, stage, alpha of that stage)``.
+    "sound" uses ``alpha / cascade_bounds(K)`` for every bound (a union over every bound any
+    stopping stage can use). Returns ``(prediction, radius, stage, alpha of that stage)``.
     """
     big_k = len(stages)
     for k, (c_a, counts, sigma) in enumerate(stages):
-        a = alpha / (k + 1) if rule == "faithful" else alpha / (2 * big_k - 1)
+        a = alpha / (k + 1) if rule == "faithful" else alpha / cascade_bounds(big_k)
         n = int(counts.sum())
         low, high = _cp(int(counts[c_a]), n, a)
         if low >= threshold:
@@ -175,6 +191,46 @@ def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: 
     cost = _cost(*frames, used=used)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
     return out[[*COHEN_COLUMNS, *CASCADE_EXTRAS, "forwards"]]
+
+
+ORACLE = "oracle (per-input best expert; not a certificate)"
+
+
+def oracle_frame(expert_results: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per input, the best expert in hindsight (largest certified radius among correct ones).
+
+    A ceiling for any router over these experts, **not a certificate**: choosing the expert by
+    the label is not something a certified classifier can do. ``predict`` is the label where some
+    expert is correct, else the first non-abstaining expert's prediction, else ABSTAIN (so the
+    abstain share counts inputs where every expert abstains).
+    """
+    frames = list(expert_results.values())
+    idx = frames[0]["idx"].to_numpy()
+    for df in frames[1:]:
+        if not np.array_equal(df["idx"].to_numpy(), idx):
+            raise ValueError("oracle: the experts were not certified on the same inputs")
+    radius = np.stack([df["radius"].to_numpy() * df["correct"].to_numpy() for df in frames], 1)
+    correct = np.stack([df["correct"].to_numpy() for df in frames], 1).any(1)
+    predictions = np.stack([df["predict"].to_numpy() for df in frames], 1)
+    answered = predictions != ABSTAIN
+    first = predictions[np.arange(len(idx)), answered.argmax(1)]
+    wrong = np.where(answered.any(1), first, ABSTAIN)
+    best = radius.argmax(1)
+    names = list(expert_results)
+    return pd.DataFrame({"idx": idx, "label": frames[0]["label"],
+                         "predict": np.where(correct, frames[0]["label"], wrong),
+                         "radius": radius.max(1), "correct": correct.astype(int),
+                         "best_expert": [names[b] if c else "-" for b, c in zip(best, correct)]})
+
+
+def routing_stats(routed: pd.DataFrame) -> dict:
+    """Router behaviour on the certified inputs: choice shares, abstain rate, mean radius."""
+    choices = routed["expert"].value_counts(normalize=True).round(4).to_dict()
+    return {"router_mean_radius": round(float(routed["router_radius"].mean()), 4),
+            "router_abstain": round(float((routed["expert"] == "-").mean()), 4),
+            "choices": {str(k): float(v) for k, v in choices.items()},
+            "expert_abstain_given_route": round(float(
+                ((routed["predict"] == -1) & (routed["expert"] != "-")).mean()), 4)}
 
 
 def envelope(expert_results: dict[str, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:

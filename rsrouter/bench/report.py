@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,11 @@ from scipy.stats import beta
 from .. import __version__
 from ..errors import ResultsError
 from ..files import atomic_write_json, atomic_write_text
+from ..leaderboard import SCHEMA
 from ..results import average_certified_radius, certified_accuracy, read_tsv, write_tsv
+from .methods import envelope
 from .store import read_counts
 
-ENTRY_SCHEMA = "rsrouter-leaderboard-entry/1"
 CERTIFICATES = ("expert", "router", "cascade", "aces")
 
 
@@ -38,50 +38,67 @@ def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def load_methods(out: str | os.PathLike) -> list[tuple[dict, pd.DataFrame | None]]:
-    """``(metadata, rows)`` of every method in ``out``, in the config's order."""
+def load_methods(out: str | os.PathLike) -> tuple[dict, list[tuple[dict, pd.DataFrame | None]]]:
+    """``(bench, [(metadata, rows)])`` of the benchmark in ``out``, in the config's order.
+
+    Raises:
+        ResultsError: no benchmark there, or a method file of another run (a rerun that stopped
+            half-way): rerun `bench run` to finish it.
+    """
     out = Path(out)
-    bench = out / "bench.json"
-    if not bench.is_file():
+    path = out / "bench.json"
+    if not path.is_file():
         raise ResultsError(f"{out} holds no benchmark (no bench.json); run `rsrouter bench run`")
-    order = [m["name"] for m in json.loads(bench.read_text())["config"]["methods"]]
-    found = {}
-    for path in out.glob("*.method.json"):
-        info = json.loads(path.read_text())
-        tsv = out / f"{info['method']}.tsv"
-        found[info["method"]] = (info, read_tsv(tsv) if info["type"] != "envelope" else None)
-    return [found[name] for name in order if name in found]
+    bench = json.loads(path.read_text())
+    methods = []
+    for spec in bench["config"]["methods"]:
+        meta = out / f"{spec['name']}.method.json"
+        if not meta.is_file():
+            raise ResultsError(f"{out}: method {spec['name']} has no results; rerun `rsrouter "
+                               "bench run` to finish the benchmark")
+        info = json.loads(meta.read_text())
+        if info.get("run_key") != bench.get("run_key"):
+            raise ResultsError(f"{meta} belongs to another run of this folder (a rerun that did "
+                               "not finish); rerun `rsrouter bench run` to finish it")
+        methods.append((info, read_tsv(out / f"{spec['name']}.tsv")
+                        if info["type"] != "envelope" else None))
+    return bench, methods
 
 
-def _entry_key(info: dict) -> str:
-    key = {k: info.get(k) for k in ("benchmark", "method", "type", "data", "inputs", "protocol",
-                                    "experts", "router")}
+def _entry_key(info: dict, bench: dict) -> str:
+    """What an entry measures, independent of where it was run: the benchmark and method, the
+    data by content, the inputs, the protocol, and the models by their hashes."""
+    models = [[e.get("weights_sha256"), e.get("config_sha256"), e.get("sigma")]
+              for e in info.get("experts", [])]
+    router = info.get("router") or {}
+    key = {"benchmark": info["benchmark"], "method": info["method"], "type": info["type"],
+           "dataset": info["data"]["dataset"], "split": info["data"]["split"],
+           "labels": info["data"].get("labels_sha256"), "inputs": bench["inputs"],
+           "protocol": info["protocol"], "models": models,
+           "router": [router.get("weights_sha256"), router.get("config_sha256"),
+                      router.get("thresholds")]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_report(out: str | os.PathLike) -> pd.DataFrame:
     """Rebuild every summary file of the benchmark in ``out``; returns the summary table."""
     out = Path(out)
-    bench = json.loads((out / "bench.json").read_text())
+    bench, methods = load_methods(out)
     cfg = bench["config"]
     radii = [float(r) for r in cfg["radii"]]
-    methods = load_methods(out)
     experts = {info["method"]: df for info, df in methods if info["type"] == "expert"}
     envelope_info = next((info for info, _ in methods if info["type"] == "envelope"), None)
-    pool = ([e["name"] for e in envelope_info["experts"]] if envelope_info else list(experts))
-    pool_results = {name: experts[name] for name in pool if name in experts}
+    pool = {name: experts[name] for name in (envelope_info["pool"] if envelope_info
+                                             else list(experts))}
     n_inputs = len(bench["inputs"])
-    env = (pd.DataFrame({k: certified_accuracy(v, radii) for k, v in pool_results.items()})
-           .max(axis=1).to_numpy() if pool_results else None)
+    env = envelope(pool, radii)["certified_accuracy"].to_numpy() if pool else None
     rows, entries = [], []
     for info, df in methods:
         if info["type"] == "envelope":
-            if env is None:
-                continue
             acc, k = env, np.rint(env * n_inputs)
             acr, se, abstain = None, None, None
-            forwards = sum(float(experts[name]["forwards"].mean()) for name in pool_results)
-            seconds = sum(float(experts[name]["time"].mean()) for name in pool_results)
+            forwards = sum(float(pool[name]["forwards"].mean()) for name in pool)
+            seconds = sum(float(pool[name]["time"].mean()) for name in pool)
         else:
             acc = certified_accuracy(df, radii).to_numpy()
             k = np.rint(acc * len(df))
@@ -89,16 +106,10 @@ def build_report(out: str | os.PathLike) -> pd.DataFrame:
             se = float(np.std(df["radius"] * df["correct"], ddof=1) / np.sqrt(len(df))) \
                 if len(df) > 1 else 0.0
             abstain = float(np.mean(df["predict"] == -1))
-            if "forwards" in df:
-                forwards, seconds = float(df["forwards"].mean()), float(df["time"].mean())
-            else:  # the oracle needs every expert
-                forwards = sum(float(experts[e["name"]]["forwards"].mean())
-                               for e in info["experts"] if e["name"] in experts)
-                seconds = sum(float(experts[e["name"]]["time"].mean())
-                              for e in info["experts"] if e["name"] in experts)
+            forwards, seconds = float(df["forwards"].mean()), float(df["time"].mean())
         low, high = interval95(k, n_inputs)
         regret = float(np.max(env - acc)) * 100 if env is not None else None
-        row = {"method": info["method"], "kind": info["kind"],
+        row = {"method": info["method"], "kind": info["kind"], "chosen_on": info["chosen_on"],
                "chosen_on_test": info["chosen_on_test"]}
         for r, a, lo, hi in zip(radii, acc, low, high):
             row[f"r={r:g}"] = round(100 * a, 1)
@@ -118,12 +129,9 @@ def build_report(out: str | os.PathLike) -> pd.DataFrame:
         "benchmark": cfg["name"], "radii": radii, "inputs": n_inputs,
         "table": json.loads(table.reset_index().to_json(orient="records")), "count_store": saved})
     atomic_write_text(out / "summary.md", _markdown(cfg, bench, table, radii, saved, methods))
-    if env is not None:
-        best = pd.DataFrame({k: certified_accuracy(v, radii) for k, v in pool_results.items()})
-        write_tsv(pd.DataFrame({"radius": radii, "expert": best.idxmax(axis=1).to_numpy(),
-                                "certified_accuracy": env, "inputs": n_inputs}),
-                  out / "envelope.tsv")
-    _curves(out / "curves.png", methods, pool_results, cfg["name"], n_inputs)
+    if pool:
+        write_tsv(envelope(pool, radii), out / "envelope.tsv")
+    _curves(out / "curves.png", methods, pool, cfg["name"], n_inputs)
     (out / "entries").mkdir(exist_ok=True)
     for entry in entries:
         atomic_write_json(out / "entries" / f"{entry['benchmark']}--{entry['method']}.json", entry)
@@ -132,9 +140,11 @@ def build_report(out: str | os.PathLike) -> pd.DataFrame:
 
 def _entry(info, bench, radii, acc, low, high, row) -> dict:
     cfg = bench["config"]
-    return {"schema": ENTRY_SCHEMA, "key": _entry_key(info), "benchmark": info["benchmark"],
+    return {"schema": SCHEMA, "key": _entry_key(info, bench), "benchmark": info["benchmark"],
             "dataset": info["data"]["dataset"], "split": info["data"]["split"],
-            "data": info["data"], "inputs": info["inputs"], "protocol": info["protocol"],
+            "data": {k: info["data"].get(k) for k in ("dataset", "split", "length",
+                                                      "labels_sha256")},
+            "inputs": info["inputs"], "protocol": info["protocol"],
             "method": info["method"], "type": info["type"], "kind": info["kind"],
             "radii": radii, "accuracy": [round(float(a), 4) for a in acc],
             "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
@@ -146,7 +156,7 @@ def _entry(info, bench, radii, acc, low, high, row) -> dict:
             "note": info.get("note", ""), "external": False, "counts_available": True,
             "config": {"name": cfg["name"], "inputs": cfg["inputs"]},
             "rsrouter_version": bench.get("rsrouter_version", __version__),
-            "date": date.today().isoformat()}
+            "date": bench.get("date", "")}
 
 
 def _savings(out: Path, methods, bench) -> dict:
@@ -158,7 +168,7 @@ def _savings(out: Path, methods, bench) -> dict:
         df = df[df["idx"].isin(inputs)]
         spent += int((df["n"] + df["n0"]).sum())
     separate = sum(int(df["forwards"].sum()) for info, df in methods
-                   if info["type"] in CERTIFICATES and df is not None)
+                   if info["type"] in CERTIFICATES)
     return {"forward_passes": spent, "separately": separate,
             "saved": separate - spent, "ratio": round(separate / spent, 2) if spent else None}
 
@@ -174,7 +184,7 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
             "forwards/input", "s/input"]
     lines = [f"# {cfg['name']}", "",
              f"{bench['data']['dataset']} ({bench['data']['split']}), {n} inputs "
-             f"({_describe(cfg['inputs'])}), n0 = {proto['n0']}, n = {proto['n']}, "
+             f"({bench.get('inputs_spec', '')}), n0 = {proto['n0']}, n = {proto['n']}, "
              f"alpha = {proto['alpha']}, seed = {proto['seed']}.", "",
              "Certified accuracy (%) at l2 radius r with its exact 95% interval over the inputs; "
              "ACR = average certified radius (standard error); max regret = the largest gap "
@@ -186,6 +196,8 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
             flags.append(row["kind"].split(":")[0])
         elif row["chosen_on_test"]:
             flags.append("choices made on the test inputs")
+        elif row["chosen_on"] == "unknown":
+            flags.append("where its choices were made is not recorded")
         name = method + (f" ({'; '.join(flags)})" if flags else "")
         acr = "–" if pd.isna(row["ACR"]) else f"{row['ACR']:.3f} ({row['ACR se']:.3f})"
         cells = [name, *[_fmt_cell(row, r) for r in radii], acr,
@@ -197,20 +209,17 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
               f"model; certifying each method on its own would take {saved['separately']:,} "
               f"({saved['ratio']}x).", ""]
     for info, _ in methods:
+        routing = info.get("routing")
         lines.append(f"- **{info['method']}** ({info['type']}): {info['kind']}; alpha: "
                      f"{info.get('alpha_accounting', '')}; choices made on: {info['chosen_on']}"
+                     + (f"; router: abstains on {100 * routing['router_abstain']:.1f}%, chooses "
+                        + ", ".join(f"{k} {100 * v:.1f}%" for k, v in routing["choices"].items()
+                                    if k != "-") if routing else "")
                      + (f". {info['note']}" if info.get("note") else ""))
     return "\n".join(lines) + "\n"
 
 
-def _describe(inputs: dict) -> str:
-    if inputs.get("indices"):
-        return f"{len(inputs['indices'])} listed"
-    every = "every input" if inputs.get("every", 1) == 1 else f"every {inputs['every']}-th"
-    return every + (f", first {inputs['first']}" if inputs.get("first") else "")
-
-
-def _curves(path: Path, methods, pool_results, title: str, n_inputs: int) -> None:
+def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,10 +231,10 @@ def _curves(path: Path, methods, pool_results, title: str, n_inputs: int) -> Non
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for info, df in methods:
         if info["type"] == "envelope":
-            if pool_results:
-                env = pd.DataFrame({k: certified_accuracy(v, grid) for k, v in
-                                    pool_results.items()}).max(axis=1).to_numpy() * 100
-                ax.plot(grid, env, ":", color="black", label=f"{info['method']} (selection)")
+            if pool:
+                env = envelope(pool, grid)["certified_accuracy"].to_numpy() * 100
+                ax.plot(grid, env, ":", color="black",
+                        label=f"{info['method']} (not a classifier)")
             continue
         acc = certified_accuracy(df, grid).to_numpy()
         low, high = interval95(np.rint(acc * len(df)), len(df))

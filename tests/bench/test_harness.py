@@ -154,7 +154,15 @@ def test_more_inputs_compute_only_the_new_ones_and_a_crash_loses_nothing(setup, 
     (lambda c: c["methods"].append({"type": "cascade", "threshold": 0.3}),
      r"threshold: must be a number in \[0.5, 1\)"),
     (lambda c: c["methods"].append({"type": "aces", "fit": {"split": "test"}}),
-     r"fit\.split: 'test' is not one of train, validation"),
+     r"fit\.split: 'test' is not one of train"),
+    (lambda c: c["methods"].append({"type": "aces", "fit": {"split": "validation"}}),
+     r"fit\.split: validation is not available yet"),
+    (lambda c: c["methods"].append({"type": "aces", "experts": ["d025"]}),
+     r"\(aces\): needs at least 2 experts"),
+    (lambda c: c.update(data={"dataset": "digits", "split": "train"}) or c["methods"].append(
+        {"type": "aces"}), "cannot be benchmarked on data.split: train"),
+    (lambda c: c["methods"].append({"type": "envelope", "experts": ["digits-sigma0.25"]}),
+     r"name expert methods of this config \(d025, d050\)"),
     (lambda c: c.update(colour="red"), r"config\.colour: unknown key; allowed: choices_made_on"),
 ])
 def test_config_errors_name_the_key(change, message):
@@ -201,3 +209,44 @@ def test_the_digits_benchmark_config_end_to_end(tmp_path):
     table = pd.read_csv(tmp_path / "out" / "summary.csv", index_col=0)
     assert len(table) == 8 and (table["max regret"].dropna() >= 0).all()
     assert table.loc["envelope", "max regret"] == 0
+
+
+def test_renamed_experts_stale_files_and_unfinished_reruns(setup, tmp_path):
+    """An envelope over renamed expert methods; a rerun without a method removes its files; a
+    report refuses a folder where a rerun stopped half-way."""
+    path, config = setup
+    config = {**config, "methods": [{"type": "expert", "expert": "d025", "name": "small"},
+                                     {"type": "expert", "expert": "d050", "name": "wide"},
+                                     {"type": "envelope"}, {"type": "oracle"}]}
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    table = pd.read_csv(out / "summary.csv", index_col=0)
+    assert table.loc["envelope", "max regret"] == 0 and table["max regret"].notna().all()
+    config["methods"] = config["methods"][:2]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert not (out / "oracle.tsv").exists() and not (out / "envelope.method.json").exists()
+    assert sorted(p.name for p in (out / "entries").iterdir()) == ["tiny--small.json",
+                                                                   "tiny--wide.json"]
+    config["inputs"] = {"every": 30}
+    config["methods"].append({"type": "expert", "expert": "no-such-expert"})
+    path.write_text(yaml.safe_dump(config))
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    assert (out / "small.tsv").exists()  # the failed rerun wrote nothing: the typo failed first
+    assert main(["bench", "report", str(out)]) == 0
+
+
+def test_entry_keys_do_not_depend_on_where_the_run_was(setup, tmp_path):
+    path, config = setup
+    config = {**config, "methods": config["methods"][:2]}
+    path.write_text(yaml.safe_dump(config))
+    assert main(["bench", "run", "--config", str(path), "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 0
+    assert main(["bench", "run", "--config", str(path), "--out", str(tmp_path / "b"),
+                 "--no-progress"]) == 0
+    for name in ("tiny--d025.json", "tiny--d050.json"):
+        a = json.loads((tmp_path / "a" / "entries" / name).read_text())
+        b = json.loads((tmp_path / "b" / "entries" / name).read_text())
+        assert a["key"] == b["key"]
+        assert "/" not in json.dumps(a["experts"]).replace("local folder", "")  # no local paths

@@ -27,7 +27,7 @@ def _goodman_upper(groups, a):
 
 def test_cascade_by_hand():
     """Two stages (sigma 1.0 then 0.5), p0 = 0.5, n = 1000, alpha = 0.01, rule sound: every
-    bound at alpha / (2K - 1) = 0.01 / 3.
+    bound at alpha / (K + K (K - 1) / 2) = 0.01 / 3.
 
     Stage 0 (sigma 1.0): counts [300, 400, 300], top class 1 with upper bound < 0.5: declines.
     Stage 1 (sigma 0.5): counts [20, 960, 20]: class 1 with lower bound > 0.5: predicts 1 within
@@ -68,9 +68,20 @@ def test_cascade_abstains_when_undecided_or_all_decline():
     assert radius == pytest.approx(norm.ppf(beta.ppf(0.01, 1000, 1)))
 
 
+def test_the_sound_rule_counts_every_bound_a_stopping_stage_can_use():
+    from rsrouter.bench.methods import cascade_bounds
+
+    # K lower bounds, and at stage j one off-class bound per later stage's predicted class
+    assert [cascade_bounds(k) for k in (1, 2, 3, 4)] == [1, 3, 6, 10]
+
+
 def test_off_class_grouping_as_in_their_code():
     # classes with fewer than 5 samples are pooled until a pool reaches 5
     assert _grouped(np.array([900, 50, 3, 2, 1, 44]), 0).tolist() == [900, 50, 44, 6]
+    # a leftover pool never joins the predicted class; the bound is on the other classes
+    assert _grouped(np.array([996, 2, 2]), 0).tolist() == [996, 4]
+    assert off_class_upper(np.array([996, 2, 2]), 0, 0.001) == pytest.approx(
+        1 - beta.ppf(0.001, 996, 5))
     # two groups: the bound is one minus the lower bound on p_c
     a = 0.001
     assert off_class_upper(np.array([990, 6, 4]), 0, a) == pytest.approx(
