@@ -42,10 +42,20 @@ from .expert import Expert
 from .files import atomic_write_json, atomic_write_text
 from .models import NormalizedModel, Trust
 from .registry import is_remote_source
-from .smoothing import ABSTAIN, Certificate, Smooth
+from .smoothing import (
+    ABSTAIN,
+    Certificate,
+    Smooth,
+    _check_count,
+    certificate_from_counts,
+    shared_counts,
+)
 from .weights import build_network, save_weights
 
-ROUTER_STAGES = ("router-select", "router-estimate")
+# A router certifies on the experts' noise streams: one standard-normal draw per sample serves the
+# router (scaled by sigma_r) and the chosen expert (scaled by its sigma); docs/theory.md shows
+# that the routed certificate needs no independence between the two.
+ROUTER_STAGES = ("select", "estimate")
 ROUTER_PREDICT = "router-predict"
 
 
@@ -399,21 +409,43 @@ class RoutedClassifier:
     def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
                       batch_size: int = 1000, seed: int = 0,
                       indices: Sequence[int] | None = None) -> list[RoutedCertificate]:
-        """Routed CERTIFY of each input; only each input's chosen expert is evaluated."""
+        """Routed CERTIFY of each input; only each input's chosen expert is evaluated, and the
+        router and that expert use the same noise draws (each scaled by its own sigma).
+
+        1. the router's ``n0`` selection samples choose the expert ``k``;
+        2. expert ``k`` selects its class on the same ``n0`` draws (drawn again: 1% of the work
+           at n0 = 100, n = 10,000);
+        3. ``n`` fresh draws are made once and counted by the router and by expert ``k``.
+        The counts equal those of separate runs of the router and of each expert (same
+        streams), so routed certificates can also be composed from stored counts.
+        """
+        _check_count("n0", n0)
+        _check_count("n", n)
         indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
+        xs, indices = self.router._check_inputs(xs, indices)
         alpha_r, alpha_e = self.split(alpha)
-        routes = self.router.certify_batch(xs, n0, n, alpha_r, batch_size=batch_size, seed=seed,
-                                           indices=indices, stages=ROUTER_STAGES)
-        expert_certs: list[Certificate | None] = [None] * len(xs)
-        for k, expert in enumerate(self.experts):
-            rows = [i for i, r in enumerate(routes) if r.prediction == k]
-            if rows:
-                certs = expert.certify_batch(xs[rows], n0, n, alpha_e, batch_size=batch_size,
-                                             seed=seed, indices=[indices[i] for i in rows])
-                for i, c in zip(rows, certs):
-                    expert_certs[i] = c
-        return [compose(r, c, self._name(r.prediction), alpha, alpha_r, alpha_e)
-                for r, c in zip(routes, expert_certs)]
+        kw = dict(batch_size=batch_size, seed=seed, indices=indices)
+        select, estimate = ROUTER_STAGES
+        choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
+        masks = [choice == k for k in range(len(self.experts))]
+        used = [(e, m) for e, m in zip(self.experts, masks) if bool(m.any())]
+        expert_select = shared_counts(used, xs, n0, stage=select, **kw) if used else []
+        counts = shared_counts([(self.router, None), *used], xs, n, stage=estimate, **kw)
+        router_counts, expert_counts = counts[0], counts[1:]
+        out = []
+        for i, (k, index) in enumerate(zip(choice.tolist(), indices)):
+            route = certificate_from_counts(k, int(router_counts[i, k]), n, n0, self.router.sigma,
+                                            alpha_r, seed, index, self.router.mode)
+            expert = None
+            if route.prediction != ABSTAIN:
+                slot = next(s for s, (e, m) in enumerate(used) if bool(m[i]))
+                c_a = int(expert_select[slot][i].argmax())
+                chosen = self.experts[k]
+                expert = certificate_from_counts(c_a, int(expert_counts[slot][i, c_a]), n, n0,
+                                                 chosen.sigma, alpha_e, seed, index, chosen.mode)
+            out.append(compose(route, expert, self._name(route.prediction), alpha, alpha_r,
+                               alpha_e))
+        return out
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,
                 seed: int = 0, index: int = 0) -> int:

@@ -417,7 +417,6 @@ class Smooth:
                                     stage=stage)
         return [predict_from_counts(row, alpha) for row in counts.tolist()]
 
-    @torch.no_grad()
     def sample_counts(
         self, xs: torch.Tensor, num: int, *, batch_size: int, seed: int,
         indices: Sequence[int], stage: str,
@@ -426,29 +425,8 @@ class Smooth:
 
         Memory is bounded by ``batch_size`` noisy copies, whatever ``num`` is.
         """
-        _check_count("batch_size", batch_size)
-        if self.device.type == "cpu":
-            tune_allocator()  # the command's speed for API users too (RSROUTER_MALLOC_TUNING=0)
-        b = xs.shape[0]
-        xs = xs.to(self.device)
-        counts = torch.zeros(b * self.num_classes, dtype=torch.long, device=self.device)
-        streams = [NoiseStream(xs.shape[1:], noise_generator(seed, i, stage, self.device))
-                   for i in indices]
-        buffer = torch.empty((min(batch_size, b * num), *xs.shape[1:]), device=self.device)
-        for owners, sizes in _batches(b, num, batch_size):
-            start = 0
-            for j, size in zip(owners, sizes):
-                noisy = buffer[start : start + size]
-                streams[j].fill(noisy)
-                noisy.mul_(self.sigma).add_(xs[j])
-                start += size
-            predictions = self._classify(buffer[:start], batch_size)
-            owner_ids = torch.repeat_interleave(
-                torch.tensor(owners, device=self.device), torch.tensor(sizes, device=self.device)
-            )
-            counts += torch.bincount(owner_ids * self.num_classes + predictions,
-                                     minlength=b * self.num_classes)
-        return counts.view(b, self.num_classes).cpu()
+        return shared_counts([(self, None)], xs, num, batch_size=batch_size, seed=seed,
+                             indices=indices, stage=stage)[0]
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -501,6 +479,61 @@ class Smooth:
         if len(indices) != xs.shape[0]:
             raise ValueError(f"got {len(indices)} indices for {xs.shape[0]} inputs")
         return xs.float(), indices
+
+
+@torch.no_grad()
+def shared_counts(
+    models: Sequence[tuple[Smooth, torch.Tensor | None]], xs: torch.Tensor, num: int, *,
+    batch_size: int, seed: int, indices: Sequence[int], stage: str,
+) -> list[torch.Tensor]:
+    """Class counts of several smoothed models on the same noise: one standard-normal draw per
+    sample, scaled by each model's sigma (``x + sigma z``).
+
+    ``models``: ``(smooth, mask)`` pairs; a model counts the inputs of its boolean ``mask``
+    ([B], None: all). Returns one ``[B, num_classes]`` int64 CPU tensor per model (zeros off its
+    mask). Each input's draws come from its own stream ``(seed, index, stage)`` in fixed blocks,
+    so a model's counts are those it gets alone; the draws are made once, however many models
+    use them. Memory is bounded by ``batch_size`` noisy copies.
+    """
+    _check_count("batch_size", batch_size)
+    device = models[0][0].device
+    if device.type == "cpu":
+        tune_allocator()  # the command's speed for API users too (RSROUTER_MALLOC_TUNING=0)
+    b = xs.shape[0]
+    xs = xs.to(device)
+    masks = [torch.ones(b, dtype=torch.bool) if m is None else torch.as_tensor(m, dtype=torch.bool)
+             for _, m in models]
+    counts = [torch.zeros(b * s.num_classes, dtype=torch.long, device=device) for s, _ in models]
+    streams = [NoiseStream(xs.shape[1:], noise_generator(seed, i, stage, device))
+               for i in indices]
+    size = min(batch_size, b * num)
+    z = torch.empty((size, *xs.shape[1:]), device=device)
+    alone = len(models) == 1  # one model: make the noisy batch in place, no second buffer
+    noisy = z if alone else torch.empty_like(z)
+    for owners, sizes in _batches(b, num, batch_size):
+        start = 0
+        for j, k in zip(owners, sizes):
+            streams[j].fill(z[start : start + k])
+            start += k
+        for (smooth, _), mask, count in zip(models, masks, counts):
+            pos, kept, kept_sizes = 0, [], []
+            offset = 0
+            for j, k in zip(owners, sizes):
+                if mask[j]:
+                    torch.add(xs[j], z[offset : offset + k], alpha=smooth.sigma,
+                              out=noisy[pos : pos + k])
+                    kept.append(j)
+                    kept_sizes.append(k)
+                    pos += k
+                offset += k
+            if not pos:
+                continue
+            predictions = smooth._classify(noisy[:pos], batch_size)
+            owner_ids = torch.repeat_interleave(torch.tensor(kept, device=device),
+                                                torch.tensor(kept_sizes, device=device))
+            count += torch.bincount(owner_ids * smooth.num_classes + predictions,
+                                    minlength=b * smooth.num_classes)
+    return [c.view(b, s.num_classes).cpu() for c, (s, _) in zip(counts, models)]
 
 
 def predict_from_counts(counts: Sequence[int], alpha: float) -> int:

@@ -69,11 +69,6 @@ class SmoothedEntropyRouter(Smooth):
                        hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest(),
                        "entropy router")
 
-    def certify_batch(self, xs, n0, n, alpha, *, batch_size=1000, seed=0, indices=None,
-                      stages=("router-select", "router-estimate")):
-        return super().certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
-                                     indices=indices, stages=stages)
-
 
 @torch.no_grad()
 def fit_thresholds(experts: Sequence, fit: Fit, radii: Sequence[float], *, data_root=None,
