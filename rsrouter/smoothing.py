@@ -485,9 +485,11 @@ class Smooth:
 def shared_counts(
     models: Sequence[tuple[Smooth, torch.Tensor | None]], xs: torch.Tensor, num: int, *,
     batch_size: int, seed: int, indices: Sequence[int], stage: str,
+    streams: Sequence[NoiseStream] | None = None,
 ) -> list[torch.Tensor]:
     """Class counts of several smoothed models on the same noise: one standard-normal draw per
-    sample, scaled by each model's sigma (``x + sigma z``).
+    sample, scaled by each model's sigma (``x + sigma z``). ``streams`` continues given streams
+    (one per input) instead of starting them afresh.
 
     ``models``: ``(smooth, mask)`` pairs; a model counts the inputs of its boolean ``mask``
     ([B], None: all). Returns one ``[B, num_classes]`` int64 CPU tensor per model (zeros off its
@@ -504,8 +506,9 @@ def shared_counts(
     masks = [torch.ones(b, dtype=torch.bool) if m is None else torch.as_tensor(m, dtype=torch.bool)
              for _, m in models]
     counts = [torch.zeros(b * s.num_classes, dtype=torch.long, device=device) for s, _ in models]
-    streams = [NoiseStream(xs.shape[1:], noise_generator(seed, i, stage, device))
-               for i in indices]
+    if streams is None:
+        streams = [NoiseStream(xs.shape[1:], noise_generator(seed, i, stage, device))
+                   for i in indices]
     size = min(batch_size, b * num)
     z = torch.empty((size, *xs.shape[1:]), device=device)
     alone = len(models) == 1  # one model: make the noisy batch in place, no second buffer
@@ -534,6 +537,87 @@ def shared_counts(
             count += torch.bincount(owner_ids * smooth.num_classes + predictions,
                                     minlength=b * smooth.num_classes)
     return [c.view(b, s.num_classes).cpu() for c, (s, _) in zip(counts, models)]
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Looks at growing sample sizes ``looks`` (the last is n), the error budget split over them:
+    ``final_share`` of alpha at the last look, the rest evenly over the earlier ones. An input
+    stops once every radius of the grid is decided (certified, or out of reach even at the last
+    look); its certificate is the one of the look where it stopped, at that look's share."""
+
+    looks: tuple[int, ...]
+    final_share: float = 0.5
+
+    def shares(self) -> list[float]:
+        if len(self.looks) == 1:
+            return [1.0]
+        early = (1 - self.final_share) / (len(self.looks) - 1)
+        return [early] * (len(self.looks) - 1) + [self.final_share]
+
+    def check(self, n: int) -> None:
+        looks = list(self.looks)
+        if not looks or looks != sorted(set(looks)) or looks[0] < 1 or looks[-1] != n:
+            raise ValueError(f"sequential looks must increase strictly from >= 1 to n = {n}, "
+                             f"got {looks}")
+        if not 0 < self.final_share <= 1 or (len(looks) == 1 and self.final_share != 1):
+            raise ValueError(f"final_share must be in (0, 1] (1 with a single look), got "
+                             f"{self.final_share}")
+
+
+def sequential_counts(
+    model: Smooth, xs: torch.Tensor, n0: int, seq: Sequential, alpha: float,
+    radii: Sequence[float], *, batch_size: int, seed: int, indices: Sequence[int],
+    stages: tuple[str, str] = ("select", "estimate"),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CERTIFY's counts with sequential looks: ``(cA, counts, n_used, share)`` per input.
+
+    ``cA`` comes from ``n0`` selection samples as usual. The estimation samples are the first
+    ``n_used`` draws of the input's estimation stream (so a fixed-n run with ``n = n_used``
+    counts the very same samples). At look j (``n_j`` samples, level ``alpha * share_j``) an
+    input stops when, for every grid radius r, either its lower-bound radius reaches r
+    (certified) or r is out of reach: above the radius of its upper bound, or above the best
+    radius the last look could give. The stopping rule may depend on anything: the certificate at
+    the stopping look holds because the bounds at all looks hold together with probability at
+    least ``1 - alpha`` (a union over the looks; docs/theory.md).
+    """
+    seq.check(seq.looks[-1])
+    _check_count("n0", n0)
+    _check_alpha(alpha)
+    xs, indices = model._check_inputs(xs, indices)
+    c_a = model.sample_counts(xs, n0, batch_size=batch_size, seed=seed, indices=indices,
+                              stage=stages[0]).argmax(dim=1)
+    b, shares = len(xs), seq.shares()
+    streams = [NoiseStream(xs.shape[1:], noise_generator(seed, i, stages[1], model.device))
+               for i in indices]
+    counts = torch.zeros((b, model.num_classes), dtype=torch.long)
+    used, share = torch.zeros(b, dtype=torch.long), torch.zeros(b)
+    active = np.ones(b, bool)
+    grid = np.asarray(radii, dtype=float)
+    final = seq.looks[-1]
+    cap = model.sigma * norm.ppf(lower_confidence_bound(final, final, alpha * shares[-1]))
+    previous = 0
+    for look, part in zip(seq.looks, shares):
+        rows = np.flatnonzero(active)
+        if not len(rows):
+            break
+        more = shared_counts([(model, None)], xs[rows], look - previous, batch_size=batch_size,
+                             seed=seed, indices=[indices[r] for r in rows], stage=stages[1],
+                             streams=[streams[r] for r in rows])[0]
+        counts[rows] += more
+        used[rows], share[rows] = look, part
+        previous = look
+        n_a = counts[rows].gather(1, c_a[rows][:, None])[:, 0].numpy()
+        a = alpha * part
+        with np.errstate(all="ignore"):
+            low = np.where(n_a > 0, beta.ppf(a, np.maximum(n_a, 1), look - n_a + 1), 0.0)
+            high = np.where(n_a < look, beta.ppf(1 - a, n_a + 1, np.maximum(look - n_a, 1)), 1.0)
+            r_low = np.where(low > 0.5, model.sigma * norm.ppf(np.clip(low, 0.5, 1)), -np.inf)
+            r_high = np.where(high > 0.5, model.sigma * norm.ppf(np.clip(high, 0.5, 1)), -np.inf)
+        reach = np.minimum(r_high, cap)
+        decided = ((r_low[:, None] >= grid[None, :]) | (reach[:, None] < grid[None, :])).all(1)
+        active[rows[decided]] = False
+    return c_a, counts, used, share
 
 
 def predict_from_counts(counts: Sequence[int], alpha: float) -> int:

@@ -61,7 +61,7 @@ def test_composition_refuses_impossible_counts(certified):
     """nA = n + 1 composed in rsrouter 0.1 into a routed radius of 2.8 for a sigma 0.25 expert."""
     from rsrouter.bench.methods import routed_frame
 
-    counts = certified.assign(time=0.0)
+    counts = certified.assign(time=0.0, share=1.0)
     router = counts.assign(cA=0, nA=counts["n"], sigma=1.0)
     with pytest.raises(CountsError, match=r"impossible counts: nA=401"):
         routed_frame(router, [counts.assign(nA=counts["n"] + 1), counts], ["a", "b"], 0.01, 0.5,

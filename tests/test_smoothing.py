@@ -278,3 +278,37 @@ def test_selection_and_estimation_stages_must_differ():
     smooth = Smooth(_small_cnn(), 10, 0.25)
     with pytest.raises(ValueError, match="different noise stages"):
         smooth.certify_batch(torch.rand(1, 1, 8, 8), 10, 20, 0.01, stages=("select", "select"))
+
+
+def test_sequential_looks_keep_coverage_and_save_samples():
+    """Sequential mode on the halfspace: the radius reported at the stopping look overstates the
+    true radius on at most alpha + 3 SE of the inputs, however the stopping rule chose the look;
+    and easy inputs stop early."""
+    from rsrouter.smoothing import Sequential, sequential_counts
+
+    alpha, sigma, m = 0.05, 0.5, 2400
+    seq = Sequential((50, 100, 200, 400, 800), final_share=0.5)
+    rng = np.random.default_rng(1)
+    margins = rng.uniform(-0.2, 1.3, size=m) * sigma
+    xs = torch.zeros(m, 1, 1, 4)
+    xs[:, 0, 0, 0] = torch.from_numpy(margins).float() + 0.5  # pixels in [0, 1]
+    smooth = Smooth(Halfspace(4, t=0.5), num_classes=2, sigma=sigma)
+    grid = [0.0, 0.25, 0.5]
+    c_a, counts, used, share = sequential_counts(smooth, xs, 32, seq, alpha, grid,
+                                                 batch_size=4096, seed=5, indices=range(m))
+    n_a = counts.gather(1, c_a[:, None])[:, 0].numpy()
+    radius = radii_from_counts(n_a, used.numpy(), alpha * share.numpy(), sigma)
+    certified = radius > 0
+    true_class, true_radius = (margins > 0).astype(int), np.abs(margins)
+    violations = certified & ((c_a.numpy() != true_class) | (radius > true_radius + 1e-6))
+    se = math.sqrt(alpha * (1 - alpha) / m)
+    assert violations.mean() <= alpha + 3 * se
+    assert set(share.tolist()) <= {0.125, 0.5}  # (1 - 0.5) / 4 early, 0.5 at the last look
+    assert used.float().mean() < 0.85 * 800  # many inputs stop before the last look
+    assert (used == 50).any() and (used == 800).any()
+    # the first n_used estimation draws are those a fixed-n run counts
+    fixed = smooth.certify_batch(xs[:8], 32, 800, alpha, batch_size=4096, seed=5,
+                                 indices=range(8))
+    full = used[:8] == 800
+    assert [c.nA for c, f in zip(fixed, full) if f] == [int(v) for v, f in zip(n_a[:8], full)
+                                                          if f]

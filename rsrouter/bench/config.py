@@ -21,6 +21,7 @@ Relative paths (expert and router folders) are relative to the config file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..smoothing import Sequential
 
 METHOD_TYPES = ("expert", "router", "envelope", "oracle", "cascade", "aces")
 CHOICE_SPLITS = ("none", "train", "validation", "test", "unknown")
@@ -42,16 +44,24 @@ _ALPHA_RULES = ("sound", "faithful")
 class Protocol:
     """The statistical protocol: one frozen object, fingerprinted. Counts depend on ``n0``,
     ``n`` and ``seed`` (not on ``alpha``: bounds are recomputed from stored counts at any
-    alpha); ``batch_size`` changes nothing but speed."""
+    alpha), and in sequential mode on the looks, the grid and alpha (they decide where each
+    input stops); ``batch_size`` changes nothing but speed."""
 
     n0: int = 100
     n: int = 10_000
     alpha: float = 0.001
     seed: int = 0
     batch_size: int = 1000
+    sequential: Sequential | None = None
+    radii: tuple[float, ...] = ()  # the grid sequential looks decide (set from the config)
 
     def counts_key(self) -> dict:
-        return {"n0": self.n0, "n": self.n, "seed": self.seed}
+        key = {"n0": self.n0, "n": self.n, "seed": self.seed}
+        if self.sequential is not None:
+            key["sequential"] = {"looks": list(self.sequential.looks),
+                                 "final_share": self.sequential.final_share,
+                                 "alpha": self.alpha, "radii": list(self.radii)}
+        return key
 
     def fingerprint(self) -> str:
         key = {"n0": self.n0, "n": self.n, "alpha": self.alpha, "seed": self.seed}
@@ -251,18 +261,35 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
     inputs = Inputs(every=_int(inputs_raw, "every", "inputs", 1),
                     first=_int(inputs_raw, "first", "inputs", None),
                     indices=tuple(indices) if indices is not None else None)
-    proto = _keys(raw.get("protocol"), "protocol", {"n0", "n", "alpha", "seed", "batch_size"})
+    proto = _keys(raw.get("protocol"), "protocol", {"n0", "n", "alpha", "seed", "batch_size",
+                                                    "sequential"})
     protocol = Protocol(n0=_int(proto, "n0", "protocol", 100),
                         n=_int(proto, "n", "protocol", 10_000),
                         alpha=_prob(proto, "alpha", "protocol", 0.001),
                         seed=_int(proto, "seed", "protocol", 0, low=None),
                         batch_size=_int(proto, "batch_size", "protocol", 1000))
+    sequential = None
+    if proto.get("sequential") is not None:
+        seq = _keys(proto["sequential"], "protocol.sequential", {"looks", "final_share"},
+                    {"looks"})
+        looks = seq["looks"]
+        if not isinstance(looks, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  for v in looks):
+            raise ConfigError(f"protocol.sequential.looks: a list of sample sizes, got {looks!r}")
+        sequential = Sequential(tuple(looks), float(seq.get("final_share", 0.5)))
+        try:
+            sequential.check(protocol.n)
+        except ValueError as e:
+            raise ConfigError(f"protocol.sequential: {e}") from None
     radii = raw.get("radii", list(DEFAULT_RADII))
     if (not isinstance(radii, list) or not radii
             or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0
                        for r in radii) or sorted(radii) != radii):
         raise ConfigError(f"radii: must be a non-empty increasing list of numbers >= 0, got "
                           f"{radii!r}")
+    if sequential is not None:
+        protocol = dataclasses.replace(protocol, sequential=sequential,
+                                       radii=tuple(float(r) for r in radii))
     chosen = _str(raw, "choices_made_on", "config", "unknown", CHOICE_SPLITS)
     methods_raw = raw["methods"]
     if not isinstance(methods_raw, list) or not methods_raw:

@@ -34,7 +34,9 @@ def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> di
 
 
 def expert_frame(c: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """Cohen et al.'s CERTIFY from one expert's counts at ``alpha``."""
+    """Cohen et al.'s CERTIFY from one expert's counts at ``alpha`` (times each row's share in
+    sequential mode: the bound of the look where the input stopped)."""
+    alpha = alpha * c["share"].to_numpy()
     radius = radii_from_counts(c["nA"].to_numpy(), c["n"].to_numpy(), alpha, c["sigma"].to_numpy())
     predict = np.where(radius > 0, c["cA"].to_numpy(), ABSTAIN)
     label = c["label"].to_numpy()
@@ -54,10 +56,10 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
                  alpha: float, alpha_split: float, router_sigma: float) -> pd.DataFrame:
     """Dual RS routing: the router certified at ``alpha * alpha_split``, the chosen expert at the
     rest; radius = min of both; either abstains -> ABSTAIN. Only the chosen expert is paid for."""
-    alpha_r = alpha * alpha_split
-    alpha_e = alpha - alpha_r
     rows, used = [], [np.zeros(len(router), bool) for _ in experts]
     for pos, r in enumerate(router.itertuples(index=False)):
+        alpha_r = alpha * alpha_split * float(r.share)
+        alpha_e = (alpha - alpha * alpha_split)  # times the expert row's share below
         route = certificate_from_counts(int(r.cA), int(r.nA), int(r.n), int(r.n0), router_sigma,
                                         alpha_r, int(r.seed), int(r.idx), str(r.mode))
         expert = None
@@ -67,11 +69,12 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
                                   f", but it has {len(experts)}")
             e = experts[route.prediction].iloc[pos]
             used[route.prediction][pos] = True
+            alpha_e *= float(e.share)
             expert = certificate_from_counts(int(e.cA), int(e.nA), int(e.n), int(e.n0),
                                              float(e.sigma), alpha_e, int(e.seed), int(e.idx),
                                              str(e.mode))
-        cert = compose(route, expert, names[route.prediction] if expert else "", alpha, alpha_r,
-                       alpha_e)
+        cert = compose(route, expert, names[route.prediction] if expert else "",
+                       alpha_r + alpha_e, alpha_r, alpha_e)
         rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
                      "radius": cert.radius,
                      "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
@@ -137,7 +140,8 @@ def cascade_bounds(stages: int) -> int:
 
 
 def cascade_one(stages: Sequence[tuple[int, np.ndarray, float]], alpha: float, threshold: float,
-                rule: str = "sound") -> tuple[int, float, int, float]:
+                rule: str = "sound", shares: Sequence[float] | None = None
+                ) -> tuple[int, float, int, float]:
     """The multiscale cascade of Jeong & Shin (NeurIPS 2023) on one input.
 
     ``stages``: ``(cA, estimation counts, sigma)`` from the largest sigma to the smallest. A
@@ -148,22 +152,26 @@ def cascade_one(stages: Sequence[tuple[int, np.ndarray, float]], alpha: float, t
 
     ``rule``: "faithful" uses ``alpha / (k + 1)`` at stopping stage k, as their certify.py;
     "sound" uses ``alpha / cascade_bounds(K)`` for every bound (a union over every bound any
-    stopping stage can use). Returns ``(prediction, radius, stage, alpha of that stage)``.
+    stopping stage can use). ``shares`` (sequential mode) scale each stage's bounds by the share
+    of alpha of the look where that stage's counts stopped. Returns ``(prediction, radius,
+    stage, alpha of that stage)``.
     """
     big_k = len(stages)
+    shares = shares or [1.0] * big_k
     for k, (c_a, counts, sigma) in enumerate(stages):
         a = alpha / (k + 1) if rule == "faithful" else alpha / cascade_bounds(big_k)
         n = int(counts.sum())
-        low, high = _cp(int(counts[c_a]), n, a)
+        low, high = _cp(int(counts[c_a]), n, a * shares[k])
         if low >= threshold:
             radius = sigma * (norm.ppf(low) - norm.ppf(threshold))
-            for _, earlier, sigma_j in stages[:k]:
-                upper = off_class_upper(earlier, c_a, a)
+            for j, (_, earlier, sigma_j) in enumerate(stages[:k]):
+                upper = off_class_upper(earlier, c_a, a * shares[j])
                 radius = min(radius, -sigma_j * (norm.ppf(upper) - norm.ppf(threshold)))
-            return (int(c_a), float(radius), k, a) if radius >= 0 else (ABSTAIN, 0.0, k, a)
+            a_k = a * shares[k]
+            return (int(c_a), float(radius), k, a_k) if radius >= 0 else (ABSTAIN, 0.0, k, a_k)
         if high >= threshold:
-            return ABSTAIN, 0.0, k, a
-    return ABSTAIN, 0.0, big_k - 1, a
+            return ABSTAIN, 0.0, k, a * shares[k]
+    return ABSTAIN, 0.0, big_k - 1, a * shares[-1]
 
 
 def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: float,
@@ -176,7 +184,8 @@ def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: 
     for pos in range(len(frames[0])):
         stages = [(int(f["cA"].iloc[pos]), f["counts"].iloc[pos], float(f["sigma"].iloc[pos]))
                   for f in frames]
-        predict, radius, k, a = cascade_one(stages, alpha, threshold, rule)
+        predict, radius, k, a = cascade_one(stages, alpha, threshold, rule,
+                                            [float(f["share"].iloc[pos]) for f in frames])
         for j in range(k + 1):
             used[j][pos] = True
         f = frames[k]

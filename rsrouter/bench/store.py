@@ -24,10 +24,11 @@ import pandas as pd
 from ..data import data_identity
 from ..errors import CountsError, ResultsError
 from ..runs import group_size, model_identity, run_rows
-from ..smoothing import check_counts
+from ..smoothing import check_counts, sequential_counts
 from .config import Protocol
 
-COUNT_COLUMNS = ("idx", "label", "cA", "nA", "n", "n0", "sigma", "seed", "mode", "counts", "time")
+COUNT_COLUMNS = ("idx", "label", "cA", "nA", "n", "n0", "sigma", "share", "seed", "mode",
+                 "counts", "time")
 
 
 def count_settings(model, stages: Sequence[str], protocol: Protocol, data: dict) -> dict:
@@ -51,13 +52,22 @@ def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str |
     path = count_path(root, name, settings)
     n0, n = protocol.n0, protocol.n
 
+    seq = protocol.sequential
+
     def rows(xs, chunk, labels):
-        c_a, counts = model.count_batch(xs, n0, n, batch_size=protocol.batch_size,
-                                        seed=protocol.seed, indices=chunk, stages=tuple(stages))
-        return [{"idx": i, "label": y, "cA": int(c), "nA": int(row[int(c)]), "n": n, "n0": n0,
-                 "sigma": model.sigma, "seed": protocol.seed, "mode": model.mode,
-                 "counts": ",".join(map(str, row.tolist()))}
-                for i, y, c, row in zip(chunk, labels, c_a, counts)]
+        kw = dict(batch_size=protocol.batch_size, seed=protocol.seed, indices=chunk,
+                  stages=tuple(stages))
+        if seq is None:
+            c_a, counts = model.count_batch(xs, n0, n, **kw)
+            used, share, mode = [n] * len(chunk), [1.0] * len(chunk), model.mode
+        else:  # stops each input once the grid is decided (opt-in, labelled in the mode)
+            c_a, counts, used, share = sequential_counts(model, xs, n0, seq, protocol.alpha,
+                                                         protocol.radii, **kw)
+            used, share, mode = used.tolist(), share.tolist(), f"{model.mode}+seq"
+        return [{"idx": i, "label": y, "cA": int(c), "nA": int(row[int(c)]), "n": int(m),
+                 "n0": n0, "sigma": model.sigma, "share": float(s), "seed": protocol.seed,
+                 "mode": mode, "counts": ",".join(map(str, row.tolist()))}
+                for i, y, c, row, m, s in zip(chunk, labels, c_a, counts, used, share)]
 
     return run_rows(rows, dataset, indices, path, COUNT_COLUMNS, settings,
                     group=group_size(n0, n, protocol.batch_size), progress=progress,
@@ -82,7 +92,10 @@ def read_counts(path: str | os.PathLike, indices: Sequence[int] | None = None) -
     counts = [np.array([int(v) for v in str(s).split(",")], dtype=np.int64) for s in df["counts"]]
     for row, vector in zip(df.itertuples(index=False), counts):
         try:
-            check_counts(int(row.cA), int(row.nA), int(row.n), int(row.n0), float(row.sigma), 0.5)
+            check_counts(int(row.cA), int(row.nA), int(row.n), int(row.n0), float(row.sigma),
+                         0.5 * float(row.share))
+            if not 0 < float(row.share) <= 1:
+                raise CountsError(f"share={row.share} (the share of alpha of its look, in (0, 1])")
             if not (row.cA < len(vector) and vector[row.cA] == row.nA and vector.sum() == row.n
                     and (vector >= 0).all()):
                 raise CountsError(f"cA={row.cA}, nA={row.nA} and n={row.n} disagree with the "

@@ -64,7 +64,7 @@ def test_composing_stored_counts_equals_a_routed_run():
     def frame(model, stages=("select", "estimate")):
         c_a, counts = model.count_batch(xs, 16, 200, stages=stages, **kw)
         return pd.DataFrame([{"idx": i, "label": y, "cA": int(c), "nA": int(row[int(c)]),
-                              "n": 200, "n0": 16, "sigma": model.sigma, "seed": 7,
+                              "n": 200, "n0": 16, "sigma": model.sigma, "share": 1.0, "seed": 7,
                               "mode": "fp32", "time": 0.0}
                              for i, y, c, row in zip(idx, labels, c_a, counts)])
 

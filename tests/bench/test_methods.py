@@ -105,7 +105,8 @@ def test_expert_frame_matches_certificate_from_counts():
     from rsrouter.smoothing import certificate_from_counts
 
     counts = pd.DataFrame({"idx": [0, 1, 2], "label": [3, 3, 3], "cA": [3, 3, 1],
-                           "nA": [999, 400, 997], "n": 1000, "n0": 100, "sigma": 0.5, "seed": 0,
+                           "nA": [999, 400, 997], "n": 1000, "n0": 100, "sigma": 0.5,
+                           "share": 1.0, "seed": 0,
                            "mode": "fp32", "time": 0.01})
     out = expert_frame(counts, 0.001)
     for row, c in zip(out.itertuples(), counts.itertuples()):
