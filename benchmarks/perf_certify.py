@@ -94,8 +94,7 @@ def throughput(args, model, xs, device) -> dict[str, float]:
         methods[name] = lambda s=smooth: s.certify_batch(xs, n0, n, 0.001, batch_size=bs, seed=0)
         if args.child == "api":
             batches = -(-total // bs)
-            methods[f"limit {name}"] = (lambda s=smooth, k=batches: [
-                s._classify(ready, bs) for _ in range(k)] and _sync(device))
+            methods[f"limit {name}"] = (lambda s=smooth, k=batches: _forwards(s, ready, bs, k))
     best = {name: float("inf") for name in methods}
     for _ in range(args.rounds):  # interleaved, so drifts of the machine hit every method alike
         for name, fn in methods.items():
@@ -105,6 +104,12 @@ def throughput(args, model, xs, device) -> dict[str, float]:
         if name.startswith("limit"):
             out[name] = -(-total // bs) * bs / t
     return out
+
+
+@torch.no_grad()  # as certification runs it
+def _forwards(smooth, ready, batch_size: int, batches: int) -> None:
+    for _ in range(batches):
+        smooth._classify(ready, batch_size)
 
 
 def _sync(device) -> None:

@@ -304,7 +304,9 @@ def _check_routed(df, where, predict, radius) -> None:
     everywhere = np.ones(len(df), bool)
     # whether the router certifies does not depend on its sigma: check it even without the column
     sigma_r = df["router_sigma"] if "router_sigma" in df else pd.Series(1.0, index=df.index)
-    router = _check_counts_rows(df.assign(_sigma_r=sigma_r), where, "router_cA", "router_nA",
+    # the router's own sample size (sequential mode: it may stop at another look than the expert)
+    router_frame = df.assign(_sigma_r=sigma_r, n=df["router_n"] if "router_n" in df else df["n"])
+    router = _check_counts_rows(router_frame, where, "router_cA", "router_nA",
                                 "_sigma_r", "alpha_router", everywhere)
     routed = (df["expert"].astype(str) != "-").to_numpy()
     bad = routed != (router > 0)

@@ -491,12 +491,13 @@ def routed_extras(cert: RoutedCertificate) -> dict:
             "router_radius": cert.router_radius, "expert_radius": cert.expert_radius,
             "router_cA": cert.router.cA, "router_nA": cert.router.nA,
             "router_sigma": cert.router.sigma,
-            "cA": e.cA if e else -1, "nA": e.nA if e else 0, "n": cert.router.n,
+            "router_n": cert.router.n,
+            "cA": e.cA if e else -1, "nA": e.nA if e else 0, "n": e.n if e else cert.router.n,
             "n0": cert.router.n0, "alpha": cert.alpha, "alpha_router": cert.alpha_router,
             "alpha_expert": cert.alpha_expert, "seed": cert.router.seed,
             "mode": cert.router.mode}
 
 
 ROUTED_EXTRAS = ("expert", "sigma", "router_radius", "expert_radius", "router_cA", "router_nA",
-                 "router_sigma", "cA", "nA", "n", "n0", "alpha", "alpha_router", "alpha_expert",
-                 "seed", "mode")
+                 "router_n", "router_sigma", "cA", "nA", "n", "n0", "alpha", "alpha_router",
+                 "alpha_expert", "seed", "mode")
