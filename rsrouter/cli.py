@@ -302,7 +302,10 @@ def _device(name: str | None) -> str:
                                 + (f" or cuda:0 ... cuda:{count - 1}" if count else ""))
     if name == "mps" and not torch.backends.mps.is_available():
         raise RsrouterError("--device mps: no Apple GPU is available; use --device cpu")
-    dist, device = setup(name)
+    try:
+        dist, device = setup(name)
+    except ValueError as e:
+        raise RsrouterError(str(e)) from None
     if not dist.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - one report, from rank 0
     return device

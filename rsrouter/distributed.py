@@ -1,13 +1,14 @@
 """Scale-out on torch.distributed: rank, shard, merge (no cluster code of rsrouter's own).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs the same command: :func:`setup` joins the
-process group (nccl on GPUs, gloo on CPU) and picks this rank's device. A long loop over inputs
-takes its rank's shard (every ``world``-th of the inputs still to do), appends to its own part
-file ``OUT.partRofW`` (resumable like any results file), and rank 0 merges the parts into ``OUT``
-after a barrier: the merged file holds exactly the rows one process would write, because every
-noise draw is seeded by (seed, input index, stage). A rank killed mid-run loses nothing: rerun
-the same command and each shard resumes from its part; parts of a run with another world size
-are merged too.
+process group (nccl for GPU tensors, gloo for CPU ones) and picks this rank's device. A long loop
+over inputs takes its rank's shard (every ``world``-th group of the inputs still to do, batched
+as one process batches it), appends to its own part file ``OUT.partRofW`` (resumable like any
+results file), and rank 0 merges the parts into ``OUT`` after a barrier: the merged file holds
+the rows one process would write, because every noise draw is seeded by (seed, input index,
+stage) (on GPUs, as long as a sample's prediction does not depend on its batch's kernels). A
+rank killed mid-run loses nothing: rerun the same command and each shard resumes from its part;
+parts of a run with another world size are merged too.
 """
 
 from __future__ import annotations
@@ -82,27 +83,35 @@ def parts_of(path: str | os.PathLike) -> list[Path]:
 def setup(device: str | None = None) -> tuple[Dist, str]:
     """Join torchrun's process group if there is one; returns ``(dist, device)``.
 
-    ``device``: ``auto`` / None (cuda when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
-    Under torchrun with CUDA, each rank takes the GPU of its ``LOCAL_RANK`` (one process per
-    GPU) and the nccl backend; on CPU, gloo.
+    ``device``: ``auto`` / None (cuda when there is one, else cpu), ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps``; the returned device is never ``auto``. Under torchrun with CUDA, each
+    rank takes the GPU of its ``LOCAL_RANK`` (one process per GPU; ``cuda:N`` is refused) and
+    nccl for GPU tensors (gloo for CPU tensors); on CPU, gloo. Raises ``ValueError`` for a
+    device torchrun cannot share out (``cuda:N``, ``mps``).
     """
     global _CURRENT
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    want_cuda = device in (None, "auto") and torch.cuda.is_available() or (
-        device or "").startswith("cuda")
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if world <= 1:
-        return SINGLE, ("cuda" if want_cuda and device in (None, "auto") else device or "cpu")
+        return SINGLE, device
     import torch.distributed as dist
 
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if want_cuda:
-        name = device if device and ":" in device else f"cuda:{local}"
+    if device.startswith("cuda"):
+        if ":" in device:
+            raise ValueError(f"--device {device} under torchrun would put every rank on one GPU; "
+                             "pass --device cuda (each rank takes the GPU of its LOCAL_RANK) and "
+                             "choose GPUs with CUDA_VISIBLE_DEVICES")
+        name = f"cuda:{local}"
         torch.cuda.set_device(torch.device(name))
-        backend = "nccl"
-    else:
+        backend = "cpu:gloo,cuda:nccl"  # nccl for GPU tensors, gloo for CPU ones (counts)
+    elif device == "cpu":
         name, backend = "cpu", "gloo"
+    else:
+        raise ValueError(f"--device {device} is not supported under torchrun; use cuda or cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(hours=TIMEOUT_HOURS))
     _CURRENT = Dist(rank, world, local)

@@ -120,7 +120,10 @@ def _run_sharded(rows_fn, dataset, indices, out: Path, columns, settings, *, gro
         done |= {int(line.split("\t", 1)[0]) for line in rows}
     todo = [i for i in dict.fromkeys(indices) if i not in done]
     dist.barrier()  # every rank has read the same state before any rank writes
-    mine = dist.shard(todo)
+    # whole groups per rank: each group is batched as one process batches it, so a model whose
+    # output for a sample depends on its batch's shape (GPU kernels) still gives the same counts
+    mine = [i for chunk in dist.shard([todo[s:s + group] for s in range(0, len(todo), group)])
+            for i in chunk]
     with ResumableTSV(dist.part(out), columns, settings) as tsv:
         _loop(rows_fn, dataset, mine, len(mine) + len(tsv.done), tsv, group,
               progress and dist.is_main, f"{desc} [rank {dist.rank}/{dist.world}]"
@@ -168,9 +171,10 @@ def merge_parts(out: str | os.PathLike, columns: Sequence[str], settings: dict,
     with FileLock(f"{os.path.realpath(out)}.lock", str(out)):
         atomic_write_json(settings_path(out), settings)
         atomic_write_text(out, "\n".join([header, *old, *(new[i] for i in ordered)]) + "\n")
-    for part in parts:
-        part.unlink()
-        settings_path(part).unlink(missing_ok=True)
+    for part in parts:  # under its lock: a part a live process still writes is an error;
+        with FileLock(f"{os.path.realpath(part)}.lock", str(part)):  # a dead one's stale lock
+            part.unlink()                                              # file goes too
+            settings_path(part).unlink(missing_ok=True)
     return out
 
 

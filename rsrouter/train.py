@@ -120,7 +120,9 @@ def fit(
     ``step(forward, x, y, gen, local) -> (loss, stats)``: ``forward`` is the model (wrapped by
     DDP when distributed), ``local(t)`` this rank's share of a whole batch (the identity when
     the batch is already this rank's). Drawing the noise of the whole batch, then keeping a
-    share, makes a run on W ranks see the samples of a one-process run. ``lr_at(epoch, step)``.
+    share, makes a run on W ranks see the samples of a one-process run, and each rank's mean
+    loss is weighted by its share of the batch, so the averaged gradient is the batch mean's
+    (BatchNorm statistics stay per rank, as in any DDP run). ``lr_at(epoch, step)``.
     Returns the last epoch's mean stats, or None when stopped early by ``stop_after_epoch``
     (checkpoint kept).
     """
@@ -156,9 +158,14 @@ def fit(
         sums: dict[str, float] = {}
         seen = 0
         for i, (x, y) in enumerate(epoch_batches(dataset, batch_size, gen, dist, epoch)):
+            split = dist.enabled and whole
+            if split and len(x) < dist.world:
+                continue  # a rank would get no sample (every rank skips the same batch)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(epoch, i)
             loss, batch_stats = step(forward, x.to(device), y.to(device), noise_gen, local)
+            if split:  # DDP averages rank means: weight each by its share, as one process does
+                loss = loss * (len(local(x)) * dist.world / len(x))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

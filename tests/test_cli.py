@@ -73,7 +73,7 @@ def test_rerun_with_other_settings_is_refused(digits_expert, tmp_path, capsys):
     (["--skip", "0"], "--skip: must be >= 1"),
     (["--sigma", "-0.5"], "--sigma: must be > 0"),
     (["--alpha-split", "1"], "--alpha-split: must be in (0, 1)"),
-    (["--device", "gpu"], "--device: must be cpu, cuda, cuda:N or mps"),
+    (["--device", "gpu"], "--device: must be auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_a_typo_never_poisons_an_output_file(digits_expert, tmp_path, capsys, extra, message):
     out = tmp_path / "x.tsv"

@@ -76,6 +76,38 @@ def test_routed_coverage_with_known_part_probabilities():
             assert c.radius == min(c.router_radius, c.expert_radius)
 
 
+def test_routed_coverage_when_router_and_expert_read_the_same_noise():
+    """Router and experts read the same coordinate, so with shared draws the router's and the
+    expert's noise are the same standard normal scaled by each sigma (fully dependent): the
+    union bound still holds (docs/theory.md), within alpha + 3 standard errors."""
+    alpha, m = 0.1, 2000
+    rng = np.random.default_rng(2)
+    xs = torch.zeros(m, 1, 1, 4)
+    x0 = 0.5 + rng.uniform(-1.2, 1.2, m) * 0.3
+    xs[:, 0, 0, 0] = torch.tensor(x0)
+    router = Smooth(Halfspace(0, 0.5), 2, 0.4)  # route 1 iff x0 > 0.5
+    experts = [Smooth(Halfspace(0, 0.45), 2, 0.2), Smooth(Halfspace(0, 0.6, flip=True), 2, 0.4)]
+    certs = RoutedClassifier(router, experts).certify_batch(xs, 32, 300, alpha, batch_size=5000,
+                                                            seed=4)
+    route = (x0 > 0.5).astype(int)
+    t = np.where(route == 0, 0.45, 0.6)
+    cls = np.where(route == 0, x0 > 0.45, x0 <= 0.6).astype(int)
+    true_radius = np.minimum(np.abs(x0 - 0.5), np.abs(x0 - t))
+    bad = [c.prediction != ABSTAIN and (c.expert != r or c.prediction != y or c.radius > r_ + 1e-6)
+           for c, r, y, r_ in zip(certs, route, cls, true_radius)]
+    se = math.sqrt(alpha * (1 - alpha) / m)
+    assert np.mean(bad) <= alpha + 3 * se
+    assert sum(c.prediction != ABSTAIN for c in certs) > m / 3  # it does certify
+
+    def plug(nA, n, s):
+        return s * norm.ppf(min(nA / n, 1 - 1e-9))
+    naive = [c.prediction != ABSTAIN and min(plug(c.router.nA, c.router.n, 0.4),
+                                             plug(c.expert_cert.nA, c.expert_cert.n,
+                                                  c.expert_cert.sigma)) > r_
+             for c, r_ in zip(certs, true_radius)]
+    assert np.mean(naive) > alpha + 10 * se  # the check has power
+
+
 def test_alpha_split_is_configurable():
     routed = _routed(alpha_split=0.2)
     assert routed.split(0.001) == pytest.approx((0.0002, 0.0008))

@@ -303,6 +303,10 @@ def test_sequential_looks_keep_coverage_and_save_samples():
     violations = certified & ((c_a.numpy() != true_class) | (radius > true_radius + 1e-6))
     se = math.sqrt(alpha * (1 - alpha) / m)
     assert violations.mean() <= alpha + 3 * se
+    # power: plug-in radii at the stopping look overstate the radius far more often
+    plug = sigma * norm.ppf(np.clip(n_a / used.numpy(), 1e-9, 1 - 1e-9))
+    naive = (plug > 0) & ((c_a.numpy() != true_class) | (plug > true_radius + 1e-6))
+    assert naive.mean() > alpha + 10 * se
     assert set(share.tolist()) <= {0.125, 0.5}  # (1 - 0.5) / 4 early, 0.5 at the last look
     assert used.float().mean() < 0.85 * 800  # many inputs stop before the last look
     assert (used == 50).any() and (used == 800).any()

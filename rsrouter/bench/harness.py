@@ -222,9 +222,10 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
         from .aces import SmoothedEntropyRouter, fit_thresholds
 
         experts = [models.expert(ref) for ref in _pool(cfg, method)]
-        thresholds, order, report = fit_thresholds(
+        fitted = fit_thresholds(  # on rank 0 only; the others receive its fit
             experts, method.fit, cfg.radii, data_root=cfg.root, cache=models.out / "fits",
-            progress=models.progress and current().is_main)
+            progress=models.progress) if current().is_main else None
+        thresholds, order, report = current().broadcast(fitted)
         router = SmoothedEntropyRouter(experts[order[0]], thresholds, order)
         router_counts = models.counts(router, method.name, ROUTER_STAGES)
         ordered = [experts[k] for k in order]

@@ -113,3 +113,49 @@ def test_expert_frame_matches_certificate_from_counts():
         cert = certificate_from_counts(c.cA, c.nA, c.n, c.n0, c.sigma, 0.001)
         assert (row.predict, row.radius) == (cert.prediction, pytest.approx(cert.radius))
     assert out["correct"].tolist() == [1, 0, 0] and (out["forwards"] == 1100).all()
+
+
+def _count_frame(rows, sigma):
+    """A count-store frame: rows of (idx, label, class counts, n used, share)."""
+    out = []
+    for idx, label, counts, share in rows:
+        counts = np.asarray(counts, dtype=np.int64)
+        c_a = int(counts.argmax())
+        out.append({"idx": idx, "label": label, "cA": c_a, "nA": int(counts[c_a]),
+                    "n": int(counts.sum()), "n0": 100, "sigma": sigma, "share": share, "seed": 0,
+                    "mode": "fp32+seq", "counts": counts, "time": 0.1})
+    return pd.DataFrame(out)
+
+
+def test_sequential_shares_scale_every_composed_bound():
+    """In sequential mode each row's bound is at alpha times the share of its stopping look:
+    the expert, routed and cascade compositions all use it (by hand, Clopper-Pearson)."""
+    from rsrouter.bench.methods import cascade_frame, routed_frame
+
+    alpha = 0.01
+    big = _count_frame([(0, 1, [5, 995], 0.125), (1, 0, [900, 100], 0.5)], 1.0)
+    small = _count_frame([(0, 1, [2, 398], 0.25), (1, 0, [780, 20], 0.125)], 0.5)
+    frame = expert_frame(big, alpha)
+    assert frame["alpha"].tolist() == pytest.approx([alpha * 0.125, alpha * 0.5])
+    assert frame["radius"].tolist() == pytest.approx(
+        [1.0 * norm.ppf(beta.ppf(alpha * 0.125, 995, 6)),
+         1.0 * norm.ppf(beta.ppf(alpha * 0.5, 900, 101))], rel=1e-9)
+    # a share of 1 would have certified more: the test can tell the two apart
+    assert expert_frame(big.assign(share=1.0), alpha)["radius"].iloc[0] > frame["radius"].iloc[0]
+
+    router = _count_frame([(0, 1, [10, 390], 0.25), (1, 0, [0, 400], 0.5)], 0.3)  # route 1, 1
+    routed = routed_frame(router, [big, small], ["big", "small"], alpha, 0.5, 0.3)
+    a_r = [alpha * 0.5 * 0.25, alpha * 0.5 * 0.5]
+    a_e = [alpha * 0.5 * 0.25, alpha * 0.5 * 0.125]  # the chosen expert (small) row's share
+    assert routed["alpha_router"].tolist() == pytest.approx(a_r)
+    assert routed["alpha_expert"].tolist() == pytest.approx(a_e)
+    r_router = [0.3 * norm.ppf(beta.ppf(a_r[0], 390, 11)), 0.3 * norm.ppf(beta.ppf(a_r[1], 400, 1))]
+    r_expert = [0.5 * norm.ppf(beta.ppf(a_e[0], 398, 3)), 0.5 * norm.ppf(beta.ppf(a_e[1], 780, 21))]
+    assert routed["radius"].tolist() == pytest.approx(np.minimum(r_router, r_expert), rel=1e-9)
+
+    cascade = cascade_frame([small, big], ["small", "big"], alpha)  # stage 0 = sigma 1.0
+    a = alpha / 3  # K + K (K - 1) / 2 bounds for K = 2, each times its look's share
+    assert cascade["stage"].tolist() == [0, 0]
+    assert cascade["stage_alpha"].tolist() == pytest.approx([a * 0.125, a * 0.5])
+    assert cascade["radius"].tolist() == pytest.approx(
+        [norm.ppf(beta.ppf(a * 0.125, 995, 6)), norm.ppf(beta.ppf(a * 0.5, 900, 101))], rel=1e-9)
