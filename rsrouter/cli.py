@@ -77,7 +77,9 @@ def _hub_opts(p: argparse.ArgumentParser) -> None:
 
 def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="digits | fashion-mnist | cifar10 | imagenet")
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                   help="test (default); validation: the fixed hold-out of the training set "
+                        "(docs/benchmarks.md); train: the rest")
     p.add_argument("--data-root", help="folder holding the dataset (else $RSROUTER_DATA, system)")
     p.add_argument("--n0", "--N0", type=COUNT, default=100,
                    help="selection samples (default 100); --N0 as in Cohen et al.'s scripts")

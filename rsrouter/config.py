@@ -166,8 +166,9 @@ def validate(cfg: RouterConfig) -> RouterConfig:
         raise ConfigError(f"experts: duplicates in {cfg.experts}")
     if not cfg.data.dataset:
         raise ConfigError("data.dataset: missing key (digits, fashion-mnist, cifar10, imagenet)")
-    if cfg.data.split not in ("train", "test"):
-        raise ConfigError(f"data.split: must be train or test, got {cfg.data.split!r}")
+    if cfg.data.split != "train":
+        raise ConfigError(f"data.split: a router learns on train (the validation split is kept "
+                          f"for choosing among routers, test for the end), got {cfg.data.split!r}")
     try:
         resolve_architecture(cfg.router.arch, trust_code=True)  # the user's own config
     except UnknownArchitectureError as e:

@@ -21,7 +21,12 @@ from torch.utils.data import Dataset
 
 from .errors import DatasetNotFoundError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+# The validation split: a fixed hold-out of the official training set (seeded, the same on every
+# machine); "train" is the rest. Every choice (router settings, thresholds, the bundled router)
+# is made on "validation"; "test" is certified once, at the end.
+VALIDATION_SIZE = {"digits": 300, "fashion-mnist": 5000, "cifar10": 5000, "imagenet": 10000}
+VALIDATION_SEED = 20260101
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -111,7 +116,52 @@ def load_dataset(name: str, split: str = "test", root: str | os.PathLike | None 
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     loader = {"digits": _digits, "fashion-mnist": _fashion_mnist, "cifar10": _cifar10,
               "imagenet": _imagenet}[name]
-    return loader(split, root, info, augment)
+    if split == "test":
+        return loader("test", root, info, augment)
+    official = loader("train", root, info, augment and split == "train")
+    held = validation_indices(len(official), VALIDATION_SIZE[name])  # (a tenth of a small set)
+    if split == "validation":
+        keep = held
+    else:
+        mask = np.ones(len(official), bool)
+        mask[held] = False
+        keep = np.flatnonzero(mask)
+    return _subset(official, keep, split, f"{len(held)} of the {len(official)} training images "
+                   f"held out (seed {VALIDATION_SEED})")
+
+
+def validation_indices(n_train: int, size: int) -> np.ndarray:
+    """The positions in the official training set that form the validation split (sorted):
+    ``size`` of them, or a tenth of a training set smaller than twice that."""
+    if n_train < 2 * size:
+        size = n_train // 10
+    rng = np.random.default_rng(VALIDATION_SEED)
+    return np.sort(rng.permutation(n_train)[:size])
+
+
+def _subset(ds: Dataset, keep: np.ndarray, split: str, note: str) -> Dataset:
+    if isinstance(ds, TensorImageDataset):
+        idx = torch.from_numpy(keep)
+        return TensorImageDataset(ds.images[idx], ds.labels[idx], ds.info,
+                                  f"{ds.source}; {split}: {note}", split)
+    return _Subset(ds, keep.tolist(), split, note)
+
+
+class _Subset(Dataset):
+    """Part of a folder dataset (the train / validation split of CIFAR-10 and ImageNet)."""
+
+    def __init__(self, inner: Dataset, keep: list[int], split: str, note: str) -> None:
+        self.inner, self.keep, self.split = inner, keep, split
+        self.info = inner.info
+        self.source = f"{getattr(inner, 'source', '')}; {split}: {note}"
+        targets = getattr(getattr(inner, "inner", None), "targets", None)
+        self.labels = None if targets is None else [int(targets[i]) for i in keep]
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int):
+        return self.inner[self.keep[i]]
 
 
 def _candidates(root: str | os.PathLike | None, subdirs: Sequence[str],

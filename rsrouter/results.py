@@ -201,6 +201,8 @@ def check_rows(df: pd.DataFrame, where: str) -> None:
         raise _row_error(where, df, bad, "radius must be >= 0, and 0 when abstaining")
     if "stage_nA" in df.columns:
         return _check_cascade(df, where, predict, radius)
+    if "expert_nA" in df.columns:
+        return _check_set(df, where, predict, radius)
     present = [c for c in COUNT_COLUMNS if c in df.columns]
     if not present:
         return  # a log without counts (Cohen et al.'s format): nothing more to check
@@ -325,6 +327,42 @@ def _check_routed(df, where, predict, radius) -> None:
         what = "its radius exceeds what the chosen expert's counts certify"
     if bad.any():
         raise _row_error(where, df, bad, what)
+
+
+def _check_set(df, where, predict, radius) -> None:
+    """Set-certificate rows: the radius and the prediction follow from the router's counts and
+    every expert's, at levels that sum to alpha."""
+    from .set_certificate import set_certificate
+
+    def ints(text):
+        return [int(v) for v in str(text).split(",")]
+
+    def floats(text):
+        return [float(v) for v in str(text).split(",")]
+
+    for i, r in enumerate(df.itertuples(index=False)):
+        try:
+            counts, levels = ints(r.router_counts), floats(r.expert_alpha)
+            c_a, n_a, n = ints(r.expert_cA), ints(r.expert_nA), ints(r.expert_n)
+            sigmas = floats(r.expert_sigma)
+            if not len(counts) == len(levels) == len(c_a) == len(n_a) == len(n) == len(sigmas):
+                raise CountsError("the router and the experts list different numbers of experts")
+            if abs(float(r.alpha_router) + sum(levels) - float(r.alpha)) > 1e-9:
+                raise CountsError("alpha_router + the experts' levels must equal alpha")
+            check_counts(int(r.router_cA), counts[int(r.router_cA)], sum(counts), int(r.n0),
+                         float(r.router_sigma), float(r.alpha_router))
+            for k in range(len(c_a)):
+                check_counts(c_a[k], n_a[k], n[k], int(r.n0), sigmas[k], levels[k])
+        except (CountsError, ValueError, IndexError) as e:
+            raise CountsError(f"{where}: row {i + 1} (idx {r.idx}): {e}") from None
+        cert = set_certificate(int(r.router_cA), counts, float(r.router_sigma), c_a, n_a, n,
+                               sigmas, float(r.alpha_router), levels)
+        if cert.prediction != predict[i] or abs(cert.radius - radius[i]) > RADIUS_TOLERANCE:
+            bad = np.zeros(len(df), bool)
+            bad[i] = True
+            raise _row_error(where, df, bad, "its prediction and radius do not follow from its "
+                             f"counts (the counts give {cert.prediction} within "
+                             f"{cert.radius:.6f})")
 
 
 def certified_accuracy(df: pd.DataFrame, radii: Sequence[float] = RADII) -> pd.Series:

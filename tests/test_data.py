@@ -16,7 +16,15 @@ from rsrouter.errors import DatasetNotFoundError
 
 def test_digits_splits_are_disjoint_and_in_unit_range():
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    assert len(test) == 500 and len(train) == 1797 - 500
+    validation = load_dataset("digits", "validation")
+    assert len(test) == 500 and len(validation) == 300 and len(train) == 1797 - 500 - 300
+    # validation is a fixed hold-out of the official training set: disjoint from train, and the
+    # same on every load
+    seen = {tuple(v.flatten().tolist()) for v in train.images}
+    assert sum(tuple(v.flatten().tolist()) in seen for v in validation.images) < 10
+    again = load_dataset("digits", "validation")
+    assert torch.equal(again.images, validation.images)
+    assert "300 of the 1297 training images held out" in validation.source
     x, y = test[0]
     assert x.shape == (1, 8, 8) and 0 <= int(y) < 10
     assert float(train.images.min()) >= 0.0 and float(train.images.max()) <= 1.0

@@ -36,6 +36,7 @@ from ..smoothing import Sequential
 
 METHOD_TYPES = ("expert", "router", "envelope", "oracle", "cascade", "aces")
 CHOICE_SPLITS = ("none", "train", "validation", "test", "unknown")
+SPLITS = ("train", "validation", "test")  # as rsrouter.data.SPLITS (this module is torch-free)
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 _ALPHA_RULES = ("sound", "faithful")
 
@@ -117,6 +118,7 @@ class Method:
     alpha_split: float = 0.5  # router, aces: share of alpha given to the router
     threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
     alpha_rule: str = "sound"  # cascade
+    certificate: str = "pinned"  # router: pinned (Dual RS) or set (rsrouter.set_certificate)
     fit: Fit = field(default_factory=Fit)  # aces
     chosen_on: str | None = None  # where this method's choices were made (default: config's)
     note: str = ""
@@ -207,7 +209,7 @@ def _method(raw: Any, i: int) -> Method:
     common = {"type", "name", "chosen_on", "note"}
     allowed = {
         "expert": common | {"expert"},
-        "router": common | {"router", "alpha_split"},
+        "router": common | {"router", "alpha_split", "certificate"},
         "envelope": common | {"experts"},
         "oracle": common | {"experts"},
         "cascade": common | {"experts", "threshold", "alpha_rule"},
@@ -217,10 +219,7 @@ def _method(raw: Any, i: int) -> Method:
     raw = _keys(raw, path, allowed, required)
     fit_raw = _keys(raw.get("fit"), f"{path}.fit", {"split", "subset", "n", "alpha", "copies",
                                                     "seed"})
-    if fit_raw.get("split") == "validation":
-        raise ConfigError(f"{path}.fit.split: validation is not available yet (no held-out split "
-                          "of the training set is defined); use train")
-    fit = Fit(split=_str(fit_raw, "split", f"{path}.fit", "train", ("train",)),
+    fit = Fit(split=_str(fit_raw, "split", f"{path}.fit", "train", ("train", "validation")),
               subset=_int(fit_raw, "subset", f"{path}.fit", 2000),
               n=_int(fit_raw, "n", f"{path}.fit", 100),
               alpha=_prob(fit_raw, "alpha", f"{path}.fit", 0.001),
@@ -240,6 +239,7 @@ def _method(raw: Any, i: int) -> Method:
                   alpha_split=_prob(raw, "alpha_split", path, 0.5), threshold=float(threshold),
                   alpha_rule=_str(raw, "alpha_rule", path, "sound", _ALPHA_RULES), fit=fit,
                   chosen_on=_str(raw, "chosen_on", path, None, CHOICE_SPLITS),
+                  certificate=_str(raw, "certificate", path, "pinned", ("pinned", "set")),
                   note=_str(raw, "note", path) or "")
 
 
@@ -300,7 +300,7 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
     if duplicated:
         raise ConfigError(f"methods: names must be unique; {duplicated} appear twice (set name:)")
     experts = [m for m in methods if m.type == "expert"]
-    split = _str(data, "split", "data", "test", ("train", "test"))
+    split = _str(data, "split", "data", "test", SPLITS)
     for i, m in enumerate(methods):
         pool = m.experts or tuple(e.expert for e in experts)
         if m.type in ("envelope", "oracle"):
@@ -312,9 +312,9 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
         if m.type in ("cascade", "aces") and len(pool) < 2:
             raise ConfigError(f"methods[{i}] ({m.type}): needs at least 2 experts (list experts:"
                               " or add expert methods)")
-        if m.type == "aces" and split == "train":
-            raise ConfigError(f"methods[{i}] (aces): fits its thresholds on training inputs, so "
-                              "it cannot be benchmarked on data.split: train")
+        if m.type == "aces" and split == m.fit.split:
+            raise ConfigError(f"methods[{i}] (aces): fits its thresholds on data.split "
+                              f"{split} itself; fit on another split (fit.split)")
     return BenchConfig(name=_str(raw, "name", "config"), dataset=dataset,
                        split=split,
                        root=_str(data, "root", "data"), inputs=inputs, protocol=protocol,

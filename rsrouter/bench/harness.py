@@ -181,6 +181,14 @@ def _alpha_split_text(alpha: float, split: float) -> str:
             "(union bound)")
 
 
+def _set_alpha_text(alpha: float, split: float, k: int) -> str:
+    a_r, a_e = alpha * split, alpha - alpha * split
+    return (f"set certificate: router alpha {a_r:g} (lower bound on its choice {a_r / 2:g}, an "
+            f"upper bound on each of the {k - 1} others {a_r / (2 * (k - 1)):g}) + experts alpha "
+            f"{a_e:g} (the chosen expert {a_e / 2:g}, each other {a_e / (2 * (k - 1)):g}) = "
+            f"{alpha} (union bound)")
+
+
 def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
     """``(frame, metadata)`` of one method (``(None, metadata)`` for the envelope)."""
     alpha = cfg.protocol.alpha
@@ -193,17 +201,25 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
         routed = models.router(method.router)
         router_counts = models.counts(routed.router, method.name, ROUTER_STAGES)
         expert_counts = [models.counts(e, e.name) for e in routed.experts]
-        frame = compose.routed_frame(router_counts, expert_counts,
-                                     [e.name for e in routed.experts], alpha, method.alpha_split,
-                                     routed.router.sigma)
+        names = [e.name for e in routed.experts]
+        if method.certificate == "set":
+            frame = compose.set_frame(router_counts, expert_counts, names, alpha,
+                                      method.alpha_split, routed.router.sigma)
+            routing, rule = compose.set_stats(frame), _set_alpha_text(
+                alpha, method.alpha_split, len(names))
+        else:
+            frame = compose.routed_frame(router_counts, expert_counts, names, alpha,
+                                         method.alpha_split, routed.router.sigma)
+            routing, rule = compose.routing_stats(frame), _alpha_split_text(alpha,
+                                                                             method.alpha_split)
         return frame, {
+            "certificate": method.certificate,
             "experts": [expert_record(e) for e in routed.experts],
             "router": {"name": Path(method.router).name, "sigma": routed.router.sigma,
                        "architecture": routed.router.card.architecture,
                        "weights_sha256": routed.router.pin.weights_sha256,
                        "config_sha256": routed.router.pin.config_sha256},
-            "routing": compose.routing_stats(frame),
-            "alpha_accounting": _alpha_split_text(alpha, method.alpha_split)}
+            "routing": routing, "alpha_accounting": rule}
     if method.type == "cascade":
         experts = [models.expert(ref) for ref in _pool(cfg, method)]
         frames = [models.counts(e, e.name) for e in experts]
@@ -255,7 +271,7 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
 def chosen_on(cfg: BenchConfig, method: Method) -> str:
     """Where a method's choices were made: what the config says, else what the method is."""
     if method.type in ("oracle", "envelope"):
-        return "test"  # they pick per input or per radius on the test inputs, by definition
+        return cfg.split  # they pick per input or per radius on these inputs, by definition
     if method.type == "aces":
         return method.fit.split
     if method.chosen_on:

@@ -19,6 +19,7 @@ from ..errors import CountsError
 from ..results import COHEN_COLUMNS, certified_accuracy
 from ..router import ROUTED_EXTRAS, compose, routed_extras
 from ..runs import EXPERT_EXTRAS
+from ..set_certificate import SET_EXTRAS, set_certificate, split_alphas
 from ..smoothing import ABSTAIN, certificate_from_counts, radii_from_counts
 
 CASCADE_EXTRAS = ("stage", "stage_expert", "stage_sigma", "stage_cA", "stage_nA", "stage_n",
@@ -83,6 +84,44 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
     cost = _cost(router, *experts, used=[np.ones(len(router), bool), *used])
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
     return out[[*COHEN_COLUMNS, *ROUTED_EXTRAS, "forwards"]]
+
+
+def _join(values) -> str:
+    return ",".join(f"{v:.10g}" if isinstance(v, float) else str(int(v)) for v in values)
+
+
+def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
+              alpha: float, alpha_split: float, router_sigma: float) -> pd.DataFrame:
+    """The set certificate (:mod:`rsrouter.set_certificate`) on every input: the router at
+    ``alpha * alpha_split``, every expert's certificate within the rest (each row's level times
+    its look's share in sequential mode). Pays for the router and every expert."""
+    rows = []
+    for pos, r in enumerate(router.itertuples(index=False)):
+        e = [f.iloc[pos] for f in experts]
+        a = int(r.cA)
+        if not 0 <= a < len(experts):
+            raise CountsError(f"input idx {r.idx}: the router chose expert {a}, but it has "
+                              f"{len(experts)}")
+        alpha_r = alpha * alpha_split * float(r.share)
+        _, _, levels = split_alphas(alpha_r, alpha - alpha * alpha_split, a, len(experts))
+        levels = [lv * float(row.share) for lv, row in zip(levels, e)]
+        cert = set_certificate(a, r.counts, router_sigma, [int(x.cA) for x in e],
+                               [int(x.nA) for x in e], [int(x.n) for x in e],
+                               [float(x.sigma) for x in e], alpha_r, levels)
+        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
+                     "radius": cert.radius,
+                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+                     "expert": names[a], "binding": names[cert.binding], "router_cA": a,
+                     "router_counts": _join(r.counts), "router_sigma": router_sigma,
+                     "alpha_router": alpha_r, "expert_cA": _join(x.cA for x in e),
+                     "expert_nA": _join(x.nA for x in e), "expert_n": _join(x.n for x in e),
+                     "expert_sigma": _join(float(x.sigma) for x in e),
+                     "expert_alpha": _join(levels), "n0": int(r.n0),
+                     "alpha": alpha_r + sum(levels), "seed": int(r.seed), "mode": str(r.mode)})
+    out = pd.DataFrame(rows)
+    cost = _cost(router, *experts)
+    out["time"], out["forwards"] = cost["time"], cost["forwards"]
+    return out[[*COHEN_COLUMNS, *SET_EXTRAS, "forwards"]]
 
 
 def _cp(n_a: int, n: int, a: float) -> tuple[float, float]:
@@ -240,6 +279,18 @@ def routing_stats(routed: pd.DataFrame) -> dict:
             "choices": {str(k): float(v) for k, v in choices.items()},
             "expert_abstain_given_route": round(float(
                 ((routed["predict"] == -1) & (routed["expert"] != "-")).mean()), 4)}
+
+
+def set_stats(frame: pd.DataFrame) -> dict:
+    """The set certificate's behaviour: the router's top choices, and how often the chosen
+    expert's own radius (not another expert the router may switch to) sets the radius."""
+    certified = frame["predict"] != ABSTAIN
+    choices = frame["expert"].value_counts(normalize=True).round(4).to_dict()
+    return {"choices": {str(k): float(v) for k, v in choices.items()},
+            "radius_set_by_chosen_expert": round(float(
+                (certified & (frame["binding"] == frame["expert"])).mean()), 4),
+            "radius_set_by_another_expert": round(float(
+                (certified & (frame["binding"] != frame["expert"])).mean()), 4)}
 
 
 def envelope(expert_results: dict[str, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:
