@@ -38,6 +38,7 @@ SCHEDULES = ("step", "cosine", "constant")
 class RouterSpec:
     arch: str = "cnn_tiny"
     sigma: float | None = None  # None: the largest expert sigma
+    backbone: str | None = None  # one of experts: start from its weights (same arch and sigma)
 
 
 @dataclass
@@ -173,6 +174,9 @@ def validate(cfg: RouterConfig) -> RouterConfig:
         resolve_architecture(cfg.router.arch, trust_code=True)  # the user's own config
     except UnknownArchitectureError as e:
         raise ConfigError(f"router.arch: {e}") from e
+    if cfg.router.backbone is not None and cfg.router.backbone not in cfg.experts:
+        raise ConfigError(f"router.backbone: {cfg.router.backbone!r} must be one of experts "
+                          f"({', '.join(cfg.experts)})")
     if cfg.router.sigma is not None and not cfg.router.sigma > 0:
         raise ConfigError(f"router.sigma: must be > 0 (pixel units), got {cfg.router.sigma}")
     checks = [

@@ -203,6 +203,8 @@ def check_rows(df: pd.DataFrame, where: str) -> None:
         return _check_cascade(df, where, predict, radius)
     if "expert_nA" in df.columns:
         return _check_set(df, where, predict, radius)
+    if "root_groups" in df.columns:
+        return _check_tree(df, where, predict, radius)
     present = [c for c in COUNT_COLUMNS if c in df.columns]
     if not present:
         return  # a log without counts (Cohen et al.'s format): nothing more to check
@@ -362,6 +364,53 @@ def _check_set(df, where, predict, radius) -> None:
             bad[i] = True
             raise _row_error(where, df, bad, "its prediction and radius do not follow from its "
                              f"counts (the counts give {cert.prediction} within "
+                             f"{cert.radius:.6f})")
+
+
+def _check_tree(df, where, predict, radius) -> None:
+    """Router-tree rows: the root's group count is its experts' counts summed, the levels sum
+    to alpha, and the prediction and radius follow from the counts on the path."""
+    from .tree import tree_certificate
+
+    def ints(text):
+        return [int(v) for v in str(text).split(",")]
+
+    for i, r in enumerate(df.itertuples(index=False)):
+        try:
+            counts, groups = ints(r.root_counts), ints(r.root_groups)
+            if len(counts) != len(groups) or int(r.group) not in groups:
+                raise CountsError("root_counts, root_groups and group do not match")
+            if int(r.root_nA) != sum(c for c, g in zip(counts, groups) if g == int(r.group)) \
+                    or int(r.root_n) != sum(counts):
+                raise CountsError("root_nA must be the root's counts of its group's experts")
+            if abs(float(r.alpha_root) + float(r.alpha_child) + float(r.alpha_expert)
+                   - float(r.alpha)) > 1e-9:
+                raise CountsError("alpha_root + alpha_child + alpha_expert must equal alpha")
+            check_counts(int(r.group), int(r.root_nA), int(r.root_n), int(r.n0),
+                         float(r.root_sigma), float(r.alpha_root))
+            child = None
+            if int(r.child_n) > 0:
+                check_counts(int(r.child_cA), int(r.child_nA), int(r.child_n), int(r.n0),
+                             float(r.child_sigma), float(r.alpha_child))
+                child = (int(r.child_nA), int(r.child_n), float(r.child_sigma),
+                         float(r.alpha_child))
+            reached = str(r.expert) != "-"
+            if reached:
+                check_counts(int(r.cA), int(r.nA), int(r.n), int(r.n0), float(r.sigma),
+                             float(r.alpha_expert))
+        except (CountsError, ValueError, TypeError) as e:
+            raise CountsError(f"{where}: row {i + 1} (idx {r.idx}): {e}") from None
+        cert = tree_certificate(int(r.group), int(r.root_nA), int(r.root_n), float(r.root_sigma),
+                                float(r.alpha_root), child,
+                                (int(r.cA), int(r.nA), int(r.n), float(r.sigma) or 1.0,
+                                 float(r.alpha_expert) or 0.5))
+        ok = (cert.expert_radius is not None) == reached and cert.prediction == predict[i] \
+            and abs(cert.radius - radius[i]) <= RADIUS_TOLERANCE
+        if not ok:
+            bad = np.zeros(len(df), bool)
+            bad[i] = True
+            raise _row_error(where, df, bad, "its path, prediction and radius do not follow from "
+                             f"its counts (the counts give {cert.prediction} within "
                              f"{cert.radius:.6f})")
 
 

@@ -324,6 +324,23 @@ def _router_lr(cfg: RouterConfig, steps: int) -> Callable[[int, int], float]:
     return lambda e, i: cfg.train.lr
 
 
+def init_from_backbone(model: NormalizedModel, arch: str, expert, sigma_r: float) -> dict:
+    """Start the router from ``expert``'s weights: every tensor but the classifier's last layer
+    (whose shape differs: K experts, not the classes); all layers are then trained. Returns the
+    record the router's card keeps. Raises ConfigError unless the architectures and sigmas match.
+    """
+    if expert.card.architecture != arch or expert.sigma != sigma_r:
+        raise ConfigError(f"router.backbone: {expert.name} is {expert.card.architecture} at sigma "
+                          f"{expert.sigma}; the router must be the same architecture at the same "
+                          f"sigma (router.arch {arch}, router.sigma {sigma_r})")
+    theirs = expert.model.net.state_dict()
+    mine = model.net.state_dict()
+    taken = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    model.net.load_state_dict(taken, strict=False)
+    return {"expert": expert.name, "weights_sha256": expert.pin.weights_sha256,
+            "tensors_taken": len(taken), "tensors_new": len(mine) - len(taken)}
+
+
 def router_sigma(cfg: RouterConfig, experts) -> float:
     """``router.sigma``, defaulting to the largest expert sigma (warns when below it)."""
     largest = max(e.sigma for e in experts)
@@ -410,6 +427,8 @@ def _train_router(
                       experts=[ExpertRef.of(e, out) for e in experts])
     torch.manual_seed(cfg.seed)
     model = card.build_model(trust_code=True).to(device)  # router.arch of the user's config
+    backbone = None if cfg.router.backbone is None else init_from_backbone(
+        model, cfg.router.arch, experts[cfg.experts.index(cfg.router.backbone)], sigma_r)
     t = cfg.train
     if t.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -444,6 +463,8 @@ def _train_router(
         card.training = {"settings": settings, "final": stats, "train_inputs": len(train_set),
                          "routing": routing_shares(model, images, sigma_r,
                                                    [e.name for e in experts], seed=cfg.seed)}
+        if backbone is not None:
+            card.training["backbone"] = backbone
         save_router(out, model.net.cpu(), card)
         _finish(out)
     current().barrier()

@@ -45,7 +45,8 @@ def test_defaults_follow_the_paper():
     (_with("router.sigma", 0), "router.sigma: must be > 0"),
     (_with("router.sigma", -1.0), "router.sigma: must be > 0"),
     (_with("router.arch", "no_such_net"), "router.arch: unknown architecture"),
-    (_with("router.colour", "red"), r"router.colour: unknown key; allowed: arch, sigma"),
+    (_with("router.colour", "red"), r"router.colour: unknown key; allowed: arch, backbone, sigma"),
+    (_with("router.backbone", "c"), r"router.backbone: 'c' must be one of experts"),
     (_with("labels.n", 0), "labels.n: must be an integer >= 1"),
     (_with("labels.n", "many"), "labels.n: must be an integer"),
     (_with("labels.alpha", 2), r"labels.alpha: must be in \(0, 1\)"),
@@ -55,6 +56,7 @@ def test_defaults_follow_the_paper():
     (_with("train.consistency", {"lambda": 1.0, "eta": 0.5, "beta": 2}), "allowed: eta, lambda"),
     (_with("train.class_weights", "yes"), "train.class_weights: must be true or false"),
     (_with("data.split", "val"), "data.split"),
+    (_with("data.split", "validation"), "data.split: a router learns on train"),
     ({**BASE, "sed": 1}, "sed: unknown key"),
 ])
 def test_config_errors_name_the_key(raw, message):

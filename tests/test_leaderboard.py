@@ -30,7 +30,8 @@ def results(tmp_path_factory, digits_expert, digits_expert_wide):
     (tmp / "bench.yaml").write_text(yaml.safe_dump(config))
     assert main(["bench", "run", "--config", str(tmp / "bench.yaml"), "--out",
                  str(tmp / "out"), "--no-progress"]) == 0
-    log = ROOT / "benchmarks" / "results" / "fashion-mnist" / "fashion-mnist-sigma1.00.tsv"
+    log = ROOT / "benchmarks" / "results" / "cards" / "fashion-mnist"
+    log = log / "fashion-mnist-sigma1.00.tsv"
     assert main(["leaderboard", "import-tsv", str(log), "--dataset", "fashion-mnist",
                  "--method", "zoo sigma 1.0 (log)", "--source", "rsrouter 0.1", "--n", "10000",
                  "--alpha", "0.001", "--out", str(tmp / "external")]) == 0
@@ -90,7 +91,7 @@ def test_the_page_in_a_real_browser(results, tmp_path):
 
     site = tmp_path / "site"
     hostile = tmp_path / "hostile"
-    log = ROOT / "benchmarks" / "results" / "digits" / "digits-sigma0.25.tsv"
+    log = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
     assert main(["leaderboard", "import-tsv", str(log), "--dataset", "x');alert(1);//",
                  "--method", "<script>alert(2)</script>|", "--out", str(hostile)]) == 0
     assert main(["leaderboard", "build", str(results / "out"), str(results / "external"),

@@ -47,3 +47,22 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
     train_expert(_config(), tmp_path / "e", progress=False, stop_after_epoch=1)
     with pytest.raises(ResumeError, match="other settings"):
         train_expert(_config(lr=0.2), tmp_path / "e", progress=False)
+
+
+def test_a_router_starts_from_an_expert_backbone(digits_expert, digits_expert_wide):
+    """router.backbone: every tensor but the last layer comes from the expert; the expert must
+    share the router's architecture and sigma."""
+    from rsrouter.card import build_model
+    from rsrouter.errors import ConfigError
+    from rsrouter.train import init_from_backbone
+
+    wide = load_expert_folder(digits_expert_wide)
+    router = build_model("cnn_tiny", 2, (1, 8, 8), (0.3,), (0.37,), True, "test")
+    record = init_from_backbone(router, "cnn_tiny", wide, 0.5)
+    mine, theirs = router.net.state_dict(), wide.model.net.state_dict()
+    same = [k for k in mine if torch.equal(mine[k], theirs[k].to(mine[k].dtype))
+            if mine[k].shape == theirs[k].shape]
+    assert record["tensors_new"] == 2 and len(same) == len(mine) - 2  # the last Linear is new
+    assert record["weights_sha256"] == wide.pin.weights_sha256
+    with pytest.raises(ConfigError, match="same architecture at the same sigma"):
+        init_from_backbone(router, "cnn_tiny", load_expert_folder(digits_expert), 0.5)

@@ -34,7 +34,7 @@ import yaml
 from ..errors import ConfigError
 from ..smoothing import Sequential
 
-METHOD_TYPES = ("expert", "router", "envelope", "oracle", "cascade", "aces")
+METHOD_TYPES = ("expert", "router", "tree", "envelope", "oracle", "cascade", "aces")
 CHOICE_SPLITS = ("none", "train", "validation", "test", "unknown")
 SPLITS = ("train", "validation", "test")  # as rsrouter.data.SPLITS (this module is torch-free)
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
@@ -112,10 +112,11 @@ class Method:
     type: str
     name: str
     expert: str | None = None  # expert
-    router: str | None = None  # router
+    router: str | None = None  # router; tree: the root router
+    children: tuple[str, ...] = ()  # tree: child routers, each over some of the root's experts
     experts: tuple[str, ...] = ()  # cascade, aces: expert references; envelope, oracle: names
     # of expert methods of the config (default: every expert method)
-    alpha_split: float = 0.5  # router, aces: share of alpha given to the router
+    alpha_split: float = 0.5  # router, tree, aces: share of alpha given to the router(s)
     threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
     alpha_rule: str = "sound"  # cascade
     certificate: str = "pinned"  # router: pinned (Dual RS) or set (rsrouter.set_certificate)
@@ -201,6 +202,15 @@ def _strings(raw: dict, key: str, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _children(raw: dict, path: str) -> tuple[str, ...]:
+    value = raw.get("children", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or (
+            "children" in raw and not value):
+        raise ConfigError(f"{path}.children: must be a non-empty list of router folders (each "
+                          f"choosing among some of the root router's experts), got {value!r}")
+    return tuple(value)
+
+
 def _method(raw: Any, i: int) -> Method:
     path = f"methods[{i}]"
     if not isinstance(raw, dict) or "type" not in raw:
@@ -210,12 +220,14 @@ def _method(raw: Any, i: int) -> Method:
     allowed = {
         "expert": common | {"expert"},
         "router": common | {"router", "alpha_split", "certificate"},
+        "tree": common | {"router", "children", "alpha_split"},
         "envelope": common | {"experts"},
         "oracle": common | {"experts"},
         "cascade": common | {"experts", "threshold", "alpha_rule"},
         "aces": common | {"experts", "alpha_split", "fit"},
     }[kind]
-    required = {"expert": {"expert"}, "router": {"router"}}.get(kind, set())
+    required = {"expert": {"expert"}, "router": {"router"},
+                "tree": {"router", "children"}}.get(kind, set())
     raw = _keys(raw, path, allowed, required)
     fit_raw = _keys(raw.get("fit"), f"{path}.fit", {"split", "subset", "n", "alpha", "copies",
                                                     "seed"})
@@ -225,7 +237,8 @@ def _method(raw: Any, i: int) -> Method:
               alpha=_prob(fit_raw, "alpha", f"{path}.fit", 0.001),
               copies=_int(fit_raw, "copies", f"{path}.fit", 32),
               seed=_int(fit_raw, "seed", f"{path}.fit", 0, low=None))
-    default_name = {"expert": raw.get("expert"), "router": "routed", "envelope": "envelope",
+    default_name = {"expert": raw.get("expert"), "router": "routed", "tree": "tree",
+                    "envelope": "envelope",
                     "oracle": "oracle", "cascade": "cascade", "aces": "entropy-router"}[kind]
     name = _str(raw, "name", path, default_name and Path(str(default_name)).name)
     if any(c in name for c in "/\\:") or name.startswith("."):
@@ -236,6 +249,7 @@ def _method(raw: Any, i: int) -> Method:
         raise ConfigError(f"{path}.threshold: must be a number in [0.5, 1), got {threshold!r}")
     return Method(type=kind, name=name, expert=_str(raw, "expert", path),
                   router=_str(raw, "router", path), experts=_strings(raw, "experts", path),
+                  children=_children(raw, path),
                   alpha_split=_prob(raw, "alpha_split", path, 0.5), threshold=float(threshold),
                   alpha_rule=_str(raw, "alpha_rule", path, "sound", _ALPHA_RULES), fit=fit,
                   chosen_on=_str(raw, "chosen_on", path, None, CHOICE_SPLITS),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import __version__
+from .. import __version__, tree
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, RsrouterError
@@ -32,7 +32,8 @@ from . import methods as compose
 from .config import BenchConfig, Method
 from .store import count_settings, ensure_counts, read_counts
 
-KINDS = {"expert": "certificate", "router": "certificate", "cascade": "certificate",
+KINDS = {"expert": "certificate", "router": "certificate", "tree": "certificate",
+         "cascade": "certificate",
          "aces": "certificate", "oracle": "not a certificate: per-input ceiling",
          "envelope": "not a classifier: selection over the test inputs"}
 
@@ -108,6 +109,9 @@ def _load_all(cfg: BenchConfig, models: _Models) -> None:
                 models.expert(method.expert)
             elif method.type == "router":
                 models.router(method.router)
+            elif method.type == "tree":
+                for ref in (method.router, *method.children):
+                    models.router(ref)
             elif method.type in ("cascade", "aces"):
                 for ref in _pool(cfg, method):
                     models.expert(ref)
@@ -215,11 +219,10 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
         return frame, {
             "certificate": method.certificate,
             "experts": [expert_record(e) for e in routed.experts],
-            "router": {"name": Path(method.router).name, "sigma": routed.router.sigma,
-                       "architecture": routed.router.card.architecture,
-                       "weights_sha256": routed.router.pin.weights_sha256,
-                       "config_sha256": routed.router.pin.config_sha256},
+            "router": _router_record(method.router, routed.router),
             "routing": routing, "alpha_accounting": rule}
+    if method.type == "tree":
+        return _compose_tree(cfg, method, models)
     if method.type == "cascade":
         experts = [models.expert(ref) for ref in _pool(cfg, method)]
         frames = [models.counts(e, e.name) for e in experts]
@@ -266,6 +269,53 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
         frame["forwards"] = sum(df["forwards"].to_numpy() for df in pool.values())
         return frame, meta
     return None, meta  # envelope: a per-radius selection, built by the report from the pool
+
+
+def _router_record(path: str, router) -> dict:
+    return {"name": Path(path).name, "sigma": router.sigma,
+            "architecture": router.card.architecture,
+            "weights_sha256": router.pin.weights_sha256, "config_sha256": router.pin.config_sha256}
+
+
+def _compose_tree(cfg: BenchConfig, method: Method, models: _Models):
+    """A router tree (:mod:`rsrouter.tree`): the root's choices pooled into one group per child
+    router, each child choosing within its group."""
+    root = models.router(method.router)
+    names = [e.name for e in root.experts]
+    pins = {e.name: (e.pin.weights_sha256, e.pin.config_sha256) for e in root.experts}
+    children = [models.router(ref) for ref in method.children]
+    for ref, child in zip(method.children, children):
+        for e in child.experts:
+            if pins.get(e.name, (e.pin.weights_sha256, e.pin.config_sha256)) != (
+                    e.pin.weights_sha256, e.pin.config_sha256):
+                raise ConfigError(f"child router {ref}: its expert {e.name} is not the root's "
+                                  "(different sha256); retrain the child on the root's experts")
+    try:
+        groups = tree.groups_of(names, [[e.name for e in c.experts] for c in children])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    child_of_group = {groups[names.index(c.experts[0].name)]: i for i, c in enumerate(children)}
+    root_counts = models.counts(root.router, f"{method.name}-root", ROUTER_STAGES)
+    child_counts = [models.counts(c.router, f"{method.name}-child{i}", ROUTER_STAGES)
+                    for i, c in enumerate(children)]
+    expert_counts = [models.counts(e, e.name) for e in root.experts]
+    frame = compose.tree_frame(
+        root_counts, root.router.sigma, groups, names,
+        [(child_counts[i], c.router.sigma, [names.index(e.name) for e in c.experts])
+         for i, c in enumerate(children)], child_of_group, expert_counts,
+        cfg.protocol.alpha, method.alpha_split)
+    a_r = cfg.protocol.alpha * method.alpha_split
+    rule = (f"router tree: routers alpha {a_r:g} (the root alone {a_r:g} on a path without a "
+            f"child; root {a_r / 2:g} + child {a_r / 2:g} on a path with one) + expert alpha "
+            f"{cfg.protocol.alpha - a_r:g} = {cfg.protocol.alpha} (union bound; the path depends "
+            "only on the selection draws)")
+    record = _router_record(method.router, root.router)
+    record["children"] = [_router_record(ref, c.router)
+                          for ref, c in zip(method.children, children)]
+    record["groups"] = [[n for n, g in zip(names, groups) if g == k]
+                        for k in range(max(groups) + 1)]
+    return frame, {"experts": [expert_record(e) for e in root.experts], "router": record,
+                   "routing": compose.tree_stats(frame), "alpha_accounting": rule}
 
 
 def chosen_on(cfg: BenchConfig, method: Method) -> str:

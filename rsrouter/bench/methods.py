@@ -21,6 +21,7 @@ from ..router import ROUTED_EXTRAS, compose, routed_extras
 from ..runs import EXPERT_EXTRAS
 from ..set_certificate import SET_EXTRAS, set_certificate, split_alphas
 from ..smoothing import ABSTAIN, certificate_from_counts, radii_from_counts
+from ..tree import TREE_EXTRAS, split_levels, tree_certificate
 
 CASCADE_EXTRAS = ("stage", "stage_expert", "stage_sigma", "stage_cA", "stage_nA", "stage_n",
                   "stage_n0", "stage_alpha", "threshold", "alpha")
@@ -122,6 +123,76 @@ def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequ
     cost = _cost(router, *experts)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
     return out[[*COHEN_COLUMNS, *SET_EXTRAS, "forwards"]]
+
+
+def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
+               names: Sequence[str], children: Sequence[tuple[pd.DataFrame, float, list[int]]],
+               child_of_group: dict[int, int], experts: Sequence[pd.DataFrame], alpha: float,
+               alpha_split: float) -> pd.DataFrame:
+    """A router tree (:mod:`rsrouter.tree`) on every input. ``groups[k]``: the group of the
+    root's expert ``k``; ``children[i]``: ``(counts, sigma, root index of each of its
+    experts)``; ``child_of_group``: which child covers a group. Pays for the root, the child on
+    the path and the expert reached."""
+    groups = np.asarray(groups)
+    rows = []
+    used_child = [np.zeros(len(root), bool) for _ in children]
+    used_expert = [np.zeros(len(root), bool) for _ in experts]
+    for pos, r in enumerate(root.itertuples(index=False)):
+        if not 0 <= int(r.cA) < len(groups):
+            raise CountsError(f"input idx {r.idx}: the root chose expert {r.cA}, but it has "
+                              f"{len(groups)}")
+        g = int(groups[int(r.cA)])
+        members = np.flatnonzero(groups == g)
+        c_index = child_of_group.get(g)
+        a_root, a_child, a_expert = split_levels(alpha, alpha_split, c_index is not None)
+        a_root *= float(r.share)
+        child, k, c = None, int(members[0]), None
+        if c_index is not None:
+            frame, c_sigma, roots = children[c_index]
+            c = frame.iloc[pos]
+            if not 0 <= int(c.cA) < len(roots):
+                raise CountsError(f"input idx {r.idx}: child router {c_index} chose expert "
+                                  f"{c.cA}, but it has {len(roots)}")
+            a_child *= float(c.share)
+            child, k = (int(c.nA), int(c.n), c_sigma, a_child), roots[int(c.cA)]
+        e = experts[k].iloc[pos]
+        a_expert *= float(e.share)
+        cert = tree_certificate(g, int(r.counts[members].sum()), int(r.n), root_sigma, a_root,
+                                child, (int(e.cA), int(e.nA), int(e.n), float(e.sigma), a_expert))
+        reached = cert.expert_radius is not None
+        used_expert[k][pos] = reached
+        if c_index is not None:
+            used_child[c_index][pos] = cert.root_radius > 0
+        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
+                     "radius": cert.radius,
+                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+                     "expert": names[k] if reached else "-",
+                     "sigma": float(e.sigma) if reached else 0.0, "group": g,
+                     "root_counts": _join(r.counts), "root_groups": _join(groups),
+                     "root_nA": int(r.counts[members].sum()), "root_n": int(r.n),
+                     "root_sigma": root_sigma, "alpha_root": a_root,
+                     "child_cA": int(c.cA) if c is not None else -1,
+                     "child_nA": int(c.nA) if c is not None else 0,
+                     "child_n": int(c.n) if c is not None else 0,
+                     "child_sigma": child[2] if child else 0.0, "alpha_child": a_child,
+                     "cA": int(e.cA) if reached else -1, "nA": int(e.nA) if reached else 0,
+                     "n": int(e.n) if reached else 0, "n0": int(r.n0), "alpha_expert": a_expert,
+                     "alpha": a_root + a_child + a_expert, "seed": int(r.seed),
+                     "mode": str(r.mode)})
+    out = pd.DataFrame(rows)
+    cost = _cost(root, *[f for f, _, _ in children], *experts,
+                 used=[np.ones(len(root), bool), *used_child, *used_expert])
+    out["time"], out["forwards"] = cost["time"], cost["forwards"]
+    return out[[*COHEN_COLUMNS, *TREE_EXTRAS, "forwards"]]
+
+
+def tree_stats(frame: pd.DataFrame) -> dict:
+    """A router tree's behaviour: choice shares (``-``: a router on the path abstained), the
+    share of inputs that went through a child router."""
+    choices = frame["expert"].value_counts(normalize=True).round(4).to_dict()
+    return {"router_abstain": round(float((frame["expert"] == "-").mean()), 4),
+            "choices": {str(k): float(v) for k, v in choices.items()},
+            "through_a_child": round(float((frame["child_n"] > 0).mean()), 4)}
 
 
 def _cp(n_a: int, n: int, a: float) -> tuple[float, float]:

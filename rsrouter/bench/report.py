@@ -27,7 +27,7 @@ from ..results import average_certified_radius, certified_accuracy, read_tsv, wr
 from .methods import envelope
 from .store import read_counts
 
-CERTIFICATES = ("expert", "router", "cascade", "aces")
+CERTIFICATES = ("expert", "router", "tree", "cascade", "aces")
 
 
 def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +77,9 @@ def _entry_key(info: dict, bench: dict) -> str:
            "protocol": info["protocol"], "models": models,
            "router": [router.get("weights_sha256"), router.get("config_sha256"),
                       router.get("thresholds")]}
+    if router.get("children"):  # a router tree: its children are part of what it measures
+        key["children"] = [[c.get("weights_sha256"), c.get("config_sha256")]
+                           for c in router["children"]]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -212,11 +215,26 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
         routing = info.get("routing")
         lines.append(f"- **{info['method']}** ({info['type']}): {info['kind']}; alpha: "
                      f"{info.get('alpha_accounting', '')}; choices made on: {info['chosen_on']}"
-                     + (f"; router: abstains on {100 * routing['router_abstain']:.1f}%, chooses "
-                        + ", ".join(f"{k} {100 * v:.1f}%" for k, v in routing["choices"].items()
-                                    if k != "-") if routing else "")
+                     + (_routing_text(routing) if routing else "")
                      + (f". {info['note']}" if info.get("note") else ""))
     return "\n".join(lines) + "\n"
+
+
+def _routing_text(routing: dict) -> str:
+    """One clause on what a router did: abstentions, choice shares and, for the set
+    certificate, how often the chosen expert's own radius was the binding one."""
+    text = "; router: "
+    if "router_abstain" in routing:
+        text += f"abstains on {100 * routing['router_abstain']:.1f}%, "
+    text += "chooses " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in routing["choices"].items()
+                                   if k != "-")
+    if "through_a_child" in routing:
+        text += f"; {100 * routing['through_a_child']:.1f}% of inputs go through a child router"
+    if "radius_set_by_chosen_expert" in routing:
+        text += (f"; the radius is set by the chosen expert on "
+                 f"{100 * routing['radius_set_by_chosen_expert']:.1f}% of inputs and by another "
+                 f"expert it may switch to on {100 * routing['radius_set_by_another_expert']:.1f}%")
+    return text
 
 
 def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
