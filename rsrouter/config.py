@@ -46,6 +46,9 @@ class LabelSpec:
     n: int = 100
     alpha: float = 0.001
     temperature: float = 1.0
+    target: str = "softmax"  # softmax: softmax(R / T); bands: credit per grid radius (labels.py)
+    bands: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5,
+                                                        2.0, 2.5])
     subset: int | None = None  # None: every training input
     batch_size: int = 2500
 
@@ -130,6 +133,7 @@ def _build(cls, raw: Any, path: str):
         raise ConfigError(f"{path or 'config'}: missing key(s) {', '.join(missing)}") from e
 
 
+LABEL_TARGETS = ("softmax", "bands")
 _NESTED = {"router": RouterSpec, "labels": LabelSpec, "train": TrainSpec, "data": DataSpec,
            "schedule": Schedule, "consistency": Consistency}
 
@@ -183,6 +187,10 @@ def validate(cfg: RouterConfig) -> RouterConfig:
         ("labels.n", cfg.labels.n >= 1, "an integer >= 1"),
         ("labels.alpha", 0 < cfg.labels.alpha < 1, "in (0, 1)"),
         ("labels.temperature", cfg.labels.temperature > 0, "> 0"),
+        ("labels.target", cfg.labels.target in LABEL_TARGETS, f"one of {LABEL_TARGETS}"),
+        ("labels.bands", bool(cfg.labels.bands) and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0
+            for b in cfg.labels.bands), "a non-empty list of radii >= 0"),
         ("labels.subset", cfg.labels.subset is None or cfg.labels.subset >= 1, ">= 1 or null"),
         ("labels.batch_size", cfg.labels.batch_size >= 1, ">= 1"),
         ("train.epochs", cfg.train.epochs >= 1, ">= 1"),

@@ -3,8 +3,9 @@
 For each training input and expert ``k``: draw ``n`` noisy copies at the expert's sigma, count the
 true class, and take the certified radius ``R_k`` at ``alpha`` (0 when the bound is <= 1/2, i.e.
 wrong or abstaining). Inputs where every ``R_k`` is 0 are dropped; the soft label is
-``softmax(R / temperature)``; class weights are ``1 / (K q_k)`` with ``q_k`` the share of inputs
-whose best expert is ``k``.
+``softmax(R / temperature)`` (or, with ``labels.target: bands``, a unit of credit per target
+radius shared by the experts certifying there); class weights are ``1 / (K q_k)`` with ``q_k``
+the share of inputs whose best expert is ``k``.
 
 This is the expensive step: it is batched across inputs, shows progress, is cached next to the
 router's output under a key made of the experts' sha256 and the label settings, and resumes after
@@ -53,9 +54,25 @@ class RouterLabels:
         """Mask of inputs that at least one expert certifies (the others are dropped)."""
         return (self.radii > 0).any(dim=1)
 
-    def soft_labels(self, temperature: float = 1.0) -> torch.Tensor:
-        """``softmax(R / temperature)`` over experts, for the kept inputs."""
-        return torch.softmax(self.radii[self.kept].double() / temperature, dim=1).float()
+    def soft_labels(self, temperature: float = 1.0, target: str = "softmax",
+                    bands: Sequence[float] = ()) -> torch.Tensor:
+        """Soft labels over experts for the kept inputs.
+
+        ``softmax``: ``softmax(R / temperature)``. ``bands``: what the routed curve pays at each
+        radius of ``bands``: one unit of credit per band, shared equally by the experts that
+        certify there (``R_k > 0`` at band 0, ``R_k >= r`` beyond), normalized over the bands
+        some expert reaches; an input that only a small sigma certifies goes to it, one that
+        several certify at small radii but only the largest at large ones is shared by weight.
+        """
+        radii = self.radii[self.kept].double()
+        if target == "softmax":
+            return torch.softmax(radii / temperature, dim=1).float()
+        if target != "bands":
+            raise ValueError(f"labels.target: {target!r} is not one of softmax, bands")
+        reach = torch.stack([(radii > 0) & (radii >= float(b)) for b in bands], dim=1)  # [N,B,K]
+        winners = reach.sum(dim=2, keepdim=True)
+        credit = torch.where(winners > 0, reach / winners.clamp_min(1), 0.0).sum(dim=1)
+        return (credit / credit.sum(dim=1, keepdim=True)).float()
 
     def best_share(self) -> torch.Tensor:
         """``q_k``: share of kept inputs whose largest radius is expert ``k``'s."""

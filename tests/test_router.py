@@ -15,6 +15,7 @@ from rsrouter import labels as labels_mod
 from rsrouter.card import ExpertCard, Pin
 from rsrouter.config import LabelSpec, parse_config
 from rsrouter.data import DatasetInfo, TensorImageDataset
+from rsrouter.errors import ConfigError
 from rsrouter.expert import Expert
 from rsrouter.router import RoutedClassifier, load_router
 from rsrouter.smoothing import ABSTAIN, Smooth
@@ -256,6 +257,22 @@ def test_soft_labels_and_class_weights_follow_the_recipe():
     assert soft[0].tolist() == pytest.approx(torch.softmax(radii[0] / 0.5, 0).tolist(), rel=1e-5)
     assert lab.best_share().tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
     assert lab.class_weights().tolist() == pytest.approx([1, 1, 1])
+
+
+def test_band_labels_share_each_radius_among_the_experts_that_reach_it():
+    """Counts [100, 100, 100]: radii 0.25c, 0.5c, c with c = Phi^-1(0.001^(1/100)) = 1.50.
+    Bands [0, 0.5, 1.0, 2.0]: all three certify at 0; sigma 0.5 and 1.0 at 0.5; only 1.0 at 1.0;
+    nobody at 2.0 -> credits (1/3, 1/3 + 1/2, 1/3 + 1/2 + 1) / 3. Counts [100, 40, 0]: only
+    sigma 0.25 certifies, at band 0 only -> (1, 0, 0)."""
+    counts = torch.tensor([[100, 100, 100], [100, 40, 0]])
+    lab = labels_mod.RouterLabels(torch.arange(2), counts, 100, 0.001, (0.25, 0.5, 1.0))
+    soft = lab.soft_labels(target="bands", bands=[0.0, 0.5, 1.0, 2.0])
+    assert soft[0].tolist() == pytest.approx([1 / 9, 5 / 18, 11 / 18])
+    assert soft[1].tolist() == pytest.approx([1, 0, 0])
+    with pytest.raises(ValueError, match="labels.target"):
+        lab.soft_labels(target="radius")
+    with pytest.raises(ConfigError, match="labels.target"):
+        parse_config({**TOY_CONFIG, "labels": {"target": "radius"}})
 
 
 def test_router_training_resumes_to_the_same_weights(tmp_path):

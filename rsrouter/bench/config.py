@@ -71,11 +71,13 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Inputs:
-    """Which inputs of the split: every ``every``-th, the first ``first`` of those, or a list."""
+    """Which inputs of the split: every ``every``-th from ``start``, the first ``first`` of those,
+    or a list."""
 
     every: int = 1
     first: int | None = None
     indices: tuple[int, ...] | None = None
+    start: int = 0
 
     def select(self, length: int) -> list[int]:
         if self.indices is not None:
@@ -83,13 +85,14 @@ class Inputs:
             if bad:
                 raise ConfigError(f"inputs.indices: {bad[:5]} outside the split's 0..{length - 1}")
             return list(dict.fromkeys(self.indices))
-        chosen = list(range(0, length, self.every))
+        chosen = list(range(self.start, length, self.every))
         return chosen[: self.first] if self.first is not None else chosen
 
     def describe(self) -> str:
         if self.indices is not None:
             return f"{len(self.indices)} listed inputs"
         every = "every input" if self.every == 1 else f"every {self.every}-th input"
+        every += f" from index {self.start}" if self.start else ""
         return every + (f", the first {self.first}" if self.first is not None else "")
 
 
@@ -265,16 +268,17 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
     from ..data import INFOS
 
     dataset = _str(data, "dataset", "data", choices=tuple(INFOS))
-    inputs_raw = _keys(raw.get("inputs"), "inputs", {"every", "first", "indices"})
-    if "indices" in inputs_raw and ({"every", "first"} & set(inputs_raw)):
-        raise ConfigError("inputs: give either indices, or every/first, not both")
+    inputs_raw = _keys(raw.get("inputs"), "inputs", {"every", "first", "indices", "start"})
+    if "indices" in inputs_raw and ({"every", "first", "start"} & set(inputs_raw)):
+        raise ConfigError("inputs: give either indices, or every/first/start, not both")
     indices = inputs_raw.get("indices")
     if indices is not None and (not isinstance(indices, list) or not indices or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in indices)):
         raise ConfigError(f"inputs.indices: must be a non-empty list of integers, got {indices!r}")
     inputs = Inputs(every=_int(inputs_raw, "every", "inputs", 1),
                     first=_int(inputs_raw, "first", "inputs", None),
-                    indices=tuple(indices) if indices is not None else None)
+                    indices=tuple(indices) if indices is not None else None,
+                    start=_int(inputs_raw, "start", "inputs", 0, low=0))
     proto = _keys(raw.get("protocol"), "protocol", {"n0", "n", "alpha", "seed", "batch_size",
                                                     "sequential"})
     protocol = Protocol(n0=_int(proto, "n0", "protocol", 100),
