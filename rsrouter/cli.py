@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 from . import __version__
 from .errors import RsrouterError
@@ -127,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--router", help="router folder: certify the routed ensemble")
     p.add_argument("--alpha-split", type=PROBABILITY, default=0.5,
                    help="share of alpha given to the router (default 0.5)")
+    p.add_argument("--certificate", choices=("pinned", "set"), default="pinned",
+                   help="with --router: pinned (Dual RS: the router keeps its choice; only the "
+                        "chosen expert runs) or set (the router may switch among experts that "
+                        "agree; every expert runs). See docs/theory.md")
     p.add_argument("--sigma", type=POSITIVE, help="noise level (default: the expert card's)")
     _hub_opts(p)
     _trust_opt(p)
@@ -371,6 +376,9 @@ def cmd_certify(args: argparse.Namespace) -> None:
     from .data import data_identity, load_dataset, subset_indices
     from .runs import certify_dataset, run_settings
 
+    if args.certificate != "pinned":
+        raise RsrouterError("--certificate applies to --router only (an expert's certificate is "
+                            "Cohen et al.'s)")
     _check_sigma(args.sigma)
     expert = _registry(args).load(args.model, device=_device(args.device), compile=args.compile,
                                   precision=args.precision)
@@ -394,8 +402,9 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 def _certify_routed(args: argparse.Namespace) -> None:
     from .data import data_identity, load_dataset, subset_indices
-    from .router import ROUTED_EXTRAS, load_routed, routed_extras
+    from .router import ROUTED_EXTRAS, load_routed, routed_extras, set_extras
     from .runs import certify_dataset, routed_models, run_settings
+    from .set_certificate import SET_EXTRAS
 
     if args.sigma is not None:
         raise RsrouterError("--sigma applies to --model only; a router's experts keep their own")
@@ -405,13 +414,19 @@ def _certify_routed(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     _check_dataset(routed.experts[0], dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
+    extra = {"certificate": "set"} if args.certificate == "set" else {}
     settings = run_settings(routed_models(routed), data_identity(dataset), n0=args.n0, n=args.n,
                             alpha=args.alpha, seed=args.seed, mode=routed.mode,
-                            alpha_split=args.alpha_split)
-    certify_dataset(routed, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                            alpha_split=args.alpha_split, **extra)
+    if args.certificate == "set":
+        certifier = SimpleNamespace(certify_batch=routed.certify_set_batch)
+        extras, row_extras = SET_EXTRAS, set_extras
+    else:
+        certifier, extras, row_extras = routed, ROUTED_EXTRAS, routed_extras
+    certify_dataset(certifier, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                     batch_size=args.batch_size, seed=args.seed, settings=settings,
-                    extras=ROUTED_EXTRAS, row_extras=routed_extras,
-                    progress=not args.no_progress, desc="certify routed")
+                    extras=extras, row_extras=row_extras,
+                    progress=not args.no_progress, desc=f"certify routed ({args.certificate})")
     _print_summary({"routed": args.out})
 
 

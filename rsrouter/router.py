@@ -42,6 +42,7 @@ from .expert import Expert
 from .files import atomic_write_json, atomic_write_text
 from .models import NormalizedModel, Trust
 from .registry import is_remote_source
+from .set_certificate import set_certificate, split_alphas
 from .smoothing import (
     ABSTAIN,
     Certificate,
@@ -447,6 +448,41 @@ class RoutedClassifier:
                                alpha_e))
         return out
 
+    def certify_set_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
+                          batch_size: int = 1000, seed: int = 0,
+                          indices: Sequence[int] | None = None) -> list[SetRoutedCertificate]:
+        """The set certificate (:mod:`rsrouter.set_certificate`) of each input: the router's
+        choice need not stay put where the experts it may switch to agree. Every expert is
+        counted on every input (on the router's noise draws); the router gets
+        ``alpha * alpha_split`` (half to the lower bound on its choice, half over upper bounds
+        on the others), the experts the rest (half to the chosen one)."""
+        _check_count("n0", n0)
+        _check_count("n", n)
+        indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
+        xs, indices = self.router._check_inputs(xs, indices)
+        alpha_r, alpha_e = self.split(alpha)
+        kw = dict(batch_size=batch_size, seed=seed, indices=indices)
+        select, estimate = ROUTER_STAGES
+        everyone = [(e, None) for e in self.experts]
+        choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
+        expert_select = shared_counts(everyone, xs, n0, stage=select, **kw)
+        counts = shared_counts([(self.router, None), *everyone], xs, n, stage=estimate, **kw)
+        k_all = len(self.experts)
+        out = []
+        for i in range(len(indices)):
+            a = int(choice[i])
+            levels = split_alphas(alpha_r, alpha_e, a, k_all)[2]
+            c_a = [int(expert_select[k][i].argmax()) for k in range(k_all)]
+            n_a = [int(counts[1 + k][i, c]) for k, c in enumerate(c_a)]
+            cert = set_certificate(a, counts[0][i].tolist(), self.router.sigma, c_a, n_a,
+                                   [n] * k_all, [e.sigma for e in self.experts], alpha_r, levels)
+            out.append(SetRoutedCertificate(
+                cert.prediction, cert.radius, a, self._name(a), self._name(cert.binding),
+                tuple(counts[0][i].tolist()), self.router.sigma, tuple(c_a), tuple(n_a), n, n0,
+                tuple(e.sigma for e in self.experts), alpha_r, tuple(levels), seed,
+                self.router.mode))
+        return out
+
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,
                 seed: int = 0, index: int = 0) -> int:
         """Router PREDICT at alpha_r, then the chosen expert's PREDICT at alpha_e."""
@@ -463,6 +499,45 @@ class RoutedClassifier:
             return ""
         expert = self.experts[k]
         return getattr(expert, "name", f"expert{k}")
+
+
+@dataclass(frozen=True)
+class SetRoutedCertificate:
+    """A set certificate of a routed input (:meth:`RoutedClassifier.certify_set_batch`)."""
+
+    prediction: int
+    radius: float
+    expert: int  # the router's top choice
+    expert_name: str
+    binding: str  # the expert whose constraint sets the radius
+    router_counts: tuple[int, ...]
+    router_sigma: float
+    expert_cA: tuple[int, ...]
+    expert_nA: tuple[int, ...]
+    n: int
+    n0: int
+    expert_sigma: tuple[float, ...]
+    alpha_router: float
+    expert_alpha: tuple[float, ...]
+    seed: int
+    mode: str
+
+    @property
+    def alpha(self) -> float:
+        return self.alpha_router + sum(self.expert_alpha)
+
+
+def set_extras(cert: SetRoutedCertificate) -> dict:
+    """The TSV columns of a set certificate (``SET_EXTRAS``; checked on reading)."""
+    def join(values):
+        return ",".join(f"{v:.10g}" if isinstance(v, float) else str(int(v)) for v in values)
+
+    return {"expert": cert.expert_name, "binding": cert.binding, "router_cA": cert.expert,
+            "router_counts": join(cert.router_counts), "router_sigma": cert.router_sigma,
+            "alpha_router": cert.alpha_router, "expert_cA": join(cert.expert_cA),
+            "expert_nA": join(cert.expert_nA), "expert_n": join([cert.n] * len(cert.expert_nA)),
+            "expert_sigma": join(cert.expert_sigma), "expert_alpha": join(cert.expert_alpha),
+            "n0": cert.n0, "alpha": cert.alpha, "seed": cert.seed, "mode": cert.mode}
 
 
 def check_compatible(experts: Sequence[Smooth]) -> None:

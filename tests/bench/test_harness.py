@@ -39,6 +39,8 @@ def setup(tmp_path, digits_expert, digits_expert_wide):
                           {"type": "expert", "expert": "d050"},
                           {"type": "router", "router": "router", "name": "routed",
                            "chosen_on": "train"},
+                          {"type": "router", "router": "router", "name": "routed-set",
+                           "certificate": "set", "chosen_on": "train"},
                           {"type": "envelope"}, {"type": "oracle"},
                           {"type": "cascade", "name": "multiscale"},
                           {"type": "aces", "name": "entropy",
@@ -75,8 +77,14 @@ def test_counts_once_compose_all_and_equal_direct_runs(setup, tmp_path, monkeypa
     assert main(["certify", "--model", "d025", "--out", str(tmp_path / "d.tsv"), *args]) == 0
     assert main(["certify", "--router", str(tmp_path / "router"), "--out",
                  str(tmp_path / "r.tsv"), *args]) == 0
+    assert main(["certify", "--router", str(tmp_path / "router"), "--certificate", "set",
+                 "--out", str(tmp_path / "s.tsv"), *args]) == 0
     cols = ["idx", "predict", "radius", "correct", "cA", "nA"]
-    for direct, composed in (("d.tsv", "d025.tsv"), ("r.tsv", "routed.tsv")):
+    set_cols = ["idx", "predict", "radius", "correct", "expert", "binding", "router_counts",
+                "expert_nA", "expert_alpha", "alpha"]
+    for direct, composed in (("d.tsv", "d025.tsv"), ("r.tsv", "routed.tsv"),
+                             ("s.tsv", "routed-set.tsv")):
+        cols = set_cols if direct == "s.tsv" else cols
         a = read_tsv(tmp_path / direct)[cols]
         b = read_tsv(out / composed)[cols]
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
