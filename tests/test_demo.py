@@ -32,8 +32,9 @@ def test_demo_runs_on_a_small_subset(tmp_path, capsys):
     for name in ("routed", "oracle (not a certificate)", "envelope (not a classifier)",
                  "multiscale", "max regret", "ACR"):
         assert name in printed
-    assert "choices made on the test inputs" in printed  # the bundled router, honestly flagged
+    assert "choices made on the test inputs" not in printed  # chosen on validation
+    assert "choices made on: validation" in printed and "set certificate" in printed
     assert (out / "curves.png").is_file() and (out / "summary.md").is_file()
     routed = read_tsv(out / "routed.tsv")
-    assert len(routed) == 6 and {"expert", "router_radius"} <= set(routed)
+    assert len(routed) == 6 and {"expert", "binding", "router_counts"} <= set(routed)
     assert len(list((out / "entries").glob("*.json"))) == 7
