@@ -210,12 +210,13 @@ def _md(text: object) -> str:
 def markdown(entries: list[dict]) -> str:
     lines = ["# Leaderboard", "", "Certified accuracy (%) at l2 radius r (pixels in [0, 1]), "
              "exact 95% interval over the inputs in the JSON; rows marked external come from "
-             "published logs without counts.", ""]
+             "published logs without counts. \"choices made on\": the split on which a method's "
+             "settings were chosen (none: it has none; test: flagged).", ""]
     for dataset in sorted({e["dataset"] for e in entries}):
         rows = [e for e in entries if e["dataset"] == dataset]
         radii = _radii(rows)
         head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
-                "flags"]
+                "choices made on", "flags"]
         lines += [f"## {_md(dataset)}", "", "| " + " | ".join(head) + " |",
                   "|" + " --- |" * len(head)]
         for e in rows:
@@ -225,7 +226,7 @@ def markdown(entries: list[dict]) -> str:
                 cells.append("–" if got is None else f"{100 * got[0]:.1f}")
             cells += ["–" if e.get("acr") is None else f"{e['acr']:.3f}",
                       "–" if e.get("max_regret") is None else f"{e['max_regret']:.1f}",
-                      _md("; ".join(_flags(e)))]
+                      _md(str(e.get("chosen_on", "unknown"))), _md("; ".join(_flags(e)))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -317,7 +318,7 @@ def page(entries: list[dict]) -> str:
         rows = [e for e in entries if e["dataset"] == d]
         radii = _radii(rows)
         head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
-                "forwards / input", "flags"]
+                "forwards / input", "choices made on", "flags"]
         body = []
         for e in rows:
             cells = [f'<td class="text">{esc(e["method"])}</td>',
@@ -332,6 +333,7 @@ def page(entries: list[dict]) -> str:
                 value = e.get(key)
                 cells.append('<td data-v="">–</td>' if value is None else
                              f'<td data-v="{value}">{fmt.format(value)}</td>')
+            cells.append(f'<td class="text">{esc(str(e.get("chosen_on", "unknown")))}</td>')
             cells.append(f'<td class="text"><span class="flag">{esc("; ".join(_flags(e)))}'
                          "</span></td>")
             css = ' class="external"' if e.get("external") else ""

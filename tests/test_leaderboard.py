@@ -51,6 +51,7 @@ def test_build_merges_entries_once(results, tmp_path):
         == 500
     md = (site / "leaderboard.md").read_text()
     assert "## digits" in md and "## fashion-mnist" in md and "not a certificate" in md
+    assert "| choices made on |" in md and "| none |" in md  # where each choice was made
     page = (site / "index.html").read_text()
     assert "<svg" in page and " src=" not in page and "<link" not in page  # nothing fetched
     assert len(merge(collect_entries([site]))) == 5  # a built site is a source too
