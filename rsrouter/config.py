@@ -190,7 +190,8 @@ def validate(cfg: RouterConfig) -> RouterConfig:
         ("labels.target", cfg.labels.target in LABEL_TARGETS, f"one of {LABEL_TARGETS}"),
         ("labels.bands", bool(cfg.labels.bands) and all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0
-            for b in cfg.labels.bands), "a non-empty list of radii >= 0"),
+            for b in cfg.labels.bands) and 0 in cfg.labels.bands,
+         "a non-empty list of radii >= 0 that includes 0 (every kept input earns credit there)"),
         ("labels.subset", cfg.labels.subset is None or cfg.labels.subset >= 1, ">= 1 or null"),
         ("labels.batch_size", cfg.labels.batch_size >= 1, ">= 1"),
         ("train.epochs", cfg.train.epochs >= 1, ">= 1"),

@@ -23,8 +23,8 @@ from .errors import DatasetNotFoundError
 
 SPLITS = ("train", "validation", "test")
 # The validation split: a fixed hold-out of the official training set (seeded, the same on every
-# machine); "train" is the rest. Every choice (router settings, thresholds, the bundled router)
-# is made on "validation"; "test" is certified once, at the end.
+# machine); "train" is the rest. Choices (router settings, which router is bundled, its
+# certificate) are made on "validation"; "test" is certified once, at the end.
 VALIDATION_SIZE = {"digits": 300, "fashion-mnist": 5000, "cifar10": 5000, "imagenet": 10000}
 VALIDATION_SEED = 20260101
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -119,7 +119,7 @@ def load_dataset(name: str, split: str = "test", root: str | os.PathLike | None 
     if split == "test":
         return loader("test", root, info, augment)
     official = loader("train", root, info, augment and split == "train")
-    held = validation_indices(len(official), VALIDATION_SIZE[name])  # (a tenth of a small set)
+    held = validation_indices(len(official), VALIDATION_SIZE[name])
     if split == "validation":
         keep = held
     else:

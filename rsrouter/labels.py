@@ -69,6 +69,8 @@ class RouterLabels:
             return torch.softmax(radii / temperature, dim=1).float()
         if target != "bands":
             raise ValueError(f"labels.target: {target!r} is not one of softmax, bands")
+        if 0 not in [float(b) for b in bands]:
+            raise ValueError("labels.bands: must include 0, where every kept input earns credit")
         reach = torch.stack([(radii > 0) & (radii >= float(b)) for b in bands], dim=1)  # [N,B,K]
         winners = reach.sum(dim=2, keepdim=True)
         credit = torch.where(winners > 0, reach / winners.clamp_min(1), 0.0).sum(dim=1)

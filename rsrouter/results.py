@@ -334,7 +334,9 @@ def _check_routed(df, where, predict, radius) -> None:
 def _check_set(df, where, predict, radius) -> None:
     """Set-certificate rows: the radius and the prediction follow from the router's counts and
     every expert's, at levels that sum to alpha."""
-    from .set_certificate import set_certificate
+    from .set_certificate import SET_EXTRAS, set_certificate
+
+    _require_columns(df, where, SET_EXTRAS, "a set-certificate TSV")
 
     def ints(text):
         return [int(v) for v in str(text).split(",")]
@@ -349,6 +351,8 @@ def _check_set(df, where, predict, radius) -> None:
             sigmas = floats(r.expert_sigma)
             if not len(counts) == len(levels) == len(c_a) == len(n_a) == len(n) == len(sigmas):
                 raise CountsError("the router and the experts list different numbers of experts")
+            if len(counts) < 2 or min(counts) < 0:
+                raise CountsError("router_counts must hold a count >= 0 for each of >= 2 experts")
             if abs(float(r.alpha_router) + sum(levels) - float(r.alpha)) > 1e-9:
                 raise CountsError("alpha_router + the experts' levels must equal alpha")
             check_counts(int(r.router_cA), counts[int(r.router_cA)], sum(counts), int(r.n0),
@@ -367,10 +371,19 @@ def _check_set(df, where, predict, radius) -> None:
                              f"{cert.radius:.6f})")
 
 
+def _require_columns(df, where, columns, what) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{where}: {what} needs the columns {' '.join(columns)}; missing "
+                           f"{missing}")
+
+
 def _check_tree(df, where, predict, radius) -> None:
     """Router-tree rows: the root's group count is its experts' counts summed, the levels sum
     to alpha, and the prediction and radius follow from the counts on the path."""
-    from .tree import tree_certificate
+    from .tree import TREE_EXTRAS, tree_certificate
+
+    _require_columns(df, where, TREE_EXTRAS, "a router-tree TSV")
 
     def ints(text):
         return [int(v) for v in str(text).split(",")]
@@ -378,8 +391,14 @@ def _check_tree(df, where, predict, radius) -> None:
     for i, r in enumerate(df.itertuples(index=False)):
         try:
             counts, groups = ints(r.root_counts), ints(r.root_groups)
-            if len(counts) != len(groups) or int(r.group) not in groups:
+            if len(counts) != len(groups) or int(r.group) not in groups or min(counts) < 0:
                 raise CountsError("root_counts, root_groups and group do not match")
+            # a group of several experts always has a child router (rsrouter.tree.groups_of),
+            # and only a path through a child spends alpha on it
+            if groups.count(int(r.group)) > 1 and int(r.child_n) == 0 \
+                    or (int(r.child_n) == 0) != (float(r.alpha_child) == 0):
+                raise CountsError("a group of several experts goes through its child router "
+                                  "(child counts, and alpha_child > 0 exactly then)")
             if int(r.root_nA) != sum(c for c, g in zip(counts, groups) if g == int(r.group)) \
                     or int(r.root_n) != sum(counts):
                 raise CountsError("root_nA must be the root's counts of its group's experts")

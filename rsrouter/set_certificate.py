@@ -72,6 +72,8 @@ def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: 
     (see :func:`split_alphas`).
     """
     k_all, a = len(expert_cA), int(router_cA)
+    if k_all < 2 or min(int(v) for v in router_counts) < 0:
+        raise ValueError("the set certificate needs >= 2 experts and router counts >= 0")
     n_r = int(sum(router_counts))
     low_level, up_level = alpha_router / 2, alpha_router / (2 * (k_all - 1))
     p_low = lower_confidence_bound(int(router_counts[a]), n_r, low_level)
@@ -91,7 +93,7 @@ def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: 
         entry[k] = e_k
         agrees = radii[k] is not None and int(expert_cA[k]) == c
         limit = max(e_k, radii[k] if agrees else -math.inf)
-        if limit < radius:
+        if not limit >= radius:  # NaN (impossible counts) binds: abstain rather than ignore
             radius, binding = limit, k
     if not radius > 0:
         return SetCertificate(ABSTAIN, 0.0, a, binding, tuple(entry))

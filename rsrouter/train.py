@@ -329,16 +329,22 @@ def init_from_backbone(model: NormalizedModel, arch: str, expert, sigma_r: float
     (whose shape differs: K experts, not the classes); all layers are then trained. Returns the
     record the router's card keeps. Raises ConfigError unless the architectures and sigmas match.
     """
-    if expert.card.architecture != arch or expert.sigma != sigma_r:
-        raise ConfigError(f"router.backbone: {expert.name} is {expert.card.architecture} at sigma "
-                          f"{expert.sigma}; the router must be the same architecture at the same "
-                          f"sigma (router.arch {arch}, router.sigma {sigma_r})")
+    check_backbone(arch, expert, sigma_r)
     theirs = expert.model.net.state_dict()
     mine = model.net.state_dict()
     taken = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     model.net.load_state_dict(taken, strict=False)
     return {"expert": expert.name, "weights_sha256": expert.pin.weights_sha256,
             "tensors_taken": len(taken), "tensors_new": len(mine) - len(taken)}
+
+
+def check_backbone(arch: str, expert, sigma_r: float) -> None:
+    """Raise ConfigError unless ``expert`` can be the router's backbone: the same architecture
+    as ``router.arch`` and the same sigma as the router's."""
+    if expert.card.architecture != arch or expert.sigma != sigma_r:
+        raise ConfigError(f"router.backbone: {expert.name} is {expert.card.architecture} at sigma "
+                          f"{expert.sigma}; the router must be the same architecture at the same "
+                          f"sigma (router.arch {arch}, router.sigma {sigma_r})")
 
 
 def router_sigma(cfg: RouterConfig, experts) -> float:
@@ -411,6 +417,8 @@ def _train_router(
                           "another --out or delete the folder")
     experts = experts or load_config_experts(cfg, registry, device)
     sigma_r = router_sigma(cfg, experts)
+    if cfg.router.backbone is not None:  # before the expensive labels
+        check_backbone(cfg.router.arch, experts[cfg.experts.index(cfg.router.backbone)], sigma_r)
     dataset = dataset or router_dataset(cfg)
     labels = labels_for(cfg, experts, out, progress=progress, dataset=dataset)
     kept = labels.kept

@@ -33,8 +33,9 @@ TREE_EXTRAS = ("expert", "sigma", "group", "root_counts", "root_groups", "root_n
 
 
 def groups_of(experts: Sequence[str], children: Sequence[Sequence[str]]) -> list[int]:
-    """Group index of each of the root's experts: one group per child (its experts), then one
-    per expert no child covers, numbered in the order of the root's experts.
+    """Group index of each of the root's experts: the experts of one child form one group, an
+    expert no child covers is a group of its own; groups are numbered by their first expert in
+    the root's order (``[0, 1, 1]`` when a child covers the last two of three).
 
     Raises:
         ValueError: a child names an expert the root does not have, or two children share one.

@@ -271,8 +271,12 @@ def test_band_labels_share_each_radius_among_the_experts_that_reach_it():
     assert soft[1].tolist() == pytest.approx([1, 0, 0])
     with pytest.raises(ValueError, match="labels.target"):
         lab.soft_labels(target="radius")
+    with pytest.raises(ValueError, match="must include 0"):
+        lab.soft_labels(target="bands", bands=[1.0, 2.0])  # some inputs would earn nothing
     with pytest.raises(ConfigError, match="labels.target"):
         parse_config({**TOY_CONFIG, "labels": {"target": "radius"}})
+    with pytest.raises(ConfigError, match="labels.bands"):
+        parse_config({**TOY_CONFIG, "labels": {"target": "bands", "bands": [1.0, 2.0]}})
 
 
 def test_router_training_resumes_to_the_same_weights(tmp_path):

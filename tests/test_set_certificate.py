@@ -14,7 +14,7 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from rsrouter.bench.methods import set_frame
-from rsrouter.errors import ResultsError
+from rsrouter.errors import CountsError, ResultsError
 from rsrouter.results import read_tsv, write_tsv
 from rsrouter.set_certificate import set_certificate, split_alphas, upper_confidence_bound
 from rsrouter.smoothing import ABSTAIN, Smooth
@@ -182,8 +182,15 @@ def test_set_rows_are_checked_on_reading(tmp_path):
     back = read_tsv(path)
     assert back["radius"].tolist() == pytest.approx(frame["radius"].tolist())
     assert (back["predict"] == [1, 0]).all()  # the undecided router still certifies input 1
-    forged = frame.copy()
-    forged.loc[0, "radius"] = forged.loc[0, "radius"] + 0.1
-    write_tsv(forged, tmp_path / "forged.tsv")
-    with pytest.raises(ResultsError, match="do not follow from its counts"):
-        read_tsv(tmp_path / "forged.tsv")
+    for column, value, match in [("radius", frame["radius"][0] + 0.1, "do not follow"),
+                                 # a negative count would make an entry radius NaN
+                                 ("router_counts", "100,-1", "a count >= 0")]:
+        forged = frame.copy()
+        forged.loc[0, column] = value
+        write_tsv(forged, tmp_path / "forged.tsv")
+        with pytest.raises((ResultsError, CountsError), match=match):
+            read_tsv(tmp_path / "forged.tsv")
+    # sequential mode: every level is scaled by its look's share
+    halved = set_frame(router.assign(share=0.5), [e.assign(share=0.5) for e in experts],
+                       ["small", "big"], 0.001, 0.5, 1.0)
+    assert halved["alpha"].tolist() == pytest.approx([0.0005, 0.0005])

@@ -13,7 +13,7 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from rsrouter.bench.methods import tree_frame
-from rsrouter.errors import ResultsError
+from rsrouter.errors import CountsError, ResultsError
 from rsrouter.results import read_tsv, write_tsv
 from rsrouter.smoothing import ABSTAIN, Smooth
 from rsrouter.tree import groups_of, split_levels, tree_certificate
@@ -183,11 +183,22 @@ def test_tree_rows_are_checked_on_reading(tmp_path):
     path = write_tsv(frame, tmp_path / "tree.tsv")
     back = read_tsv(path)
     assert back["radius"].tolist() == pytest.approx(frame["radius"].tolist(), abs=1e-6)
-    for column, value, match in [("radius", None, "do not follow from its counts"),
-                                 ("root_nA", 9800, "group's experts"),
-                                 ("alpha_child", 0.0004, "must equal alpha")]:
+    for changes, match in [({"radius": frame["radius"][0] + 0.1}, "do not follow from its counts"),
+                           ({"root_nA": 9800}, "group's experts"),
+                           ({"alpha_child": 0.0004}, "must equal alpha"),
+                           # leave the child out and give its alpha to the root: a larger radius
+                           ({"child_n": 0, "child_nA": 0, "alpha_root": 0.0005,
+                             "alpha_child": 0.0}, "goes through its child router"),
+                           ({"root_counts": "9901,-1,100"}, "do not match")]:
         forged = frame.copy()
-        forged.loc[0, column] = forged.loc[0, column] + 0.1 if value is None else value
+        for column, value in changes.items():
+            forged.loc[0, column] = value
         write_tsv(forged, tmp_path / "forged.tsv")
-        with pytest.raises((ResultsError, Exception), match=match):
+        with pytest.raises((ResultsError, CountsError), match=match):
             read_tsv(tmp_path / "forged.tsv")
+    # sequential mode: each model's level is scaled by the share of the look it stopped at
+    halved = [f.assign(share=0.5) for f in (root, child, *experts)]
+    frame = tree_frame(halved[0], 1.0, GROUPS, names, [(halved[1], 0.5, [0, 1])], {0: 0},
+                       halved[2:], 0.001, 0.5)
+    assert frame["alpha"].tolist() == pytest.approx([0.0005] * 3)
+    assert frame["alpha_root"][0] == pytest.approx(0.000125)

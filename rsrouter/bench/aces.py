@@ -81,8 +81,9 @@ def fit_thresholds(experts: Sequence, fit: Fit, radii: Sequence[float], *, data_
     folder) a fit is stored under a key of the experts' hashes, the fit settings and the grid,
     and reused.
     """
-    if fit.split != "train":
-        raise ValueError("the thresholds are fitted on training inputs (never the test inputs)")
+    if fit.split not in ("train", "validation"):
+        raise ValueError("the thresholds are fitted on the train or validation split (never the "
+                         "test inputs)")
     order = sorted(range(len(experts)), key=lambda k: -experts[k].sigma)
     key = {"experts": [[e.pin.weights_sha256, e.pin.config_sha256, e.sigma] for e in experts],
            "fit": dataclasses.asdict(fit), "radii": list(radii)}
@@ -95,7 +96,7 @@ def fit_thresholds(experts: Sequence, fit: Fit, radii: Sequence[float], *, data_
             if stored.get("key") == key:
                 return stored["thresholds"], stored["order"], stored["report"]
     big = experts[order[0]]
-    dataset = load_dataset(big.card.dataset, "train", data_root)
+    dataset = load_dataset(big.card.dataset, fit.split, data_root)
     idx = choose_subset(len(dataset), fit.subset, fit.seed).tolist()
     xs = torch.stack([dataset[i][0] for i in idx])
     ys = torch.tensor([int(dataset[i][1]) for i in idx])

@@ -86,7 +86,11 @@ class Inputs:
                 raise ConfigError(f"inputs.indices: {bad[:5]} outside the split's 0..{length - 1}")
             return list(dict.fromkeys(self.indices))
         chosen = list(range(self.start, length, self.every))
-        return chosen[: self.first] if self.first is not None else chosen
+        chosen = chosen[: self.first] if self.first is not None else chosen
+        if not chosen:
+            raise ConfigError(f"inputs: selects no input of a split of {length} (start "
+                              f"{self.start}, every {self.every})")
+        return chosen
 
     def describe(self) -> str:
         if self.indices is not None:

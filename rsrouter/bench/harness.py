@@ -110,8 +110,7 @@ def _load_all(cfg: BenchConfig, models: _Models) -> None:
             elif method.type == "router":
                 models.router(method.router)
             elif method.type == "tree":
-                for ref in (method.router, *method.children):
-                    models.router(ref)
+                _tree_structure(method, models)
             elif method.type in ("cascade", "aces"):
                 for ref in _pool(cfg, method):
                     models.expert(ref)
@@ -277,9 +276,9 @@ def _router_record(path: str, router) -> dict:
             "weights_sha256": router.pin.weights_sha256, "config_sha256": router.pin.config_sha256}
 
 
-def _compose_tree(cfg: BenchConfig, method: Method, models: _Models):
-    """A router tree (:mod:`rsrouter.tree`): the root's choices pooled into one group per child
-    router, each child choosing within its group."""
+def _tree_structure(method: Method, models: _Models):
+    """``(root, expert names, children, group of each expert)`` of a tree method; raises
+    ConfigError when a child's experts are not the root's (by sha256) or two children share one."""
     root = models.router(method.router)
     names = [e.name for e in root.experts]
     pins = {e.name: (e.pin.weights_sha256, e.pin.config_sha256) for e in root.experts}
@@ -294,6 +293,13 @@ def _compose_tree(cfg: BenchConfig, method: Method, models: _Models):
         groups = tree.groups_of(names, [[e.name for e in c.experts] for c in children])
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    return root, names, children, groups
+
+
+def _compose_tree(cfg: BenchConfig, method: Method, models: _Models):
+    """A router tree (:mod:`rsrouter.tree`): the root's choices pooled into one group per child
+    router, each child choosing within its group."""
+    root, names, children, groups = _tree_structure(method, models)
     child_of_group = {groups[names.index(c.experts[0].name)]: i for i, c in enumerate(children)}
     root_counts = models.counts(root.router, f"{method.name}-root", ROUTER_STAGES)
     child_counts = [models.counts(c.router, f"{method.name}-child{i}", ROUTER_STAGES)

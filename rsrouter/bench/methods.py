@@ -188,11 +188,17 @@ def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
 
 def tree_stats(frame: pd.DataFrame) -> dict:
     """A router tree's behaviour: choice shares (``-``: a router on the path abstained), the
-    share of inputs that went through a child router."""
+    share of inputs that reached a child router (the root certified a group that has one)."""
+    frame = frame.assign(root_certified=[
+        bool(r > 0) for r in radii_from_counts(frame["root_nA"].to_numpy(),
+                                               frame["root_n"].to_numpy(),
+                                               frame["alpha_root"].to_numpy(),
+                                               frame["root_sigma"].to_numpy())])
     choices = frame["expert"].value_counts(normalize=True).round(4).to_dict()
     return {"router_abstain": round(float((frame["expert"] == "-").mean()), 4),
             "choices": {str(k): float(v) for k, v in choices.items()},
-            "through_a_child": round(float((frame["child_n"] > 0).mean()), 4)}
+            "through_a_child": round(float(((frame["child_n"] > 0) & frame["root_certified"])
+                                            .mean()), 4)}
 
 
 def _cp(n_a: int, n: int, a: float) -> tuple[float, float]:

@@ -77,6 +77,10 @@ def _entry_key(info: dict, bench: dict) -> str:
            "protocol": info["protocol"], "models": models,
            "router": [router.get("weights_sha256"), router.get("config_sha256"),
                       router.get("thresholds")]}
+    if info.get("certificate") not in (None, "pinned"):  # set: another certificate
+        key["certificate"] = info["certificate"]
+    if "alpha_accounting" in info and info["type"] in ("router", "tree", "aces"):
+        key["alpha_accounting"] = info["alpha_accounting"]  # names the alpha split
     if router.get("children"):  # a router tree: its children are part of what it measures
         key["children"] = [[c.get("weights_sha256"), c.get("config_sha256")]
                            for c in router["children"]]

@@ -256,3 +256,29 @@ def test_entry_keys_do_not_depend_on_where_the_run_was(setup, tmp_path):
         b = json.loads((tmp_path / "b" / "entries" / name).read_text())
         assert a["key"] == b["key"]
         assert "/" not in json.dumps(a["experts"]).replace("local folder", "")  # no local paths
+
+
+def test_a_router_tree_runs_through_the_harness(setup, tmp_path):
+    """The trained router as the root (its two experts pooled into one group) and as the child:
+    rows read back (every radius recomputed), each input pays for the root, the child when the
+    root certifies, and the expert reached; a child over an expert the root lacks is refused
+    before any count pass."""
+    path, config = setup
+    tree = {"name": "tiny-tree", "data": {"dataset": "digits"}, "inputs": {"every": 25},
+            "protocol": PROTOCOL, "radii": [0.0, 0.25],
+            "methods": [{"type": "tree", "name": "tree", "router": "router",
+                         "children": ["router"], "chosen_on": "train"}]}
+    cfg = tmp_path / "tree.yaml"
+    cfg.write_text(yaml.safe_dump(tree))
+    out = tmp_path / "tree-out"
+    assert main(["bench", "run", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    rows = read_tsv(out / "tree.tsv")
+    assert len(rows) == 20 and set(rows["group"]) == {0} and (rows["child_n"] == 200).all()
+    assert ((rows["alpha_root"] + rows["alpha_child"] + rows["alpha_expert"]) == 0.01).all()
+    root_holds = rows["root_nA"] > 100  # all votes pooled in the one group
+    assert root_holds.all()
+    assert (rows["forwards"] == 3 * 220).all()  # root, child, expert
+    meta = json.loads((out / "tree.method.json").read_text())
+    assert meta["router"]["groups"] == [["d025", "d050"]] and meta["kind"] == "certificate"
+    summary = (out / "summary.md").read_text()
+    assert "100.0% of inputs go through a child router" in summary
