@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rsrouter.demo import ROUTER, run_demo
 from rsrouter.registry import Registry
 from rsrouter.results import read_tsv
@@ -23,6 +25,11 @@ def test_bundled_zoo_is_registered_and_verifies():
 def test_bundled_router_loads_with_its_experts():
     routed = load_routed(ROUTER)
     assert [e.sigma for e in routed.experts] == [0.25, 0.5, 1.0]
+    # the card's folder sources resolve inside the repository (not via the registry fallback)
+    zoo = (ROUTER / ".." / "..").resolve()
+    for folder in (ROUTER, ROUTER.parent / "digits"):
+        experts = load_routed(folder).experts
+        assert all(Path(e.uri).is_relative_to(zoo) and Path(e.uri).is_dir() for e in experts)
     assert routed.router.sigma == 1.0
 
 
