@@ -42,7 +42,7 @@ from .expert import Expert
 from .files import atomic_write_json, atomic_write_text
 from .models import NormalizedModel, Trust
 from .registry import is_remote_source
-from .set_certificate import set_certificate, split_alphas
+from .set_certificate import join_numbers, set_certificate, split_alphas
 from .smoothing import (
     ABSTAIN,
     Certificate,
@@ -401,6 +401,14 @@ class RoutedClassifier:
     def mode(self) -> str:
         return self.router.mode
 
+    def _inputs(self, xs, n0, n, batch_size, seed, indices):
+        """Checked inputs, their dataset indices and the sampling keywords of a certify call."""
+        _check_count("n0", n0)
+        _check_count("n", n)
+        indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
+        xs, indices = self.router._check_inputs(xs, indices)
+        return xs, indices, dict(batch_size=batch_size, seed=seed, indices=indices)
+
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = 1000,
                 seed: int = 0, index: int = 0) -> RoutedCertificate:
         """Routed CERTIFY of one input ``[C, H, W]``."""
@@ -420,12 +428,8 @@ class RoutedClassifier:
         The counts equal those of separate runs of the router and of each expert (same
         streams), so routed certificates can also be composed from stored counts.
         """
-        _check_count("n0", n0)
-        _check_count("n", n)
-        indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
-        xs, indices = self.router._check_inputs(xs, indices)
+        xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
         alpha_r, alpha_e = self.split(alpha)
-        kw = dict(batch_size=batch_size, seed=seed, indices=indices)
         select, estimate = ROUTER_STAGES
         choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
         masks = [choice == k for k in range(len(self.experts))]
@@ -456,12 +460,8 @@ class RoutedClassifier:
         counted on every input (on the router's noise draws); the router gets
         ``alpha * alpha_split`` (half to the lower bound on its choice, half over upper bounds
         on the others), the experts the rest (half to the chosen one)."""
-        _check_count("n0", n0)
-        _check_count("n", n)
-        indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
-        xs, indices = self.router._check_inputs(xs, indices)
+        xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
         alpha_r, alpha_e = self.split(alpha)
-        kw = dict(batch_size=batch_size, seed=seed, indices=indices)
         select, estimate = ROUTER_STAGES
         everyone = [(e, None) for e in self.experts]
         choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
@@ -478,9 +478,9 @@ class RoutedClassifier:
                                    [n] * k_all, [e.sigma for e in self.experts], alpha_r, levels)
             out.append(SetRoutedCertificate(
                 cert.prediction, cert.radius, a, self._name(a), self._name(cert.binding),
-                tuple(counts[0][i].tolist()), self.router.sigma, tuple(c_a), tuple(n_a), n, n0,
-                tuple(e.sigma for e in self.experts), alpha_r, tuple(levels), seed,
-                self.router.mode))
+                tuple(counts[0][i].tolist()), self.router.sigma, tuple(c_a), tuple(n_a),
+                (n,) * k_all, n0, tuple(e.sigma for e in self.experts), alpha_r, tuple(levels),
+                seed, self.router.mode))
         return out
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,
@@ -514,7 +514,7 @@ class SetRoutedCertificate:
     router_sigma: float
     expert_cA: tuple[int, ...]
     expert_nA: tuple[int, ...]
-    n: int
+    expert_n: tuple[int, ...]  # equal, except in sequential mode (each expert's stopping look)
     n0: int
     expert_sigma: tuple[float, ...]
     alpha_router: float
@@ -529,15 +529,13 @@ class SetRoutedCertificate:
 
 def set_extras(cert: SetRoutedCertificate) -> dict:
     """The TSV columns of a set certificate (``SET_EXTRAS``; checked on reading)."""
-    def join(values):
-        return ",".join(f"{v:.10g}" if isinstance(v, float) else str(int(v)) for v in values)
-
     return {"expert": cert.expert_name, "binding": cert.binding, "router_cA": cert.expert,
-            "router_counts": join(cert.router_counts), "router_sigma": cert.router_sigma,
-            "alpha_router": cert.alpha_router, "expert_cA": join(cert.expert_cA),
-            "expert_nA": join(cert.expert_nA), "expert_n": join([cert.n] * len(cert.expert_nA)),
-            "expert_sigma": join(cert.expert_sigma), "expert_alpha": join(cert.expert_alpha),
-            "n0": cert.n0, "alpha": cert.alpha, "seed": cert.seed, "mode": cert.mode}
+            "router_counts": join_numbers(cert.router_counts), "router_sigma": cert.router_sigma,
+            "alpha_router": cert.alpha_router, "expert_cA": join_numbers(cert.expert_cA),
+            "expert_nA": join_numbers(cert.expert_nA), "expert_n": join_numbers(cert.expert_n),
+            "expert_sigma": join_numbers(cert.expert_sigma),
+            "expert_alpha": join_numbers(cert.expert_alpha), "n0": cert.n0, "alpha": cert.alpha,
+            "seed": cert.seed, "mode": cert.mode}
 
 
 def check_compatible(experts: Sequence[Smooth]) -> None:

@@ -35,6 +35,11 @@ SET_EXTRAS = ("expert", "binding", "router_cA", "router_counts", "router_sigma",
               "alpha", "seed", "mode")
 
 
+def join_numbers(values) -> str:
+    """A TSV cell holding a list of counts or levels (floats to 10 significant digits)."""
+    return ",".join(f"{v:.10g}" if isinstance(v, float) else str(int(v)) for v in values)
+
+
 def upper_confidence_bound(n_k: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson upper bound on a binomial proportion."""
     if n_k >= n:

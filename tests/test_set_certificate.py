@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from countframes import counts_frame
 from scipy.optimize import brentq
 from scipy.stats import beta, norm
 from torch import nn
@@ -160,21 +160,10 @@ def test_coverage_on_a_known_routed_classifier():
     assert naive / m > alpha + 10 * se
 
 
-def _counts_frame(rows, sigma):
-    out = []
-    for idx, label, counts in rows:
-        counts = np.asarray(counts, dtype=np.int64)
-        c_a = int(counts.argmax())
-        out.append({"idx": idx, "label": label, "cA": c_a, "nA": int(counts[c_a]),
-                    "n": int(counts.sum()), "n0": 100, "sigma": sigma, "share": 1.0, "seed": 0,
-                    "mode": "fp32", "counts": counts, "time": 0.1})
-    return pd.DataFrame(out)
-
-
 def test_set_rows_are_checked_on_reading(tmp_path):
-    router = _counts_frame([(0, 1, [100, 9900]), (1, 0, [5000, 5000])], 1.0)
-    experts = [_counts_frame([(0, 1, [3, 997]), (1, 0, [995, 5])], 0.25),
-               _counts_frame([(0, 1, [10, 990]), (1, 0, [900, 100])], 0.5)]
+    router = counts_frame([(0, 1, [100, 9900]), (1, 0, [5000, 5000])], 1.0)
+    experts = [counts_frame([(0, 1, [3, 997]), (1, 0, [995, 5])], 0.25),
+               counts_frame([(0, 1, [10, 990]), (1, 0, [900, 100])], 0.5)]
     frame = set_frame(router, experts, ["small", "big"], 0.001, 0.5, 1.0)
     assert frame["alpha"].tolist() == pytest.approx([0.001, 0.001])
     assert frame["forwards"].tolist() == [10_100 + 2 * 1100] * 2  # the router and every expert

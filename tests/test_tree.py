@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from countframes import counts_frame
 from scipy.stats import beta, norm
 from torch import nn
 
@@ -148,26 +148,15 @@ def test_coverage_on_a_known_routed_classifier():
     assert blind / m > alpha + 10 * se
 
 
-def _counts_frame(rows, sigma):
-    out = []
-    for idx, label, counts in rows:
-        counts = np.asarray(counts, dtype=np.int64)
-        c_a = int(counts.argmax())
-        out.append({"idx": idx, "label": label, "cA": c_a, "nA": int(counts[c_a]),
-                    "n": int(counts.sum()), "n0": 100, "sigma": sigma, "share": 1.0, "seed": 0,
-                    "mode": "fp32", "counts": counts, "time": 0.1})
-    return pd.DataFrame(out)
-
-
 def test_tree_rows_are_checked_on_reading(tmp_path):
     """Input 0: the root picks expert 0's group (pooled 9,000 + 900), the child expert 1.
     Input 1: the root picks the large expert (no child). Input 2: the root abstains."""
-    root = _counts_frame([(0, 1, [9000, 900, 100]), (1, 0, [100, 100, 9800]),
+    root = counts_frame([(0, 1, [9000, 900, 100]), (1, 0, [100, 100, 9800]),
                           (2, 1, [3000, 2000, 5000])], 1.0)
-    child = _counts_frame([(0, 1, [100, 900]), (1, 0, [500, 500]), (2, 1, [900, 100])], 0.5)
-    experts = [_counts_frame([(0, 1, [3, 997]), (1, 0, [995, 5]), (2, 1, [0, 1000])], 0.25),
-               _counts_frame([(0, 1, [10, 990]), (1, 0, [900, 100]), (2, 1, [0, 1000])], 0.5),
-               _counts_frame([(0, 1, [50, 950]), (1, 0, [990, 10]), (2, 1, [0, 1000])], 1.0)]
+    child = counts_frame([(0, 1, [100, 900]), (1, 0, [500, 500]), (2, 1, [900, 100])], 0.5)
+    experts = [counts_frame([(0, 1, [3, 997]), (1, 0, [995, 5]), (2, 1, [0, 1000])], 0.25),
+               counts_frame([(0, 1, [10, 990]), (1, 0, [900, 100]), (2, 1, [0, 1000])], 0.5),
+               counts_frame([(0, 1, [50, 950]), (1, 0, [990, 10]), (2, 1, [0, 1000])], 1.0)]
     names = ["s25", "s50", "s100"]
     frame = tree_frame(root, 1.0, GROUPS, names, [(child, 0.5, [0, 1])], {0: 0}, experts,
                        0.001, 0.5)

@@ -17,9 +17,9 @@ from scipy.stats import beta, norm
 
 from ..errors import CountsError
 from ..results import COHEN_COLUMNS, certified_accuracy
-from ..router import ROUTED_EXTRAS, compose, routed_extras
+from ..router import ROUTED_EXTRAS, SetRoutedCertificate, compose, routed_extras, set_extras
 from ..runs import EXPERT_EXTRAS
-from ..set_certificate import SET_EXTRAS, set_certificate, split_alphas
+from ..set_certificate import SET_EXTRAS, join_numbers, set_certificate, split_alphas
 from ..smoothing import ABSTAIN, certificate_from_counts, radii_from_counts
 from ..tree import TREE_EXTRAS, split_levels, tree_certificate
 
@@ -87,10 +87,6 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
     return out[[*COHEN_COLUMNS, *ROUTED_EXTRAS, "forwards"]]
 
 
-def _join(values) -> str:
-    return ",".join(f"{v:.10g}" if isinstance(v, float) else str(int(v)) for v in values)
-
-
 def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
               alpha: float, alpha_split: float, router_sigma: float) -> pd.DataFrame:
     """The set certificate (:mod:`rsrouter.set_certificate`) on every input: the router at
@@ -106,19 +102,17 @@ def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequ
         alpha_r = alpha * alpha_split * float(r.share)
         _, _, levels = split_alphas(alpha_r, alpha - alpha * alpha_split, a, len(experts))
         levels = [lv * float(row.share) for lv, row in zip(levels, e)]
-        cert = set_certificate(a, r.counts, router_sigma, [int(x.cA) for x in e],
-                               [int(x.nA) for x in e], [int(x.n) for x in e],
-                               [float(x.sigma) for x in e], alpha_r, levels)
+        c_a, n_a, n = (tuple(int(getattr(x, col)) for x in e) for col in ("cA", "nA", "n"))
+        sigmas = tuple(float(x.sigma) for x in e)
+        cert = set_certificate(a, r.counts, router_sigma, c_a, n_a, n, sigmas, alpha_r, levels)
+        row = SetRoutedCertificate(
+            cert.prediction, cert.radius, a, names[a], names[cert.binding],
+            tuple(int(v) for v in r.counts), router_sigma, c_a, n_a, n, int(r.n0), sigmas,
+            alpha_r, tuple(levels), int(r.seed), str(r.mode))
         rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
                      "radius": cert.radius,
                      "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
-                     "expert": names[a], "binding": names[cert.binding], "router_cA": a,
-                     "router_counts": _join(r.counts), "router_sigma": router_sigma,
-                     "alpha_router": alpha_r, "expert_cA": _join(x.cA for x in e),
-                     "expert_nA": _join(x.nA for x in e), "expert_n": _join(x.n for x in e),
-                     "expert_sigma": _join(float(x.sigma) for x in e),
-                     "expert_alpha": _join(levels), "n0": int(r.n0),
-                     "alpha": alpha_r + sum(levels), "seed": int(r.seed), "mode": str(r.mode)})
+                     **set_extras(row)})
     out = pd.DataFrame(rows)
     cost = _cost(router, *experts)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
@@ -168,7 +162,7 @@ def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
                      "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
                      "expert": names[k] if reached else "-",
                      "sigma": float(e.sigma) if reached else 0.0, "group": g,
-                     "root_counts": _join(r.counts), "root_groups": _join(groups),
+                     "root_counts": join_numbers(r.counts), "root_groups": join_numbers(groups),
                      "root_nA": int(r.counts[members].sum()), "root_n": int(r.n),
                      "root_sigma": root_sigma, "alpha_root": a_root,
                      "child_cA": int(c.cA) if c is not None else -1,

@@ -1,0 +1,19 @@
+"""Count frames as the bench's count store reads them, built by hand for tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def counts_frame(rows, sigma: float) -> pd.DataFrame:
+    """``rows``: ``(idx, label, estimation counts per class)``; ``cA`` is the top class, ``n0``
+    100, full share (no sequential looks)."""
+    out = []
+    for idx, label, counts in rows:
+        counts = np.asarray(counts, dtype=np.int64)
+        c_a = int(counts.argmax())
+        out.append({"idx": idx, "label": label, "cA": c_a, "nA": int(counts[c_a]),
+                    "n": int(counts.sum()), "n0": 100, "sigma": sigma, "share": 1.0, "seed": 0,
+                    "mode": "fp32", "counts": counts, "time": 0.1})
+    return pd.DataFrame(out)
