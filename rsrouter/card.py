@@ -12,14 +12,14 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import __version__
-from .errors import CardError, IntegrityError
+from .errors import CardError, IntegrityError, SigmaNotServedError
 from .files import atomic_write_json, atomic_write_text, read_hashed
 
 if TYPE_CHECKING:
@@ -171,16 +171,27 @@ def check_claim(claimed: object, files: ArtifactFiles, field_name: str) -> None:
                              "loaded (re-download them, or the card lies about its weights)")
 
 
+EXPERT_KINDS = ("gaussian", "denoised")
+
+
 @dataclass
 class ExpertCard:
-    """The metadata of one expert. ``sigma`` is in pixel units (inputs in [0, 1])."""
+    """The metadata of one expert. ``sigma`` is in pixel units (inputs in [0, 1]).
+
+    A card may serve several sigmas with one set of weights (``sigmas``: a classifier trained
+    across noise levels, or a denoiser + classifier): each (weights, sigma) pair is an expert,
+    chosen with :meth:`at_sigma` (``REF#sigma=0.5`` in references). ``sigma`` is then None
+    until one is chosen. ``kind``: "gaussian" (a network trained under Gaussian noise) or
+    "denoised" (a diffusion denoiser named by ``denoiser`` in front of a clean classifier, whose
+    weights are this card's).
+    """
 
     architecture: str
     num_classes: int
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    sigma: float
+    sigma: float | None
     dataset: str
     label_names: list[str] = field(default_factory=list)
     arch_source: str = "rsrouter"
@@ -189,6 +200,39 @@ class ExpertCard:
     training: dict[str, Any] = field(default_factory=dict)
     certified: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    sigmas: tuple[float, ...] = ()
+    kind: str = "gaussian"
+    denoiser: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def served_sigmas(self) -> tuple[float, ...]:
+        """Every sigma this card's weights serve."""
+        return tuple(self.sigmas) or (() if self.sigma is None else (float(self.sigma),))
+
+    @property
+    def shared(self) -> bool:
+        """Whether one set of weights serves several sigmas."""
+        return len(self.served_sigmas) > 1 or self.kind == "denoised"
+
+    def at_sigma(self, sigma: float | None, where: str = CONFIG_FILE) -> ExpertCard:
+        """This card as the expert at ``sigma`` (None: its only sigma).
+
+        Raises:
+            CardError: ``sigma`` is not one the card serves, or None for a card serving several.
+        """
+        served = self.served_sigmas
+        if sigma is None:
+            if self.sigma is not None:
+                return self
+            if len(served) == 1:
+                return replace(self, sigma=served[0])
+            raise SigmaNotServedError(f"{where}: this card serves sigmas {list(served)} with "
+                                      "one set of weights; name one: REF#sigma=0.5 (or "
+                                      "sigma=0.5 in the API)")
+        if not any(math.isclose(float(sigma), s, rel_tol=0, abs_tol=1e-12) for s in served):
+            raise SigmaNotServedError(f"{where}: sigma {sigma} is not served by this card (it "
+                                      f"serves {list(served)}); name one of those")
+        return replace(self, sigma=float(sigma))
 
     def to_config(self) -> dict[str, Any]:
         """The ``config.json`` dict (timm layout plus the ``rs_expert`` block)."""
@@ -206,7 +250,10 @@ class ExpertCard:
             },
             "rs_expert": {
                 "name": self.name,
-                "sigma": self.sigma,
+                **({"kind": self.kind} if self.kind != "gaussian" else {}),
+                "sigma": self.sigma if not self.sigmas else None,
+                **({"sigmas": list(self.sigmas)} if self.sigmas else {}),
+                **({"denoiser": self.denoiser} if self.denoiser else {}),
                 "dataset": self.dataset,
                 "input_range": list(self.input_range),
                 "arch_source": self.arch_source,
@@ -233,7 +280,8 @@ class ExpertCard:
             input_size=tuple(_numbers(cfg, "input_size", where, "pretrained_cfg.", int)),
             mean=tuple(_numbers(cfg, "mean", where, "pretrained_cfg.")),
             std=tuple(_numbers(cfg, "std", where, "pretrained_cfg.")),
-            sigma=_require(rs, "sigma", (int, float), where, "rs_expert."),
+            sigma=(_require(rs, "sigma", (int, float), where, "rs_expert.")
+                   if rs.get("sigmas") is None or rs.get("sigma") is not None else None),
             dataset=_require(rs, "dataset", str, where, "rs_expert."),
             label_names=list(_optional(rs, "label_names", list, [], where)),
             arch_source=_optional(rs, "arch_source", str, "rsrouter", where),
@@ -242,6 +290,10 @@ class ExpertCard:
             training=dict(_optional(rs, "training", dict, {}, where)),
             certified=dict(_optional(rs, "certified", dict, {}, where)),
             name=_optional(rs, "name", str, "", where),
+            sigmas=tuple(float(v) for v in _numbers(rs, "sigmas", where, "rs_expert.",
+                                                    default=[])),
+            kind=_optional(rs, "kind", str, "gaussian", where),
+            denoiser=dict(_optional(rs, "denoiser", dict, {}, where)),
         )
         if not all(isinstance(n, str) for n in card.label_names):
             raise CardError(f"{where}: field rs_expert.label_names must be a list of strings")
@@ -250,10 +302,25 @@ class ExpertCard:
 
     def validate(self, where: str = CONFIG_FILE) -> None:
         """Schema check of the values (types are checked on parsing)."""
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)
-                and self.sigma > 0):
-            raise CardError(f"{where}: rs_expert.sigma must be a positive number in pixel units "
-                            f"(inputs in [0, 1]); got {self.sigma!r}")
+        for s in ((self.sigma,) if self.sigma is not None else ()) + tuple(self.sigmas):
+            if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+                raise CardError(f"{where}: rs_expert.sigma(s) must be positive numbers in pixel "
+                                f"units (inputs in [0, 1]); got {s!r}")
+        if self.sigma is None and not self.sigmas:
+            raise CardError(f"{where}: missing field rs_expert.sigma (or rs_expert.sigmas for "
+                            "weights that serve several noise levels)")
+        if self.sigmas and list(self.sigmas) != sorted(set(self.sigmas)):
+            raise CardError(f"{where}: rs_expert.sigmas must increase strictly, got "
+                            f"{list(self.sigmas)}")
+        if self.sigmas and self.sigma is not None and self.sigma not in self.sigmas:
+            raise CardError(f"{where}: rs_expert.sigma {self.sigma} is not among rs_expert.sigmas "
+                            f"{list(self.sigmas)}")
+        if self.kind not in EXPERT_KINDS:
+            raise CardError(f"{where}: rs_expert.kind must be one of {', '.join(EXPERT_KINDS)}, "
+                            f"got {self.kind!r}")
+        if (self.kind == "denoised") != bool(self.denoiser):
+            raise CardError(f"{where}: a denoised expert (rs_expert.kind: denoised) names its "
+                            "denoiser in rs_expert.denoiser, and only such a card has one")
         if self.num_classes < 2:
             raise CardError(f"{where}: num_classes must be >= 2, got {self.num_classes}")
         if len(self.input_size) != 3 or not all(isinstance(v, int) and v > 0
@@ -359,7 +426,8 @@ def write_card(folder: str | os.PathLike, card: ExpertCard) -> None:
 
 def model_card(card: ExpertCard) -> str:
     """README.md text: YAML front matter mirroring the config, then a short description."""
-    name = card.name or f"{card.dataset}-{card.architecture}-sigma{card.sigma}"
+    sigmas = ", ".join(str(v) for v in card.served_sigmas)
+    name = card.name or f"{card.dataset}-{card.architecture}-sigma{sigmas.replace(', ', '-')}"
     front: dict[str, Any] = {
         "library_name": "rsrouter",
         "license": "apache-2.0",
@@ -371,7 +439,9 @@ def model_card(card: ExpertCard) -> str:
         "input_size": list(card.input_size),
         "mean": list(card.mean),
         "std": list(card.std),
-        "rs_expert": {"sigma": card.sigma, "dataset": card.dataset,
+        "rs_expert": {**({"kind": card.kind} if card.kind != "gaussian" else {}),
+                      **({"sigmas": list(card.sigmas)} if card.sigmas else {"sigma": card.sigma}),
+                      "dataset": card.dataset,
                       "input_range": list(card.input_range), "arch_source": card.arch_source,
                       "weights_sha256": card.weights_sha256},
     }
@@ -391,10 +461,23 @@ def model_card(card: ExpertCard) -> str:
                 ],
             }],
         }]
+    if card.kind == "denoised":
+        what = (f"A denoised-smoothing expert family for **{card.dataset}** (Carlini et al. 2023): "
+                f"a diffusion denoiser (`{card.denoiser.get('source', '?')}`, pinned by sha256) in "
+                f"front of a clean `{card.architecture}` classifier, one expert at each sigma in "
+                f"{{{sigmas}}} (pixel units, inputs in [0, 1]).")
+    elif card.sigmas:
+        what = (f"A randomized-smoothing classifier for **{card.dataset}** serving every sigma in "
+                f"{{{sigmas}}} with one set of weights: `{card.architecture}` trained with "
+                "Gaussian noise augmentation at sigmas drawn per example (pixel units, inputs in "
+                "[0, 1]; the normalization layer is part of the model). Name one expert as "
+                f"`{name}#sigma={card.sigmas[0]}`.")
+    else:
+        what = (f"A randomized-smoothing expert for **{card.dataset}**: `{card.architecture}` "
+                f"trained with Gaussian noise augmentation at sigma = {card.sigma} (pixel units, "
+                "inputs in [0, 1]; the normalization layer is part of the model).")
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "", f"# {name}", "",
-             f"A randomized-smoothing expert for **{card.dataset}**: `{card.architecture}` trained "
-             f"with Gaussian noise augmentation at sigma = {card.sigma} (pixel units, inputs in "
-             "[0, 1]; the normalization layer is part of the model).", "",
+             what, "",
              "Register it once (a folder, `hf://org/name@<sha>` or `git+URL@<sha>`), then load it "
              "by name; every load checks the sha256 of this card and of the weights:", "",
              "```bash", f"rsrouter experts register path/to/this/folder --name {name}", "```", "",

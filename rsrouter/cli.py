@@ -48,6 +48,18 @@ def _float_in(low: float, high: float | None, what: str):
     return parse
 
 
+def _sigma_list(text: str) -> list[float]:
+    """A comma list of numbers >= 0 (sigmas, weights)."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
+            from None
+    if not values or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got {text!r}")
+    return values
+
+
 def _device_name(text: str) -> str:
     import re
 
@@ -154,6 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     _trust_opt(p)
     p.set_defaults(func=cmd_router_train)
 
+    dualrs = sub.add_parser("dualrs", help="full Dual RS: one classifier for every sigma and its "
+                                           "variance estimator, trained in rounds")
+    dsub = dualrs.add_subparsers(dest="dualrs_command", required=True)
+    p = dsub.add_parser("train", help="run rounds 0..R-1 (each benchmarked on validation; "
+                                      "resumable, round by round)")
+    p.add_argument("--config", required=True, help="Dual RS config (YAML, docs/dualrs.md)")
+    p.add_argument("--rounds", "--num-rounds", dest="rounds", type=COUNT, default=2,
+                   help="rounds to run (default 2: round 0 and one fine-tuning round)")
+    p.add_argument("--out", required=True, help="run folder (rerun with more rounds to go on)")
+    p.add_argument("--device", type=_device_name, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_dualrs_train)
+    p = dsub.add_parser("export", help="copy one round's classifier and estimator elsewhere, "
+                                       "the estimator pointing at the copied classifier")
+    p.add_argument("run", help="the run folder of rsrouter dualrs train")
+    p.add_argument("--round", type=int, default=None,
+                   help="round to export (default: the best on validation, rounds.json)")
+    p.add_argument("--classifier-out", required=True)
+    p.add_argument("--estimator-out", required=True)
+    p.set_defaults(func=cmd_dualrs_export)
+
     bench = sub.add_parser("bench", help="benchmark every method on the same inputs")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     p = bsub.add_parser("run", help="run a benchmark config (resumable: counts are stored)")
@@ -199,7 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = esub.add_parser("train", help="train an expert with Gaussian noise augmentation")
     p.add_argument("--dataset", required=True)
     p.add_argument("--arch", required=True, help="cnn_small, cifar_resnet110, a timm name, ...")
-    p.add_argument("--sigma", type=POSITIVE, required=True, help=SIGMA_HELP)
+    one = p.add_mutually_exclusive_group(required=True)
+    one.add_argument("--sigma", type=POSITIVE, help=SIGMA_HELP)
+    one.add_argument("--sigmas", type=_sigma_list,
+                     help="one classifier for every sigma of a comma list (0.25,0.5,1.0): each "
+                          "example's sigma drawn from it; its card serves each (REF#sigma=S)")
+    p.add_argument("--sigma-weights", type=_sigma_list,
+                   help="with --sigmas: the probability of drawing each (default uniform)")
+    p.add_argument("--noise-copies", type=COUNT, default=1,
+                   help="noisy copies per example (consistency regularization needs >= 2)")
+    p.add_argument("--consistency", type=_sigma_list, metavar="LAMBDA,ETA",
+                   help="consistency regularization (Jeong & Shin 2020): lambda * KL to the "
+                        "mean prediction + eta * its entropy, over the copies")
     p.add_argument("--epochs", type=COUNT, default=20)
     p.add_argument("--batch-size", type=COUNT, default=128)
     p.add_argument("--lr", type=POSITIVE, default=0.05)
@@ -379,9 +423,17 @@ def cmd_certify(args: argparse.Namespace) -> None:
     if args.certificate != "pinned":
         raise RsrouterError("--certificate applies to --router only (an expert's certificate is "
                             "Cohen et al.'s)")
+    from .errors import SigmaNotServedError
+
     _check_sigma(args.sigma)
-    expert = _registry(args).load(args.model, device=_device(args.device), compile=args.compile,
-                                  precision=args.precision)
+    registry, kw = _registry(args), dict(device=_device(args.device), compile=args.compile,
+                                         precision=args.precision)
+    try:  # weights that serve several sigmas: --sigma names one of them
+        expert = registry.load(args.model, sigma=args.sigma, **kw)
+    except SigmaNotServedError:
+        if args.sigma is None or registry.load(args.model, **kw).card.shared:
+            raise
+        expert = registry.load(args.model, **kw)  # a fixed-sigma expert smoothed at another
     if args.sigma is not None and args.sigma != expert.sigma:
         _warn(f"certifying at sigma={args.sigma} but the expert was trained at "
               f"sigma={expert.sigma}")
@@ -458,6 +510,40 @@ def cmd_router_train(args: argparse.Namespace) -> None:
           f"--dataset {cfg.data.dataset} --out routed.tsv")
 
 
+def cmd_dualrs_train(args: argparse.Namespace) -> None:
+    from .distributed import current
+    from .dualrs import best_round, load_dualrs_config, train_dualrs
+
+    cfg = load_dualrs_config(args.config)
+    results = train_dualrs(cfg, args.out, rounds=args.rounds, device=_device(args.device),
+                           progress=not args.no_progress)
+    if not current().is_main:
+        return
+    out = Path(args.out)
+    print((out / "rounds.md").read_text())
+    best = best_round(cfg, results)
+    print(f"best round on validation ({cfg.select}): {best}; curves in {out / 'rounds.png'}\n"
+          f"bundle it: rsrouter dualrs export {out} --round {best} --classifier-out CLS "
+          "--estimator-out EST")
+
+
+def cmd_dualrs_export(args: argparse.Namespace) -> None:
+    import json
+
+    from .dualrs import export_round
+
+    k = args.round
+    if k is None:
+        rounds = Path(args.run) / "rounds.json"
+        if not rounds.is_file():
+            raise RsrouterError(f"{rounds} not found: run rsrouter dualrs train first, or pass "
+                                "--round")
+        k = json.loads(rounds.read_text())["best_round"]
+    cls, est = export_round(args.run, k, args.classifier_out, args.estimator_out)
+    print(f"round {k}: classifier {cls} (serves every sigma: {cls}#sigma=S), estimator {est}\n"
+          f"certify: rsrouter certify --router {est} --dataset DATASET --out dualrs.tsv")
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     paths = {}
     for item in args.tsv:
@@ -469,10 +555,22 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def cmd_experts_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train_expert
 
-    _check_sigma(args.sigma)
-    config = TrainConfig(dataset=args.dataset, arch=args.arch, sigma=args.sigma,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, seed=args.seed)
+    for s in [args.sigma] if args.sigmas is None else args.sigmas:
+        _check_sigma(s)
+    if args.consistency is not None and (len(args.consistency) != 2 or args.noise_copies < 2):
+        raise RsrouterError("--consistency takes LAMBDA,ETA and needs --noise-copies >= 2")
+    lam, eta = args.consistency or (0.0, 0.0)
+    try:
+        config = TrainConfig(dataset=args.dataset, arch=args.arch, sigma=args.sigma,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, seed=args.seed,
+                             sigmas=tuple(args.sigmas) if args.sigmas else None,
+                             sigma_weights=tuple(args.sigma_weights) if args.sigma_weights
+                             else None, noise_copies=args.noise_copies,
+                             consistency_lambda=lam, consistency_eta=eta)
+        config.validate()
+    except ValueError as e:
+        raise RsrouterError(str(e)) from None
     out = train_expert(config, args.out, data_root=args.data_root, device=_device(args.device),
                        name=args.name, progress=not args.no_progress)
     name = args.name or Path(out).name

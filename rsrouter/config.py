@@ -107,8 +107,10 @@ class RouterConfig:
         return d
 
 
-def _build(cls, raw: Any, path: str):
-    """Instantiate dataclass ``cls`` from a mapping, checking keys and types recursively."""
+def _build(cls, raw: Any, path: str, nested: dict | None = None):
+    """Instantiate dataclass ``cls`` from a mapping, checking keys and types recursively
+    (``nested``: field name -> dataclass, besides the router config's own)."""
+    nested = {**_NESTED, **(nested or {})}
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -123,7 +125,7 @@ def _build(cls, raw: Any, path: str):
                                                                   else set()))
             raise ConfigError(f"{path}.{key}: unknown key; allowed: {', '.join(allowed)}"
                               .lstrip("."))
-        kwargs[attr] = _coerce(names[attr], value, f"{path}.{key}".lstrip("."))
+        kwargs[attr] = _coerce(names[attr], value, f"{path}.{key}".lstrip("."), nested)
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -138,9 +140,10 @@ _NESTED = {"router": RouterSpec, "labels": LabelSpec, "train": TrainSpec, "data"
            "schedule": Schedule, "consistency": Consistency}
 
 
-def _coerce(f: dataclasses.Field, value: Any, path: str) -> Any:
-    if f.name in _NESTED:
-        return _build(_NESTED[f.name], value, path)
+def _coerce(f: dataclasses.Field, value: Any, path: str, nested: dict | None = None) -> Any:
+    nested = nested or _NESTED
+    if f.name in nested:
+        return _build(nested[f.name], value, path, nested)
     kind = str(f.type)
     if value is None:
         if "None" in kind:

@@ -19,6 +19,10 @@ class CardError(RsrouterError, ValueError):
     """An expert or router card (config.json) that fails the schema check."""
 
 
+class SigmaNotServedError(CardError):
+    """A sigma the expert's weights do not serve (or none named for weights serving several)."""
+
+
 class IntegrityError(RsrouterError):
     """A weights file whose sha256 or contents do not match what was pinned."""
 

@@ -34,8 +34,12 @@ class Expert(Smooth):
 
     @property
     def name(self) -> str:
-        """The registered name, else the card's name, else the last part of ``uri``."""
-        return self._name or self.card.name or Path(self.uri.rsplit("@", 1)[0]).stem
+        """The registered name, else the card's name, else the last part of ``uri``; for weights
+        that serve several sigmas, with ``-sigmaS`` appended (unless set explicitly)."""
+        if self._name:
+            return self._name
+        base = self.card.name or Path(self.uri.rsplit("@", 1)[0]).stem
+        return f"{base}-sigma{self.sigma:.2f}" if self.card.shared else base
 
     @name.setter
     def name(self, value: str) -> None:
@@ -63,26 +67,61 @@ def expert_card(files: ArtifactFiles) -> ExpertCard:
     return card
 
 
+def build_base(files: ArtifactFiles, card: ExpertCard, *, trust_code: Trust = False,
+               device: str | torch.device = "cpu", **denoiser_kw):
+    """What the weights of verified ``files`` build, once for every sigma they serve: the
+    network (normalization in front), or for a denoised card its denoiser parts.
+
+    ``denoiser_kw`` (endpoint, cache_dir, offline) say where a Hub denoiser is fetched from.
+    """
+    model = build_network(card, files, trust_code)
+    if card.kind != "denoised":
+        return model.to(device).eval()
+    from . import denoised
+
+    folder = denoised.denoiser_folder(card.denoiser, files.folder, **denoiser_kw)
+    parts = denoised.build_parts(denoised.read_denoiser(folder, card.denoiser["files"]), model)
+    return parts.to(device)
+
+
+def model_at(base, card: ExpertCard) -> torch.nn.Module:
+    """The base model smoothed at ``card.sigma``: the network itself, or denoiser + classifier
+    at the denoiser's timestep for that sigma (the modules are shared, not copied)."""
+    if card.kind != "denoised":
+        return base
+    from .denoised import DenoisedClassifier
+
+    return DenoisedClassifier(base, card.sigma).eval()
+
+
 def build_expert(files: ArtifactFiles, *, card: ExpertCard | None = None,
                  trust_code: Trust = False, device: str | torch.device = "cpu", uri: str = "",
-                 name: str = "", compile: bool = False, precision: str = "fp32") -> Expert:
+                 name: str = "", compile: bool = False, precision: str = "fp32",
+                 sigma: float | None = None, base=None) -> Expert:
     """An Expert from verified bytes: card schema, the card's own weights hash, strict load.
 
+    ``sigma`` chooses the expert of a card that serves several; ``base`` (from
+    :func:`build_base` on the same files) reuses weights already loaded.
+
     Raises:
-        CardError: the card fails the schema check or does not fit the weights.
+        CardError: the card fails the schema check or does not fit the weights, or ``sigma`` is
+            not one the card serves (or is missing for a card that serves several).
         IntegrityError: the card's weights_sha256 is empty or differs from the weights.
         UntrustedCodeError: the card names Python code and ``trust_code`` does not allow it.
     """
-    card = card or expert_card(files)
-    model = build_network(card, files, trust_code).to(device).eval()
-    return Expert(model, card, uri=uri or str(files.folder), pin=files.pin(), name=name,
-                  compile=compile, precision=precision)
+    card = (card or expert_card(files)).at_sigma(sigma, str(files.folder / "config.json"))
+    if base is None:
+        base = build_base(files, card, trust_code=trust_code, device=device)
+    return Expert(model_at(base, card), card, uri=uri or str(files.folder), pin=files.pin(),
+                  name=name, compile=compile, precision=precision)
 
 
 def load_expert_folder(folder: str | os.PathLike, *, pin: Pin | None = None,
                        trust_code: Trust | None = None, device: str | torch.device = "cpu",
-                       compile: bool = False, precision: str = "fp32") -> Expert:
+                       compile: bool = False, precision: str = "fp32",
+                       sigma: float | None = None) -> Expert:
     """Load the expert in ``folder``: read once, check hashes (``pin`` and the card's), build.
+    ``sigma`` names the expert of a card that serves several sigmas.
 
     ``trust_code``: True allows a ``module:factory`` architecture; None (default) allows only the
     modules under ``trusted_modules:`` in the user's registry file.
@@ -98,9 +137,19 @@ def load_expert_folder(folder: str | os.PathLike, *, pin: Pin | None = None,
         trust_code = user_trusted_modules()
     files = read_artifact(folder, *([pin] if pin else []))
     return build_expert(files, trust_code=trust_code, device=device, compile=compile,
-                        precision=precision)
+                        precision=precision, sigma=sigma)
 
 
 def verify_folder(folder: str | os.PathLike, *, trust_code: Trust | None = None) -> ExpertCard:
-    """Check a folder's card, its weights' sha256 and that they load strictly; returns the card."""
-    return load_expert_folder(folder, trust_code=trust_code).card
+    """Check a folder's card, its weights' sha256 and that they load strictly (for a card that
+    serves several sigmas, at each); returns the card."""
+    if trust_code is None:
+        from .registry import user_trusted_modules
+
+        trust_code = user_trusted_modules()
+    files = read_artifact(folder)
+    card = expert_card(files)
+    base = build_base(files, card.at_sigma(card.served_sigmas[0]), trust_code=trust_code)
+    for s in card.served_sigmas:
+        build_expert(files, card=card, sigma=s, base=base)
+    return card

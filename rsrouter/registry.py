@@ -16,6 +16,7 @@ the very bytes that were hashed). Nothing named by a card is imported without th
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -48,6 +49,24 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "Registry", "Resolved", "load_expert", "user_config_dir", "PROJECT_REGISTRY"]
 
 HF_PREFIX = "hf://"
+_SIGMA_SUFFIX = re.compile(r"#sigma=([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+
+
+def split_sigma(ref: str) -> tuple[str, float | None]:
+    """``(reference, sigma)`` of ``REF#sigma=S`` (sigma None without the suffix): how one expert
+    of weights that serve several sigmas is named (``fm-dualrs#sigma=0.5``)."""
+    match = _SIGMA_SUFFIX.search(ref)
+    if match is None:
+        if "#sigma" in ref:
+            raise UnknownExpertError(f"{ref!r}: write the sigma as REF#sigma=0.5 (a number in "
+                                     "pixel units)")
+        return ref, None
+    return ref[:match.start()], float(match.group(1))
+
+
+def with_sigma(ref: str, sigma: float) -> str:
+    """``ref`` naming its expert at ``sigma``."""
+    return f"{split_sigma(ref)[0]}#sigma={float(sigma):g}"
 
 
 def is_remote_source(ref: str) -> bool:
@@ -79,8 +98,10 @@ class Entry:
     config_sha256: str
     dataset: str
     architecture: str
-    sigma: float
+    sigma: float | None
     num_classes: int
+    sigmas: list[float] | None = None  # weights that serve several sigmas (then sigma is None)
+    kind: str | None = None  # "denoised" for a denoiser + classifier (None: gaussian)
     registry: str = ""  # the file that lists it (not saved)
 
     @property
@@ -105,6 +126,9 @@ class Entry:
         d = asdict(self)
         d.pop("name")
         d.pop("registry")
+        for key in ("sigmas", "kind"):  # written only when set: older files stay as they were
+            if d[key] is None:
+                d.pop(key)
         return d
 
 
@@ -210,6 +234,7 @@ class Registry:
         self.cache_dir = cache_dir
         self.offline = offline
         self.trust_code = trust_code
+        self._bases: dict[tuple, object] = {}  # built weights, by the sha256 of their bytes
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -361,11 +386,14 @@ class Registry:
 
     def load(self, ref: str, *, pin: Pin | None = None, base: str | os.PathLike | None = None,
              trust_code: bool = False, device: str | torch.device = "cpu",
-             compile: bool = False, precision: str = "fp32") -> Expert:
+             compile: bool = False, precision: str = "fp32", sigma: float | None = None) -> Expert:
         """A ready smoothed expert from a registered name, an ``hf://``/``git+`` source or a
         folder.
 
-        ``pin`` (a router's record) is checked in addition to the registration's pin.
+        Weights that serve several sigmas (a classifier trained across sigmas, a denoiser +
+        classifier) are one expert per sigma: name it ``REF#sigma=0.5`` or pass ``sigma``. The
+        weights are built once per registry and device, however many of their experts are
+        loaded. ``pin`` (a router's record) is checked in addition to the registration's pin.
         ``trust_code=True`` allows, for this call, a card whose architecture is ``module:factory``.
 
         Raises:
@@ -373,13 +401,19 @@ class Registry:
             hash that differs or is empty: nothing is loaded; a remote copy whose bytes fail the
             registration or the card is deleted from the cache).
         """
+        ref, suffix = split_sigma(ref)
+        if sigma is not None and suffix is not None and float(sigma) != suffix:
+            raise UnknownExpertError(f"{ref}#sigma={suffix:g} names sigma {suffix:g} but sigma="
+                                     f"{sigma} was passed too; give one")
         return self._load(self.resolve(ref, base=base), pin, trust_code=trust_code,
-                          device=device, compile=compile, precision=precision)
+                          device=device, compile=compile, precision=precision,
+                          sigma=suffix if sigma is None else float(sigma))
 
     def _load(self, resolved: Resolved, pin: Pin | None = None, *, trust_code: bool = False,
-              **kw) -> Expert:
-        """fetch -> verify (the registration's pin and the card's claim, then ``pin``) -> build."""
-        from .expert import build_expert, expert_card
+              sigma: float | None = None, device: str | torch.device = "cpu", **kw) -> Expert:
+        """fetch -> verify (the registration's pin and the card's claim, then ``pin``) -> build
+        (weights built once per registry: every sigma they serve shares them)."""
+        from .expert import build_base, build_expert, expert_card
 
         folder = self.fetch(resolved)
         with self._discarding(resolved):  # bytes that fail the registration: never reuse them
@@ -388,8 +422,16 @@ class Registry:
             check_pin(files, pin)
         with self._discarding(resolved):  # bytes that fail their own card
             card = expert_card(files)
-        return build_expert(files, card=card, trust_code=self.trust_for(trust_code),
-                            uri=resolved.uri, name=resolved.name, **kw)
+        where = str(files.folder / CONFIG_FILE)
+        card = card.at_sigma(sigma, where)
+        trust = self.trust_for(trust_code)
+        key = (files.weights_sha256, files.config_sha256, str(device), repr(trust))
+        if key not in self._bases:  # the hashed bytes are the key: the same bytes, one build
+            self._bases[key] = build_base(files, card, trust_code=trust, device=device,
+                                          endpoint=self.endpoint, cache_dir=self.cache_dir,
+                                          offline=self.offline)
+        return build_expert(files, card=card, uri=resolved.uri, name=resolved.name,
+                            base=self._bases[key], device=device, **kw)
 
     # ---- writing --------------------------------------------------------------------------
 
@@ -415,8 +457,11 @@ class Registry:
             raise RegistryError(f"{source!r} is a registered name; register a folder "
                                 f"(./{source}) or an hf:// URI")
         target = self.project_file if project else self.user_file
+        if split_sigma(source)[1] is not None:
+            raise RegistryError(f"register the weights ({split_sigma(source)[0]}), not one of "
+                                "their sigmas: every sigma the card serves is registered with it")
         resolved = self.resolve(source)
-        expert = self._load(resolved)
+        expert = self._load_every_sigma(resolved)
         if resolved.is_remote:
             stored_source, revision = resolved.source, resolved.revision
         else:
@@ -425,8 +470,11 @@ class Registry:
         entry = Entry(name=name, source=stored_source, revision=revision,
                       weights_sha256=expert.pin.weights_sha256,
                       config_sha256=expert.pin.config_sha256, dataset=card.dataset,
-                      architecture=card.architecture, sigma=card.sigma,
-                      num_classes=card.num_classes, registry=str(target))
+                      architecture=card.architecture,
+                      sigma=None if card.shared else card.sigma,
+                      num_classes=card.num_classes,
+                      sigmas=list(card.served_sigmas) if card.shared else None,
+                      kind=None if card.kind == "gaussian" else card.kind, registry=str(target))
         own, trusted = _read(target, user=not project)
         own[name] = entry
         _write(target, own, trusted)
@@ -456,13 +504,23 @@ class Registry:
 
     def pull(self, ref: str) -> Path:
         """Download (or find in the cache) and verify (hashes, strict load); returns the folder."""
-        resolved = self.resolve(ref)
-        self._load(resolved)
+        resolved = self.resolve(split_sigma(ref)[0])
+        self._load_every_sigma(resolved)
         return self.fetch(resolved)
 
+    def _load_every_sigma(self, resolved: Resolved) -> Expert:
+        """Verify and build ``resolved`` at every sigma its card serves; returns the first."""
+        from .expert import expert_card
+
+        files = read_artifact(self.fetch(resolved), *([resolved.pin] if resolved.pin else []))
+        with self._discarding(resolved):
+            sigmas = expert_card(files).served_sigmas
+        return [self._load(resolved, sigma=s) for s in sigmas][0]
+
     def verify(self, name: str) -> ExpertCard:
-        """Check card schema, sha256 (card and registration) and strict loading of ``name``."""
-        return self.load(name).card
+        """Check card schema, sha256 (card and registration) and strict loading of ``name`` (at
+        every sigma it serves)."""
+        return self._load_every_sigma(self.resolve(split_sigma(name)[0])).card
 
     def show(self, entry: Entry) -> ExpertCard | None:
         """The card of ``entry`` if cached (read for display: no hash check), else None."""

@@ -294,7 +294,7 @@ def _load_ref(ref: ExpertRef, router_dir: Path, registry, trust_code: bool, **kw
         folder = (folder if folder.is_absolute() else router_dir / folder).resolve()
         target = str(folder) if folder.is_dir() else ref.name
     try:
-        expert = registry.load(target, pin=pin, trust_code=trust_code, **kw)
+        expert = registry.load(target, pin=pin, trust_code=trust_code, sigma=ref.sigma, **kw)
     except UnknownExpertError:
         raise UnknownExpertError(f"router {router_dir}: expert {ref.name!r} is not registered and "
                                  f"its folder {ref.source} (relative to the router) is not there; "

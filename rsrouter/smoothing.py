@@ -46,6 +46,7 @@ STAGES = {
     "label": 6,
     "train": 7,
     "router-train": 8,
+    "assign": 9,
 }
 PRECISIONS = ("fp32", "bf16")
 

@@ -8,6 +8,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,11 +38,20 @@ CHECKPOINT = ".train/checkpoint.safetensors"
 
 @dataclass
 class TrainConfig:
-    """Settings of one expert training run (recorded in the card's training recipe)."""
+    """Settings of one expert training run (recorded in the card's training recipe).
+
+    One ``sigma`` trains a fixed-sigma expert (Cohen et al.). ``sigmas`` trains ONE classifier
+    for every sigma of the set (its card serves each): each example's sigma is drawn from
+    ``sigmas`` with probabilities ``sigma_weights`` (default uniform), or, when fine-tuning with
+    an estimator (Dual RS), is the sigma it assigns to that input. ``noise_copies`` > 1 with
+    ``consistency_lambda`` / ``consistency_eta`` adds consistency regularization (Jeong & Shin
+    2020): ``lambda * KL(mean || each) + eta * H(mean)`` over the copies of each example.
+    ``init`` starts from the weights of a classifier folder (fine-tuning).
+    """
 
     dataset: str
     arch: str
-    sigma: float
+    sigma: float | None = None
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.05
@@ -49,12 +59,44 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     train_size: int | None = None
+    sigmas: tuple[float, ...] | None = None
+    sigma_weights: tuple[float, ...] | None = None
+    noise_copies: int = 1
+    consistency_lambda: float = 0.0
+    consistency_eta: float = 0.0
+    init: str | None = None
 
     def validate(self) -> None:
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0 (pixel units), got {self.sigma}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        if (self.sigma is None) == (self.sigmas is None):
+            raise ValueError("give one sigma (a fixed-sigma expert) or sigmas (one classifier "
+                             "for every sigma of the set), not both and not neither")
+        for s in [self.sigma] if self.sigmas is None else self.sigmas:
+            if not (isinstance(s, (int, float)) and s > 0):
+                raise ValueError(f"sigma must be > 0 (pixel units), got {s}")
+        if self.sigmas is not None and list(self.sigmas) != sorted(set(self.sigmas)):
+            raise ValueError(f"sigmas must increase strictly, got {list(self.sigmas)}")
+        w = self.sigma_weights
+        if w is not None and (self.sigmas is None or len(w) != len(self.sigmas)
+                              or any(v < 0 for v in w) or sum(w) <= 0):
+            raise ValueError("sigma_weights: one non-negative weight per sigma of sigmas, "
+                             f"not all 0; got {w}")
+        if self.epochs < 1 or self.batch_size < 1 or self.noise_copies < 1:
+            raise ValueError("epochs, batch_size and noise_copies must be >= 1")
+        if self.consistency_lambda < 0 or self.consistency_eta < 0:
+            raise ValueError("consistency_lambda and consistency_eta must be >= 0")
+
+    @property
+    def candidate_sigmas(self) -> tuple[float, ...]:
+        return tuple(self.sigmas) if self.sigmas is not None else (float(self.sigma),)
+
+    def settings(self) -> dict:
+        """What a resume must match (the options at their defaults are left out, so that the
+        settings of experts trained before they existed stay as recorded)."""
+        defaults = {"sigmas": None, "sigma_weights": None, "noise_copies": 1,
+                    "consistency_lambda": 0.0, "consistency_eta": 0.0, "init": None}
+        d = asdict(self)
+        d = {k: v for k, v in d.items() if k not in defaults or v != defaults[k]}
+        return json.loads(json.dumps(d))
 
 
 def epoch_batches(dataset: Dataset, batch_size: int, generator: torch.Generator,
@@ -189,6 +231,35 @@ def fit(
     return stats
 
 
+class _WithSigma(Dataset):
+    """A dataset whose labels become ``[label, sigma index]`` (fine-tuning on assigned sigmas)."""
+
+    def __init__(self, inner: Dataset, assigned: torch.Tensor) -> None:
+        self.inner, self.assigned, self.info = inner, assigned, inner.info
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        x, y = self.inner[i]
+        return x, torch.tensor([int(y), int(self.assigned[i])])
+
+
+def _init_weights(model: NormalizedModel, config: TrainConfig) -> dict:
+    """Start ``model`` from the classifier folder ``config.init`` (verified like any load: its
+    card's weights hash); returns the record the new card keeps."""
+    from .card import read_artifact
+    from .expert import expert_card
+    from .weights import build_network
+
+    files = read_artifact(config.init)
+    card = expert_card(files)
+    if card.architecture != config.arch:
+        raise ConfigError(f"init: {config.init} is {card.architecture}, not {config.arch}")
+    model.net.load_state_dict(build_network(card, files, trust_code=True).net.state_dict())
+    return {"from": str(config.init), "weights_sha256": files.weights_sha256}
+
+
 def _finish(out: Path) -> None:
     ckpt = out / CHECKPOINT
     ckpt.unlink(missing_ok=True)
@@ -208,7 +279,10 @@ def train_expert(config: TrainConfig, out: str | os.PathLike, **kw) -> Path:
 
     Keyword arguments: ``data_root``, ``device``, ``name``, ``progress``, ``stop_after_epoch``
     (ends the run early after that epoch, checkpoint kept, as an interruption would; rerunning
-    continues from the checkpoint). One process trains into ``out`` at a time.
+    continues from the checkpoint), ``assigned`` (per training example, the index into
+    ``config.sigmas`` of its sigma: the Dual RS fine-tuning step; recorded in the settings by
+    its sha256), ``dataset`` (the training set instead of the config's split; with
+    ``assigned``, aligned with it). One process trains into ``out`` at a time.
 
     Raises:
         ResumeError: ``out`` holds a checkpoint or an expert trained with other settings.
@@ -236,52 +310,107 @@ def _train_expert(
     name: str = "",
     progress: bool = True,
     stop_after_epoch: int | None = None,
+    assigned: torch.Tensor | None = None,
+    dataset: Dataset | None = None,
 ) -> Path:
-    settings = asdict(config)
+    settings = config.settings()
+    if assigned is not None:
+        if config.sigmas is None:
+            raise ValueError("assigned sigmas need config.sigmas (the candidates they index)")
+        assigned = torch.as_tensor(assigned, dtype=torch.long)
+        settings["assigned_sha256"] = hashlib.sha256(assigned.numpy().tobytes()).hexdigest()
     if (out / CONFIG_FILE).is_file() and not (out / CHECKPOINT).is_file():
         if _finished_settings(out, "rs_expert") == settings:
             return out
         raise ResumeError(f"{out} already holds an expert trained with other settings; choose "
                           "another --out or delete the folder")
-    train = load_dataset(config.dataset, "train", data_root, augment=True)
+    train = dataset or load_dataset(config.dataset, "train", data_root, augment=True)
     if config.train_size is not None:
         train = TensorImageDataset(train.images[: config.train_size],
                                    train.labels[: config.train_size], train.info)
     info = train.info
+    sigmas = config.candidate_sigmas
+    if assigned is not None:
+        if len(assigned) != len(train) or int(assigned.min()) < 0 or int(assigned.max()) >= len(
+                sigmas):
+            raise ValueError(f"assigned: one sigma index in [0, {len(sigmas)}) per training "
+                             f"example ({len(train)}), got {len(assigned)}")
+        # the sigma index travels with the label through the shuffled batches
+        train = (TensorImageDataset(train.images, torch.stack([train.labels, assigned], 1), info)
+                 if in_memory(train) else _WithSigma(train, assigned))
     card = ExpertCard(architecture=config.arch, num_classes=info.num_classes,
                       input_size=info.input_size, mean=info.mean, std=info.std,
-                      sigma=float(config.sigma), dataset=info.name,
+                      sigma=None if config.sigmas is not None else float(config.sigma),
+                      sigmas=tuple(float(s) for s in config.sigmas or ()), dataset=info.name,
                       label_names=list(info.label_names),
                       arch_source=architecture_source(config.arch), name=name or out.name)
     torch.manual_seed(config.seed)
     model = card.build_model(trust_code=True).to(device)  # the user's own --arch
+    init = None
+    if config.init is not None:
+        init = _init_weights(model, config)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     steps = math.ceil(len(train) / config.batch_size)
+    table = torch.tensor(sigmas)
+    weights = torch.tensor(config.sigma_weights or [1.0] * len(sigmas), dtype=torch.float)
+    copies = config.noise_copies
+    lam, eta = config.consistency_lambda, config.consistency_eta
 
     def step(forward, x, y, gen, local):
-        noise = local(torch.randn(x.shape, generator=gen)).to(x.device)  # the whole batch's noise
+        # the whole batch's draws, then this rank's share (a W-rank run sees one process's)
+        noise = torch.randn((copies, *x.shape), generator=gen)
+        if assigned is not None:
+            y, which = y[:, 0], y[:, 1].cpu()
+        elif len(sigmas) > 1:
+            which = torch.multinomial(weights, len(x), replacement=True, generator=gen)
+        else:
+            which = torch.zeros(len(x), dtype=torch.long)
+        scale = table[which].view(1, -1, 1, 1, 1) * noise
+        scale = torch.stack([local(c) for c in scale]).flatten(0, 1).to(x.device)
         x, y = local(x), local(y)
-        logits = forward(x + config.sigma * noise)
-        loss = F.cross_entropy(logits, y)
-        return loss, {"loss": float(loss.detach()),
-                      "noisy_acc": float((logits.argmax(1) == y).float().mean())}
+        logits = forward(x.repeat(copies, 1, 1, 1) + scale)
+        if copies == 1:
+            loss, stats = F.cross_entropy(logits, y), {}
+        else:
+            target = F.one_hot(y, info.num_classes).float()
+            loss, stats = router_loss(logits, target, None, copies, lam, eta)
+            stats.pop("ce")
+        stats = {"loss": float(loss.detach()), **stats,
+                 "noisy_acc": float((logits.argmax(1) == y.repeat(copies)).float().mean())}
+        return loss, stats
 
     stats = fit(model, optimizer, train, config.batch_size, step,
                 lambda e, i: cosine_lr(config.lr, e * steps + i, steps * config.epochs),
                 epochs=config.epochs, steps_per_epoch=steps, seed=config.seed, out=out,
-                settings=settings, device=device, desc=f"train {config.arch} sigma={config.sigma}",
+                settings=settings, device=device,
+                desc=f"train {config.arch} sigma={config.sigma or list(sigmas)}",
                 progress=progress, stop_after_epoch=stop_after_epoch)
     if stats is None:
         return out
+    if assigned is not None:
+        method = ("Dual RS fine-tuning: Gaussian noise at the sigma the estimator assigns to "
+                  "each input")
+    elif config.sigmas is not None:
+        method = "Gaussian noise augmentation, sigma drawn per example from the candidates"
+    else:
+        method = "Gaussian noise augmentation (Cohen et al. 2019)"
+    if copies > 1 and (lam > 0 or eta > 0):
+        method += f"; consistency regularization (lambda {lam}, eta {eta}, {copies} copies)"
     card.training = {
-        "method": "Gaussian noise augmentation (Cohen et al. 2019)",
-        "noise_sigma": config.sigma, "epochs": config.epochs, "batch_size": config.batch_size,
+        "method": method,
+        "noise_sigma": config.sigma if config.sigmas is None else list(sigmas),
+        "epochs": config.epochs, "batch_size": config.batch_size,
         "optimizer": f"SGD (nesterov, momentum {config.momentum})", "lr": config.lr,
         "schedule": "cosine, per step", "weight_decay": config.weight_decay, "seed": config.seed,
         "train_inputs": len(train), "noisy_train_accuracy": stats.get("noisy_acc"),
         "settings": settings,
     }
+    if assigned is not None:
+        card.training["assigned_share"] = {
+            str(s): round(float((assigned == k).float().mean()), 4) for k, s in enumerate(sigmas)}
+    if init is not None:
+        card.training["init"] = init
     if current().is_main:
         save_expert(out, model.net.cpu(), card)
         _finish(out)

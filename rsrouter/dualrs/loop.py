@@ -1,0 +1,340 @@
+"""Dual RS training rounds (Sun, Mao, Vechev 2026): one classifier for every candidate sigma and
+its variance estimator (a smoothed router over the classifier at each sigma), in alternation.
+
+Round 0 trains the classifier with each example's sigma drawn from the candidates, labels the
+training inputs with its certified radius at each sigma, and trains the estimator on those
+labels. Round r >= 1 fine-tunes the classifier of round r - 1 at the sigma the estimator of
+round r - 1 assigns to each training input, labels again and trains a new estimator on the new
+classifier. So each round's system (its estimator and the classifier it was labelled on) is
+consistent, and every round is benchmarked on the validation split through the harness.
+
+Layout of ``OUT``::
+
+    round-K/classifier/   the classifier (a card serving every sigma)
+    round-K/estimator/    the estimator (a router over classifier#sigma=S)
+    round-K/bench.yaml    its validation benchmark; round-K/bench/ the results
+    round-K/assigned.safetensors   (K >= 1) the sigma index assigned to each training input
+    rounds.json, rounds.md, rounds.png    what each round did
+
+Every step resumes (training checkpoints, label caches, the count store), so an interrupted run
+rerun with the same command loses nothing and repeats nothing; a finished round is not redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..config import RouterConfig
+from ..data import load_dataset
+from ..distributed import current
+from ..errors import ConfigError
+from ..files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from .config import DualRSConfig
+
+ROUND = "round-{}"
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One round's folders and its validation summary rows (by method name)."""
+
+    round: int
+    classifier: Path
+    estimator: Path
+    bench: Path
+    rows: dict
+
+
+def classifier_refs(classifier: Path, sigmas) -> list[str]:
+    """The experts of a round: the classifier at each candidate sigma."""
+    return [f"{classifier}#sigma={s:g}" for s in sigmas]
+
+
+def classifier_config(cfg: DualRSConfig, *, init: Path | None = None):
+    """The TrainConfig of round 0 (``init`` None) or of a fine-tuning round."""
+    from ..train import TrainConfig
+
+    c, f = cfg.classifier, cfg.finetune
+    common = dict(dataset=cfg.data.dataset, arch=c.arch, sigmas=tuple(float(s) for s in
+                                                                       cfg.sigmas),
+                  momentum=c.momentum, weight_decay=c.weight_decay, seed=cfg.seed,
+                  noise_copies=c.noise_copies, consistency_lambda=c.consistency.lam,
+                  consistency_eta=c.consistency.eta)
+    if init is None:
+        return TrainConfig(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                           sigma_weights=tuple(c.sigma_weights) if c.sigma_weights else None,
+                           **common)
+    return TrainConfig(epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, init=str(init),
+                       **common)
+
+
+def estimator_config(cfg: DualRSConfig, classifier: Path) -> RouterConfig:
+    """The router config of a round's estimator: its experts are the classifier's sigmas."""
+    refs = classifier_refs(classifier, cfg.sigmas)
+    est = cfg.estimator
+    sigma_r = est.router.sigma if est.router.sigma is not None else max(cfg.sigmas)
+    backbone = None
+    if est.router.backbone == "classifier":
+        backbone = refs[list(cfg.sigmas).index(sigma_r)]
+    return RouterConfig(experts=refs, data=cfg.data,
+                        router=replace(est.router, sigma=sigma_r, backbone=backbone),
+                        labels=est.labels, train=est.train, seed=cfg.seed)
+
+
+@torch.no_grad()
+def assign_sigmas(estimator, dataset, samples: int, *, seed: int, batch_size: int = 2500,
+                  chunk: int = 2000, progress: bool = True) -> torch.Tensor:
+    """The sigma index the smoothed estimator gives each input of ``dataset``: its top choice
+    over ``samples`` noisy draws (stream ``(seed, index, "assign")``). A training signal, not a
+    certificate."""
+    from tqdm.auto import tqdm
+
+    out = torch.empty(len(dataset), dtype=torch.long)
+    bar = tqdm(total=len(dataset), disable=not (progress and current().is_main),
+               desc="estimator assigns sigmas", unit="img")
+    for start in range(0, len(dataset), chunk):
+        idx = list(range(start, min(start + chunk, len(dataset))))
+        xs = torch.stack([dataset[i][0] for i in idx])
+        counts = estimator.sample_counts(xs, samples, batch_size=batch_size, seed=seed,
+                                         indices=idx, stage="assign")
+        out[idx] = counts.argmax(1)
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def _assigned(path: Path, estimator, dataset, cfg: DualRSConfig, progress: bool) -> torch.Tensor:
+    """The assignment of ``estimator`` (cached in ``path``, keyed by its weights)."""
+    key = {"estimator": estimator.pin.weights_sha256, "samples": cfg.finetune.assign_samples,
+           "seed": cfg.seed, "inputs": len(dataset)}
+    if path.is_file():
+        tensors, meta = load_tensors(path)
+        if meta.get("key") == key:
+            return tensors["assigned"]
+    assigned = assign_sigmas(estimator, dataset, cfg.finetune.assign_samples, seed=cfg.seed,
+                             progress=progress)
+    if current().is_main:
+        save_tensors(path, {"assigned": assigned}, {"key": key})
+    current().barrier()
+    return assigned
+
+
+def bench_config(cfg: DualRSConfig, round_dir: Path) -> dict:
+    """The validation benchmark of one round: the classifier at each global sigma, the Dual RS
+    certificate (pinned) and the set certificate, the multiscale cascade over the classifier's
+    sigmas, the envelope and the per-input oracle (both labelled: not certificates)."""
+    experts = [{"type": "expert", "name": f"sigma-{s:g}", "expert": f"classifier#sigma={s:g}"}
+               for s in cfg.sigmas]
+    return {"name": f"{cfg.name}-round-{round_dir.name.split('-')[-1]}",
+            "data": {"dataset": cfg.data.dataset, "split": "validation",
+                     **({"root": cfg.data.root} if cfg.data.root else {})},
+            **cfg.validation, "choices_made_on": "train", "methods": [
+                *experts,
+                {"type": "router", "name": "dualrs", "router": "estimator",
+                 "note": "Dual RS: the estimator's certified choice of sigma, then the "
+                         "classifier at that sigma; radius min(R_estimator, R_classifier)."},
+                {"type": "router", "name": "dualrs-set", "router": "estimator",
+                 "certificate": "set"},
+                {"type": "cascade", "name": "multiscale"},
+                {"type": "envelope"}, {"type": "oracle"}]}
+
+
+def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None, *,
+              registry, device: str, progress: bool) -> RoundResult:
+    """Round ``k``: (fine-tune the classifier,) label, train the estimator, benchmark."""
+    from ..bench.config import parse_bench_config
+    from ..bench.harness import run_bench
+    from ..router import load_router
+    from ..train import train_expert, train_router
+
+    rdir = out / ROUND.format(k)
+    rdir.mkdir(parents=True, exist_ok=True)
+    classifier = rdir / "classifier"
+    name = f"{cfg.name}-r{k}"
+    if previous is None:
+        train_expert(classifier_config(cfg), classifier, data_root=cfg.data.root, device=device,
+                     name=name, progress=progress)
+    else:
+        train = load_dataset(cfg.data.dataset, "train", cfg.data.root, augment=False)
+        estimator = load_router(previous.estimator, device=device)
+        assigned = _assigned(rdir / "assigned.safetensors", estimator, train, cfg, progress)
+        train_expert(classifier_config(cfg, init=previous.classifier), classifier,
+                     device=device, name=name, progress=progress, assigned=assigned,
+                     dataset=load_dataset(cfg.data.dataset, "train", cfg.data.root,
+                                          augment=True))
+    estimator = rdir / "estimator"
+    train_router(estimator_config(cfg, classifier), estimator, registry=registry, device=device,
+                 progress=progress)
+    raw = bench_config(cfg, rdir)
+    if current().is_main:
+        atomic_write_text(rdir / "bench.yaml", "# written by rsrouter dualrs train\n"
+                          + yaml.safe_dump(raw, sort_keys=False))
+    bench = run_bench(parse_bench_config(raw, str(rdir / "bench.yaml")), rdir / "bench",
+                      registry=registry, progress=progress, device=device)
+    summary = json.loads((bench / "summary.json").read_text())
+    rows = {row["method"].split(" (")[0]: row for row in summary["table"]}
+    return RoundResult(k, classifier, estimator, bench, rows)
+
+
+def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, registry=None,
+                 device: str = "cpu", progress: bool = True) -> list[RoundResult]:
+    """Run rounds ``0 .. rounds - 1`` of ``cfg`` into ``out`` (resumable, round by round) and
+    write ``rounds.json`` / ``rounds.md`` / ``rounds.png``; returns every round's result.
+
+    A rerun with more rounds continues after the last one; the config must be the one the
+    folder was started with (its sha256 is kept in ``out/dualrs.json``).
+
+    Raises:
+        ConfigError: bad settings, or ``out`` holds a run of another config.
+        ResumeError / LockedError: from the training steps.
+    """
+    from ..registry import Registry
+
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1, got {rounds}")
+    out = Path(out)
+    registry = registry or Registry()
+    settings = cfg.to_dict()
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    marker = out / "dualrs.json"
+    if marker.is_file():
+        started = json.loads(marker.read_text())
+        if started.get("config_sha256") != digest:
+            raise ConfigError(f"{out} holds a Dual RS run of another config (see {marker}); "
+                              "choose another --out, or delete it to start over")
+    elif current().is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(marker, {"config": settings, "config_sha256": digest,
+                                   "source": cfg.source})
+    current().barrier()
+    results: list[RoundResult] = []
+    for k in range(rounds):
+        results.append(run_round(cfg, out, k, results[-1] if results else None,
+                                 registry=registry, device=device, progress=progress))
+        if current().is_main:
+            write_rounds(cfg, out, results)
+    current().barrier()
+    return results
+
+
+def best_round(cfg: DualRSConfig, results: list[RoundResult]) -> int:
+    """The round the config's ``select`` rule picks on the validation results."""
+    def acr(r: RoundResult) -> float:
+        return float(r.rows["dualrs"]["ACR"])
+
+    if cfg.select == "acr":
+        return max(results, key=lambda r: (acr(r), -r.round)).round
+    return min(results, key=lambda r: (regret_vs_global(r), -acr(r), r.round)).round
+
+
+def regret_vs_global(r: RoundResult, method: str = "dualrs") -> float:
+    """The largest gap of ``method`` below the best global sigma of the round, on the grid."""
+    radii = [k for k in r.rows[method] if k.startswith("r=") and not k.endswith(("low", "high"))]
+    best = {k: max(float(row[k]) for name, row in r.rows.items() if name.startswith("sigma-"))
+            for k in radii}
+    return round(max(0.0, *(best[k] - float(r.rows[method][k]) for k in radii)), 1)
+
+
+def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> None:
+    """rounds.json, rounds.md and rounds.png: each round's validation curves and what it did."""
+    from ..router import read_router_card
+
+    best = best_round(cfg, results)
+    radii = [k for k in results[0].rows["dualrs"] if k.startswith("r=")
+             and not k.endswith(("low", "high"))]
+    doc = {"name": cfg.name, "select": cfg.select, "best_round": best, "split": "validation",
+           "rounds": []}
+    for r in results:
+        card = read_router_card(r.estimator)
+        doc["rounds"].append({
+            "round": r.round, "classifier": str(r.classifier.relative_to(out)),
+            "estimator": str(r.estimator.relative_to(out)),
+            "routing": card.training.get("routing", {}),
+            "label_best_share": card.labels.get("best_share"),
+            "methods": {name: {key: row[key] for key in ("ACR", "ACR se", "max regret",
+                                                         *radii) if key in row}
+                        for name, row in r.rows.items()},
+            "dualrs_regret_vs_global_sigmas": regret_vs_global(r),
+        })
+    atomic_write_json(out / "rounds.json", doc)
+    head = ["round", "method", *radii, "ACR", "regret vs global sigmas", "routing"]
+    lines = [f"# {cfg.name}: Dual RS rounds on the validation split", "",
+             f"Best round by `select: {cfg.select}`: **{best}**. Certified accuracy (%) per "
+             "radius; regret = the largest gap below the round's best global sigma on the grid.",
+             "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for entry, r in zip(doc["rounds"], results):
+        routing = ", ".join(f"{n.rsplit('sigma', 1)[-1]}: {100 * v:.0f}%"
+                            for n, v in entry["routing"].items())
+        for name in ("dualrs", "dualrs-set", "multiscale", *[f"sigma-{s:g}" for s in cfg.sigmas],
+                     "oracle"):
+            if name not in r.rows:
+                continue
+            row = r.rows[name]
+            lines.append("| " + " | ".join([str(r.round), name, *[f"{float(row[k]):.1f}"
+                                                                   for k in radii],
+                                            f"{float(row['ACR']):.3f}" if "ACR" in row and
+                                            row["ACR"] is not None else "-",
+                                            f"{regret_vs_global(r, name):.1f}"
+                                            if name != "oracle" else "-",
+                                            routing if name == "dualrs" else ""]) + " |")
+    atomic_write_text(out / "rounds.md", "\n".join(lines) + "\n")
+    _plot(cfg, out / "rounds.png", results, radii)
+
+
+def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [float(k[2:]) for k in radii]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        ax.plot(xs, [float(r.rows["dualrs"][k]) for k in radii], marker="o",
+                label=f"Dual RS, round {r.round}")
+    for s in cfg.sigmas:  # the last round's classifier at each global sigma, for reference
+        row = results[-1].rows[f"sigma-{s:g}"]
+        ax.plot(xs, [float(row[k]) for k in radii], linestyle="--", alpha=0.6,
+                label=f"round {results[-1].round} classifier, global sigma {s:g}")
+    ax.set_xlabel("l2 radius (pixel units)")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_title(f"{cfg.name}: each round on the validation split")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def export_round(run: str | os.PathLike, k: int, classifier_out: str | os.PathLike,
+                 estimator_out: str | os.PathLike) -> tuple[Path, Path]:
+    """Copy round ``k``'s classifier and estimator folders elsewhere (to bundle or publish),
+    pointing the estimator's records at the classifier's new place; the hashes they pin are
+    unchanged, so the exported pair loads exactly the bytes the round trained and benchmarked.
+    """
+    from ..router import ExpertRef, read_router_card, write_router_card
+
+    src = Path(run) / ROUND.format(k)
+    if not (src / "estimator" / "config.json").is_file():
+        raise ConfigError(f"{src}: no finished round {k} (run rsrouter dualrs train first)")
+    classifier_out, estimator_out = Path(classifier_out), Path(estimator_out)
+    for name, target in (("classifier", classifier_out), ("estimator", estimator_out)):
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("config.json", "model.safetensors", "README.md"):
+            shutil.copyfile(src / name / file, target / file)
+    card = read_router_card(estimator_out)
+    source = os.path.relpath(classifier_out.resolve(), estimator_out.resolve())
+    card.experts = [ExpertRef(**{**vars(e), "source": source}) for e in card.experts]
+    write_router_card(estimator_out, card)
+    return classifier_out, estimator_out
