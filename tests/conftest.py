@@ -37,3 +37,13 @@ def digits_expert_wide(tmp_path_factory) -> str:
     train_expert(TrainConfig("digits", "cnn_tiny", 0.5, epochs=3, batch_size=64, lr=0.05), out,
                  name="digits-tiny-wide", progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def digits_shared(tmp_path_factory) -> str:
+    """One digits classifier for sigmas 0.25 and 0.5 (cnn_tiny, 3 epochs, each example's sigma
+    drawn from the two): a card that serves both."""
+    out = tmp_path_factory.mktemp("experts") / "digits-shared"
+    train_expert(TrainConfig("digits", "cnn_tiny", sigmas=(0.25, 0.5), epochs=3, batch_size=64,
+                             lr=0.05), out, name="digits-shared", progress=False)
+    return str(out)

@@ -157,6 +157,9 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
 
     rdir = out / ROUND.format(k)
     rdir.mkdir(parents=True, exist_ok=True)
+    done = rdir / "round.json"
+    if done.is_file():  # a finished round (of this config: train_dualrs checked): read it back
+        return _result(k, rdir)
     classifier = rdir / "classifier"
     name = f"{cfg.name}-r{k}"
     if previous is None:
@@ -177,11 +180,24 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     if current().is_main:
         atomic_write_text(rdir / "bench.yaml", "# written by rsrouter dualrs train\n"
                           + yaml.safe_dump(raw, sort_keys=False))
-    bench = run_bench(parse_bench_config(raw, str(rdir / "bench.yaml")), rdir / "bench",
-                      registry=registry, progress=progress, device=device)
-    summary = json.loads((bench / "summary.json").read_text())
+    run_bench(parse_bench_config(raw, str(rdir / "bench.yaml")), rdir / "bench",
+              registry=registry, progress=progress, device=device)
+    if current().is_main:
+        from ..card import read_card
+        from ..router import read_router_card
+
+        atomic_write_json(done, {"round": k, "classifier_weights_sha256":
+                                 read_card(classifier).weights_sha256,
+                                 "estimator_weights_sha256":
+                                 read_router_card(estimator).weights_sha256})
+    current().barrier()
+    return _result(k, rdir)
+
+
+def _result(k: int, rdir: Path) -> RoundResult:
+    summary = json.loads((rdir / "bench" / "summary.json").read_text())
     rows = {row["method"].split(" (")[0]: row for row in summary["table"]}
-    return RoundResult(k, classifier, estimator, bench, rows)
+    return RoundResult(k, rdir / "classifier", rdir / "estimator", rdir / "bench", rows)
 
 
 def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, registry=None,

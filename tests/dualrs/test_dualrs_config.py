@@ -1,0 +1,54 @@
+"""The Dual RS config: every error names its key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from test_dualrs_loop import CONFIG
+
+from rsrouter.dualrs import load_dualrs_config, parse_dualrs_config
+from rsrouter.errors import ConfigError
+
+
+def _with(path: str, value):
+    raw = copy.deepcopy(CONFIG)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is KeyError:
+        node.pop(last)
+    else:
+        node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("sigmas", KeyError, "sigmas: missing key"),
+    ("sigmas", [0.5, 0.25], "sigmas: at least 2 increasing"),
+    ("sigmas", [0.5], "sigmas: at least 2"),
+    ("data.split", "validation", "data.split: Dual RS trains on the train split"),
+    ("classifier.epochs", 0, "classifier.epochs"),
+    ("classifier.sigma_weights", [1.0], "classifier.sigma_weights"),
+    ("classifier.colour", 1, "classifier.colour: unknown key"),
+    ("estimator.router.backbone", "sigma-0.5", "estimator.router.backbone"),
+    ("estimator.router.sigma", 0.75, "must be a candidate sigma"),
+    ("estimator.labels.n", 0, "estimator.labels.n"),
+    ("validation.inputs", {"every": 0}, "validation: inputs.every"),
+    ("validation.methods", [], "validation: a mapping of inputs, protocol and radii"),
+    ("select", "luck", "select: one of acr, max_regret"),
+    ("name", "a b", "name:"),
+])
+def test_errors_name_the_key(path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_dualrs_config(_with(path, value))
+
+
+def test_the_shipped_config_parses():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks/configs/dualrs-fashion-mnist.yaml"
+    cfg = load_dualrs_config(path)
+    assert cfg.sigmas == [0.25, 0.5, 1.0] and cfg.estimator.router.backbone == "classifier"
+    assert cfg.validation["protocol"]["n"] == 10_000

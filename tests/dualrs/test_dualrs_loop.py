@@ -1,0 +1,107 @@
+"""Dual RS rounds on digits: the whole loop (train across sigmas, label, estimator, fine-tune on
+the estimator's sigmas, validation bench per round) in seconds, resumed between rounds."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rsrouter.card import read_card
+from rsrouter.cli import main
+from rsrouter.dualrs import export_round, parse_dualrs_config, train_dualrs
+from rsrouter.errors import ConfigError
+from rsrouter.results import read_tsv
+from rsrouter.router import load_routed, read_router_card
+
+CONFIG = {
+    "name": "digits-dualrs-test",
+    "data": {"dataset": "digits"},
+    "sigmas": [0.25, 0.5],
+    "classifier": {"arch": "cnn_tiny", "epochs": 3, "batch_size": 64, "lr": 0.05},
+    "finetune": {"epochs": 1, "lr": 0.01, "assign_samples": 8},
+    "estimator": {"router": {"arch": "cnn_tiny", "backbone": "classifier"},
+                  "labels": {"n": 20, "alpha": 0.01, "subset": 300, "batch_size": 1000},
+                  "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "class_weights": False}},
+    "validation": {"inputs": {"first": 20},
+                   "protocol": {"n0": 20, "n": 200, "alpha": 0.01, "batch_size": 1000},
+                   "radii": [0.0, 0.25, 0.5]},
+    "seed": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Round 0 alone, then the same command with 2 rounds (resumes after round 0)."""
+    out = tmp_path_factory.mktemp("dualrs") / "run"
+    path = out.parent / "dualrs.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    args = ["dualrs", "train", "--config", str(path), "--out", str(out), "--no-progress"]
+    assert main([*args, "--rounds", "1"]) == 0
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "round-0").rglob("*") if p.is_file()}
+    assert main([*args, "--rounds", "2"]) == 0
+    return out, path, stamps
+
+
+def test_every_round_is_a_consistent_system_benchmarked_on_validation(run):
+    out, _, _ = run
+    doc = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in doc["rounds"]] == [0, 1] and doc["split"] == "validation"
+    assert doc["best_round"] in (0, 1) and (out / "rounds.md").is_file()
+    assert (out / "rounds.png").stat().st_size > 1000
+    for k in (0, 1):
+        rdir = out / f"round-{k}"
+        classifier = read_card(rdir / "classifier")
+        assert classifier.sigmas == (0.25, 0.5)
+        estimator = read_router_card(rdir / "estimator")
+        # the estimator routes the classifier it was labelled on, one expert per sigma
+        assert [e.sigma for e in estimator.experts] == [0.25, 0.5]
+        assert {e.weights_sha256 for e in estimator.experts} == {classifier.weights_sha256}
+        assert estimator.training["backbone"]["weights_sha256"] == classifier.weights_sha256
+        bench = json.loads((rdir / "bench" / "bench.json").read_text())
+        assert bench["config"]["split"] == "validation"
+        for method in ("sigma-0.25", "sigma-0.5", "dualrs", "dualrs-set", "multiscale"):
+            rows = read_tsv(rdir / "bench" / f"{method}.tsv")  # radii recomputed from counts
+            assert len(rows) == 20
+        routed = read_tsv(rdir / "bench" / "dualrs.tsv")
+        ok = routed["predict"] >= 0
+        assert (routed.loc[ok, "radius"] <= routed.loc[ok, "router_radius"] + 1e-12).all()
+        assert doc["rounds"][k]["methods"]["dualrs"]["ACR"] >= 0
+
+
+def test_round_one_fine_tunes_on_the_estimators_sigmas(run):
+    out, _, _ = run
+    card = read_card(out / "round-1" / "classifier")
+    assert card.training["init"]["weights_sha256"] == read_card(
+        out / "round-0" / "classifier").weights_sha256
+    share = card.training["assigned_share"]
+    assert set(share) == {"0.25", "0.5"} and abs(sum(share.values()) - 1) < 1e-3
+    assert (out / "round-1" / "assigned.safetensors").is_file()
+
+
+def test_a_finished_round_is_not_redone(run):
+    out, _, stamps = run
+    assert stamps and all(p.stat().st_mtime_ns == t for p, t in stamps.items()
+                          if p.name != ".lock")
+
+
+def test_another_config_is_refused_in_the_same_folder(run, tmp_path):
+    out, _, _ = run
+    other = parse_dualrs_config({**CONFIG, "seed": 1})
+    with pytest.raises(ConfigError, match="another config"):
+        train_dualrs(other, out, rounds=1, progress=False)
+
+
+def test_export_bundles_a_loadable_pair(run, tmp_path):
+    out, _, _ = run
+    cls, est = export_round(out, 1, tmp_path / "bundle" / "classifier",
+                            tmp_path / "routers" / "dualrs")
+    routed = load_routed(est)
+    assert [e.sigma for e in routed.experts] == [0.25, 0.5]
+    assert Path(routed.experts[0].uri).resolve() == cls.resolve()
+    assert routed.experts[0].base_model is routed.experts[1].base_model
+    assert os.path.relpath(cls.resolve(), est.resolve()) == read_router_card(
+        est).experts[0].source
