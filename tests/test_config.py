@@ -93,6 +93,10 @@ def test_shipped_example_configs_are_valid():
     for path in configs:
         if path.name.startswith("bench-"):
             assert len(load_bench_config(path).methods) >= 2
+        elif path.name.startswith("dualrs-"):
+            from rsrouter.dualrs import load_dualrs_config
+
+            assert len(load_dualrs_config(path).sigmas) >= 2
         else:
             assert len(load_config(path).experts) >= 2
 

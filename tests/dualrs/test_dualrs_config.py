@@ -45,10 +45,12 @@ def test_errors_name_the_key(path, value, message):
         parse_dualrs_config(_with(path, value))
 
 
-def test_the_shipped_config_parses():
+@pytest.mark.parametrize("name", ["dualrs-fashion-mnist.yaml",
+                                  "dualrs-cifar10-paper.yaml"])
+def test_the_shipped_configs_parse(name):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks/configs/dualrs-fashion-mnist.yaml"
+    path = Path(__file__).resolve().parents[2] / "benchmarks/configs" / name
     cfg = load_dualrs_config(path)
-    assert cfg.sigmas == [0.25, 0.5, 1.0] and cfg.estimator.router.backbone == "classifier"
-    assert cfg.validation["protocol"]["n"] == 10_000
+    assert cfg.sigmas == [0.25, 0.5, 1.0] and cfg.estimator.router.sigma == 1.0
+    assert cfg.validation["protocol"]["alpha"] == 0.001

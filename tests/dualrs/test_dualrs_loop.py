@@ -105,3 +105,20 @@ def test_export_bundles_a_loadable_pair(run, tmp_path):
     assert routed.experts[0].base_model is routed.experts[1].base_model
     assert os.path.relpath(cls.resolve(), est.resolve()) == read_router_card(
         est).experts[0].source
+
+
+def test_rounds_on_two_ranks_with_torchrun(tmp_path):
+    """torchrun: the rounds run sharded (DDP training, sharded labels and count passes) and give
+    every round's files; the bench TSVs pass the reader's recomputation."""
+    from test_distributed import torchrun
+
+    (tmp_path / "dualrs.yaml").write_text(yaml.safe_dump(CONFIG))
+    done = torchrun("dualrs", "train", "--config", "dualrs.yaml", "--rounds", "2", "--out", "run",
+                    "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best round on validation") == 1  # rank 0 speaks
+    doc = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert [r["round"] for r in doc["rounds"]] == [0, 1]
+    for k in (0, 1):
+        assert len(read_tsv(tmp_path / "run" / f"round-{k}" / "bench" / "dualrs.tsv")) == 20
+    assert not list((tmp_path / "run").rglob("*.part*"))  # every shard merged
