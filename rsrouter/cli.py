@@ -586,7 +586,9 @@ def cmd_experts_register(args: argparse.Namespace) -> None:
 
 def cmd_experts_list(args: argparse.Namespace) -> None:
     reg = _registry(args)
-    rows = [{"name": e.name, "dataset": e.dataset, "arch": e.architecture, "sigma": e.sigma,
+    rows = [{"name": e.name, "dataset": e.dataset, "arch": e.architecture,
+             "sigma": e.sigma if e.sigmas is None else ",".join(f"{s:g}" for s in e.sigmas)
+             + (" (denoised)" if e.kind == "denoised" else ""),
              "source": e.source, "revision": (e.revision or "-")[:12],
              "cached": "yes" if reg.is_cached(e) else "no"} for e in reg.entries().values()]
     if not rows:
