@@ -321,6 +321,10 @@ class ExpertCard:
         if (self.kind == "denoised") != bool(self.denoiser):
             raise CardError(f"{where}: a denoised expert (rs_expert.kind: denoised) names its "
                             "denoiser in rs_expert.denoiser, and only such a card has one")
+        if self.denoiser:
+            from .denoised import check_denoiser_block
+
+            check_denoiser_block(self.denoiser, where)
         if self.num_classes < 2:
             raise CardError(f"{where}: num_classes must be >= 2, got {self.num_classes}")
         if len(self.input_size) != 3 or not all(isinstance(v, int) and v > 0
