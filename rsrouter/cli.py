@@ -256,6 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experts_train)
 
+    p = esub.add_parser("make-denoised", help="a denoised-smoothing family: a diffusion "
+                                              "denoiser in front of a classifier, every sigma")
+    p.add_argument("--classifier", required=True,
+                   help="the clean classifier: registered name, folder, hf:// or git+ source "
+                        "(its card gives the architecture and normalization)")
+    p.add_argument("--denoiser", required=True,
+                   help="hf://org/name[@rev] (pinned to the commit) or a folder, in diffusers' "
+                        "DDPMPipeline layout (unet/, scheduler/)")
+    p.add_argument("--sigmas", type=_sigma_list, required=True, help="e.g. 0.25,0.5,1.0")
+    p.add_argument("--name", default="")
+    p.add_argument("--out", required=True, help="the card folder to write")
+    _hub_opts(p)
+    p.set_defaults(func=cmd_experts_make_denoised)
+
     p = esub.add_parser("register", help="register a folder, hf://org/name[@rev] or "
                                          "git+URL[@rev]")
     p.add_argument("source", help="expert folder, hf://org/name[@branch|tag|sha] or "
@@ -575,6 +589,17 @@ def cmd_experts_train(args: argparse.Namespace) -> None:
                        name=args.name, progress=not args.no_progress)
     name = args.name or Path(out).name
     print(f"expert written to {out}\nnext: rsrouter experts register {out} --name {name}")
+
+
+def cmd_experts_make_denoised(args: argparse.Namespace) -> None:
+    from .denoised import make_denoised_card
+
+    for s in args.sigmas:
+        _check_sigma(s)
+    out = make_denoised_card(args.classifier, args.denoiser, args.sigmas, args.out,
+                             registry=_registry(args), name=args.name)
+    print(f"denoised expert family written to {out} (every sigma: {out}#sigma=S)\n"
+          f"next: rsrouter experts register {out} --name NAME")
 
 
 def cmd_experts_register(args: argparse.Namespace) -> None:

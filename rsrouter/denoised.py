@@ -384,6 +384,69 @@ def load_denoiser(block: dict, card_folder: str | os.PathLike, classifier: nn.Mo
     return build_parts(read_denoiser(folder, block["files"]), classifier)
 
 
+def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.PathLike, *,
+                       registry=None, name: str = "") -> Path:
+    """Write a denoised expert family to ``out``: the clean classifier ``classifier`` (a
+    registered name, folder, ``hf://`` or ``git+`` source, read and verified like any expert:
+    its card gives the architecture and normalization, its weights become ``out``'s) in front
+    of ``denoiser`` (``hf://org/name[@rev]``, resolved to a commit sha, or a local folder, copied
+    to ``out/denoiser``), one expert at each of ``sigmas``. Every denoiser file is hashed into the
+    card. The result is loaded at every sigma before returning (each needs a timestep).
+
+    Raises:
+        CardError, IntegrityError, HubError, UnknownExpertError: from reading the parts;
+        ValueError: a sigma the denoiser's schedule cannot serve.
+    """
+    import shutil
+
+    from .card import ExpertCard, read_artifact, write_card
+    from .expert import expert_card
+    from .files import atomic_write_bytes
+    from .registry import Registry, split_sigma
+
+    registry = registry or Registry()
+    out = Path(out)
+    resolved = registry.resolve(split_sigma(classifier)[0])
+    files = read_artifact(registry.fetch(resolved), *([resolved.pin] if resolved.pin else []))
+    base = expert_card(files)
+    if denoiser.startswith("hf://"):
+        from .hub import download_files, parse_hf_uri, resolve_revision
+
+        ref = parse_hf_uri(denoiser)
+        sha = resolve_revision(ref.repo_id, ref.revision or "main", endpoint=registry.endpoint,
+                               offline=registry.offline)
+        folder = download_files(ref.repo_id, sha, DENOISER_FILES, endpoint=registry.endpoint,
+                                cache_dir=registry.cache_dir, offline=registry.offline)
+        block = denoiser_block(f"hf://{ref.repo_id}", sha, read_denoiser(folder))
+    else:
+        target = out / "denoiser"
+        for file in DENOISER_FILES:
+            (target / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(denoiser) / file, target / file)
+        block = denoiser_block("denoiser", None, read_denoiser(target))
+    card = ExpertCard(architecture=base.architecture, num_classes=base.num_classes,
+                      input_size=base.input_size, mean=base.mean, std=base.std, sigma=None,
+                      sigmas=tuple(sorted(float(s) for s in sigmas)), dataset=base.dataset,
+                      label_names=list(base.label_names), arch_source=base.arch_source,
+                      weights_sha256=files.weights_sha256, kind="denoised", denoiser=block,
+                      name=name or out.name,
+                      training={"method": "denoised smoothing (Carlini et al. 2023): one-step "
+                                          "denoising, then the clean classifier",
+                                "classifier": {"source": resolved.uri,
+                                               "weights_sha256": files.weights_sha256,
+                                               "card": base.name},
+                                "denoiser": {"source": block["source"],
+                                             "revision": block["revision"]}})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "model.safetensors", files.weights)
+    write_card(out, card)
+    check = Registry(registry.project_file, registry.user_file, endpoint=registry.endpoint,
+                     cache_dir=registry.cache_dir, offline=registry.offline)
+    for s in card.sigmas:
+        check.load(str(out), sigma=s)
+    return out
+
+
 # ---- training ----------------------------------------------------------------------------------
 
 

@@ -360,3 +360,33 @@ def test_a_hub_denoiser_is_pulled_at_its_commit_and_then_served_from_the_cache(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the server is gone: the pinned commit is cached
     again = Registry(tmp_path / "p.yaml", tmp_path / "u.yaml").load(f"{card_dir}#sigma=0.25")
     assert again.sigma == 0.25 and again.base_model.parts.record["files"] == block["files"]
+
+
+def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, tmp_path,
+                                                                       digits_expert):
+    from hubserver import OlahServer, make_git_repo
+
+    from rsrouter.card import read_card
+    from rsrouter.cli import main
+    from rsrouter.registry import Registry
+
+    assert main(["experts", "register", digits_expert, "--name", "clean"]) == 0
+    local = tmp_path / "local-family"
+    assert main(["experts", "make-denoised", "--classifier", "clean", "--denoiser", str(folder),
+                 "--sigmas", "0.25,0.5", "--out", str(local)]) == 0
+    card = read_card(local)
+    assert card.kind == "denoised" and card.sigmas == (0.25, 0.5)
+    assert card.weights_sha256 == read_card(digits_expert).weights_sha256  # the classifier's
+    assert card.denoiser["source"] == "denoiser" and (local / "denoiser" / UNET_WEIGHTS).is_file()
+    files = {name: (folder / name).read_bytes() for name in DENOISER_FILES}
+    sha = make_git_repo(tmp_path / "mirrors" / "models" / "org" / "ddpm", [files])[0]
+    with OlahServer(tmp_path / "mirrors", tmp_path / "olah") as server:
+        hub = tmp_path / "hub-family"
+        assert main(["experts", "make-denoised", "--classifier", "clean", "--denoiser",
+                     "hf://org/ddpm@main", "--sigmas", "0.5", "--out", str(hub), "--endpoint",
+                     server.endpoint]) == 0
+    block = read_card(hub).denoiser
+    assert block["source"] == "hf://org/ddpm" and block["revision"] == sha  # pinned commit
+    assert block["files"] == read_denoiser(folder).sha256
+    expert = Registry().load(str(hub), sigma=0.5)  # from the Hub cache, no server
+    assert expert.sigma == 0.5 and expert.card.kind == "denoised"
