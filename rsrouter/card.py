@@ -228,11 +228,12 @@ class ExpertCard:
                 return replace(self, sigma=served[0])
             raise SigmaNotServedError(f"{where}: this card serves sigmas {list(served)} with "
                                       "one set of weights; name one: REF#sigma=0.5 (or "
-                                      "sigma=0.5 in the API)")
-        if not any(math.isclose(float(sigma), s, rel_tol=0, abs_tol=1e-12) for s in served):
+                                      "sigma=0.5 in the API)", served)
+        match = [s for s in served if math.isclose(float(sigma), s, rel_tol=0, abs_tol=1e-12)]
+        if not match:
             raise SigmaNotServedError(f"{where}: sigma {sigma} is not served by this card (it "
-                                      f"serves {list(served)}); name one of those")
-        return replace(self, sigma=float(sigma))
+                                      f"serves {list(served)}); name one of those", served)
+        return self if self.sigma == match[0] else replace(self, sigma=match[0])
 
     def to_config(self) -> dict[str, Any]:
         """The ``config.json`` dict (timm layout plus the ``rs_expert`` block)."""

@@ -604,7 +604,9 @@ def cmd_experts_make_denoised(args: argparse.Namespace) -> None:
 
 def cmd_experts_register(args: argparse.Namespace) -> None:
     entry = _registry(args).register(args.source, args.name, project=args.project)
-    print(f"registered {entry.name}: {entry.uri} (sigma {entry.sigma}, {entry.dataset}, "
+    sigma = (f"sigma {entry.sigma}" if entry.sigmas is None else
+             f"sigmas {', '.join(f'{v:g}' for v in entry.sigmas)}: {entry.name}#sigma=S")
+    print(f"registered {entry.name}: {entry.uri} ({sigma}, {entry.dataset}, "
           f"weights sha256 {entry.weights_sha256[:12]}..., config sha256 "
           f"{entry.config_sha256[:12]}...) in {entry.registry}")
 
@@ -706,6 +708,10 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     from .results import certified_accuracy, read_tsv
     from .runs import certify_dataset, run_settings
 
+    if read_card(args.folder).shared:
+        raise RsrouterError(f"{args.folder} serves several sigmas; certify-card writes one "
+                            "sigma's results into a card. Benchmark it instead (rsrouter bench "
+                            "run, one expert method per REF#sigma=S; docs/benchmarks.md)")
     expert = load_expert_folder(args.folder, trust_code=_registry(args).trust)
     dataset = load_dataset(expert.card.dataset, "test", args.data_root)
     step = max(1, len(dataset) // args.num)

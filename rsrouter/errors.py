@@ -20,7 +20,12 @@ class CardError(RsrouterError, ValueError):
 
 
 class SigmaNotServedError(CardError):
-    """A sigma the expert's weights do not serve (or none named for weights serving several)."""
+    """A sigma the expert's weights do not serve (or none named for weights serving several);
+    ``served`` lists the sigmas they do serve."""
+
+    def __init__(self, message: str, served: tuple[float, ...] = ()) -> None:
+        super().__init__(message)
+        self.served = tuple(served)
 
 
 class IntegrityError(RsrouterError):

@@ -39,7 +39,11 @@ class Expert(Smooth):
         if self._name:
             return self._name
         base = self.card.name or Path(self.uri.rsplit("@", 1)[0]).stem
-        return f"{base}-sigma{self.sigma:.2f}" if self.card.shared else base
+        if not self.card.shared:
+            return base
+        from .registry import sigma_label
+
+        return f"{base}-sigma{sigma_label(self.sigma)}"
 
     @name.setter
     def name(self, value: str) -> None:
@@ -77,11 +81,9 @@ def build_base(files: ArtifactFiles, card: ExpertCard, *, trust_code: Trust = Fa
     model = build_network(card, files, trust_code)
     if card.kind != "denoised":
         return model.to(device).eval()
-    from . import denoised
+    from .denoised import load_denoiser
 
-    folder = denoised.denoiser_folder(card.denoiser, files.folder, **denoiser_kw)
-    parts = denoised.build_parts(denoised.read_denoiser(folder, card.denoiser["files"]), model)
-    return parts.to(device)
+    return load_denoiser(card.denoiser, files.folder, model, **denoiser_kw).to(device)
 
 
 def model_at(base, card: ExpertCard) -> torch.nn.Module:

@@ -35,7 +35,7 @@ from .card import (
     read_artifact,
     read_card,
 )
-from .errors import IntegrityError, RegistryError, UnknownExpertError
+from .errors import CardError, IntegrityError, RegistryError, UnknownExpertError
 from .files import atomic_write_text
 from .gitremote import GIT_PREFIX
 from .paths import PROJECT_REGISTRY, user_config_dir, user_registry
@@ -64,9 +64,14 @@ def split_sigma(ref: str) -> tuple[str, float | None]:
     return ref[:match.start()], float(match.group(1))
 
 
-def with_sigma(ref: str, sigma: float) -> str:
-    """``ref`` naming its expert at ``sigma``."""
-    return f"{split_sigma(ref)[0]}#sigma={float(sigma):g}"
+def sigma_ref(ref: str, sigma: float) -> str:
+    """``ref`` naming its expert at ``sigma`` (exact: the shortest repr of the float)."""
+    return f"{split_sigma(ref)[0]}#sigma={float(sigma)!r}"
+
+
+def sigma_label(sigma: float) -> str:
+    """``0.25`` -> ``"0.25"``, ``1.0`` -> ``"1.00"`` (as the zoo's names), other values exact."""
+    return f"{sigma:.2f}" if round(sigma, 2) == sigma else repr(float(sigma))
 
 
 def is_remote_source(ref: str) -> bool:
@@ -427,11 +432,43 @@ class Registry:
         trust = self.trust_for(trust_code)
         key = (files.weights_sha256, files.config_sha256, str(device), repr(trust))
         if key not in self._bases:  # the hashed bytes are the key: the same bytes, one build
-            self._bases[key] = build_base(files, card, trust_code=trust, device=device,
-                                          endpoint=self.endpoint, cache_dir=self.cache_dir,
-                                          offline=self.offline)
-        return build_expert(files, card=card, uri=resolved.uri, name=resolved.name,
+            if resolved.is_remote and card.kind == "denoised":
+                self._fetch_denoiser(resolved, card)
+            with self._discarding(resolved):  # a denoiser that fails its pins: never reuse it
+                self._bases[key] = build_base(files, card, trust_code=trust, device=device,
+                                              endpoint=self.endpoint, cache_dir=self.cache_dir,
+                                              offline=self.offline)
+        name = resolved.name
+        if name and card.shared:  # a registered name: one expert per sigma of its weights
+            name = f"{name}-sigma{sigma_label(card.sigma)}"
+        return build_expert(files, card=card, uri=resolved.uri, name=name,
                             base=self._bases[key], device=device, **kw)
+
+    def _fetch_denoiser(self, resolved: Resolved, card: ExpertCard) -> None:
+        """The denoiser files of a remote denoised card whose denoiser lives in the same
+        repository (a folder source): fetched beside the card, at the card's commit."""
+        from .denoised import DENOISER_FILES, check_denoiser_block
+
+        check_denoiser_block(card.denoiser, f"{resolved.uri}: {CONFIG_FILE}")
+        source = card.denoiser["source"]
+        if source.startswith(HF_PREFIX):
+            return  # fetched (and pinned) by its own block
+        rel = Path(source)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise CardError(f"{resolved.uri}: rs_expert.denoiser.source {source!r} must be a "
+                            "folder inside the expert's repository (or hf://org/name)")
+        names = [f"{rel.as_posix()}/{f}" for f in DENOISER_FILES]
+        if resolved.source.startswith(HF_PREFIX):
+            from . import hub
+
+            hub.download_files(resolved.source[len(HF_PREFIX):], resolved.revision, names,
+                               endpoint=self.endpoint, cache_dir=self.cache_dir,
+                               offline=self.offline)
+        else:
+            from . import gitremote
+
+            gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision, names,
+                                  offline=self.offline)
 
     # ---- writing --------------------------------------------------------------------------
 
@@ -512,8 +549,9 @@ class Registry:
         """Verify and build ``resolved`` at every sigma its card serves; returns the first."""
         from .expert import expert_card
 
-        files = read_artifact(self.fetch(resolved), *([resolved.pin] if resolved.pin else []))
+        folder = self.fetch(resolved)
         with self._discarding(resolved):
+            files = read_artifact(folder, *([resolved.pin] if resolved.pin else []))
             sigmas = expert_card(files).served_sigmas
         return [self._load(resolved, sigma=s) for s in sigmas][0]
 

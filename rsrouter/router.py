@@ -37,7 +37,13 @@ from .card import (
     read_artifact,
     read_config,
 )
-from .errors import CardError, ConfigError, IntegrityError, UnknownExpertError
+from .errors import (
+    CardError,
+    ConfigError,
+    IntegrityError,
+    SigmaNotServedError,
+    UnknownExpertError,
+)
 from .expert import Expert
 from .files import atomic_write_json, atomic_write_text
 from .models import NormalizedModel, Trust
@@ -295,6 +301,10 @@ def _load_ref(ref: ExpertRef, router_dir: Path, registry, trust_code: bool, **kw
         target = str(folder) if folder.is_dir() else ref.name
     try:
         expert = registry.load(target, pin=pin, trust_code=trust_code, sigma=ref.sigma, **kw)
+    except SigmaNotServedError as e:
+        served = ", ".join(f"{v:g}" for v in e.served)
+        raise IntegrityError(f"router {router_dir} was trained with expert {ref.name!r} at sigma "
+                             f"{ref.sigma}, but {target} has sigma {served}") from None
     except UnknownExpertError:
         raise UnknownExpertError(f"router {router_dir}: expert {ref.name!r} is not registered and "
                                  f"its folder {ref.source} (relative to the router) is not there; "

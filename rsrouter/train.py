@@ -84,6 +84,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and noise_copies must be >= 1")
         if self.consistency_lambda < 0 or self.consistency_eta < 0:
             raise ValueError("consistency_lambda and consistency_eta must be >= 0")
+        if (self.consistency_lambda > 0 or self.consistency_eta > 0) and self.noise_copies < 2:
+            raise ValueError("consistency regularization needs noise_copies >= 2")
 
     @property
     def candidate_sigmas(self) -> tuple[float, ...]:
@@ -314,6 +316,10 @@ def _train_expert(
     dataset: Dataset | None = None,
 ) -> Path:
     settings = config.settings()
+    if config.init is not None:  # the starting weights by content, not by where they lie
+        from .files import sha256_file
+
+        settings["init"] = sha256_file(Path(config.init) / "model.safetensors")
     if assigned is not None:
         if config.sigmas is None:
             raise ValueError("assigned sigmas need config.sigmas (the candidates they index)")
@@ -470,6 +476,9 @@ def init_from_backbone(model: NormalizedModel, arch: str, expert, sigma_r: float
 def check_backbone(arch: str, expert, sigma_r: float) -> None:
     """Raise ConfigError unless ``expert`` can be the router's backbone: the same architecture
     as ``router.arch`` and the same sigma as the router's."""
+    if expert.card.kind != "gaussian":
+        raise ConfigError(f"router.backbone: {expert.name} is a {expert.card.kind} expert; a "
+                          "backbone is a noise-trained network of the router's architecture")
     if expert.card.architecture != arch or expert.sigma != sigma_r:
         raise ConfigError(f"router.backbone: {expert.name} is {expert.card.architecture} at sigma "
                           f"{expert.sigma}; the router must be the same architecture at the same "

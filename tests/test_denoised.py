@@ -357,6 +357,15 @@ def test_a_hub_denoiser_is_pulled_at_its_commit_and_then_served_from_the_cache(
         expert = Registry(tmp_path / "p.yaml", tmp_path / "u.yaml",
                           endpoint=server.endpoint).load(f"{card_dir}#sigma=0.5")
         assert expert.base_model.parts.record["files"] == block["files"]
+        # a family published whole (card + denoiser/ folder) in one Hub repository
+        family = _card(folder, tmp_path / "published")
+        repo = {str(p.relative_to(family)): p.read_bytes() for p in family.rglob("*")
+                if p.is_file()}
+        make_git_repo(tmp_path / "mirrors" / "models" / "org" / "family", [repo])
+        registry = Registry(tmp_path / "p.yaml", tmp_path / "u.yaml", endpoint=server.endpoint)
+        registry.register("hf://org/family@main", "family")
+        published = registry.load("family#sigma=0.5")
+        assert published.name == "family-sigma0.50" and published.card.kind == "denoised"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the server is gone: the pinned commit is cached
     again = Registry(tmp_path / "p.yaml", tmp_path / "u.yaml").load(f"{card_dir}#sigma=0.25")
     assert again.sigma == 0.25 and again.base_model.parts.record["files"] == block["files"]

@@ -89,7 +89,9 @@ def test_reference_suffix():
 def test_registering_records_every_sigma(digits_shared, registry):
     entry = registry.register(digits_shared, "dshared")
     assert entry.sigma is None and entry.sigmas == [0.25, 0.5]
-    assert registry.load("dshared#sigma=0.5").sigma == 0.5
+    low, high = registry.load("dshared#sigma=0.25"), registry.load("dshared#sigma=0.5")
+    assert (low.name, high.name) == ("dshared-sigma0.25", "dshared-sigma0.50")  # one per sigma
+    assert high.sigma == 0.5
     assert registry.verify("dshared").sigmas == (0.25, 0.5)
     with pytest.raises(RegistryError, match="not one of their sigmas"):
         registry.register(f"{digits_shared}#sigma=0.5", "other")
@@ -172,3 +174,5 @@ def test_cli_trains_across_sigmas_and_certifies_one(tmp_path, capsys):
     assert main(["experts", "train", "--dataset", "digits", "--arch", "cnn_tiny", "--sigmas",
                  "0.5,0.25", "--out", str(tmp_path / "x")]) == 2  # not increasing
     assert "increase strictly" in capsys.readouterr().err
+    assert main(["experts", "certify-card", str(out), "--out", str(tmp_path / "cc.tsv")]) == 2
+    assert "serves several sigmas" in capsys.readouterr().err

@@ -151,7 +151,7 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
     if est.router.backbone not in (None, "classifier"):
         raise ConfigError("estimator.router.backbone: 'classifier' (start from the classifier's "
                           f"weights) or null, got {est.router.backbone!r}")
-    refs = [f"classifier#sigma={s:g}" for s in sigmas]
+    refs = [f"classifier#sigma={float(s)!r}" for s in sigmas]
     sigma_r = est.router.sigma if est.router.sigma is not None else max(sigmas)
     if est.router.backbone is not None and sigma_r not in sigmas:
         raise ConfigError(f"estimator.router.backbone: the estimator's sigma {sigma_r} must be a "

@@ -53,9 +53,11 @@ class RoundResult:
     rows: dict
 
 
-def classifier_refs(classifier: Path, sigmas) -> list[str]:
+def classifier_refs(classifier: Path | str, sigmas) -> list[str]:
     """The experts of a round: the classifier at each candidate sigma."""
-    return [f"{classifier}#sigma={s:g}" for s in sigmas]
+    from ..registry import sigma_ref
+
+    return [sigma_ref(str(classifier), s) for s in sigmas]
 
 
 def classifier_config(cfg: DualRSConfig, *, init: Path | None = None):
@@ -131,8 +133,8 @@ def bench_config(cfg: DualRSConfig, round_dir: Path) -> dict:
     """The validation benchmark of one round: the classifier at each global sigma, the Dual RS
     certificate (pinned) and the set certificate, the multiscale cascade over the classifier's
     sigmas, the envelope and the per-input oracle (both labelled: not certificates)."""
-    experts = [{"type": "expert", "name": f"sigma-{s:g}", "expert": f"classifier#sigma={s:g}"}
-               for s in cfg.sigmas]
+    experts = [{"type": "expert", "name": f"sigma-{s:g}", "expert": ref}
+               for s, ref in zip(cfg.sigmas, classifier_refs("classifier", cfg.sigmas))]
     return {"name": f"{cfg.name}-round-{round_dir.name.split('-')[-1]}",
             "data": {"dataset": cfg.data.dataset, "split": "validation",
                      **({"root": cfg.data.root} if cfg.data.root else {})},
@@ -195,6 +197,17 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
 
 
 def _result(k: int, rdir: Path) -> RoundResult:
+    from ..card import read_card
+    from ..router import read_router_card
+
+    done = rdir / "round.json"
+    if done.is_file():  # the folders must still hold what the round trained and benchmarked
+        record = json.loads(done.read_text())
+        now = {"classifier_weights_sha256": read_card(rdir / "classifier").weights_sha256,
+               "estimator_weights_sha256": read_router_card(rdir / "estimator").weights_sha256}
+        if any(record.get(key) != value for key, value in now.items()):
+            raise ConfigError(f"{rdir}: the classifier or estimator changed since the round "
+                              f"finished ({done}); restore them, or delete {rdir} to redo it")
     summary = json.loads((rdir / "bench" / "summary.json").read_text())
     rows = {row["method"].split(" (")[0]: row for row in summary["table"]}
     return RoundResult(k, rdir / "classifier", rdir / "estimator", rdir / "bench", rows)
