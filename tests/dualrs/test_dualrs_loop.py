@@ -122,3 +122,24 @@ def test_rounds_on_two_ranks_with_torchrun(tmp_path):
     for k in (0, 1):
         assert len(read_tsv(tmp_path / "run" / f"round-{k}" / "bench" / "dualrs.tsv")) == 20
     assert not list((tmp_path / "run").rglob("*.part*"))  # every shard merged
+
+
+def test_a_round_interrupted_in_its_benchmark_finishes_on_rerun(tmp_path, monkeypatch):
+    import rsrouter.bench.harness as harness
+
+    cfg = parse_dualrs_config({**CONFIG, "classifier": {**CONFIG["classifier"], "epochs": 1}})
+    real = harness.run_bench
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt  # as a killed process: the round's models are saved, no bench
+
+    monkeypatch.setattr(harness, "run_bench", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_dualrs(cfg, tmp_path / "run", rounds=1, progress=False)
+    assert (tmp_path / "run/round-0/estimator/model.safetensors").is_file()
+    assert not (tmp_path / "run/round-0/round.json").exists()
+    stamp = (tmp_path / "run/round-0/estimator/model.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(harness, "run_bench", real)
+    (result,) = train_dualrs(cfg, tmp_path / "run", rounds=1, progress=False)
+    assert (tmp_path / "run/round-0/estimator/model.safetensors").stat().st_mtime_ns == stamp
+    assert result.rows["dualrs"]["ACR"] >= 0 and (tmp_path / "run/round-0/round.json").is_file()
