@@ -93,23 +93,30 @@ def estimator_config(cfg: DualRSConfig, classifier: Path) -> RouterConfig:
 
 @torch.no_grad()
 def assign_sigmas(estimator, dataset, samples: int, *, seed: int, batch_size: int = 2500,
-                  chunk: int = 2000, progress: bool = True) -> torch.Tensor:
+                  chunk: int = 500, progress: bool = True) -> torch.Tensor:
     """The sigma index the smoothed estimator gives each input of ``dataset``: its top choice
     over ``samples`` noisy draws (stream ``(seed, index, "assign")``). A training signal, not a
-    certificate."""
+    certificate. Under torchrun each rank counts its share of the chunks and every rank gets
+    the whole assignment (the same as one process's: the draws are seeded by input index)."""
     from tqdm.auto import tqdm
 
-    out = torch.empty(len(dataset), dtype=torch.long)
-    bar = tqdm(total=len(dataset), disable=not (progress and current().is_main),
+    dist = current()
+    out = torch.full((len(dataset),), -1, dtype=torch.long)
+    mine = dist.shard(range(0, len(dataset), chunk))
+    bar = tqdm(total=len(dataset), disable=not (progress and dist.is_main),
                desc="estimator assigns sigmas", unit="img")
-    for start in range(0, len(dataset), chunk):
+    for start in mine:
         idx = list(range(start, min(start + chunk, len(dataset))))
         xs = torch.stack([dataset[i][0] for i in idx])
         counts = estimator.sample_counts(xs, samples, batch_size=batch_size, seed=seed,
                                          indices=idx, stage="assign")
         out[idx] = counts.argmax(1)
-        bar.update(len(idx))
+        bar.update(len(idx) * dist.world)
     bar.close()
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(out, op=tdist.ReduceOp.MAX)  # each input counted by exactly one rank
     return out
 
 

@@ -122,6 +122,18 @@ def test_rounds_on_two_ranks_with_torchrun(tmp_path):
     for k in (0, 1):
         assert len(read_tsv(tmp_path / "run" / f"round-{k}" / "bench" / "dualrs.tsv")) == 20
     assert not list((tmp_path / "run").rglob("*.part*"))  # every shard merged
+    # the sharded assignment equals one process's on the same estimator
+    from safetensors.torch import load_file
+
+    from rsrouter.data import load_dataset
+    from rsrouter.dualrs.loop import assign_sigmas
+    from rsrouter.router import load_router
+
+    sharded = load_file(tmp_path / "run" / "round-1" / "assigned.safetensors")["assigned"]
+    alone = assign_sigmas(load_router(tmp_path / "run" / "round-0" / "estimator"),
+                          load_dataset("digits", "train"), CONFIG["finetune"]["assign_samples"],
+                          seed=CONFIG["seed"], progress=False)
+    assert (sharded >= 0).all() and (sharded == alone).all()
 
 
 def test_a_round_interrupted_in_its_benchmark_finishes_on_rerun(tmp_path, monkeypatch):
