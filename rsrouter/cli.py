@@ -444,10 +444,13 @@ def cmd_certify(args: argparse.Namespace) -> None:
                                          precision=args.precision)
     try:  # weights that serve several sigmas: --sigma names one of them
         expert = registry.load(args.model, sigma=args.sigma, **kw)
-    except SigmaNotServedError:
-        if args.sigma is None or registry.load(args.model, **kw).card.shared:
+    except SigmaNotServedError as e:
+        if args.sigma is None:
             raise
-        expert = registry.load(args.model, **kw)  # a fixed-sigma expert smoothed at another
+        try:  # a fixed-sigma expert, smoothed at another sigma (warned below)
+            expert = registry.load(args.model, **kw)
+        except SigmaNotServedError:
+            raise e from None  # shared weights: only the sigmas they serve
     if args.sigma is not None and args.sigma != expert.sigma:
         _warn(f"certifying at sigma={args.sigma} but the expert was trained at "
               f"sigma={expert.sigma}")

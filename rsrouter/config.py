@@ -232,16 +232,25 @@ def parse_config(raw: Any, source: str = "") -> RouterConfig:
     return validate(cfg)
 
 
-def load_config(path: str | os.PathLike) -> RouterConfig:
-    """Read a YAML config. Raises ConfigError (file missing, bad YAML, bad keys or values)."""
+def read_config_file(path: str | os.PathLike, parse, what: str = "config file"):
+    """``parse(raw, source)`` of the YAML file ``path``; every ConfigError names the file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or ``parse`` refuses it.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        raise ConfigError(f"{what} {path} not found")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     try:
-        return parse_config(raw, str(path))
+        return parse(raw, str(path))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def load_config(path: str | os.PathLike) -> RouterConfig:
+    """Read a YAML config. Raises ConfigError (file missing, bad YAML, bad keys or values)."""
+    return read_config_file(path, parse_config)

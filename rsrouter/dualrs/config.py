@@ -32,12 +32,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import Consistency, DataSpec, LabelSpec, RouterSpec, TrainSpec, _build
+from ..config import (
+    Consistency,
+    DataSpec,
+    LabelSpec,
+    RouterSpec,
+    TrainSpec,
+    _build,
+    read_config_file,
+)
 from ..errors import ConfigError
 
 SELECT_RULES = ("acr", "max_regret")
@@ -176,14 +181,4 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
 
 def load_dualrs_config(path: str | os.PathLike) -> DualRSConfig:
     """Read a Dual RS YAML config. Raises ConfigError (missing file, bad YAML, keys, values)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Dual RS config {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    try:
-        return parse_dualrs_config(raw, str(path))
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return read_config_file(path, parse_dualrs_config, "Dual RS config")
