@@ -51,6 +51,7 @@ class LabelSpec:
                                                         2.0, 2.5])
     subset: int | None = None  # None: every training input
     batch_size: int = 2500
+    certify_n: int | None = None  # radii projected to a certification with this n (labels.py)
 
 
 @dataclass
@@ -102,6 +103,8 @@ class RouterConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
+        if d["labels"]["certify_n"] is None:  # routers trained before the key keep their settings
+            d["labels"].pop("certify_n")
         d["train"]["consistency"] = {"lambda": self.train.consistency.lam,
                                      "eta": self.train.consistency.eta}
         return d
@@ -196,6 +199,8 @@ def validate(cfg: RouterConfig) -> RouterConfig:
             for b in cfg.labels.bands) and 0 in cfg.labels.bands,
          "a non-empty list of radii >= 0 that includes 0 (every kept input earns credit there)"),
         ("labels.subset", cfg.labels.subset is None or cfg.labels.subset >= 1, ">= 1 or null"),
+        ("labels.certify_n", cfg.labels.certify_n is None or cfg.labels.certify_n >= 1,
+         ">= 1 (the n of the certification the router serves) or null"),
         ("labels.batch_size", cfg.labels.batch_size >= 1, ">= 1"),
         ("train.epochs", cfg.train.epochs >= 1, ">= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, ">= 1"),

@@ -2,7 +2,8 @@
 
 For each training input and expert ``k``: draw ``n`` noisy copies at the expert's sigma, count the
 true class, and take the certified radius ``R_k`` at ``alpha`` (0 when the bound is <= 1/2, i.e.
-wrong or abstaining). Inputs where every ``R_k`` is 0 are dropped; the soft label is
+wrong or abstaining; ``labels.certify_n``: projected to a certification with that many samples).
+Inputs where every ``R_k`` is 0 are dropped; the soft label is
 ``softmax(R / temperature)`` (or, with ``labels.target: bands``, a unit of credit per target
 radius shared by the experts certifying there); class weights are ``1 / (K q_k)`` with ``q_k``
 the share of inputs whose best expert is ``k``.
@@ -43,11 +44,15 @@ class RouterLabels:
     n: int
     alpha: float
     sigmas: tuple[float, ...]
+    certify_n: int | None = None  # project the radii to a certification with this many samples
 
     @property
     def radii(self) -> torch.Tensor:
-        """``[N, K]`` certified radius of the true class (0 when the bound is <= 1/2)."""
-        return torch.from_numpy(label_radii(self.counts.numpy(), self.n, self.alpha, self.sigmas))
+        """``[N, K]`` certified radius of the true class (0 when the bound is <= 1/2); with
+        ``certify_n``, the radius a certification with ``certify_n`` samples would give at the
+        same fraction of true-class counts (see :func:`label_radii`)."""
+        return torch.from_numpy(label_radii(self.counts.numpy(), self.n, self.alpha, self.sigmas,
+                                            certify_n=self.certify_n))
 
     @property
     def kept(self) -> torch.Tensor:
@@ -94,10 +99,21 @@ class RouterLabels:
                 "mean_radius": [round(float(v), 4) for v in r.mean(dim=0)]}
 
 
-def label_radii(counts: np.ndarray, n: int, alpha: float, sigmas: Sequence[float]) -> np.ndarray:
+def label_radii(counts: np.ndarray, n: int, alpha: float, sigmas: Sequence[float], *,
+                certify_n: int | None = None) -> np.ndarray:
     """``[N, K]`` certified radius of the true class (``sigma_k * Phi^-1(CP lower bound)``),
-    0 where the bound is <= 1/2."""
-    return radii_from_counts(np.asarray(counts), n, alpha, np.asarray(sigmas)[None, :])
+    0 where the bound is <= 1/2.
+
+    ``certify_n``: the radius projected to the certification the router will serve: the counts
+    scaled to ``certify_n`` samples (same fraction, rounded) and bounded there. With few label
+    samples the bound caps every radius near ``sigma * Phi^-1(alpha ** (1 / n))`` (1.5 sigma at
+    n = 100), which credits the largest sigma for inputs that a smaller one certifies farther at
+    the protocol's n. A training target only: certificates never use it.
+    """
+    counts = np.asarray(counts)
+    if certify_n is not None and certify_n != n:
+        counts, n = np.rint(counts * (certify_n / n)).astype(np.int64), certify_n
+    return radii_from_counts(counts, n, alpha, np.asarray(sigmas)[None, :])
 
 
 def choose_subset(length: int, subset: int | None, seed: int) -> torch.Tensor:
@@ -184,7 +200,8 @@ def compute_labels(
     if bool((counts < 0).any()):
         raise CountsError("router labels: some inputs were not counted (a rank failed?); rerun "
                           "the same command to finish them")
-    return RouterLabels(indices, counts, spec.n, spec.alpha, tuple(e.sigma for e in experts))
+    return RouterLabels(indices, counts, spec.n, spec.alpha, tuple(e.sigma for e in experts),
+                        certify_n=spec.certify_n)
 
 
 def _cached_counts(path: Path, key: dict | None, indices: torch.Tensor, spec: LabelSpec,

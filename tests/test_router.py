@@ -279,6 +279,30 @@ def test_band_labels_share_each_radius_among_the_experts_that_reach_it():
         parse_config({**TOY_CONFIG, "labels": {"target": "bands", "bands": [1.0, 2.0]}})
 
 
+def test_labels_projected_to_the_certification_n():
+    """With n = 100 label samples every radius is capped at sigma * Phi^-1(alpha^(1/100)); with
+    certify_n the counts are scaled to that n (same fraction) and bounded there, so an input
+    that sigma 0.5 gets 100/100 and sigma 1.0 95/100 goes to sigma 0.5 (its cap at 10,000 is
+    0.5 * Phi^-1(alpha^(1/10000)) = 1.60 > Phi^-1(CP lower of 9,500/10,000) = 1.58)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    counts = torch.tensor([[100, 100, 95], [100, 100, 100], [60, 55, 0]])
+    plain = labels_mod.RouterLabels(torch.arange(3), counts, 100, 0.001, (0.25, 0.5, 1.0))
+    proj = labels_mod.RouterLabels(torch.arange(3), counts, 100, 0.001, (0.25, 0.5, 1.0),
+                                   certify_n=10000)
+    assert plain.radii[0].argmax() == 2 and proj.radii[0].argmax() == 1
+    cap = norm.ppf(0.001 ** (1 / 10000))
+    assert proj.radii[1].tolist() == pytest.approx([0.25 * cap, 0.5 * cap, cap])
+    low = proportion_confint(9500, 10000, alpha=2 * 0.001, method="beta")[0]
+    assert float(proj.radii[0, 2]) == pytest.approx(norm.ppf(low), rel=1e-6)
+    # 60/100 is not certified at n = 100 but is at 10,000 (6,000 of them): kept only projected
+    assert not plain.kept[2] and proj.kept[2] and proj.radii[2, 1] > 0
+    assert torch.equal(plain.counts, proj.counts)  # the counts (and their cache) are unchanged
+    with pytest.raises(ConfigError, match="labels.certify_n"):
+        parse_config({**TOY_CONFIG, "labels": {"certify_n": 0}})
+    assert "certify_n" not in parse_config(TOY_CONFIG).to_dict()["labels"]  # old settings kept
+
+
 def test_router_training_resumes_to_the_same_weights(tmp_path):
     from safetensors.torch import load_file
 

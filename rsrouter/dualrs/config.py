@@ -24,7 +24,12 @@ its experts are the classifier at each sigma. ``router.backbone: classifier`` st
 estimator from the classifier's weights (its sigma must be a candidate). Training always uses
 the train split; every round is benchmarked on the validation split; ``select`` picks the round
 on those validation results (``acr``: the Dual RS certificate's ACR; ``max_regret``: the
-smallest max regret against the classifier's global sigmas, ties by ACR).
+smallest max regret against the classifier's global sigmas, ties by ACR; ``claims``: the paper's
+claims, the largest worst margin of "dominated by no global sigma" and "above the cascade at
+r = 0.5, 0.75, 1", ties by ACR; see :func:`rsrouter.dualrs.loop.claims_margin`).
+``certificate`` (``pinned``, the default, or ``set``) is the Dual RS certificate ``select`` judges.
+``classifier.pretrained`` (a card serving exactly ``sigmas``, relative to the config file) is
+round 0's classifier instead of training one; it is copied into the run and pinned by sha256.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from ..config import (
 )
 from ..errors import ConfigError
 
-SELECT_RULES = ("acr", "max_regret")
+SELECT_RULES = ("acr", "max_regret", "claims")
+CERTIFICATES = ("pinned", "set")
 
 
 @dataclass
@@ -61,6 +67,7 @@ class ClassifierSpec:
     sigma_weights: list[float] | None = None  # None: uniform over the candidates
     noise_copies: int = 1
     consistency: Consistency = field(default_factory=Consistency)
+    pretrained: str | None = None  # a classifier card serving the sigmas: round 0 starts from it
 
 
 @dataclass
@@ -90,12 +97,20 @@ class DualRSConfig:
     estimator: EstimatorSpec = field(default_factory=EstimatorSpec)
     validation: dict = field(default_factory=dict)  # bench keys: inputs, protocol, radii
     select: str = "acr"
+    certificate: str = "pinned"  # the Dual RS certificate that select judges: pinned or set
     seed: int = 0
     source: str = ""  # the file it came from (not a key)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
+        # keys added later are left out at their defaults: earlier runs keep their config sha256
+        if d["classifier"]["pretrained"] is None:
+            d["classifier"].pop("pretrained")
+        if d["estimator"]["labels"]["certify_n"] is None:
+            d["estimator"]["labels"].pop("certify_n")
+        if d["certificate"] == "pinned":
+            d.pop("certificate")
         for block in (d["classifier"], d["estimator"]["train"]):
             c = block.pop("consistency")
             block["consistency"] = {"lambda": c["lam"], "eta": c["eta"]}
@@ -152,6 +167,15 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
         raise ConfigError("classifier.noise_copies: consistency regularization needs >= 2")
     if cfg.select not in SELECT_RULES:
         raise ConfigError(f"select: one of {', '.join(SELECT_RULES)}, got {cfg.select!r}")
+    if cfg.certificate not in CERTIFICATES:
+        raise ConfigError(f"certificate: one of {', '.join(CERTIFICATES)}, got "
+                          f"{cfg.certificate!r}")
+    if c.pretrained is not None:
+        if not isinstance(c.pretrained, str) or not c.pretrained:
+            raise ConfigError(f"classifier.pretrained: a classifier folder, got {c.pretrained!r}")
+        if not os.path.isabs(c.pretrained) and cfg.source:  # relative to the config file
+            c.pretrained = os.path.normpath(os.path.join(os.path.dirname(cfg.source),
+                                                         c.pretrained))
     est = cfg.estimator
     if est.router.backbone not in (None, "classifier"):
         raise ConfigError("estimator.router.backbone: 'classifier' (start from the classifier's "

@@ -171,7 +171,11 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
         return _result(k, rdir)
     classifier = rdir / "classifier"
     name = f"{cfg.name}-r{k}"
-    if previous is None:
+    if previous is None and cfg.classifier.pretrained:
+        if current().is_main:
+            copy_pretrained(cfg, classifier)
+        current().barrier()
+    elif previous is None:
         train_expert(classifier_config(cfg), classifier, data_root=cfg.data.root, device=device,
                      name=name, progress=progress)
     else:
@@ -201,6 +205,35 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
                                  read_router_card(estimator).weights_sha256})
     current().barrier()
     return _result(k, rdir)
+
+
+def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
+    """Round 0's classifier from ``classifier.pretrained``: its card must serve exactly the
+    candidate sigmas on the config's dataset and verify (weights sha256); it is copied into the
+    run so the round pins the bytes it used. Raises ConfigError / IntegrityError otherwise."""
+    from ..card import ExpertCard, check_claim, read_artifact
+
+    src = Path(cfg.classifier.pretrained)
+    if not (src / "config.json").is_file():
+        raise ConfigError(f"classifier.pretrained: {src} is not a classifier folder (no "
+                          "config.json); train one with rsrouter experts train --sigmas")
+    tmp = classifier.with_name(classifier.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for file in ("config.json", "model.safetensors", "README.md"):
+        if (src / file).is_file():
+            shutil.copyfile(src / file, tmp / file)
+    files = read_artifact(tmp)  # the copied bytes are the ones checked
+    card = ExpertCard.from_config(files.config, str(src / "config.json"))
+    check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
+    served = sorted(float(s) for s in card.served_sigmas)
+    if served != [float(s) for s in cfg.sigmas] or card.dataset != cfg.data.dataset:
+        shutil.rmtree(tmp)
+        raise ConfigError(f"classifier.pretrained: {src} serves sigmas {served} on "
+                          f"{card.dataset!r}; the config wants {list(cfg.sigmas)} on "
+                          f"{cfg.data.dataset!r}")
+    shutil.rmtree(classifier, ignore_errors=True)
+    os.replace(tmp, classifier)
 
 
 def _result(k: int, rdir: Path) -> RoundResult:
@@ -261,14 +294,39 @@ def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, regi
     return results
 
 
+def dualrs_method(cfg: DualRSConfig) -> str:
+    """The benchmark row of the Dual RS certificate the config judges."""
+    return "dualrs-set" if cfg.certificate == "set" else "dualrs"
+
+
 def best_round(cfg: DualRSConfig, results: list[RoundResult]) -> int:
     """The round the config's ``select`` rule picks on the validation results."""
+    method = dualrs_method(cfg)
+
     def acr(r: RoundResult) -> float:
-        return float(r.rows["dualrs"]["ACR"])
+        return float(r.rows[method]["ACR"])
 
     if cfg.select == "acr":
         return max(results, key=lambda r: (acr(r), -r.round)).round
-    return min(results, key=lambda r: (regret_vs_global(r), -acr(r), r.round)).round
+    if cfg.select == "claims":
+        return max(results, key=lambda r: (claims_margin(r, method), acr(r), -r.round)).round
+    return min(results, key=lambda r: (regret_vs_global(r, method), -acr(r), r.round)).round
+
+
+CLAIM_GAIN = 2.0  # points above each global sigma somewhere on the grid
+CLAIM_RADII = ("r=0.5", "r=0.75", "r=1")  # where the cascade must be beaten
+
+
+def claims_margin(r: RoundResult, method: str = "dualrs") -> float:
+    """The paper's two claims as one number, in points: the smallest of (a) for each global
+    sigma, the largest gain of ``method`` over it on the grid minus 2 (the claim: >= 0), and
+    (b) ``method`` minus the multiscale cascade at r = 0.5, 0.75 and 1 (the claim: > 0)."""
+    me = r.rows[method]
+    radii = [k for k in me if k.startswith("r=") and not k.endswith(("low", "high"))]
+    dominance = [max(float(me[k]) - float(row[k]) for k in radii) - CLAIM_GAIN
+                 for name, row in r.rows.items() if name.startswith("sigma-")]
+    cascade = [float(me[k]) - float(r.rows["multiscale"][k]) for k in CLAIM_RADII if k in me]
+    return round(min(dominance + cascade), 1)
 
 
 def regret_vs_global(r: RoundResult, method: str = "dualrs") -> float:
@@ -284,10 +342,11 @@ def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> No
     from ..router import read_router_card
 
     best = best_round(cfg, results)
+    method = dualrs_method(cfg)
     radii = [k for k in results[0].rows["dualrs"] if k.startswith("r=")
              and not k.endswith(("low", "high"))]
-    doc = {"name": cfg.name, "select": cfg.select, "best_round": best, "split": "validation",
-           "rounds": []}
+    doc = {"name": cfg.name, "select": cfg.select, "certificate": cfg.certificate,
+           "judged": method, "best_round": best, "split": "validation", "rounds": []}
     for r in results:
         card = read_router_card(r.estimator)
         doc["rounds"].append({
@@ -298,13 +357,18 @@ def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> No
             "methods": {name: {key: row[key] for key in ("ACR", "ACR se", "max regret",
                                                          *radii) if key in row}
                         for name, row in r.rows.items()},
-            "dualrs_regret_vs_global_sigmas": regret_vs_global(r),
+            "dualrs_regret_vs_global_sigmas": regret_vs_global(r, method),
+            "claims_margin": claims_margin(r, method),
         })
     atomic_write_json(out / "rounds.json", doc)
-    head = ["round", "method", *radii, "ACR", "regret vs global sigmas", "routing"]
+    head = ["round", "method", *radii, "ACR", "regret vs global sigmas", "claims margin",
+            "routing"]
     lines = [f"# {cfg.name}: Dual RS rounds on the validation split", "",
-             f"Best round by `select: {cfg.select}`: **{best}**. Certified accuracy (%) per "
-             "radius; regret = the largest gap below the round's best global sigma on the grid.",
+             f"Best round by `select: {cfg.select}` on `{method}`: **{best}**. Certified accuracy "
+             "(%) per radius; regret = the largest gap below the round's best global sigma on the "
+             "grid; claims margin = the worst of (largest gain over each global sigma - 2) and "
+             "(gain over the multiscale cascade at r = 0.5, 0.75, 1): the paper's claims hold "
+             "when the first are >= 0 and the second > 0.",
              "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for entry, r in zip(doc["rounds"], results):
@@ -322,12 +386,15 @@ def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> No
                                             row["ACR"] is not None else "-",
                                             f"{regret_vs_global(r, name):.1f}"
                                             if name != "oracle" else "-",
+                                            f"{claims_margin(r, name):+.1f}"
+                                            if name.startswith("dualrs") else "",
                                             routing if name == "dualrs" else ""]) + " |")
     atomic_write_text(out / "rounds.md", "\n".join(lines) + "\n")
-    _plot(cfg, out / "rounds.png", results, radii)
+    _plot(cfg, out / "rounds.png", results, radii, method)
 
 
-def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list[str]) -> None:
+def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list[str],
+          method: str = "dualrs") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,8 +403,8 @@ def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list
     xs = [float(k[2:]) for k in radii]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
-        ax.plot(xs, [float(r.rows["dualrs"][k]) for k in radii], marker="o",
-                label=f"Dual RS, round {r.round}")
+        ax.plot(xs, [float(r.rows[method][k]) for k in radii], marker="o",
+                label=f"Dual RS ({cfg.certificate} certificate), round {r.round}")
     for s in cfg.sigmas:  # the last round's classifier at each global sigma, for reference
         row = results[-1].rows[f"sigma-{s:g}"]
         ax.plot(xs, [float(row[k]) for k in radii], linestyle="--", alpha=0.6,

@@ -37,7 +37,9 @@ def _with(path: str, value):
     ("estimator.labels.n", 0, "estimator.labels.n"),
     ("validation.inputs", {"every": 0}, "validation: inputs.every"),
     ("validation.methods", [], "validation: a mapping of inputs, protocol and radii"),
-    ("select", "luck", "select: one of acr, max_regret"),
+    ("select", "luck", "select: one of acr, max_regret, claims"),
+    ("certificate", "both", "certificate: one of pinned, set"),
+    ("estimator.labels.certify_n", 0, "estimator.labels.certify_n"),
     ("name", "a b", "name:"),
 ])
 def test_errors_name_the_key(path, value, message):
@@ -45,7 +47,7 @@ def test_errors_name_the_key(path, value, message):
         parse_dualrs_config(_with(path, value))
 
 
-@pytest.mark.parametrize("name", ["dualrs-fashion-mnist.yaml",
+@pytest.mark.parametrize("name", ["dualrs-fashion-mnist.yaml", "dualrs-fashion-mnist-claims.yaml",
                                   "dualrs-cifar10-paper.yaml"])
 def test_the_shipped_configs_parse(name):
     from pathlib import Path

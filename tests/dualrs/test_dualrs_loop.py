@@ -155,3 +155,61 @@ def test_a_round_interrupted_in_its_benchmark_finishes_on_rerun(tmp_path, monkey
     (result,) = train_dualrs(cfg, tmp_path / "run", rounds=1, progress=False)
     assert (tmp_path / "run/round-0/estimator/model.safetensors").stat().st_mtime_ns == stamp
     assert result.rows["dualrs"]["ACR"] >= 0 and (tmp_path / "run/round-0/round.json").is_file()
+
+
+def test_round_zero_from_a_pretrained_classifier_judged_by_the_claims(run, tmp_path):
+    """classifier.pretrained: round 0 copies (and checks) the given card instead of training;
+    select: claims on the set certificate picks the round by the paper's claims."""
+    from rsrouter.dualrs.loop import best_round, claims_margin
+
+    out, _, _ = run
+    src = out / "round-1" / "classifier"
+    raw = {**CONFIG, "classifier": {**CONFIG["classifier"], "pretrained": "../src"},
+           "select": "claims", "certificate": "set"}
+    import shutil
+
+    shutil.copytree(src, tmp_path / "src")
+    (tmp_path / "cfg").mkdir()
+    cfg = parse_dualrs_config(raw, str(tmp_path / "cfg" / "dualrs.yaml"))
+    assert Path(cfg.classifier.pretrained) == tmp_path / "src"  # relative to the config file
+    (result,) = train_dualrs(cfg, tmp_path / "run", rounds=1, progress=False)
+    copied = read_card(tmp_path / "run/round-0/classifier")
+    assert copied.weights_sha256 == read_card(src).weights_sha256
+    assert not (tmp_path / "run/round-0/classifier/.train").exists()  # nothing was trained
+    doc = json.loads((tmp_path / "run/rounds.json").read_text())
+    assert doc["judged"] == "dualrs-set" and doc["best_round"] == 0
+    assert doc["rounds"][0]["claims_margin"] == claims_margin(result, "dualrs-set")
+    assert best_round(cfg, [result]) == 0
+
+    # a pretrained card serving other sigmas, or tampered weights, is refused
+    bad = parse_dualrs_config({**raw, "sigmas": [0.25, 0.5, 1.0]},
+                              str(tmp_path / "cfg" / "dualrs.yaml"))
+    with pytest.raises(ConfigError, match="serves sigmas"):
+        train_dualrs(bad, tmp_path / "run-bad", rounds=1, progress=False)
+    weights = tmp_path / "src" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    from rsrouter.errors import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        train_dualrs(cfg, tmp_path / "run-tampered", rounds=1, progress=False)
+
+
+def test_claims_margin_is_the_worst_of_the_two_claims():
+    from rsrouter.dualrs.loop import RoundResult, best_round, claims_margin
+
+    def rows(dual, cascade):
+        grid = ("r=0", "r=0.5", "r=0.75", "r=1", "r=2")
+        table = {"sigma-0.25": [90, 70, 0, 0, 0], "sigma-1": [80, 70, 65, 60, 30],
+                 "multiscale": cascade, "dualrs": dual, "dualrs-set": dual}
+        return {name: {**dict(zip(grid, v)), "ACR": sum(v) / 100} for name, v in table.items()}
+
+    good = RoundResult(0, Path("c"), Path("e"), Path("b"),
+                       rows([84, 72, 66, 61, 30], [81, 70, 65, 60, 30]))
+    # gains: over sigma 0.25 +30 at r=2 -> 28; over sigma 1 +4 at r=0 -> 2; cascade +2, +1, +1
+    assert claims_margin(good) == 1.0
+    bad = RoundResult(1, Path("c"), Path("e"), Path("b"),
+                      rows([85, 75, 70, 59, 30], [81, 70, 65, 60, 30]))
+    assert claims_margin(bad) == -1.0  # below the cascade at r = 1, though its ACR is larger
+    cfg = parse_dualrs_config({**CONFIG, "select": "claims"})
+    assert best_round(cfg, [good, bad]) == 0
+    assert best_round(parse_dualrs_config({**CONFIG, "select": "acr"}), [good, bad]) == 1
