@@ -173,9 +173,8 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
     if c.pretrained is not None:
         if not isinstance(c.pretrained, str) or not c.pretrained:
             raise ConfigError(f"classifier.pretrained: a classifier folder, got {c.pretrained!r}")
-        if not os.path.isabs(c.pretrained) and cfg.source:  # relative to the config file
-            c.pretrained = os.path.normpath(os.path.join(os.path.dirname(cfg.source),
-                                                         c.pretrained))
+        # kept as written (the run's config sha256 must not depend on the working directory);
+        # resolved against the config file when used (loop.copy_pretrained)
     est = cfg.estimator
     if est.router.backbone not in (None, "classifier"):
         raise ConfigError("estimator.router.backbone: 'classifier' (start from the classifier's "

@@ -214,24 +214,32 @@ def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
     from ..card import ExpertCard, check_claim, read_artifact
 
     src = Path(cfg.classifier.pretrained)
+    if not src.is_absolute() and cfg.source:  # relative to the config file
+        src = Path(cfg.source).parent / src
     if not (src / "config.json").is_file():
         raise ConfigError(f"classifier.pretrained: {src} is not a classifier folder (no "
                           "config.json); train one with rsrouter experts train --sigmas")
     tmp = classifier.with_name(classifier.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for file in ("config.json", "model.safetensors", "README.md"):
-        if (src / file).is_file():
-            shutil.copyfile(src / file, tmp / file)
-    files = read_artifact(tmp)  # the copied bytes are the ones checked
-    card = ExpertCard.from_config(files.config, str(src / "config.json"))
-    check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
-    served = sorted(float(s) for s in card.served_sigmas)
-    if served != [float(s) for s in cfg.sigmas] or card.dataset != cfg.data.dataset:
-        shutil.rmtree(tmp)
-        raise ConfigError(f"classifier.pretrained: {src} serves sigmas {served} on "
-                          f"{card.dataset!r}; the config wants {list(cfg.sigmas)} on "
-                          f"{cfg.data.dataset!r}")
+    try:
+        for file in ("config.json", "model.safetensors", "README.md"):
+            if (src / file).is_file():
+                shutil.copyfile(src / file, tmp / file)
+        files = read_artifact(tmp)  # the copied bytes are the ones checked
+        card = ExpertCard.from_config(files.config, str(src / "config.json"))
+        check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
+        served = sorted(float(s) for s in card.served_sigmas)
+        if (served != [float(s) for s in cfg.sigmas] or card.dataset != cfg.data.dataset
+                or card.architecture != cfg.classifier.arch or card.kind != "gaussian"):
+            raise ConfigError(f"classifier.pretrained: {src} is a {card.kind} "
+                              f"{card.architecture} serving sigmas {served} on "
+                              f"{card.dataset!r}; the config wants a gaussian "
+                              f"{cfg.classifier.arch} serving {list(cfg.sigmas)} on "
+                              f"{cfg.data.dataset!r}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(classifier, ignore_errors=True)
     os.replace(tmp, classifier)
 

@@ -171,8 +171,9 @@ def test_round_zero_from_a_pretrained_classifier_judged_by_the_claims(run, tmp_p
     shutil.copytree(src, tmp_path / "src")
     (tmp_path / "cfg").mkdir()
     cfg = parse_dualrs_config(raw, str(tmp_path / "cfg" / "dualrs.yaml"))
-    assert Path(cfg.classifier.pretrained) == tmp_path / "src"  # relative to the config file
+    assert cfg.classifier.pretrained == "../src"  # as written: the run's sha is cwd-free
     (result,) = train_dualrs(cfg, tmp_path / "run", rounds=1, progress=False)
+    assert not (tmp_path / "run/round-0/classifier.tmp").exists()
     copied = read_card(tmp_path / "run/round-0/classifier")
     assert copied.weights_sha256 == read_card(src).weights_sha256
     assert not (tmp_path / "run/round-0/classifier/.train").exists()  # nothing was trained
@@ -184,7 +185,7 @@ def test_round_zero_from_a_pretrained_classifier_judged_by_the_claims(run, tmp_p
     # a pretrained card serving other sigmas, or tampered weights, is refused
     bad = parse_dualrs_config({**raw, "sigmas": [0.25, 0.5, 1.0]},
                               str(tmp_path / "cfg" / "dualrs.yaml"))
-    with pytest.raises(ConfigError, match="serves sigmas"):
+    with pytest.raises(ConfigError, match="serving sigmas"):
         train_dualrs(bad, tmp_path / "run-bad", rounds=1, progress=False)
     weights = tmp_path / "src" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
@@ -205,7 +206,7 @@ def test_claims_margin_is_the_worst_of_the_two_claims():
 
     good = RoundResult(0, Path("c"), Path("e"), Path("b"),
                        rows([84, 72, 66, 61, 30], [81, 70, 65, 60, 30]))
-    # gains: over sigma 0.25 +30 at r=2 -> 28; over sigma 1 +4 at r=0 -> 2; cascade +2, +1, +1
+    # gains: over sigma 0.25 +66 at r=0.75 -> 64; over sigma 1 +4 at r=0 -> 2; cascade +2, +1, +1
     assert claims_margin(good) == 1.0
     bad = RoundResult(1, Path("c"), Path("e"), Path("b"),
                       rows([85, 75, 70, 59, 30], [81, 70, 65, 60, 30]))
