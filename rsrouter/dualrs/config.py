@@ -167,6 +167,10 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
         raise ConfigError("classifier.noise_copies: consistency regularization needs >= 2")
     if cfg.select not in SELECT_RULES:
         raise ConfigError(f"select: one of {', '.join(SELECT_RULES)}, got {cfg.select!r}")
+    if cfg.select == "claims" and isinstance(cfg.validation, dict) and not {0.5, 0.75, 1.0} <= {
+            float(r) for r in cfg.validation.get("radii") or () if isinstance(r, (int, float))}:
+        raise ConfigError("select: claims needs validation.radii to include 0.5, 0.75 and 1 "
+                          "(where the cascade must be beaten)")
     if cfg.certificate not in CERTIFICATES:
         raise ConfigError(f"certificate: one of {', '.join(CERTIFICATES)}, got "
                           f"{cfg.certificate!r}")

@@ -172,6 +172,7 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     classifier = rdir / "classifier"
     name = f"{cfg.name}-r{k}"
     if previous is None and cfg.classifier.pretrained:
+        check_pretrained(cfg, pretrained_folder(cfg))  # every rank: none waits on a failed one
         if current().is_main:
             copy_pretrained(cfg, classifier)
         current().barrier()
@@ -207,18 +208,41 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     return _result(k, rdir)
 
 
-def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
-    """Round 0's classifier from ``classifier.pretrained``: its card must serve exactly the
-    candidate sigmas on the config's dataset and verify (weights sha256); it is copied into the
-    run so the round pins the bytes it used. Raises ConfigError / IntegrityError otherwise."""
+def pretrained_folder(cfg: DualRSConfig) -> Path:
+    """``classifier.pretrained``, relative to the config file."""
+    src = Path(cfg.classifier.pretrained)
+    return Path(cfg.source).parent / src if not src.is_absolute() and cfg.source else src
+
+
+def check_pretrained(cfg: DualRSConfig, folder: Path) -> None:
+    """``folder`` must hold a gaussian classifier card of the config's architecture serving
+    exactly the candidate sigmas on its dataset, whose weights match the card's sha256.
+
+    Raises:
+        ConfigError: not a classifier folder, or another architecture / kind / sigmas / dataset.
+        IntegrityError: the weights do not match the card's sha256.
+    """
     from ..card import ExpertCard, check_claim, read_artifact
 
-    src = Path(cfg.classifier.pretrained)
-    if not src.is_absolute() and cfg.source:  # relative to the config file
-        src = Path(cfg.source).parent / src
-    if not (src / "config.json").is_file():
-        raise ConfigError(f"classifier.pretrained: {src} is not a classifier folder (no "
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"classifier.pretrained: {folder} is not a classifier folder (no "
                           "config.json); train one with rsrouter experts train --sigmas")
+    files = read_artifact(folder)
+    card = ExpertCard.from_config(files.config, str(folder / "config.json"))
+    check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
+    served = sorted(float(s) for s in card.served_sigmas)
+    if (served != [float(s) for s in cfg.sigmas] or card.dataset != cfg.data.dataset
+            or card.architecture != cfg.classifier.arch or card.kind != "gaussian"):
+        raise ConfigError(f"classifier.pretrained: {folder} is a {card.kind} "
+                          f"{card.architecture} serving sigmas {served} on {card.dataset!r}; "
+                          f"the config wants a gaussian {cfg.classifier.arch} serving "
+                          f"{list(cfg.sigmas)} on {cfg.data.dataset!r}")
+
+
+def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
+    """Round 0's classifier: ``classifier.pretrained`` copied into the run, so the round pins
+    the bytes it used; the copy is checked again (:func:`check_pretrained`), then moved in."""
+    src = pretrained_folder(cfg)
     tmp = classifier.with_name(classifier.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -226,17 +250,7 @@ def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
         for file in ("config.json", "model.safetensors", "README.md"):
             if (src / file).is_file():
                 shutil.copyfile(src / file, tmp / file)
-        files = read_artifact(tmp)  # the copied bytes are the ones checked
-        card = ExpertCard.from_config(files.config, str(src / "config.json"))
-        check_claim(card.weights_sha256, files, "rs_expert.weights_sha256")
-        served = sorted(float(s) for s in card.served_sigmas)
-        if (served != [float(s) for s in cfg.sigmas] or card.dataset != cfg.data.dataset
-                or card.architecture != cfg.classifier.arch or card.kind != "gaussian"):
-            raise ConfigError(f"classifier.pretrained: {src} is a {card.kind} "
-                              f"{card.architecture} serving sigmas {served} on "
-                              f"{card.dataset!r}; the config wants a gaussian "
-                              f"{cfg.classifier.arch} serving {list(cfg.sigmas)} on "
-                              f"{cfg.data.dataset!r}")
+        check_pretrained(cfg, tmp)  # the copied bytes are the ones checked
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -333,8 +347,9 @@ def claims_margin(r: RoundResult, method: str = "dualrs") -> float:
     radii = [k for k in me if k.startswith("r=") and not k.endswith(("low", "high"))]
     dominance = [max(float(me[k]) - float(row[k]) for k in radii) - CLAIM_GAIN
                  for name, row in r.rows.items() if name.startswith("sigma-")]
+    # select: claims requires all of CLAIM_RADII (config.validate); a display may lack some
     cascade = [float(me[k]) - float(r.rows["multiscale"][k]) for k in CLAIM_RADII if k in me]
-    return round(min(dominance + cascade), 1)
+    return min(dominance + cascade)  # unrounded: rounding could turn a loss into a tie
 
 
 def regret_vs_global(r: RoundResult, method: str = "dualrs") -> float:

@@ -39,6 +39,7 @@ def _with(path: str, value):
     ("validation.methods", [], "validation: a mapping of inputs, protocol and radii"),
     ("select", "luck", "select: one of acr, max_regret, claims"),
     ("certificate", "both", "certificate: one of pinned, set"),
+    ("select", "claims", "select: claims needs validation.radii to include 0.5, 0.75 and 1"),
     ("estimator.labels.certify_n", 0, "estimator.labels.certify_n"),
     ("name", "a b", "name:"),
 ])

@@ -165,7 +165,8 @@ def test_round_zero_from_a_pretrained_classifier_judged_by_the_claims(run, tmp_p
     out, _, _ = run
     src = out / "round-1" / "classifier"
     raw = {**CONFIG, "classifier": {**CONFIG["classifier"], "pretrained": "../src"},
-           "select": "claims", "certificate": "set"}
+           "select": "claims", "certificate": "set",
+           "validation": {**CONFIG["validation"], "radii": [0.0, 0.25, 0.5, 0.75, 1.0]}}
     import shutil
 
     shutil.copytree(src, tmp_path / "src")
@@ -177,6 +178,7 @@ def test_round_zero_from_a_pretrained_classifier_judged_by_the_claims(run, tmp_p
     copied = read_card(tmp_path / "run/round-0/classifier")
     assert copied.weights_sha256 == read_card(src).weights_sha256
     assert not (tmp_path / "run/round-0/classifier/.train").exists()  # nothing was trained
+    assert copied.training == read_card(src).training  # the card is the source's, not retrained
     doc = json.loads((tmp_path / "run/rounds.json").read_text())
     assert doc["judged"] == "dualrs-set" and doc["best_round"] == 0
     assert doc["rounds"][0]["claims_margin"] == claims_margin(result, "dualrs-set")
@@ -211,6 +213,7 @@ def test_claims_margin_is_the_worst_of_the_two_claims():
     bad = RoundResult(1, Path("c"), Path("e"), Path("b"),
                       rows([85, 75, 70, 59, 30], [81, 70, 65, 60, 30]))
     assert claims_margin(bad) == -1.0  # below the cascade at r = 1, though its ACR is larger
-    cfg = parse_dualrs_config({**CONFIG, "select": "claims"})
+    cfg = parse_dualrs_config({**CONFIG, "select": "claims", "validation": {
+        **CONFIG["validation"], "radii": [0.0, 0.5, 0.75, 1.0, 2.0]}})
     assert best_round(cfg, [good, bad]) == 0
     assert best_round(parse_dualrs_config({**CONFIG, "select": "acr"}), [good, bad]) == 1
