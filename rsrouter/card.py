@@ -203,6 +203,13 @@ class ExpertCard:
     sigmas: tuple[float, ...] = ()
     kind: str = "gaussian"
     denoiser: dict[str, Any] = field(default_factory=dict)
+    resize: tuple[int, ...] = ()
+    resize_mode: str = "bicubic"
+
+    @property
+    def model_input_size(self) -> tuple[int, int, int]:
+        """What the network sees: ``input_size``, or its channels at ``resize``."""
+        return (self.input_size[0], *self.resize) if self.resize else tuple(self.input_size)
 
     @property
     def served_sigmas(self) -> tuple[float, ...]:
@@ -255,6 +262,8 @@ class ExpertCard:
                 "sigma": self.sigma if not self.sigmas else None,
                 **({"sigmas": list(self.sigmas)} if self.sigmas else {}),
                 **({"denoiser": self.denoiser} if self.denoiser else {}),
+                **({"resize": {"size": list(self.resize), "mode": self.resize_mode}}
+                   if self.resize else {}),
                 "dataset": self.dataset,
                 "input_range": list(self.input_range),
                 "arch_source": self.arch_source,
@@ -295,6 +304,7 @@ class ExpertCard:
                                                     default=[])),
             kind=_optional(rs, "kind", str, "gaussian", where),
             denoiser=dict(_optional(rs, "denoiser", dict, {}, where)),
+            **_resize(rs, where),
         )
         if not all(isinstance(n, str) for n in card.label_names):
             raise CardError(f"{where}: field rs_expert.label_names must be a list of strings")
@@ -347,6 +357,15 @@ class ExpertCard:
         problem = check_architecture_name(self.architecture)
         if problem:
             raise CardError(f"{where}: architecture {problem}")
+        from .models import RESIZE_MODES
+
+        if self.resize and (len(self.resize) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.resize)):
+            raise CardError(f"{where}: rs_expert.resize.size must be [H, W] of positive "
+                            f"integers, got {list(self.resize)}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise CardError(f"{where}: rs_expert.resize.mode must be one of "
+                            f"{', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
 
     def build_model(self, trust_code: Trust = False) -> NormalizedModel:
         """A freshly initialized network with this card's normalization in front.
@@ -356,20 +375,38 @@ class ExpertCard:
             CardError: an architecture that no source knows.
         """
         return build_model(self.architecture, self.num_classes, self.input_size, self.mean,
-                           self.std, trust_code, CONFIG_FILE)
+                           self.std, trust_code, CONFIG_FILE, resize=self.resize,
+                           resize_mode=self.resize_mode)
 
 
 def build_model(architecture: str, num_classes: int, input_size, mean, std, trust_code: Trust,
-                where: str) -> NormalizedModel:
-    """``Normalize(mean, std)`` + the architecture; unknown names become a CardError."""
+                where: str, *, resize: tuple[int, ...] = (),
+                resize_mode: str = "bicubic") -> NormalizedModel:
+    """``Normalize(mean, std)`` + the architecture (built for ``resize`` when given, with a
+    :class:`~rsrouter.models.Resize` in front); unknown names become a CardError."""
     from .errors import UnknownArchitectureError
-    from .models import NormalizedModel, create_model
+    from .models import NormalizedModel, Resize, create_model
 
+    size = (input_size[0], *resize) if resize else input_size
     try:
-        net = create_model(architecture, num_classes, input_size, trust_code=trust_code)
+        net = create_model(architecture, num_classes, size, trust_code=trust_code)
     except UnknownArchitectureError as e:
         raise CardError(f"{where}: architecture: {e}") from e
-    return NormalizedModel(net, mean, std)
+    return NormalizedModel(net, mean, std, Resize(resize, resize_mode) if resize else None)
+
+
+def _resize(rs: dict, where: str) -> dict[str, Any]:
+    """The card's ``rs_expert.resize`` block ({size: [H, W], mode}) as dataclass fields."""
+    block = rs.get("resize")
+    if block is None:
+        return {}
+    if not isinstance(block, dict) or not isinstance(block.get("size"), list):
+        raise CardError(f"{where}: rs_expert.resize must be {{size: [H, W], mode: bicubic}}, "
+                        f"got {block!r}")
+    unknown = set(block) - {"size", "mode"}
+    if unknown:
+        raise CardError(f"{where}: rs_expert.resize: unknown keys {sorted(unknown)}")
+    return {"resize": tuple(block["size"]), "resize_mode": block.get("mode", "bicubic")}
 
 
 def _require(d: dict, key: str, types, where: str, prefix: str = "") -> Any:

@@ -307,9 +307,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture (default: the checkpoint's 'arch')")
     p.add_argument("--sigma", type=POSITIVE, required=True, help=SIGMA_HELP)
     p.add_argument("--dataset", required=True)
+    p.add_argument("--resize", type=_int_list, default=(),
+                   help="H,W (or one side) the network was trained at: the noisy images are "
+                        "resized to it before the network (e.g. 224 for a ViT on CIFAR-10)")
+    p.add_argument("--resize-mode", default="bicubic", choices=("nearest", "bilinear", "bicubic"))
     p.add_argument("--name", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_experts_import)
+    p = esub.add_parser("import-denoiser", help="convert an improved-diffusion checkpoint "
+                                                "(Nichol & Dhariwal) to a diffusers denoiser "
+                                                "folder for make-denoised")
+    p.add_argument("checkpoint", help="the .pt state dict (read weights-only: tensors, no code)")
+    p.add_argument("--preset",
+                   help="the flags of a released checkpoint (cifar10-uncond-50M: "
+                        "cifar10_uncond_50M_500K.pt, the one Carlini et al. use)")
+    p.add_argument("--image-size", type=int, help="training flag --image_size")
+    p.add_argument("--num-channels", type=int)
+    p.add_argument("--num-res-blocks", type=int)
+    p.add_argument("--num-heads", type=int)
+    p.add_argument("--attention-resolutions", type=_int_list, help="e.g. 16,8")
+    p.add_argument("--channel-mult", type=_int_list, help="default: improved-diffusion's for "
+                                                          "the image size")
+    p.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--diffusion-steps", type=int)
+    p.add_argument("--noise-schedule", choices=("linear", "cosine"))
+    p.add_argument("--rescale-timesteps", action=argparse.BooleanOptionalAction, default=None,
+                   help="the network was fed t * 1000 / T (improved-diffusion's default)")
+    p.add_argument("--in-channels", type=int)
+    p.add_argument("--out", required=True, help="denoiser folder to write")
+    p.set_defaults(func=cmd_experts_import_denoiser)
     p = esub.add_parser("push", help="publish an expert or router folder to the Hub or a git "
                                      "remote")
     p.add_argument("folder")
@@ -661,9 +687,44 @@ def cmd_experts_import(args: argparse.Namespace) -> None:
 
     _check_sigma(args.sigma)
     out = import_checkpoint(args.checkpoint, args.out, fmt=args.format, sigma=args.sigma,
-                            dataset=args.dataset, arch=args.arch, name=args.name)
+                            dataset=args.dataset, arch=args.arch, name=args.name,
+                            resize=args.resize * 2 if len(args.resize) == 1 else args.resize,
+                            resize_mode=args.resize_mode)
     print(f"expert written to {out}; next: rsrouter experts certify-card {out} --out "
           f"{Path(out).name}.tsv, then publish it (rsrouter experts push {out} --repo ORG/NAME)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
+            from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+def cmd_experts_import_denoiser(args: argparse.Namespace) -> None:
+    from dataclasses import fields, replace
+
+    from .diffusion_import import PRESETS, ImprovedDiffusionConfig, convert_improved_diffusion
+
+    given = {f.name: getattr(args, f.name) for f in fields(ImprovedDiffusionConfig)
+             if getattr(args, f.name, None) is not None}
+    if args.preset and args.preset not in PRESETS:
+        raise RsrouterError(f"--preset {args.preset!r}: unknown; known: {', '.join(PRESETS)} "
+                            "(or give the checkpoint's training flags)")
+    if args.preset:
+        cfg = replace(PRESETS[args.preset], **given)
+    elif "image_size" not in given:
+        raise RsrouterError("give --preset (e.g. cifar10-uncond-50M) or the checkpoint's "
+                            "training flags, at least --image-size")
+    else:
+        cfg = ImprovedDiffusionConfig(**given)
+    out = convert_improved_diffusion(args.checkpoint, args.out, cfg)
+    print(f"denoiser folder written to {out}\nnext: rsrouter experts make-denoised "
+          f"--classifier CLASSIFIER --denoiser {out} --sigmas 0.25,0.5,1.0 --out FAMILY")
 
 
 def cmd_experts_push(args: argparse.Namespace) -> None:

@@ -88,13 +88,16 @@ class DenoiserParts:
     """A built denoiser and its classifier, shared by the experts at every sigma.
 
     ``alphas_cumprod``: the schedule's cumulative alphas (float64, CPU); ``record``: what was
-    read (file hashes, UNet and schedule sizes).
+    read (file hashes, UNet and schedule sizes); ``timestep_scale``: the UNet is fed
+    ``timestep_scale * t`` for schedule step ``t`` (improved-diffusion's rescaled timesteps,
+    ``rsrouter_timestep_scale`` in its config; 1 for diffusers-trained UNets).
     """
 
     unet: nn.Module
     classifier: nn.Module
     alphas_cumprod: torch.Tensor
     record: dict[str, Any] = field(default_factory=dict)
+    timestep_scale: float = 1.0
 
     def to(self, device: str | torch.device) -> DenoiserParts:
         """Move both networks to ``device`` (in place); returns ``self``."""
@@ -127,12 +130,20 @@ class DenoisedClassifier(nn.Module):
         self.sqrt_abar = math.sqrt(abar)
         self.sqrt_one_minus_abar = math.sqrt(1.0 - abar)
         self.cpu_chunk = int(cpu_chunk)
+        self.timestep_scale = float(parts.timestep_scale)
         self.eval()
+
+    def _model_t(self, device: torch.device) -> int | torch.Tensor:
+        """The timestep the UNet is fed: ``t``, or ``timestep_scale * t`` as a float tensor."""
+        if self.timestep_scale == 1.0:
+            return self.t
+        return torch.tensor([self.timestep_scale * self.t], dtype=torch.float32, device=device)
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """One-step denoised images in [-1, 1] of noisy pixels ``x`` [B, C, H, W] (one pass)."""
         x_t = self.sqrt_abar * (2 * x - 1)
-        eps = self.unet(x_t, self.t).sample[:, : x.shape[1]]  # learned variance: keep C channels
+        eps = self.unet(x_t, self._model_t(x.device)).sample[:, : x.shape[1]]  # learned
+        # variance (2C output channels): keep the C epsilon channels
         return ((x_t - self.sqrt_one_minus_abar * eps) / self.sqrt_abar).clamp(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +153,8 @@ class DenoisedClassifier(nn.Module):
         return self.classifier((self.denoise(x) + 1) / 2)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, t={self.t}"
+        scale = f", timestep_scale={self.timestep_scale:g}" if self.timestep_scale != 1 else ""
+        return f"sigma={self.sigma}, t={self.t}{scale}"
 
 
 # ---- reading and building ----------------------------------------------------------------------
@@ -203,6 +215,20 @@ def _input_channels(classifier: nn.Module) -> int | None:
     return None if conv is None else conv.in_channels
 
 
+def split_unet_config(config: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """(the config without rsrouter's ``rsrouter_*`` keys, for diffusers; the timestep scale).
+
+    Raises:
+        CardError: ``rsrouter_timestep_scale`` is not a positive number.
+    """
+    scale = config.get("rsrouter_timestep_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+            math.isfinite(scale) and scale > 0):
+        raise CardError(f"{UNET_CONFIG}: rsrouter_timestep_scale must be a positive number, "
+                        f"got {scale!r}")
+    return {k: v for k, v in config.items() if not k.startswith("rsrouter_")}, float(scale)
+
+
 def build_parts(files: DenoiserFiles, classifier: nn.Module, *,
                 in_channels: int | None = None) -> DenoiserParts:
     """``UNet2DModel`` and ``DDPMScheduler`` from verified ``files``, with ``classifier``.
@@ -223,8 +249,9 @@ def build_parts(files: DenoiserFiles, classifier: nn.Module, *,
     if name != "UNet2DModel":
         raise CardError(f"{where / UNET_CONFIG}: _class_name is {name!r}; a denoiser here is an "
                         "unconditional diffusers UNet2DModel")
+    unet_config, timestep_scale = split_unet_config(files.unet_config)
     try:
-        unet = diffusers.UNet2DModel.from_config(files.unet_config)
+        unet = diffusers.UNet2DModel.from_config(unet_config)
         scheduler = diffusers.DDPMScheduler.from_config(files.scheduler_config)
     except (TypeError, ValueError, KeyError, NotImplementedError) as e:
         raise CardError(f"{where}: diffusers rejects the denoiser's config: {e}") from e
@@ -263,9 +290,10 @@ def build_parts(files: DenoiserFiles, classifier: nn.Module, *,
         "scheduler": {"num_train_timesteps": scheduler.config.num_train_timesteps,
                       "beta_schedule": scheduler.config.beta_schedule,
                       "prediction_type": prediction},
+        **({"timestep_scale": timestep_scale} if timestep_scale != 1 else {}),
     }
     alphas = scheduler.alphas_cumprod.detach().to("cpu", torch.float64)
-    return DenoiserParts(unet, classifier.eval(), alphas, record)
+    return DenoiserParts(unet, classifier.eval(), alphas, record, timestep_scale)
 
 
 # ---- the card's denoiser block -----------------------------------------------------------------
@@ -429,7 +457,7 @@ def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.Pat
                       sigmas=tuple(sorted(float(s) for s in sigmas)), dataset=base.dataset,
                       label_names=list(base.label_names), arch_source=base.arch_source,
                       weights_sha256=files.weights_sha256, kind="denoised", denoiser=block,
-                      name=name or out.name,
+                      resize=base.resize, resize_mode=base.resize_mode, name=name or out.name,
                       training={"method": "denoised smoothing (Carlini et al. 2023): one-step "
                                           "denoising, then the clean classifier",
                                 "classifier": {"source": resolved.uri,

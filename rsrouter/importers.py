@@ -72,8 +72,14 @@ def import_checkpoint(
     dataset: str,
     arch: str | None = None,
     name: str = "",
+    resize: tuple[int, ...] = (),
+    resize_mode: str = "bicubic",
 ) -> Path:
     """Convert a legacy checkpoint into an expert folder at ``out``; returns ``out``.
+
+    ``resize`` (H, W): the network was trained at that resolution; the card resizes the
+    (noisy) dataset images to it with ``resize_mode`` before normalization (e.g. a 224-pixel
+    ViT on 32-pixel CIFAR-10). The noise, sigma and certificate stay in the dataset's pixels.
 
     Raises:
         CardError: unknown format, missing architecture, keys or shapes that do not fit.
@@ -104,17 +110,19 @@ def import_checkpoint(
                       arch_source=architecture_source(arch), name=name,
                       training={"imported_from": Path(checkpoint).name, "format": fmt,
                                 "checkpoint_arch": str(obj.get("arch", "")),
-                                "checkpoint_epoch": obj.get("epoch")})
+                                "checkpoint_epoch": obj.get("epoch")},
+                      resize=tuple(resize), resize_mode=resize_mode)
     card.validate("imported card")
     # arch is the user's --arch or an alias from ARCH_ALIASES: never a name read from the file
-    net = create_model(arch, num_classes, info.input_size, trust_code=True)
+    net = create_model(arch, num_classes, card.model_input_size, trust_code=True)
     check_state_dict(net, net_sd, card, str(checkpoint))
     net.load_state_dict(net_sd, strict=True)
     return save_expert(out, net, card)
 
 
 def _num_classes(state_dict: dict[str, torch.Tensor], default: int) -> int:
-    for key in ("fc.weight", "linear.weight", "head.fc.weight", "classifier.weight"):
+    for key in ("fc.weight", "linear.weight", "head.fc.weight", "head.weight",
+                "classifier.weight"):
         if key in state_dict:
             return int(state_dict[key].shape[0])
     return default

@@ -26,7 +26,8 @@ def build_network(card, files: ArtifactFiles, trust_code: Trust = False) -> Norm
     """
     where = str(files.folder / WEIGHTS_FILE)
     model = build_model(card.architecture, card.num_classes, card.input_size, card.mean, card.std,
-                        trust_code, str(files.folder / "config.json"))
+                        trust_code, str(files.folder / "config.json"), resize=card.resize,
+                        resize_mode=card.resize_mode)
     tensors, _ = tensors_from_bytes(files.weights, where)
     check_state_dict(model.net, tensors, card, where)
     model.net.load_state_dict(tensors, strict=True)

@@ -146,6 +146,12 @@ def test_missing_config(tmp_path):
     (lambda c: c["rs_expert"].update(training=[1]), "rs_expert.training"),
     (lambda c: c["rs_expert"].update(label_names=[1] * 10), "rs_expert.label_names"),
     (lambda c: c["rs_expert"].update(weights_sha256=5), "rs_expert.weights_sha256"),
+    (lambda c: c["rs_expert"].update(resize=[16, 16]), "rs_expert.resize"),
+    (lambda c: c["rs_expert"].update(resize={"size": [16, 0]}), "rs_expert.resize.size"),
+    (lambda c: c["rs_expert"].update(resize={"size": [16, 16], "mode": "area"}),
+     "rs_expert.resize.mode"),
+    (lambda c: c["rs_expert"].update(resize={"size": [16, 16], "antialias": 1}),
+     "rs_expert.resize"),
 ])
 def test_malformed_card_fields_are_card_errors_not_tracebacks(expert_copy, change, field):
     _edit(expert_copy, change)

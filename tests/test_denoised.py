@@ -399,3 +399,31 @@ def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, t
     assert block["files"] == read_denoiser(folder).sha256
     expert = Registry().load(str(hub), sigma=0.5)  # from the Hub cache, no server
     assert expert.sigma == 0.5 and expert.card.kind == "denoised"
+
+
+def test_a_resized_classifier_keeps_its_resize_behind_the_denoiser(folder, tmp_path):
+    """A 16-pixel classifier on 8-pixel images (a 224-pixel ViT on CIFAR-10 in small): the
+    family's card keeps the resize, and the expert resizes the denoised image, not the input."""
+    from rsrouter.card import read_card
+    from rsrouter.denoised import make_denoised_card
+    from rsrouter.importers import import_checkpoint
+    from rsrouter.models import create_model
+    from rsrouter.registry import Registry
+
+    torch.manual_seed(4)
+    net = create_model("cnn_tiny", 10, (1, 16, 16)).eval()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    clean = import_checkpoint(tmp_path / "net.pt", tmp_path / "clean", fmt="state_dict",
+                              sigma=0.25, dataset="digits", arch="cnn_tiny", resize=(16, 16))
+    family = make_denoised_card(str(clean), str(folder), [0.5], tmp_path / "family")
+    card = read_card(family)
+    assert card.resize == (16, 16) and card.resize_mode == "bicubic"
+    expert = Registry().load(str(family), sigma=0.5)
+    base = expert.model
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        clean_pixels = (base.denoise(x) + 1) / 2
+        big = torch.nn.functional.interpolate(clean_pixels, size=(16, 16), mode="bicubic",
+                                              align_corners=False)
+        want = net((big - card.mean[0]) / card.std[0])
+        assert torch.allclose(base(x), want, atol=1e-5)

@@ -118,3 +118,31 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"arch": "cifar_resnet20", "state_dict": {}, "obj": evil}, ckpt)
     with pytest.raises(CardError, match="weights-only"):
         import_checkpoint(ckpt, tmp_path / "e", fmt="cohen", sigma=0.25, dataset="cifar10")
+
+
+def test_a_network_trained_at_another_resolution_is_imported_with_a_resize(tmp_path):
+    """A 16-pixel network on 8-pixel digits: the card resizes the (noisy) input in front of it,
+    the certificate stays in the dataset's pixels, and the family keeps the resize."""
+    from rsrouter.cli import main
+
+    torch.manual_seed(0)
+    net = create_model("cnn_tiny", 10, (1, 16, 16)).eval()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    assert main(["experts", "import", str(tmp_path / "net.pt"), "--format", "state_dict",
+                 "--arch", "cnn_tiny", "--sigma", "0.25", "--dataset", "digits",
+                 "--resize", "16", "--out", str(tmp_path / "e")]) == 0
+    card = read_card(tmp_path / "e")
+    assert card.input_size == (1, 8, 8) and card.resize == (16, 16)
+    assert card.model_input_size == (1, 16, 16) and card.resize_mode == "bicubic"
+    expert = load_expert_folder(tmp_path / "e")
+    x = torch.rand(3, 1, 8, 8)
+    big = torch.nn.functional.interpolate(x, size=(16, 16), mode="bicubic", align_corners=False)
+    mean, std = card.mean[0], card.std[0]
+    with torch.no_grad():
+        assert torch.allclose(expert.model(x), net((big - mean) / std), atol=1e-5)
+        assert not torch.allclose(expert.model(x), net((torch.nn.functional.interpolate(
+            x, size=(16, 16), mode="nearest") - mean) / std), atol=1e-4)
+    # without the resize the weights do not fit an 8-pixel network: a named error, not a guess
+    with pytest.raises(CardError, match="shape|fit"):
+        import_checkpoint(tmp_path / "net.pt", tmp_path / "f", fmt="state_dict", sigma=0.25,
+                          dataset="digits", arch="cnn_tiny")

@@ -24,7 +24,7 @@ from ..card import check_architecture_name, is_code_reference
 from ..errors import UnknownArchitectureError, UntrustedCodeError
 from ..paths import user_registry
 from .cifar_resnet import CifarResNet
-from .normalize import Normalize, NormalizedModel
+from .normalize import RESIZE_MODES, Normalize, NormalizedModel, Resize
 from .small_cnn import SmallCNN
 
 Factory = Callable[..., nn.Module]
@@ -169,7 +169,7 @@ def list_models() -> list[str]:
 
 
 __all__ = [
-    "CifarResNet", "Normalize", "NormalizedModel", "SmallCNN", "architecture_source",
-    "check_architecture_name", "create_classifier", "create_model", "is_trusted", "list_models",
-    "register_model", "resolve_architecture",
+    "RESIZE_MODES", "CifarResNet", "Normalize", "NormalizedModel", "Resize", "SmallCNN",
+    "architecture_source", "check_architecture_name", "create_classifier", "create_model",
+    "is_trusted", "list_models", "register_model", "resolve_architecture",
 ]

@@ -27,13 +27,43 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-class NormalizedModel(nn.Module):
-    """A classifier on pixels in [0, 1]: ``net(normalize(x))``. Weights files hold ``net`` only."""
+RESIZE_MODES = ("nearest", "bilinear", "bicubic")
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+
+class Resize(nn.Module):
+    """Resample images to ``size`` (H, W) with ``mode`` (no parameters): a classifier trained at
+    another resolution (a 224-pixel ViT on 32-pixel CIFAR-10) sees the noisy input resized, so
+    the noise and the certificate stay in the input's own pixel space."""
+
+    def __init__(self, size: Sequence[int], mode: str = "bicubic") -> None:
+        super().__init__()
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"resize mode {mode!r}: one of {', '.join(RESIZE_MODES)}")
+        self.size, self.mode = tuple(int(v) for v in size), mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        corners = None if self.mode == "nearest" else False
+        return torch.nn.functional.interpolate(x, size=self.size, mode=self.mode,
+                                               align_corners=corners)
+
+    def extra_repr(self) -> str:
+        return f"size={list(self.size)}, mode={self.mode}"
+
+
+class NormalizedModel(nn.Module):
+    """A classifier on pixels in [0, 1]: ``net(normalize(x))``, or ``net(normalize(resize(x)))``
+    with ``resize`` (a :class:`Resize`). Weights files hold ``net`` only."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 resize: Resize | None = None) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.net = net
+        if resize is not None:
+            self.resize = resize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        resize = getattr(self, "resize", None)
+        return self.net(self.normalize(x if resize is None else resize(x)))
