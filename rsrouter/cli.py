@@ -311,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="H,W (or one side) the network was trained at: the noisy images are "
                         "resized to it before the network (e.g. 224 for a ViT on CIFAR-10)")
     p.add_argument("--resize-mode", default="bicubic", choices=("nearest", "bilinear", "bicubic"))
+    p.add_argument("--mean", type=_float_list, help="the network's input normalization, one "
+                                                    "value per channel (default: the "
+                                                    "checkpoint's, else the dataset's)")
+    p.add_argument("--std", type=_float_list)
     p.add_argument("--name", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_experts_import)
@@ -689,9 +693,20 @@ def cmd_experts_import(args: argparse.Namespace) -> None:
     out = import_checkpoint(args.checkpoint, args.out, fmt=args.format, sigma=args.sigma,
                             dataset=args.dataset, arch=args.arch, name=args.name,
                             resize=args.resize * 2 if len(args.resize) == 1 else args.resize,
-                            resize_mode=args.resize_mode)
+                            resize_mode=args.resize_mode, mean=args.mean, std=args.std)
     print(f"expert written to {out}; next: rsrouter experts certify-card {out} --out "
           f"{Path(out).name}.tsv, then publish it (rsrouter experts push {out} --repo ORG/NAME)")
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
+            from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
 
 
 def _int_list(text: str) -> tuple[int, ...]:

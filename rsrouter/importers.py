@@ -74,12 +74,16 @@ def import_checkpoint(
     name: str = "",
     resize: tuple[int, ...] = (),
     resize_mode: str = "bicubic",
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Path:
     """Convert a legacy checkpoint into an expert folder at ``out``; returns ``out``.
 
     ``resize`` (H, W): the network was trained at that resolution; the card resizes the
     (noisy) dataset images to it with ``resize_mode`` before normalization (e.g. a 224-pixel
     ViT on 32-pixel CIFAR-10). The noise, sigma and certificate stay in the dataset's pixels.
+    ``mean``/``std``: the network's input normalization (default: stored in the checkpoint,
+    else the dataset's).
 
     Raises:
         CardError: unknown format, missing architecture, keys or shapes that do not fit.
@@ -98,11 +102,16 @@ def import_checkpoint(
     arch = ARCH_ALIASES.get(arch, arch)
     info = dataset_info(dataset)
     net_sd, norm = split_state_dict(raw, fmt)
+    given = mean, std
+    if (mean is None) != (std is None):
+        raise CardError("give both --mean and --std (one value per channel), or neither")
     mean, std = info.mean, info.std
     for m_key, s_key in _NORM_KEYS:  # normalization stored in the checkpoint wins
         if m_key in norm and s_key in norm:
             mean = tuple(float(v) for v in norm[m_key].flatten())
             std = tuple(float(v) for v in norm[s_key].flatten())
+    if given[0] is not None:  # ... unless the user says otherwise
+        mean, std = tuple(float(v) for v in given[0]), tuple(float(v) for v in given[1])
     num_classes = _num_classes(net_sd, info.num_classes)
     card = ExpertCard(architecture=arch, num_classes=num_classes, input_size=info.input_size,
                       mean=mean, std=std, sigma=float(sigma), dataset=info.name,

@@ -130,10 +130,12 @@ def test_a_network_trained_at_another_resolution_is_imported_with_a_resize(tmp_p
     torch.save(net.state_dict(), tmp_path / "net.pt")
     assert main(["experts", "import", str(tmp_path / "net.pt"), "--format", "state_dict",
                  "--arch", "cnn_tiny", "--sigma", "0.25", "--dataset", "digits",
-                 "--resize", "16", "--out", str(tmp_path / "e")]) == 0
+                 "--resize", "16", "--mean", "0.5", "--std", "0.5",
+                 "--out", str(tmp_path / "e")]) == 0
     card = read_card(tmp_path / "e")
     assert card.input_size == (1, 8, 8) and card.resize == (16, 16)
     assert card.model_input_size == (1, 16, 16) and card.resize_mode == "bicubic"
+    assert card.mean == (0.5,) and card.std == (0.5,)
     expert = load_expert_folder(tmp_path / "e")
     x = torch.rand(3, 1, 8, 8)
     big = torch.nn.functional.interpolate(x, size=(16, 16), mode="bicubic", align_corners=False)
