@@ -93,10 +93,15 @@ class RouterLabels:
         return w
 
     def summary(self) -> dict:
+        """Inputs, kept, best share and mean label radius per expert; with ``certify_n``,
+        ``radii_projected_to`` says the radii (and so kept, shares and means) are the projected
+        ones, not certificates of the label pass."""
         r = self.radii
         return {"inputs": int(len(self.indices)), "kept": int(self.kept.sum()),
                 "best_share": [round(float(v), 4) for v in self.best_share()],
-                "mean_radius": [round(float(v), 4) for v in r.mean(dim=0)]}
+                "mean_radius": [round(float(v), 4) for v in r.mean(dim=0)],
+                **({"radii_projected_to": int(self.certify_n)}
+                   if self.certify_n is not None else {})}
 
 
 def label_radii(counts: np.ndarray, n: int, alpha: float, sigmas: Sequence[float], *,

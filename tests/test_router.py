@@ -298,6 +298,8 @@ def test_labels_projected_to_the_certification_n():
     # 60/100 is not certified at n = 100 but is at 10,000 (6,000 of them): kept only projected
     assert not plain.kept[2] and proj.kept[2] and proj.radii[2, 1] > 0
     assert torch.equal(plain.counts, proj.counts)  # the counts (and their cache) are unchanged
+    assert proj.summary()["radii_projected_to"] == 10000  # the card says what its radii are
+    assert "radii_projected_to" not in plain.summary()
     with pytest.raises(ConfigError, match="labels.certify_n"):
         parse_config({**TOY_CONFIG, "labels": {"certify_n": 0}})
     assert "certify_n" not in parse_config(TOY_CONFIG).to_dict()["labels"]  # old settings kept

@@ -217,3 +217,23 @@ def test_claims_margin_is_the_worst_of_the_two_claims():
         **CONFIG["validation"], "radii": [0.0, 0.5, 0.75, 1.0, 2.0]}})
     assert best_round(cfg, [good, bad]) == 0
     assert best_round(parse_dualrs_config({**CONFIG, "select": "acr"}), [good, bad]) == 1
+
+
+def test_the_certificate_the_config_judges_picks_the_round():
+    """certificate: set judges the dualrs-set row, pinned the dualrs row: with rounds where the
+    two disagree, the two configs pick different rounds."""
+    from rsrouter.dualrs.loop import RoundResult, best_round, dualrs_method
+
+    def rows(pinned, set_):
+        grid = ("r=0", "r=0.5", "r=1")
+        table = {"sigma-0.25": [90, 70, 0], "sigma-1": [80, 70, 60], "multiscale": [80, 70, 60],
+                 "dualrs": pinned, "dualrs-set": set_}
+        return {name: {**dict(zip(grid, v)), "ACR": sum(v) / 100} for name, v in table.items()}
+
+    first = RoundResult(0, Path("c"), Path("e"), Path("b"), rows([85, 72, 61], [85, 72, 61]))
+    second = RoundResult(1, Path("c"), Path("e"), Path("b"), rows([84, 70, 60], [86, 74, 63]))
+    pinned = parse_dualrs_config({**CONFIG, "select": "acr", "certificate": "pinned"})
+    set_ = parse_dualrs_config({**CONFIG, "select": "acr", "certificate": "set"})
+    assert (dualrs_method(pinned), dualrs_method(set_)) == ("dualrs", "dualrs-set")
+    assert best_round(pinned, [first, second]) == 0
+    assert best_round(set_, [first, second]) == 1
