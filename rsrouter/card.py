@@ -205,6 +205,7 @@ class ExpertCard:
     denoiser: dict[str, Any] = field(default_factory=dict)
     resize: tuple[int, ...] = ()
     resize_mode: str = "bicubic"
+    resize_antialias: bool = False
 
     @property
     def model_input_size(self) -> tuple[int, int, int]:
@@ -262,8 +263,8 @@ class ExpertCard:
                 "sigma": self.sigma if not self.sigmas else None,
                 **({"sigmas": list(self.sigmas)} if self.sigmas else {}),
                 **({"denoiser": self.denoiser} if self.denoiser else {}),
-                **({"resize": {"size": list(self.resize), "mode": self.resize_mode}}
-                   if self.resize else {}),
+                **({"resize": {"size": list(self.resize), "mode": self.resize_mode,
+                               "antialias": self.resize_antialias}} if self.resize else {}),
                 "dataset": self.dataset,
                 "input_range": list(self.input_range),
                 "arch_source": self.arch_source,
@@ -366,6 +367,10 @@ class ExpertCard:
         if self.resize_mode not in RESIZE_MODES:
             raise CardError(f"{where}: rs_expert.resize.mode must be one of "
                             f"{', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
+        if not isinstance(self.resize_antialias, bool) or (
+                self.resize_antialias and self.resize_mode == "nearest"):
+            raise CardError(f"{where}: rs_expert.resize.antialias must be true or false (and "
+                            f"false for mode nearest), got {self.resize_antialias!r}")
 
     def build_model(self, trust_code: Trust = False) -> NormalizedModel:
         """A freshly initialized network with this card's normalization in front.
@@ -376,12 +381,12 @@ class ExpertCard:
         """
         return build_model(self.architecture, self.num_classes, self.input_size, self.mean,
                            self.std, trust_code, CONFIG_FILE, resize=self.resize,
-                           resize_mode=self.resize_mode)
+                           resize_mode=self.resize_mode, resize_antialias=self.resize_antialias)
 
 
 def build_model(architecture: str, num_classes: int, input_size, mean, std, trust_code: Trust,
-                where: str, *, resize: tuple[int, ...] = (),
-                resize_mode: str = "bicubic") -> NormalizedModel:
+                where: str, *, resize: tuple[int, ...] = (), resize_mode: str = "bicubic",
+                resize_antialias: bool = False) -> NormalizedModel:
     """``Normalize(mean, std)`` + the architecture (built for ``resize`` when given, with a
     :class:`~rsrouter.models.Resize` in front); unknown names become a CardError."""
     from .errors import UnknownArchitectureError
@@ -392,7 +397,8 @@ def build_model(architecture: str, num_classes: int, input_size, mean, std, trus
         net = create_model(architecture, num_classes, size, trust_code=trust_code)
     except UnknownArchitectureError as e:
         raise CardError(f"{where}: architecture: {e}") from e
-    return NormalizedModel(net, mean, std, Resize(resize, resize_mode) if resize else None)
+    return NormalizedModel(net, mean, std, Resize(resize, resize_mode, resize_antialias)
+                           if resize else None)
 
 
 def _resize(rs: dict, where: str) -> dict[str, Any]:
@@ -401,12 +407,16 @@ def _resize(rs: dict, where: str) -> dict[str, Any]:
     if block is None:
         return {}
     if not isinstance(block, dict) or not isinstance(block.get("size"), list):
-        raise CardError(f"{where}: rs_expert.resize must be {{size: [H, W], mode: bicubic}}, "
-                        f"got {block!r}")
-    unknown = set(block) - {"size", "mode"}
+        raise CardError(f"{where}: rs_expert.resize must be {{size: [H, W], mode: bicubic, "
+                        f"antialias: false}}, got {block!r}")
+    unknown = set(block) - {"size", "mode", "antialias"}
     if unknown:
         raise CardError(f"{where}: rs_expert.resize: unknown keys {sorted(unknown)}")
-    return {"resize": tuple(block["size"]), "resize_mode": block.get("mode", "bicubic")}
+    if not block["size"]:
+        raise CardError(f"{where}: rs_expert.resize.size must be [H, W] (leave resize out for "
+                        "none), got []")
+    return {"resize": tuple(block["size"]), "resize_mode": block.get("mode", "bicubic"),
+            "resize_antialias": block.get("antialias", False)}
 
 
 def _require(d: dict, key: str, types, where: str, prefix: str = "") -> Any:

@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="H,W (or one side) the network was trained at: the noisy images are "
                         "resized to it before the network (e.g. 224 for a ViT on CIFAR-10)")
     p.add_argument("--resize-mode", default="bicubic", choices=("nearest", "bilinear", "bicubic"))
+    p.add_argument("--resize-antialias", action="store_true",
+                   help="PyTorch's antialiased kernels (interpolate(antialias=True); they differ "
+                        "when upsampling too): Carlini et al.'s ViT input")
     p.add_argument("--mean", type=_float_list, help="the network's input normalization, one "
                                                     "value per channel (default: the "
                                                     "checkpoint's, else the dataset's)")
@@ -328,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="training flag --image_size")
     p.add_argument("--num-channels", type=int)
     p.add_argument("--num-res-blocks", type=int)
-    p.add_argument("--num-heads", type=int)
+    p.add_argument("--num-heads", type=int, help="attention heads (not in the weights: a "
+                                                 "wrong value converts silently into another "
+                                                 "network; released checkpoints use 4)")
     p.add_argument("--attention-resolutions", type=_int_list, help="e.g. 16,8")
     p.add_argument("--channel-mult", type=_int_list, help="default: improved-diffusion's for "
                                                           "the image size")
@@ -693,7 +698,8 @@ def cmd_experts_import(args: argparse.Namespace) -> None:
     out = import_checkpoint(args.checkpoint, args.out, fmt=args.format, sigma=args.sigma,
                             dataset=args.dataset, arch=args.arch, name=args.name,
                             resize=args.resize * 2 if len(args.resize) == 1 else args.resize,
-                            resize_mode=args.resize_mode, mean=args.mean, std=args.std)
+                            resize_mode=args.resize_mode,
+                            resize_antialias=args.resize_antialias, mean=args.mean, std=args.std)
     print(f"expert written to {out}; next: rsrouter experts certify-card {out} --out "
           f"{Path(out).name}.tsv, then publish it (rsrouter experts push {out} --repo ORG/NAME)")
 

@@ -457,7 +457,8 @@ def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.Pat
                       sigmas=tuple(sorted(float(s) for s in sigmas)), dataset=base.dataset,
                       label_names=list(base.label_names), arch_source=base.arch_source,
                       weights_sha256=files.weights_sha256, kind="denoised", denoiser=block,
-                      resize=base.resize, resize_mode=base.resize_mode, name=name or out.name,
+                      resize=base.resize, resize_mode=base.resize_mode,
+                      resize_antialias=base.resize_antialias, name=name or out.name,
                       training={"method": "denoised smoothing (Carlini et al. 2023): one-step "
                                           "denoising, then the clean classifier",
                                 "classifier": {"source": resolved.uri,

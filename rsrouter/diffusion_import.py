@@ -12,7 +12,11 @@ read_checkpoint`; every source key must be used and every target key filled.
 improved-diffusion feeds its network ``t * 1000 / T`` when trained with ``rescale_timesteps``
 (their default; T = 4000 for the CIFAR-10 model): the folder's ``unet/config.json`` then carries
 ``rsrouter_timestep_scale`` (= 1000 / T), which :mod:`rsrouter.denoised` applies to the timestep
-it chooses on the T-step schedule (and strips before diffusers reads the config).
+it chooses on the T-step schedule (and strips before diffusers reads the config). Other
+consumers of the folder (diffusers' DDPMPipeline) ignore that key and would feed unscaled
+timesteps: use the folder through rsrouter. ``num_heads`` is not in the weights; a wrong value
+converts silently into another network (released checkpoints use 4, and one head count for the
+down and up paths, which is all diffusers' UNet2DModel represents).
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class ImprovedDiffusionConfig:
 
     def validate(self) -> None:
         """Raises CardError naming a flag this conversion cannot represent."""
+        if self.mult[0] != 1:
+            raise CardError(f"channel_mult {list(self.mult)}: diffusers' UNet2DModel needs the "
+                            "first multiplier to be 1 (its input convolution has the first "
+                            "level's width)")
         if self.noise_schedule not in ("linear", "cosine"):
             raise CardError(f"noise_schedule {self.noise_schedule!r}: linear or cosine")
         if not self.use_scale_shift_norm:
@@ -211,7 +219,8 @@ def convert_state_dict(state: dict[str, torch.Tensor],
             norm_w, norm_b = state[f"{src}.norm.weight"], state[f"{src}.norm.bias"]
         except KeyError as e:
             raise CardError(f"checkpoint: attention weight {e.args[0]} missing; do the flags "
-                            "(attention_resolutions, num_res_blocks) match the checkpoint?") from e
+                            "(attention_resolutions, num_res_blocks, channel_mult, image_size) "
+                            "match the checkpoint?") from e
         c = qkv_w.shape[1]
         ch = c // cfg.num_heads
         w = qkv_w.reshape(cfg.num_heads, 3, ch, c)

@@ -74,13 +74,16 @@ def import_checkpoint(
     name: str = "",
     resize: tuple[int, ...] = (),
     resize_mode: str = "bicubic",
+    resize_antialias: bool = False,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
 ) -> Path:
     """Convert a legacy checkpoint into an expert folder at ``out``; returns ``out``.
 
     ``resize`` (H, W): the network was trained at that resolution; the card resizes the
-    (noisy) dataset images to it with ``resize_mode`` before normalization (e.g. a 224-pixel
+    (noisy) dataset images to it with ``resize_mode`` (and ``resize_antialias``: PyTorch's
+    antialiased kernels, which differ from the plain ones when upsampling too) before
+    normalization (e.g. a 224-pixel
     ViT on 32-pixel CIFAR-10). The noise, sigma and certificate stay in the dataset's pixels.
     ``mean``/``std``: the network's input normalization (default: stored in the checkpoint,
     else the dataset's).
@@ -120,7 +123,8 @@ def import_checkpoint(
                       training={"imported_from": Path(checkpoint).name, "format": fmt,
                                 "checkpoint_arch": str(obj.get("arch", "")),
                                 "checkpoint_epoch": obj.get("epoch")},
-                      resize=tuple(resize), resize_mode=resize_mode)
+                      resize=tuple(resize), resize_mode=resize_mode,
+                      resize_antialias=resize_antialias)
     card.validate("imported card")
     # arch is the user's --arch or an alias from ARCH_ALIASES: never a name read from the file
     net = create_model(arch, num_classes, card.model_input_size, trust_code=True)

@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -247,6 +247,15 @@ class _WithSigma(Dataset):
         return x, torch.tensor([int(y), int(self.assigned[i])])
 
 
+def _init_input(config: TrainConfig) -> dict:
+    """The init card's normalization and resize (what its network expects in front of it)."""
+    from .card import read_card
+
+    base = read_card(config.init)
+    return {"mean": base.mean, "std": base.std, "resize": base.resize,
+            "resize_mode": base.resize_mode, "resize_antialias": base.resize_antialias}
+
+
 def _init_weights(model: NormalizedModel, config: TrainConfig) -> dict:
     """Start ``model`` from the classifier folder ``config.init`` (verified like any load: its
     card's weights hash); returns the record the new card keeps."""
@@ -350,6 +359,8 @@ def _train_expert(
                       sigmas=tuple(float(s) for s in config.sigmas or ()), dataset=info.name,
                       label_names=list(info.label_names),
                       arch_source=architecture_source(config.arch), name=name or out.name)
+    if config.init is not None:  # the network keeps the input it was trained on
+        card = replace(card, **_init_input(config))
     torch.manual_seed(config.seed)
     model = card.build_model(trust_code=True).to(device)  # the user's own --arch
     init = None

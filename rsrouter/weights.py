@@ -26,8 +26,10 @@ def build_network(card, files: ArtifactFiles, trust_code: Trust = False) -> Norm
     """
     where = str(files.folder / WEIGHTS_FILE)
     model = build_model(card.architecture, card.num_classes, card.input_size, card.mean, card.std,
-                        trust_code, str(files.folder / "config.json"), resize=card.resize,
-                        resize_mode=card.resize_mode)
+                        trust_code, str(files.folder / "config.json"),
+                        resize=getattr(card, "resize", ()),  # routers have no resize
+                        resize_mode=getattr(card, "resize_mode", "bicubic"),
+                        resize_antialias=getattr(card, "resize_antialias", False))
     tensors, _ = tensors_from_bytes(files.weights, where)
     check_state_dict(model.net, tensors, card, where)
     model.net.load_state_dict(tensors, strict=True)
@@ -48,8 +50,9 @@ def check_state_dict(net: nn.Module, tensors: dict[str, torch.Tensor], card, whe
                 hint = (f" (class-count mismatch: the card says num_classes={card.num_classes}, "
                         f"the weights have {tensors[key].shape[0]} outputs)")
             else:
-                hint = (f" (does the card's input_size {list(card.input_size)} match the "
-                        f"weights?)")
+                size = list(getattr(card, "model_input_size", card.input_size))
+                hint = (f" (does the network's input size {size} - the card's input_size, "
+                        "or rs_expert.resize when set - match the weights?)")
             raise CardError(f"{where}: weight {key} has shape {list(tensors[key].shape)} but "
                             f"the card's architecture expects {list(value.shape)}{hint}")
 

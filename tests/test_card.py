@@ -151,7 +151,11 @@ def test_missing_config(tmp_path):
     (lambda c: c["rs_expert"].update(resize={"size": [16, 16], "mode": "area"}),
      "rs_expert.resize.mode"),
     (lambda c: c["rs_expert"].update(resize={"size": [16, 16], "antialias": 1}),
-     "rs_expert.resize"),
+     "rs_expert.resize.antialias"),
+    (lambda c: c["rs_expert"].update(resize={"size": [16, 16], "mode": "nearest",
+                                             "antialias": True}), "rs_expert.resize.antialias"),
+    (lambda c: c["rs_expert"].update(resize={"size": []}), "rs_expert.resize.size"),
+    (lambda c: c["rs_expert"].update(resize={"size": [16, 16], "blur": 1}), "rs_expert.resize"),
 ])
 def test_malformed_card_fields_are_card_errors_not_tracebacks(expert_copy, change, field):
     _edit(expert_copy, change)

@@ -263,6 +263,8 @@ def test_flags_that_do_not_fit_the_checkpoint_are_named(tmp_path):
         unet_config(ImprovedDiffusionConfig(image_size=8, num_channels=16, channel_mult=(1, 2)))
     with pytest.raises(CardError, match="channel_mult"):
         unet_config(ImprovedDiffusionConfig(image_size=28))
+    with pytest.raises(CardError, match="first multiplier"):
+        unet_config(ImprovedDiffusionConfig(image_size=8, num_channels=32, channel_mult=(2, 2)))
     torch.save({"model": _Opaque()}, tmp_path / "evil.pt")
     with pytest.raises(CardError, match="weights-only"):
         convert_improved_diffusion(tmp_path / "evil.pt", tmp_path / "e", TINY)

@@ -144,6 +144,18 @@ def test_a_network_trained_at_another_resolution_is_imported_with_a_resize(tmp_p
         assert torch.allclose(expert.model(x), net((big - mean) / std), atol=1e-5)
         assert not torch.allclose(expert.model(x), net((torch.nn.functional.interpolate(
             x, size=(16, 16), mode="nearest") - mean) / std), atol=1e-4)
+    smooth = import_checkpoint(tmp_path / "net.pt", tmp_path / "aa", fmt="state_dict",
+                               sigma=0.25, dataset="digits", arch="cnn_tiny", resize=(16, 16),
+                               resize_antialias=True)
+    assert read_card(smooth).resize_antialias
+    anti = torch.nn.functional.interpolate(x, size=(16, 16), mode="bicubic",
+                                           align_corners=False, antialias=True)
+    with torch.no_grad():  # antialiased kernels differ from the plain ones when upsampling too
+        got = load_expert_folder(smooth).model(x)
+        assert torch.allclose(got, net((anti - read_card(smooth).mean[0])
+                                       / read_card(smooth).std[0]), atol=1e-5)
+        assert not torch.allclose(got, net((big - read_card(smooth).mean[0])
+                                           / read_card(smooth).std[0]), atol=1e-5)
     # without the resize the weights do not fit an 8-pixel network: a named error, not a guess
     with pytest.raises(CardError, match="shape|fit"):
         import_checkpoint(tmp_path / "net.pt", tmp_path / "f", fmt="state_dict", sigma=0.25,

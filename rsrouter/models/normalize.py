@@ -35,21 +35,26 @@ class Resize(nn.Module):
     another resolution (a 224-pixel ViT on 32-pixel CIFAR-10) sees the noisy input resized, so
     the noise and the certificate stay in the input's own pixel space."""
 
-    def __init__(self, size: Sequence[int], mode: str = "bicubic") -> None:
+    def __init__(self, size: Sequence[int], mode: str = "bicubic", antialias: bool = False) -> None:
         super().__init__()
         if mode not in RESIZE_MODES:
             raise ValueError(f"resize mode {mode!r}: one of {', '.join(RESIZE_MODES)}")
-        self.size, self.mode = tuple(int(v) for v in size), mode
+        if antialias and mode == "nearest":
+            raise ValueError("resize antialias needs mode bilinear or bicubic")
+        self.size, self.mode, self.antialias = tuple(int(v) for v in size), mode, bool(antialias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) == self.size:
             return x
-        corners = None if self.mode == "nearest" else False
+        if self.mode == "nearest":
+            return torch.nn.functional.interpolate(x, size=self.size, mode="nearest")
+        # antialias also changes upsampling: PyTorch then uses PIL's kernels (Carlini et al.'s
+        # bicubic 32 -> 224 for the ViT)
         return torch.nn.functional.interpolate(x, size=self.size, mode=self.mode,
-                                               align_corners=corners)
+                                               align_corners=False, antialias=self.antialias)
 
     def extra_repr(self) -> str:
-        return f"size={list(self.size)}, mode={self.mode}"
+        return f"size={list(self.size)}, mode={self.mode}, antialias={self.antialias}"
 
 
 class NormalizedModel(nn.Module):
