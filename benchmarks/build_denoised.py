@@ -10,7 +10,7 @@ unseen): a small DDPM denoiser (diffusers UNet2DModel, rsrouter.denoised.train_d
 finished parts and resumes interrupted ones (checkpoints under ``.train/``). The card records
 one-draw noisy accuracy on the first validation images (not a certificate); the script ends by
 printing the throughput of the expert at sigma 0.5 (noisy forwards/s, batch 2500, fp32).
-Certified accuracy comes from a benchmark (configs/bench-fashion-mnist-denoised.yaml).
+Certified accuracy comes from a benchmark (configs/bench-fashion-mnist-dualrs.yaml).
 
 Measured here (2-core CPU shared with another job, one thread): a denoiser epoch on the 55,000
 training images takes about 2.2 minutes, a classifier epoch about 30 s; the expert runs at about
