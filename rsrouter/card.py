@@ -172,6 +172,7 @@ def check_claim(claimed: object, files: ArtifactFiles, field_name: str) -> None:
 
 
 EXPERT_KINDS = ("gaussian", "denoised")
+RESIZE_MODES = ("nearest", "bilinear", "bicubic")  # rs_expert.resize.mode (torch interpolate)
 
 
 @dataclass
@@ -358,8 +359,6 @@ class ExpertCard:
         problem = check_architecture_name(self.architecture)
         if problem:
             raise CardError(f"{where}: architecture {problem}")
-        from .models import RESIZE_MODES
-
         if self.resize and (len(self.resize) != 2 or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.resize)):
             raise CardError(f"{where}: rs_expert.resize.size must be [H, W] of positive "

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..card import RESIZE_MODES  # one list for the card and the module
+
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, for pixels in [0, 1]; mean and std are buffers."""
@@ -27,7 +29,6 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-RESIZE_MODES = ("nearest", "bilinear", "bicubic")
 
 
 class Resize(nn.Module):
