@@ -175,6 +175,20 @@ EXPERT_KINDS = ("gaussian", "denoised")
 RESIZE_MODES = ("nearest", "bilinear", "bicubic")  # rs_expert.resize.mode (torch interpolate)
 
 
+@dataclass(frozen=True)
+class ResizeSpec:
+    """``rs_expert.resize``: the network's input side ``size`` (H, W), resampled from the
+    dataset's with ``mode`` (``antialias``: PyTorch's antialiased kernels, which differ from the
+    plain ones when upsampling too). Noise, sigma and radius stay in the dataset's pixels."""
+
+    size: tuple[int, ...]
+    mode: str = "bicubic"
+    antialias: bool = False
+
+    def to_config(self) -> dict[str, Any]:
+        return {"size": list(self.size), "mode": self.mode, "antialias": self.antialias}
+
+
 @dataclass
 class ExpertCard:
     """The metadata of one expert. ``sigma`` is in pixel units (inputs in [0, 1]).
@@ -204,14 +218,13 @@ class ExpertCard:
     sigmas: tuple[float, ...] = ()
     kind: str = "gaussian"
     denoiser: dict[str, Any] = field(default_factory=dict)
-    resize: tuple[int, ...] = ()
-    resize_mode: str = "bicubic"
-    resize_antialias: bool = False
+    resize: ResizeSpec | None = None
 
     @property
     def model_input_size(self) -> tuple[int, int, int]:
         """What the network sees: ``input_size``, or its channels at ``resize``."""
-        return (self.input_size[0], *self.resize) if self.resize else tuple(self.input_size)
+        return ((self.input_size[0], *self.resize.size) if self.resize
+                else tuple(self.input_size))
 
     @property
     def served_sigmas(self) -> tuple[float, ...]:
@@ -264,8 +277,7 @@ class ExpertCard:
                 "sigma": self.sigma if not self.sigmas else None,
                 **({"sigmas": list(self.sigmas)} if self.sigmas else {}),
                 **({"denoiser": self.denoiser} if self.denoiser else {}),
-                **({"resize": {"size": list(self.resize), "mode": self.resize_mode,
-                               "antialias": self.resize_antialias}} if self.resize else {}),
+                **({"resize": self.resize.to_config()} if self.resize else {}),
                 "dataset": self.dataset,
                 "input_range": list(self.input_range),
                 "arch_source": self.arch_source,
@@ -306,7 +318,7 @@ class ExpertCard:
                                                     default=[])),
             kind=_optional(rs, "kind", str, "gaussian", where),
             denoiser=dict(_optional(rs, "denoiser", dict, {}, where)),
-            **_resize(rs, where),
+            resize=_resize(rs, where),
         )
         if not all(isinstance(n, str) for n in card.label_names):
             raise CardError(f"{where}: field rs_expert.label_names must be a list of strings")
@@ -359,52 +371,54 @@ class ExpertCard:
         problem = check_architecture_name(self.architecture)
         if problem:
             raise CardError(f"{where}: architecture {problem}")
-        if self.resize and (len(self.resize) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.resize)):
-            raise CardError(f"{where}: rs_expert.resize.size must be [H, W] of positive "
-                            f"integers, got {list(self.resize)}")
-        if self.resize_mode not in RESIZE_MODES:
-            raise CardError(f"{where}: rs_expert.resize.mode must be one of "
-                            f"{', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
-        if not isinstance(self.resize_antialias, bool) or (
-                self.resize_antialias and self.resize_mode == "nearest"):
-            raise CardError(f"{where}: rs_expert.resize.antialias must be true or false (and "
-                            f"false for mode nearest), got {self.resize_antialias!r}")
+        if self.resize is not None:
+            _check_resize(self.resize, where)
 
-    def build_model(self, trust_code: Trust = False) -> NormalizedModel:
-        """A freshly initialized network with this card's normalization in front.
+    def build_model(self, trust_code: Trust = False, where: str = CONFIG_FILE) -> NormalizedModel:
+        """A freshly initialized network with this card's normalization (and resize) in front.
 
         Raises:
             UntrustedCodeError: a ``module:factory`` architecture without the opt-in.
-            CardError: an architecture that no source knows.
+            CardError: an architecture that no source knows (``where`` names the card).
         """
         return build_model(self.architecture, self.num_classes, self.input_size, self.mean,
-                           self.std, trust_code, CONFIG_FILE, resize=self.resize,
-                           resize_mode=self.resize_mode, resize_antialias=self.resize_antialias)
+                           self.std, trust_code, where, resize=self.resize)
 
 
 def build_model(architecture: str, num_classes: int, input_size, mean, std, trust_code: Trust,
-                where: str, *, resize: tuple[int, ...] = (), resize_mode: str = "bicubic",
-                resize_antialias: bool = False) -> NormalizedModel:
+                where: str, *, resize: ResizeSpec | None = None) -> NormalizedModel:
     """``Normalize(mean, std)`` + the architecture (built for ``resize`` when given, with a
     :class:`~rsrouter.models.Resize` in front); unknown names become a CardError."""
     from .errors import UnknownArchitectureError
     from .models import NormalizedModel, Resize, create_model
 
-    size = (input_size[0], *resize) if resize else input_size
+    size = (input_size[0], *resize.size) if resize else input_size
     try:
         net = create_model(architecture, num_classes, size, trust_code=trust_code)
     except UnknownArchitectureError as e:
         raise CardError(f"{where}: architecture: {e}") from e
-    return NormalizedModel(net, mean, std, Resize(resize, resize_mode, resize_antialias)
-                           if resize else None)
+    return NormalizedModel(net, mean, std,
+                           Resize(resize.size, resize.mode, resize.antialias) if resize else None)
 
 
-def _resize(rs: dict, where: str) -> dict[str, Any]:
-    """The card's ``rs_expert.resize`` block ({size: [H, W], mode}) as dataclass fields."""
+def _check_resize(spec: ResizeSpec, where: str) -> None:
+    if len(spec.size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                      for v in spec.size):
+        raise CardError(f"{where}: rs_expert.resize.size must be [H, W] of positive integers, "
+                        f"got {list(spec.size)}")
+    if spec.mode not in RESIZE_MODES:
+        raise CardError(f"{where}: rs_expert.resize.mode must be one of "
+                        f"{', '.join(RESIZE_MODES)}, got {spec.mode!r}")
+    if not isinstance(spec.antialias, bool) or (spec.antialias and spec.mode == "nearest"):
+        raise CardError(f"{where}: rs_expert.resize.antialias must be true or false (and false "
+                        f"for mode nearest), got {spec.antialias!r}")
+
+
+def _resize(rs: dict, where: str) -> ResizeSpec | None:
+    """The card's ``rs_expert.resize`` block ({size: [H, W], mode, antialias}), if any."""
     block = rs.get("resize")
     if block is None:
-        return {}
+        return None
     if not isinstance(block, dict) or not isinstance(block.get("size"), list):
         raise CardError(f"{where}: rs_expert.resize must be {{size: [H, W], mode: bicubic, "
                         f"antialias: false}}, got {block!r}")
@@ -414,8 +428,8 @@ def _resize(rs: dict, where: str) -> dict[str, Any]:
     if not block["size"]:
         raise CardError(f"{where}: rs_expert.resize.size must be [H, W] (leave resize out for "
                         "none), got []")
-    return {"resize": tuple(block["size"]), "resize_mode": block.get("mode", "bicubic"),
-            "resize_antialias": block.get("antialias", False)}
+    return ResizeSpec(tuple(block["size"]), block.get("mode", "bicubic"),
+                      block.get("antialias", False))
 
 
 def _require(d: dict, key: str, types, where: str, prefix: str = "") -> Any:

@@ -49,7 +49,7 @@ def _float_in(low: float, high: float | None, what: str):
 
 
 def _sigma_list(text: str) -> list[float]:
-    """A comma list of numbers >= 0 (sigmas, weights)."""
+    """A comma list of numbers >= 0 (sigmas, weights, normalization)."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -307,17 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture (default: the checkpoint's 'arch')")
     p.add_argument("--sigma", type=POSITIVE, required=True, help=SIGMA_HELP)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--resize", type=_int_list, default=(),
+    p.add_argument("--resize", type=_int_list,
                    help="H,W (or one side) the network was trained at: the noisy images are "
                         "resized to it before the network (e.g. 224 for a ViT on CIFAR-10)")
     p.add_argument("--resize-mode", default="bicubic", choices=("nearest", "bilinear", "bicubic"))
     p.add_argument("--resize-antialias", action="store_true",
                    help="PyTorch's antialiased kernels (interpolate(antialias=True); they differ "
                         "when upsampling too): Carlini et al.'s ViT input")
-    p.add_argument("--mean", type=_float_list, help="the network's input normalization, one "
+    p.add_argument("--mean", type=_sigma_list, help="the network's input normalization, one "
                                                     "value per channel (default: the "
                                                     "checkpoint's, else the dataset's)")
-    p.add_argument("--std", type=_float_list)
+    p.add_argument("--std", type=_sigma_list)
     p.add_argument("--name", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_experts_import)
@@ -695,24 +695,17 @@ def cmd_experts_import(args: argparse.Namespace) -> None:
     from .importers import import_checkpoint
 
     _check_sigma(args.sigma)
+    resize = None
+    if args.resize:
+        from .card import ResizeSpec
+
+        size = args.resize * 2 if len(args.resize) == 1 else args.resize
+        resize = ResizeSpec(tuple(size), args.resize_mode, args.resize_antialias)
     out = import_checkpoint(args.checkpoint, args.out, fmt=args.format, sigma=args.sigma,
                             dataset=args.dataset, arch=args.arch, name=args.name,
-                            resize=args.resize * 2 if len(args.resize) == 1 else args.resize,
-                            resize_mode=args.resize_mode,
-                            resize_antialias=args.resize_antialias, mean=args.mean, std=args.std)
+                            resize=resize, mean=args.mean, std=args.std)
     print(f"expert written to {out}; next: rsrouter experts certify-card {out} --out "
           f"{Path(out).name}.tsv, then publish it (rsrouter experts push {out} --repo ORG/NAME)")
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
-            from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    return values
 
 
 def _int_list(text: str) -> tuple[int, ...]:

@@ -385,14 +385,18 @@ def denoiser_folder(block: dict, card_folder: str | os.PathLike, *, endpoint: st
     return folder
 
 
-def save_denoiser(folder: str | os.PathLike, unet: nn.Module, scheduler) -> DenoiserFiles:
+def save_denoiser(folder: str | os.PathLike, unet: nn.Module, scheduler, *,
+                  extra: dict[str, Any] | None = None) -> DenoiserFiles:
     """Write a diffusers ``UNet2DModel`` and its scheduler in the DDPMPipeline layout (atomic
-    writes, safetensors; ``model_index.json`` too, so diffusers loads the folder); returns the
+    writes, safetensors; ``model_index.json`` too, so diffusers loads the folder); ``extra``:
+    ``rsrouter_*`` keys added to the UNet's config (:func:`split_unet_config`). Returns the
     files as :func:`read_denoiser` reads them (their hashes go into a card's block)."""
     diffusers = _diffusers()
     folder = Path(folder)
+    if any(not k.startswith("rsrouter_") for k in extra or {}):
+        raise ValueError(f"extra UNet config keys must start with rsrouter_, got {list(extra)}")
     save_tensors(folder / UNET_WEIGHTS, unet.state_dict())
-    atomic_write_json(folder / UNET_CONFIG, json.loads(unet.to_json_string()))
+    atomic_write_json(folder / UNET_CONFIG, {**json.loads(unet.to_json_string()), **(extra or {})})
     atomic_write_json(folder / SCHEDULER_CONFIG, json.loads(scheduler.to_json_string()))
     atomic_write_json(folder / MODEL_INDEX, {
         "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
@@ -457,8 +461,7 @@ def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.Pat
                       sigmas=tuple(sorted(float(s) for s in sigmas)), dataset=base.dataset,
                       label_names=list(base.label_names), arch_source=base.arch_source,
                       weights_sha256=files.weights_sha256, kind="denoised", denoiser=block,
-                      resize=base.resize, resize_mode=base.resize_mode,
-                      resize_antialias=base.resize_antialias, name=name or out.name,
+                      resize=base.resize, name=name or out.name,
                       training={"method": "denoised smoothing (Carlini et al. 2023): one-step "
                                           "denoising, then the clean classifier",
                                 "classifier": {"source": resolved.uri,

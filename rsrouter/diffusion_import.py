@@ -21,16 +21,14 @@ down and up paths, which is all diffusers' UNet2DModel represents).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .denoised import UNET_CONFIG, _diffusers, read_denoiser, save_denoiser, split_unet_config
+from .denoised import _diffusers, save_denoiser
 from .errors import CardError
-from .files import atomic_write_json
 from .importers import read_checkpoint
 
 TIMESTEP_SCALE_KEY = "rsrouter_timestep_scale"
@@ -245,8 +243,7 @@ def convert_improved_diffusion(checkpoint: str | os.PathLike, out: str | os.Path
                                cfg: ImprovedDiffusionConfig) -> Path:
     """Write the diffusers denoiser folder of an improved-diffusion checkpoint at ``out``.
 
-    The UNet is strictly loaded with the converted weights before anything is written; the
-    folder is then read back with :func:`rsrouter.denoised.read_denoiser` and built.
+    The UNet is strictly loaded with the converted weights before anything is written.
 
     Returns:
         ``out``, ready for ``rsrouter experts make-denoised --denoiser OUT``.
@@ -275,11 +272,8 @@ def convert_improved_diffusion(checkpoint: str | os.PathLike, out: str | os.Path
         raise CardError(f"{checkpoint}: weights do not fit the flags: {e}") from e
     scheduler = diffusers.DDPMScheduler(**scheduler_config(cfg))
     out = Path(out)
-    save_denoiser(out, unet, scheduler)
-    unet_json = json.loads((out / UNET_CONFIG).read_text())
+    extra = {"rsrouter_converted_from": {"format": "improved-diffusion", **asdict(cfg)}}
     if cfg.rescale_timesteps:
-        unet_json[TIMESTEP_SCALE_KEY] = 1000.0 / cfg.diffusion_steps
-    unet_json["rsrouter_converted_from"] = {"format": "improved-diffusion", **asdict(cfg)}
-    atomic_write_json(out / UNET_CONFIG, unet_json)
-    diffusers.UNet2DModel.from_config(split_unet_config(read_denoiser(out).unet_config)[0])
+        extra[TIMESTEP_SCALE_KEY] = 1000.0 / cfg.diffusion_steps
+    save_denoiser(out, unet, scheduler, extra=extra)
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .card import ExpertCard, save_expert
+from .card import ExpertCard, ResizeSpec, save_expert
 from .data import dataset_info
 from .errors import CardError
 from .models import architecture_source, create_model
@@ -72,19 +72,15 @@ def import_checkpoint(
     dataset: str,
     arch: str | None = None,
     name: str = "",
-    resize: tuple[int, ...] = (),
-    resize_mode: str = "bicubic",
-    resize_antialias: bool = False,
+    resize: ResizeSpec | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
 ) -> Path:
     """Convert a legacy checkpoint into an expert folder at ``out``; returns ``out``.
 
-    ``resize`` (H, W): the network was trained at that resolution; the card resizes the
-    (noisy) dataset images to it with ``resize_mode`` (and ``resize_antialias``: PyTorch's
-    antialiased kernels, which differ from the plain ones when upsampling too) before
-    normalization (e.g. a 224-pixel
-    ViT on 32-pixel CIFAR-10). The noise, sigma and certificate stay in the dataset's pixels.
+    ``resize``: the network was trained at another resolution (e.g. a 224-pixel ViT on 32-pixel
+    CIFAR-10); the card resizes the (noisy) dataset images to it before the normalization. The
+    noise, sigma and certificate stay in the dataset's pixels.
     ``mean``/``std``: the network's input normalization (default: stored in the checkpoint,
     else the dataset's).
 
@@ -105,16 +101,15 @@ def import_checkpoint(
     arch = ARCH_ALIASES.get(arch, arch)
     info = dataset_info(dataset)
     net_sd, norm = split_state_dict(raw, fmt)
-    given = mean, std
     if (mean is None) != (std is None):
         raise CardError("give both --mean and --std (one value per channel), or neither")
-    mean, std = info.mean, info.std
-    for m_key, s_key in _NORM_KEYS:  # normalization stored in the checkpoint wins
-        if m_key in norm and s_key in norm:
-            mean = tuple(float(v) for v in norm[m_key].flatten())
-            std = tuple(float(v) for v in norm[s_key].flatten())
-    if given[0] is not None:  # ... unless the user says otherwise
-        mean, std = tuple(float(v) for v in given[0]), tuple(float(v) for v in given[1])
+    if mean is None:  # the user's, else the checkpoint's, else the dataset's
+        mean, std = info.mean, info.std
+        for m_key, s_key in _NORM_KEYS:
+            if m_key in norm and s_key in norm:
+                mean = tuple(float(v) for v in norm[m_key].flatten())
+                std = tuple(float(v) for v in norm[s_key].flatten())
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     num_classes = _num_classes(net_sd, info.num_classes)
     card = ExpertCard(architecture=arch, num_classes=num_classes, input_size=info.input_size,
                       mean=mean, std=std, sigma=float(sigma), dataset=info.name,
@@ -123,8 +118,7 @@ def import_checkpoint(
                       training={"imported_from": Path(checkpoint).name, "format": fmt,
                                 "checkpoint_arch": str(obj.get("arch", "")),
                                 "checkpoint_epoch": obj.get("epoch")},
-                      resize=tuple(resize), resize_mode=resize_mode,
-                      resize_antialias=resize_antialias)
+                      resize=resize)
     card.validate("imported card")
     # arch is the user's --arch or an alias from ARCH_ALIASES: never a name read from the file
     net = create_model(arch, num_classes, card.model_input_size, trust_code=True)

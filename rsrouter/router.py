@@ -192,9 +192,9 @@ class RouterCard:
                             f"number of experts ({len(experts)}), at least 2")
         return card
 
-    def build_model(self, trust_code: Trust = False) -> NormalizedModel:
+    def build_model(self, trust_code: Trust = False, where: str = CONFIG_FILE) -> NormalizedModel:
         return build_model(self.architecture, self.num_experts, self.input_size, self.mean,
-                           self.std, trust_code, CONFIG_FILE)
+                           self.std, trust_code, where)
 
 
 class SmoothedRouter(Smooth):

@@ -247,26 +247,24 @@ class _WithSigma(Dataset):
         return x, torch.tensor([int(y), int(self.assigned[i])])
 
 
-def _init_input(config: TrainConfig) -> dict:
-    """The init card's normalization and resize (what its network expects in front of it)."""
-    from .card import read_card
-
-    base = read_card(config.init)
-    return {"mean": base.mean, "std": base.std, "resize": base.resize,
-            "resize_mode": base.resize_mode, "resize_antialias": base.resize_antialias}
-
-
-def _init_weights(model: NormalizedModel, config: TrainConfig) -> dict:
-    """Start ``model`` from the classifier folder ``config.init`` (verified like any load: its
-    card's weights hash); returns the record the new card keeps."""
+def _read_init(config: TrainConfig):
+    """The classifier folder ``config.init``, read and verified once (its card's weights hash):
+    (its files, its card)."""
     from .card import read_artifact
     from .expert import expert_card
-    from .weights import build_network
 
     files = read_artifact(config.init)
     card = expert_card(files)
     if card.architecture != config.arch:
         raise ConfigError(f"init: {config.init} is {card.architecture}, not {config.arch}")
+    return files, card
+
+
+def _init_weights(model: NormalizedModel, config: TrainConfig, files, card) -> dict:
+    """Start ``model`` from the init classifier (:func:`_read_init`); returns the record the
+    new card keeps."""
+    from .weights import build_network
+
     model.net.load_state_dict(build_network(card, files, trust_code=True).net.state_dict())
     return {"from": str(config.init), "weights_sha256": files.weights_sha256}
 
@@ -359,13 +357,15 @@ def _train_expert(
                       sigmas=tuple(float(s) for s in config.sigmas or ()), dataset=info.name,
                       label_names=list(info.label_names),
                       arch_source=architecture_source(config.arch), name=name or out.name)
+    init_files = init_card = None
     if config.init is not None:  # the network keeps the input it was trained on
-        card = replace(card, **_init_input(config))
+        init_files, init_card = _read_init(config)
+        card = replace(card, mean=init_card.mean, std=init_card.std, resize=init_card.resize)
     torch.manual_seed(config.seed)
     model = card.build_model(trust_code=True).to(device)  # the user's own --arch
     init = None
-    if config.init is not None:
-        init = _init_weights(model, config)
+    if init_files is not None:
+        init = _init_weights(model, config, init_files, init_card)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=True)
     steps = math.ceil(len(train) / config.batch_size)

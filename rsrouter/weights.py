@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .card import WEIGHTS_FILE, ArtifactFiles, build_model
+from .card import WEIGHTS_FILE, ArtifactFiles
 from .errors import CardError
 from .files import save_tensors, sha256_file, tensors_from_bytes
 from .models import NormalizedModel, Trust
@@ -25,11 +25,7 @@ def build_network(card, files: ArtifactFiles, trust_code: Trust = False) -> Norm
         IntegrityError: bytes that are not a safetensors file.
     """
     where = str(files.folder / WEIGHTS_FILE)
-    model = build_model(card.architecture, card.num_classes, card.input_size, card.mean, card.std,
-                        trust_code, str(files.folder / "config.json"),
-                        resize=getattr(card, "resize", ()),  # routers have no resize
-                        resize_mode=getattr(card, "resize_mode", "bicubic"),
-                        resize_antialias=getattr(card, "resize_antialias", False))
+    model = card.build_model(trust_code, str(files.folder / "config.json"))
     tensors, _ = tensors_from_bytes(files.weights, where)
     check_state_dict(model.net, tensors, card, where)
     model.net.load_state_dict(tensors, strict=True)

@@ -47,3 +47,12 @@ def digits_shared(tmp_path_factory) -> str:
     train_expert(TrainConfig("digits", "cnn_tiny", sigmas=(0.25, 0.5), epochs=3, batch_size=64,
                              lr=0.05), out, name="digits-shared", progress=False)
     return str(out)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one thread (and never contend with other processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

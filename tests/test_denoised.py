@@ -35,13 +35,7 @@ from rsrouter.models import create_classifier
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and never contend with other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unet(out_channels: int = 1, seed: int = 0) -> UNet2DModel:
@@ -404,7 +398,7 @@ def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, t
 def test_a_resized_classifier_keeps_its_resize_behind_the_denoiser(folder, tmp_path):
     """A 16-pixel classifier on 8-pixel images (a 224-pixel ViT on CIFAR-10 in small): the
     family's card keeps the resize, and the expert resizes the denoised image, not the input."""
-    from rsrouter.card import read_card
+    from rsrouter.card import ResizeSpec, read_card
     from rsrouter.denoised import make_denoised_card
     from rsrouter.importers import import_checkpoint
     from rsrouter.models import create_model
@@ -414,10 +408,11 @@ def test_a_resized_classifier_keeps_its_resize_behind_the_denoiser(folder, tmp_p
     net = create_model("cnn_tiny", 10, (1, 16, 16)).eval()
     torch.save(net.state_dict(), tmp_path / "net.pt")
     clean = import_checkpoint(tmp_path / "net.pt", tmp_path / "clean", fmt="state_dict",
-                              sigma=0.25, dataset="digits", arch="cnn_tiny", resize=(16, 16))
+                              sigma=0.25, dataset="digits", arch="cnn_tiny",
+                              resize=ResizeSpec((16, 16)))
     family = make_denoised_card(str(clean), str(folder), [0.5], tmp_path / "family")
     card = read_card(family)
-    assert card.resize == (16, 16) and card.resize_mode == "bicubic"
+    assert card.resize == ResizeSpec((16, 16), "bicubic", False)
     expert = Registry().load(str(family), sigma=0.5)
     base = expert.model
     x = torch.rand(2, 1, 8, 8)

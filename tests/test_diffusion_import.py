@@ -39,12 +39,7 @@ class _Opaque:
     """A pickled object that is not a tensor: weights-only loading refuses it."""
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def improved_state(cfg: ImprovedDiffusionConfig, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from rsrouter.card import read_card
+from rsrouter.card import ResizeSpec, read_card
 from rsrouter.errors import CardError
 from rsrouter.expert import load_expert_folder
 from rsrouter.importers import import_checkpoint
@@ -133,8 +133,8 @@ def test_a_network_trained_at_another_resolution_is_imported_with_a_resize(tmp_p
                  "--resize", "16", "--mean", "0.5", "--std", "0.5",
                  "--out", str(tmp_path / "e")]) == 0
     card = read_card(tmp_path / "e")
-    assert card.input_size == (1, 8, 8) and card.resize == (16, 16)
-    assert card.model_input_size == (1, 16, 16) and card.resize_mode == "bicubic"
+    assert card.input_size == (1, 8, 8) and card.resize == ResizeSpec((16, 16), "bicubic")
+    assert card.model_input_size == (1, 16, 16)
     assert card.mean == (0.5,) and card.std == (0.5,)
     expert = load_expert_folder(tmp_path / "e")
     x = torch.rand(3, 1, 8, 8)
@@ -145,9 +145,9 @@ def test_a_network_trained_at_another_resolution_is_imported_with_a_resize(tmp_p
         assert not torch.allclose(expert.model(x), net((torch.nn.functional.interpolate(
             x, size=(16, 16), mode="nearest") - mean) / std), atol=1e-4)
     smooth = import_checkpoint(tmp_path / "net.pt", tmp_path / "aa", fmt="state_dict",
-                               sigma=0.25, dataset="digits", arch="cnn_tiny", resize=(16, 16),
-                               resize_antialias=True)
-    assert read_card(smooth).resize_antialias
+                               sigma=0.25, dataset="digits", arch="cnn_tiny",
+                               resize=ResizeSpec((16, 16), antialias=True))
+    assert read_card(smooth).resize.antialias
     anti = torch.nn.functional.interpolate(x, size=(16, 16), mode="bicubic",
                                            align_corners=False, antialias=True)
     with torch.no_grad():  # antialiased kernels differ from the plain ones when upsampling too

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from rsrouter import expert as expert_module
-from rsrouter.card import read_card
+from rsrouter.card import ResizeSpec, read_card
 from rsrouter.cli import main
 from rsrouter.errors import CardError, RegistryError, SigmaNotServedError, UnknownExpertError
 from rsrouter.expert import load_expert_folder
@@ -187,13 +187,13 @@ def test_training_from_a_card_keeps_its_normalization_and_resize(tmp_path):
     torch.manual_seed(0)
     torch.save(create_model("cnn_tiny", 10, (1, 16, 16)).state_dict(), tmp_path / "net.pt")
     base = import_checkpoint(tmp_path / "net.pt", tmp_path / "base", fmt="state_dict",
-                             sigma=0.25, dataset="digits", arch="cnn_tiny", resize=(16, 16),
-                             resize_mode="bilinear", resize_antialias=True, mean=(0.4,),
+                             sigma=0.25, dataset="digits", arch="cnn_tiny",
+                             resize=ResizeSpec((16, 16), "bilinear", True), mean=(0.4,),
                              std=(0.3,))
     cfg = TrainConfig("digits", "cnn_tiny", sigmas=(0.25, 0.5), epochs=1, batch_size=64,
                       lr=0.01, init=str(base), train_size=128)
     card = read_card(train_expert(cfg, tmp_path / "ft", progress=False))
     assert (card.mean, card.std) == ((0.4,), (0.3,))
-    assert (card.resize, card.resize_mode, card.resize_antialias) == ((16, 16), "bilinear", True)
+    assert card.resize == ResizeSpec((16, 16), "bilinear", True)
     expert = load_expert_folder(tmp_path / "ft", sigma=0.5)
     assert expert.model.resize.antialias and expert.model.resize.size == (16, 16)

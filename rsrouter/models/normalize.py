@@ -30,7 +30,6 @@ class Normalize(nn.Module):
 
 
 
-
 class Resize(nn.Module):
     """Resample images to ``size`` (H, W) with ``mode`` (no parameters): a classifier trained at
     another resolution (a 224-pixel ViT on 32-pixel CIFAR-10) sees the noisy input resized, so
@@ -67,9 +66,7 @@ class NormalizedModel(nn.Module):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.net = net
-        if resize is not None:
-            self.resize = resize
+        self.resize = resize  # None: not a submodule, nothing in the state dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        resize = getattr(self, "resize", None)
-        return self.net(self.normalize(x if resize is None else resize(x)))
+        return self.net(self.normalize(x if self.resize is None else self.resize(x)))
