@@ -139,9 +139,11 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
                 offline: bool | None = None) -> Path:
     """The files of commit ``sha`` of ``url``, in rsrouter's cache; returns their folder.
 
-    Cached files are used without any network access; otherwise the commit is fetched (depth 1)
-    and its files written to the cache atomically. Raises HubError offline when not cached, and
-    when the commit or a file is missing.
+    ``filenames`` are paths in the commit's tree (``denoiser/unet/config.json``: nested paths
+    are found in the whole tree). Cached files are used without any network access; otherwise
+    the commit is fetched (depth 1) and each file written into the cache atomically, beside the
+    files of that commit already there. Raises HubError offline when not cached, and when the
+    commit or a file is missing.
     """
     if not is_commit_sha(sha):
         raise HubError(f"{url}@{sha}: a full commit sha is needed here")
@@ -157,20 +159,21 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
         repo = Path(tmp) / "repo"
         _git("init", "-q", "--bare", str(repo))
         _git("fetch", "-q", "--depth", "1", url, sha, cwd=repo)
-        out = Path(tmp) / "files"
-        out.mkdir()
-        names = set(_git("ls-tree", "--name-only", sha, cwd=repo).split())
+        names = set(_git("ls-tree", "-r", "-z", "--name-only", sha, cwd=repo).split("\0"))
         missing = [f for f in filenames if f not in names]
         if missing:
             raise HubError(f"{uri}: {', '.join(missing)} not in that commit (an expert repository "
-                           "holds config.json, model.safetensors and README.md)")
+                           "holds config.json, model.safetensors and README.md; a denoised "
+                           "expert's also the denoiser folder its card names)")
+        out = Path(tmp) / "files"
         for name in filenames:
             blob = subprocess.run(["git", "cat-file", "blob", f"{sha}:{name}"], cwd=repo,
                                   capture_output=True, check=True).stdout
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(blob)
-        if folder.exists():  # an incomplete earlier copy
-            shutil.rmtree(folder)
-        os.replace(out, folder)
+        for name in filenames:  # each file whole or not at all; the commit's others stay
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / name, folder / name)
     return folder
 
 

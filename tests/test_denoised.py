@@ -422,3 +422,32 @@ def test_a_resized_classifier_keeps_its_resize_behind_the_denoiser(folder, tmp_p
                                               align_corners=False)
         want = net((big - card.mean[0]) / card.std[0])
         assert torch.allclose(base(x), want, atol=1e-5)
+
+
+def test_a_denoised_family_on_a_git_remote_loads_with_its_nested_denoiser(folder, tmp_path,
+                                                                          monkeypatch):
+    """A family pushed whole (card + denoiser/unet/... folders) to a git remote: the denoiser's
+    nested files are fetched from the pinned tree, beside the card's, and served offline after."""
+    import subprocess
+
+    from rsrouter import gitremote
+    from rsrouter.publish import push_to_git
+    from rsrouter.registry import Registry
+
+    family = _card(folder, tmp_path / "published")
+    remote = tmp_path / "family.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    sha = push_to_git(family, str(remote))
+    registry = Registry(tmp_path / "p.yaml", tmp_path / "u.yaml")
+    entry = registry.register(f"git+{remote.as_uri()}@{sha}", "git-family")
+    assert entry.kind == "denoised" and entry.revision == sha
+    expert = registry.load("git-family#sigma=0.5")
+    cert = expert.certify(torch.rand(1, 8, 8), n0=10, n=50, alpha=0.01, batch_size=60)
+    assert cert.sigma == 0.5 and cert.n == 50
+    cached = gitremote.cached_folder(remote.as_uri(), sha)
+    assert all((cached / "denoiser" / name).is_file() for name in DENOISER_FILES)
+    assert (cached / "config.json").is_file()  # the card's files stay beside the denoiser's
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (remote / "objects").rename(tmp_path / "gone")  # nothing left to fetch from: the cache
+    again = Registry(tmp_path / "p.yaml", tmp_path / "u.yaml").load("git-family#sigma=0.25")
+    assert again.sigma == 0.25
