@@ -35,6 +35,7 @@ from .files import (
     save_tensors,
     tensors_from_bytes,
 )
+from .urls import public_url
 
 UNET_CONFIG = "unet/config.json"
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
@@ -189,17 +190,16 @@ def read_denoiser(folder: str | os.PathLike, pins: dict[str, str] | None = None)
     if missing:
         raise CardError(f"{folder}: {', '.join(missing)} not found; a denoiser folder has "
                         f"diffusers' DDPMPipeline layout ({', '.join(DENOISER_FILES)})")
+    expected = _checked_pins(pins, folder) if pins is not None else {}
     data, hashes = {}, {}
     for name in DENOISER_FILES:
         data[name], hashes[name] = read_hashed(folder / name)
-    if pins is not None:
-        for name in DENOISER_FILES:
-            expected = check_sha256(pins.get(name), f"{folder}: pinned sha256 of {name}")
-            if hashes[name] != expected:
-                raise IntegrityError(f"{folder / name}: sha256 {hashes[name]} does not match "
-                                     f"{expected} pinned by the card ({_FIELD}.files); the "
-                                     "denoiser changed since, nothing was loaded (restore it, "
-                                     "or rebuild the card on purpose)")
+    for name, pinned in expected.items():
+        if hashes[name] != pinned:
+            raise IntegrityError(f"{folder / name}: sha256 {hashes[name]} does not match "
+                                 f"{pinned} pinned by the card ({_FIELD}.files); the denoiser "
+                                 "changed since, nothing was loaded (restore it, or rebuild the "
+                                 "card on purpose)")
     return DenoiserFiles(folder, parse_config(data[UNET_CONFIG], str(folder / UNET_CONFIG)),
                          parse_config(data[SCHEDULER_CONFIG], str(folder / SCHEDULER_CONFIG)),
                          data[UNET_WEIGHTS], hashes)
@@ -355,7 +355,7 @@ def denoiser_block(folder_or_uri: str, revision: str | None, files: DenoiserFile
     Raises:
         CardError: a malformed source or revision.
     """
-    block = {"source": folder_or_uri, "revision": revision,
+    block = {"source": public_url(folder_or_uri), "revision": revision,
              "files": {name: files.sha256[name] for name in DENOISER_FILES}}
     check_denoiser_block(block, "denoiser block")
     return block
@@ -410,10 +410,30 @@ def load_denoiser(block: dict, card_folder: str | os.PathLike, classifier: nn.Mo
     """Resolve, read (pinned by ``block['files']``) and build a card's denoiser.
 
     Keyword arguments go to :func:`denoiser_folder`. Raises as it, :func:`read_denoiser` and
-    :func:`build_parts` do.
+    :func:`build_parts` do; a Hub denoiser whose cached bytes fail their pins is deleted from the
+    Hub cache first (IntegrityError saying so).
     """
     folder = denoiser_folder(block, card_folder, **kw)
-    return build_parts(read_denoiser(folder, block["files"]), classifier)
+    _checked_pins(block["files"], folder)  # a malformed pin is the card's fault, not the cache's
+    try:
+        files = read_denoiser(folder, block["files"])
+    except IntegrityError as e:
+        if not block["source"].startswith("hf://"):
+            raise
+        from .hub import discard_cached, parse_hf_uri
+
+        for name in DENOISER_FILES:  # bytes that fail their pins: never reuse them
+            discard_cached(parse_hf_uri(block["source"]).repo_id, block["revision"], name,
+                           cache_dir=kw.get("cache_dir"))
+        raise IntegrityError(f"{e}; the cached copy of {block['source']}@{block['revision']} "
+                             "was deleted (the next load downloads it again)") from e
+    return build_parts(files, classifier)
+
+
+def _checked_pins(pins: dict[str, str], folder: Path) -> dict[str, str]:
+    """``pins`` of every denoiser file; IntegrityError for a pin that is empty or malformed."""
+    return {name: check_sha256(pins.get(name), f"{folder}: pinned sha256 of {name}")
+            for name in DENOISER_FILES}
 
 
 def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.PathLike, *,
@@ -464,7 +484,7 @@ def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.Pat
                       resize=base.resize, name=name or out.name,
                       training={"method": "denoised smoothing (Carlini et al. 2023): one-step "
                                           "denoising, then the clean classifier",
-                                "classifier": {"source": resolved.uri,
+                                "classifier": {"source": public_url(resolved.uri),
                                                "weights_sha256": files.weights_sha256,
                                                "card": base.name},
                                 "denoiser": {"source": block["source"],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -432,9 +432,11 @@ class Registry:
         trust = self.trust_for(trust_code)
         key = (files.weights_sha256, files.config_sha256, str(device), repr(trust))
         if key not in self._bases:  # the hashed bytes are the key: the same bytes, one build
-            if resolved.is_remote and card.kind == "denoised":
-                self._fetch_denoiser(resolved, card)
-            with self._discarding(resolved):  # a denoiser that fails its pins: never reuse it
+            beside = resolved.is_remote and card.kind == "denoised" and self._fetch_denoiser(
+                resolved, card)
+            # a denoiser that fails its pins is never reused: one fetched beside the card goes
+            # with the card's cached copy; a Hub denoiser's own block deletes its files
+            with self._discarding(resolved) if beside else nullcontext():
                 self._bases[key] = build_base(files, card, trust_code=trust, device=device,
                                               endpoint=self.endpoint, cache_dir=self.cache_dir,
                                               offline=self.offline)
@@ -444,15 +446,16 @@ class Registry:
         return build_expert(files, card=card, uri=resolved.uri, name=name,
                             base=self._bases[key], device=device, **kw)
 
-    def _fetch_denoiser(self, resolved: Resolved, card: ExpertCard) -> None:
+    def _fetch_denoiser(self, resolved: Resolved, card: ExpertCard) -> bool:
         """The denoiser files of a remote denoised card whose denoiser lives in the same
-        repository (a folder source): fetched beside the card, at the card's commit."""
+        repository (a folder source): fetched beside the card, at the card's commit. Returns
+        whether they were (False: a Hub denoiser, fetched and pinned by its own block)."""
         from .denoised import DENOISER_FILES, check_denoiser_block
 
         check_denoiser_block(card.denoiser, f"{resolved.uri}: {CONFIG_FILE}")
         source = card.denoiser["source"]
         if source.startswith(HF_PREFIX):
-            return  # fetched (and pinned) by its own block
+            return False
         rel = Path(source)
         if rel.is_absolute() or ".." in rel.parts:
             raise CardError(f"{resolved.uri}: rs_expert.denoiser.source {source!r} must be a "
@@ -469,6 +472,7 @@ class Registry:
 
             gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision, names,
                                   offline=self.offline)
+        return True
 
     # ---- writing --------------------------------------------------------------------------
 

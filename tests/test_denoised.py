@@ -451,3 +451,43 @@ def test_a_denoised_family_on_a_git_remote_loads_with_its_nested_denoiser(folder
     (remote / "objects").rename(tmp_path / "gone")  # nothing left to fetch from: the cache
     again = Registry(tmp_path / "p.yaml", tmp_path / "u.yaml").load("git-family#sigma=0.25")
     assert again.sigma == 0.25
+
+
+def test_a_hub_denoiser_that_fails_its_pins_is_deleted_from_the_hub_cache(folder, tmp_path):
+    """Changed bytes in the Hub cache are never reused: the denoiser's cached files go, the
+    card's own files stay, and the next load downloads the pinned bytes again."""
+    from hubserver import OlahServer, make_git_repo
+
+    from rsrouter import hub
+    from rsrouter.registry import Registry
+
+    files = {name: (folder / name).read_bytes() for name in DENOISER_FILES}
+    sha = make_git_repo(tmp_path / "mirrors" / "models" / "org" / "ddpm-digits", [files])[0]
+    block = denoiser_block("hf://org/ddpm-digits", sha, read_denoiser(folder))
+    card_dir = _card(folder, tmp_path, block)
+    with OlahServer(tmp_path / "mirrors", tmp_path / "olah") as server:
+        def load():
+            return Registry(tmp_path / "p.yaml", tmp_path / "u.yaml",
+                            endpoint=server.endpoint).load(f"{card_dir}#sigma=0.5")
+
+        load()
+        assert hub.is_cached("org/ddpm-digits", sha, DENOISER_FILES)
+        cached = hub.snapshot_folder("org/ddpm-digits", sha) / UNET_WEIGHTS
+        data = bytearray(cached.read_bytes())
+        data[-1] ^= 1
+        cached.resolve().write_bytes(bytes(data))  # the blob the snapshot links to
+        with pytest.raises(IntegrityError, match="diffusion_pytorch_model.*deleted"):
+            load()
+        assert not hub.is_cached("org/ddpm-digits", sha, [UNET_WEIGHTS])
+        assert (card_dir / "model.safetensors").is_file()
+        expert = load()  # downloaded again, pinned bytes
+        assert expert.base_model.parts.record["files"] == block["files"]
+        # a card on the Hub too: its own verified files stay cached, the denoiser's go
+        card = {p.name: p.read_bytes() for p in card_dir.iterdir() if p.is_file()}
+        family = make_git_repo(tmp_path / "mirrors" / "models" / "org" / "family", [card])[0]
+        cached.resolve().write_bytes(bytes(data))
+        with pytest.raises(IntegrityError, match="deleted"):
+            Registry(tmp_path / "p.yaml", tmp_path / "u.yaml", endpoint=server.endpoint).load(
+                f"hf://org/family@{family}#sigma=0.5")
+        assert hub.is_cached("org/family", family)
+        assert not hub.is_cached("org/ddpm-digits", sha, [UNET_WEIGHTS])
