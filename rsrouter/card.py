@@ -31,6 +31,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 README_FILE = "README.md"
 STANDARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+MAX_CLASSES = 1_000_000  # beyond: a card typo, and a head that size would need gigabytes
+MAX_CHANNELS = 1024
+MAX_SIDE = 8192  # pixels per image side (input_size, rs_expert.resize.size)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 _MODULE_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -114,6 +117,26 @@ def read_artifact(folder: str | os.PathLike, *pins: Pin) -> ArtifactFiles:
     for pin in pins:
         check_pin(files, pin)
     return files
+
+
+def safetensors_shapes(data: bytes, where: str) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes named in the header of safetensors ``data`` (no tensor is read).
+
+    Raises:
+        IntegrityError: the header is truncated or not a safetensors header.
+    """
+    try:
+        size = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or size > len(data) - 8:
+            raise ValueError("the header is longer than the file")
+        header = json.loads(data[8:8 + size])
+        shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        if not all(type(d) is int and d >= 0 for shape in shapes.values() for d in shape):
+            raise ValueError("a tensor shape is not a list of sizes")
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise IntegrityError(f"{where} is not a readable safetensors file (truncated or corrupt: "
+                             f"{e}); delete it and download or rebuild it") from e
+    return shapes
 
 
 def check_pin(files: ArtifactFiles, pin: Pin) -> None:
@@ -350,12 +373,18 @@ class ExpertCard:
             from .denoised import check_denoiser_block
 
             check_denoiser_block(self.denoiser, where)
-        if self.num_classes < 2:
-            raise CardError(f"{where}: num_classes must be >= 2, got {self.num_classes}")
+        if not 2 <= self.num_classes <= MAX_CLASSES:
+            raise CardError(f"{where}: num_classes must be between 2 and {MAX_CLASSES:,}, got "
+                            f"{self.num_classes:,} (set it to the outputs of the weights' "
+                            "classifier head)")
         if len(self.input_size) != 3 or not all(isinstance(v, int) and v > 0
                                                 for v in self.input_size):
             raise CardError(f"{where}: pretrained_cfg.input_size must be [C, H, W] of positive "
                             f"integers, got {list(self.input_size)}")
+        if self.input_size[0] > MAX_CHANNELS or max(self.input_size[1:]) > MAX_SIDE:
+            raise CardError(f"{where}: pretrained_cfg.input_size {list(self.input_size)} is beyond "
+                            f"rsrouter's limits ({MAX_CHANNELS} channels, {MAX_SIDE} pixels a "
+                            "side); give the size of the network's inputs, [C, H, W]")
         if len(self.mean) != self.input_size[0] or len(self.std) != self.input_size[0]:
             raise CardError(f"{where}: pretrained_cfg.mean/std need one value per input channel "
                             f"({self.input_size[0]}), got {list(self.mean)} / {list(self.std)}")
@@ -402,10 +431,10 @@ def build_model(architecture: str, num_classes: int, input_size, mean, std, trus
 
 
 def _check_resize(spec: ResizeSpec, where: str) -> None:
-    if len(spec.size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                      for v in spec.size):
-        raise CardError(f"{where}: rs_expert.resize.size must be [H, W] of positive integers, "
-                        f"got {list(spec.size)}")
+    if len(spec.size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                      and 0 < v <= MAX_SIDE for v in spec.size):
+        raise CardError(f"{where}: rs_expert.resize.size must be [H, W] of positive integers up "
+                        f"to {MAX_SIDE}, got {list(spec.size)}")
     if spec.mode not in RESIZE_MODES:
         raise CardError(f"{where}: rs_expert.resize.mode must be one of "
                         f"{', '.join(RESIZE_MODES)}, got {spec.mode!r}")

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import torch
 
-from .card import ArtifactFiles, ExpertCard, Pin, check_claim, read_artifact
+from .card import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ArtifactFiles,
+    ExpertCard,
+    Pin,
+    check_claim,
+    read_artifact,
+    safetensors_shapes,
+)
+from .errors import CardError
 from .models import NormalizedModel, Trust
 from .smoothing import Smooth
 from .weights import build_network
@@ -77,13 +87,62 @@ def build_base(files: ArtifactFiles, card: ExpertCard, *, trust_code: Trust = Fa
     network (normalization in front), or for a denoised card its denoiser parts.
 
     ``denoiser_kw`` (endpoint, cache_dir, offline) say where a Hub denoiser is fetched from.
+    The card's sizes are checked against the weights first (:func:`check_weight_sizes`).
     """
+    check_weight_sizes(card, files, trust_code)
     model = build_network(card, files, trust_code)
     if card.kind != "denoised":
         return model.to(device).eval()
     from .denoised import load_denoiser
 
     return load_denoiser(card.denoiser, files.folder, model, **denoiser_kw).to(device)
+
+
+def check_weight_sizes(card: ExpertCard, files: ArtifactFiles, trust_code: Trust = False) -> None:
+    """Refuse a card whose sizes do not fit its weights before any network is built.
+
+    The weights' shapes come from their safetensors header. The classifier head must have
+    ``num_classes`` outputs and the first convolution ``input_size[0]`` input channels (for
+    rsrouter's and timm's architectures, whose layer names are known); then the card's network
+    is built on the meta device (no memory, no data) and every shape compared, so no card makes
+    a network larger than its weights. A factory that cannot build on the meta device is left
+    to the strict load after building; its weights must then have some layer of ``num_classes``
+    outputs.
+
+    Raises:
+        CardError: naming the card's field and the weights' size.
+        IntegrityError: the weights are not a safetensors file.
+    """
+    from .models import known_layers
+    from .weights import check_state_dict
+
+    config, weights = str(files.folder / CONFIG_FILE), str(files.folder / WEIGHTS_FILE)
+    shapes = safetensors_shapes(files.weights, weights)
+    heads, first_conv = known_layers(card.architecture)
+    for head in heads:
+        shape = shapes.get(f"{head}.weight", ())
+        if len(shape) >= 2 and shape[0] != card.num_classes:
+            raise CardError(f"{config}: class-count mismatch: the card says num_classes="
+                            f"{card.num_classes}, the weights' classifier head {head}.weight has "
+                            f"{shape[0]} outputs ({weights}); set num_classes to {shape[0]}, or "
+                            "these weights are another model's")
+    shape = shapes.get(f"{first_conv}.weight", ())
+    if len(shape) == 4 and shape[1] != card.input_size[0]:
+        raise CardError(f"{config}: pretrained_cfg.input_size has {card.input_size[0]} channels "
+                        f"but the weights' first convolution {first_conv}.weight takes "
+                        f"{shape[1]} ({weights}); set input_size[0] and mean/std to {shape[1]}")
+    try:
+        with torch.device("meta"):
+            net = card.build_model(trust_code, config).net
+    except (RuntimeError, NotImplementedError):  # no meta build: checked after the real one
+        if not heads and not any(len(s) >= 2 and s[0] == card.num_classes
+                                 for s in shapes.values()):
+            raise CardError(f"{config}: num_classes is {card.num_classes} but no layer of the "
+                            f"weights ({weights}) has that many outputs; set num_classes to "
+                            "the outputs of their classifier head") from None
+        return
+    check_state_dict(net, {k: torch.empty(s, device="meta") for k, s in shapes.items()}, card,
+                     weights)
 
 
 def model_at(base, card: ExpertCard) -> torch.nn.Module:

@@ -191,3 +191,63 @@ def test_trust_is_per_call_and_never_sticks(expert_copy, tmp_path, monkeypatch):
     user.parent.mkdir(parents=True, exist_ok=True)
     user.write_text("trusted_modules: [evilmod]\n")  # honoured outside the registry too
     assert load_expert_folder(expert_copy).card.architecture == "evilmod:factory"
+
+
+def _no_network_built(monkeypatch):
+    """Make every real (not meta-device) network build fail the test."""
+    import rsrouter.models as models
+
+    real = models.create_model
+
+    def create_model(*args, **kw):
+        assert torch.get_default_device().type == "meta", "a network was built"
+        return real(*args, **kw)
+
+    monkeypatch.setattr(models, "create_model", create_model)
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: c.update(num_classes=10**9), "num_classes must be between 2 and 1,000,000"),
+    (lambda c: c["pretrained_cfg"].update(input_size=[1, 8, 10**6]), "input_size"),
+    (lambda c: c["rs_expert"].update(resize={"size": [10**5, 8]}), "resize.size"),
+])
+def test_absurd_sizes_are_refused_before_anything_is_built(expert_copy, monkeypatch, change,
+                                                          field):
+    import rsrouter.models as models
+
+    monkeypatch.setattr(models, "resolve_architecture", lambda *a, **k: pytest.fail("built"))
+    _edit(expert_copy, lambda c: change(c) or c["rs_expert"].update(label_names=[]))
+    with pytest.raises(CardError, match=field):
+        load_expert_folder(expert_copy)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(num_classes=11),
+     r"num_classes=11, the weights' classifier head head\.3\.weight has 10 outputs"),
+    (lambda c: c["pretrained_cfg"].update(input_size=[3, 8, 8], mean=[0.5] * 3, std=[0.5] * 3),
+     r"input_size has 3 channels but the weights' first convolution features\.0\.weight takes 1"),
+    # a size that would make a 33M-parameter layer of a 5k-parameter network: refused on the
+    # meta device, before any memory is allocated
+    (lambda c: c["pretrained_cfg"].update(input_size=[1, 1024, 1024]), "input size"),
+])
+def test_card_sizes_are_checked_against_the_weights_before_building(expert_copy, monkeypatch,
+                                                                    change, message):
+    _no_network_built(monkeypatch)
+    _edit(expert_copy, lambda c: change(c) or c["rs_expert"].update(label_names=[]))
+    with pytest.raises(CardError, match=message):
+        load_expert_folder(expert_copy)
+
+
+def test_a_timm_card_is_checked_by_its_pretrained_config_layer_names(tmp_path, monkeypatch):
+    from rsrouter.card import ExpertCard, save_expert
+    from rsrouter.models import create_model, known_layers
+
+    assert known_layers("test_efficientnet") == (("classifier",), "conv_stem")
+    card = ExpertCard(architecture="test_efficientnet", num_classes=10, input_size=(1, 32, 32),
+                      mean=(0.5,), std=(0.5,), sigma=0.25, dataset="digits")
+    save_expert(tmp_path, create_model("test_efficientnet", 10, (1, 32, 32)), card)
+    assert load_expert_folder(tmp_path).card.architecture == "test_efficientnet"
+    _no_network_built(monkeypatch)
+    _edit(tmp_path, lambda c: c.update(num_classes=11))
+    with pytest.raises(CardError, match=r"num_classes=11, .*classifier\.weight has 10 outputs"):
+        load_expert_folder(tmp_path)

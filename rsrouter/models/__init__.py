@@ -30,37 +30,61 @@ from .small_cnn import SmallCNN
 Factory = Callable[..., nn.Module]
 ENTRY_POINT_GROUP = "rsrouter.architectures"
 _FACTORIES: dict[str, Factory] = {}
+_LAYERS: dict[str, tuple[tuple[str, ...], str | None]] = {}
 
 
-def register_model(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: register ``factory(num_classes, input_size)`` under ``name``."""
+def register_model(name: str, *, head: str | Sequence[str] = (),
+                   first_conv: str | None = None) -> Callable[[Factory], Factory]:
+    """Decorator: register ``factory(num_classes, input_size)`` under ``name``. ``head`` (the
+    classifier layer's module name, or names) and ``first_conv`` let a card's ``num_classes``
+    and input channels be checked against the weights before anything is built."""
 
     def wrap(factory: Factory) -> Factory:
         _FACTORIES[name] = factory
+        _LAYERS[name] = ((head,) if isinstance(head, str) else tuple(head), first_conv)
         return factory
 
     return wrap
 
 
-@register_model("cnn_small")
+def known_layers(arch: str) -> tuple[tuple[str, ...], str | None]:
+    """``(head module names, first convolution's module name)`` of ``arch`` where known without
+    building it: rsrouter's factories declare them, timm's pretrained configs name them
+    (``classifier``, ``first_conv``); ``((), None)`` for code and entry points (imports none)."""
+    if arch in _FACTORIES:
+        return _LAYERS.get(arch, ((), None))
+    if is_code_reference(arch) or _entry_point(arch) is not None:
+        return (), None
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch.removeprefix("timm/"))
+    if cfg is None:
+        return (), None
+    head = cfg.classifier or ()
+    first = cfg.first_conv
+    return ((head,) if isinstance(head, str) else tuple(head),
+            first if isinstance(first, str) else None)
+
+
+@register_model("cnn_small", head="head.3", first_conv="features.0")
 def cnn_small(num_classes: int, input_size: Sequence[int]) -> nn.Module:
     """Expert CNN for 28x28 / 8x8 inputs: strided convs 32-64-128, MLP 128 (~0.36M params)."""
     return SmallCNN(num_classes, input_size, widths=(32, 64, 128), hidden=128)
 
 
-@register_model("cnn_tiny")
+@register_model("cnn_tiny", head="head.3", first_conv="features.0")
 def cnn_tiny(num_classes: int, input_size: Sequence[int]) -> nn.Module:
     """Router CNN: strided convs 8-16-32, MLP 64 (about a fifth of cnn_small's forward cost)."""
     return SmallCNN(num_classes, input_size, widths=(8, 16, 32), hidden=64)
 
 
-@register_model("cifar_resnet20")
+@register_model("cifar_resnet20", head="fc", first_conv="conv1")
 def cifar_resnet20(num_classes: int, input_size: Sequence[int]) -> nn.Module:
     """CIFAR ResNet-20 (Cohen et al.'s module names)."""
     return CifarResNet(20, num_classes, in_chans=input_size[0])
 
 
-@register_model("cifar_resnet110")
+@register_model("cifar_resnet110", head="fc", first_conv="conv1")
 def cifar_resnet110(num_classes: int, input_size: Sequence[int]) -> nn.Module:
     """CIFAR ResNet-110, the architecture of Cohen et al.'s CIFAR-10 experts."""
     return CifarResNet(110, num_classes, in_chans=input_size[0])
@@ -171,5 +195,5 @@ def list_models() -> list[str]:
 __all__ = [
     "RESIZE_MODES", "CifarResNet", "Normalize", "NormalizedModel", "Resize", "SmallCNN",
     "architecture_source", "check_architecture_name", "create_classifier", "create_model",
-    "is_trusted", "list_models", "register_model", "resolve_architecture",
+    "is_trusted", "known_layers", "list_models", "register_model", "resolve_architecture",
 ]
