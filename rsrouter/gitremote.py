@@ -7,7 +7,8 @@ commit's files into rsrouter's cache (``$RSROUTER_CACHE``, default ``~/.cache/rs
 later loads find them without touching the network. The URL forms are pip's:
 ``git+file:///srv/experts/name.git@<sha>``, ``git+https://host/org/name.git@v1``,
 ``git+ssh://git@host/org/name.git@main``. Offline mode (``--offline`` or ``HF_HUB_OFFLINE=1``)
-uses the cache only.
+uses the cache only, except for ``file://`` URLs: a repository on a local or mounted disk needs
+no network, so its branches resolve and its commits are fetched offline too.
 """
 
 from __future__ import annotations
@@ -96,11 +97,12 @@ def resolve_revision(url: str, revision: str | None = None, *,
     """The commit sha of ``revision`` (a branch, a tag, or a sha; default: the remote's HEAD).
 
     A full sha is returned as given (the fetch checks it exists). Raises HubError when a branch
-    or tag is asked for offline, or the remote or revision cannot be found.
+    or tag of a network remote is asked for offline (a ``file://`` URL needs no network), or the
+    remote or revision cannot be found.
     """
     if revision and is_commit_sha(revision.lower()):
         return revision.lower()
-    if is_offline(offline):
+    if is_offline(offline) and not is_local(url):
         raise HubError(f"cannot resolve {GitRef(url, revision).uri} offline: a branch or tag "
                        "needs the remote; pin a full commit sha (git+URL@<40-hex sha>)")
     refs = {}
@@ -117,6 +119,11 @@ def resolve_revision(url: str, revision: str | None = None, *,
     if revision and re.fullmatch(r"[0-9a-fA-F]{4,39}", revision):
         hint = "; a short sha cannot be resolved on a remote: give all 40 hex digits"
     raise HubError(f"revision {wanted[0]!r} not found on {url} (no such branch or tag){hint}")
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a ``file://`` URL, which offline mode allows (it needs no network)."""
+    return url.startswith("file://")
 
 
 def _folder(url: str, sha: str, cache: str | os.PathLike | None) -> Path:
@@ -142,8 +149,9 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
     ``filenames`` are paths in the commit's tree (``denoiser/unet/config.json``: nested paths
     are found in the whole tree). Cached files are used without any network access; otherwise
     the commit is fetched (depth 1) and each file written into the cache atomically, beside the
-    files of that commit already there. Raises HubError offline when not cached, and when the
-    commit or a file is missing.
+    files of that commit already there. Raises HubError offline when not cached (but a
+    ``file://`` URL, which needs no network, is fetched), and when the commit or a file is
+    missing.
     """
     if not is_commit_sha(sha):
         raise HubError(f"{url}@{sha}: a full commit sha is needed here")
@@ -151,7 +159,7 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
     if is_cached(url, sha, filenames, cache_dir):
         return folder
     uri = GitRef(url, sha).uri
-    if is_offline(offline):
+    if is_offline(offline) and not is_local(url):
         raise HubError(f"{uri}: not in rsrouter's cache ({folder.parent.parent}) and offline "
                        f"mode is on; run once online or `rsrouter experts pull {uri}`")
     folder.parent.mkdir(parents=True, exist_ok=True)

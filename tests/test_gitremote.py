@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 
@@ -71,8 +72,8 @@ def test_push_register_certify_round_trip(digits_expert, remote, tmp_path, capsy
         Registry().load("digits-tiny")
     assert hashlib.sha256(bytes(data)).hexdigest() in str(e.value)
     assert not folder.exists()
-    with pytest.raises(HubError, match="offline"):
-        Registry().load("digits-tiny")
+    with pytest.raises(HubError, match="does not appear to be a git repository"):
+        Registry().load("digits-tiny")  # offline, a file:// remote is fetched again: it is gone
 
 
 def test_a_router_record_mismatch_keeps_a_valid_cache(digits_expert, remote):
@@ -112,9 +113,28 @@ def test_a_branch_resolves_to_its_commit_and_a_bare_path_gets_a_hint(digits_expe
     with pytest.raises(HubError, match="not found"):
         registry.register(f"git+{remote.as_uri()}@no-such-branch", "nope")
     with pytest.raises(HubError, match="offline"):
-        Registry(offline=True).register(f"git+{remote.as_uri()}@main", "offline")
+        Registry(offline=True).register("git+https://example.invalid/x.git@main", "offline")
 
 
 def test_push_needs_a_destination(digits_expert, capsys):
     assert main(["experts", "push", digits_expert]) == 2
     assert "--repo ORG/NAME" in capsys.readouterr().err
+
+
+def test_offline_mode_does_not_block_a_file_url(digits_expert, remote, monkeypatch, capsys):
+    """A git+file:// source needs no network: it registers offline by sha and by branch; a
+    network remote offline is still refused, naming the fix."""
+    from rsrouter.publish import push_to_git
+
+    sha = push_to_git(digits_expert, str(remote))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["experts", "register", f"git+{remote.as_uri()}@{sha}", "--name", "by-sha"]) == 0
+    assert main(["experts", "register", f"git+{remote.as_uri()}@main", "--name", "by-branch"]) == 0
+    assert Registry().get("by-branch").revision == sha
+    assert main(["experts", "register", f"git+{remote.as_uri()}@main", "--name", "flag",
+                 "--offline"]) == 0
+    capsys.readouterr()
+    for source, message in (("git+https://example.invalid/x.git@main", "cannot resolve.*offline"),
+                            (f"git+https://example.invalid/x.git@{sha}", "offline mode is on")):
+        assert main(["experts", "register", source, "--name", "net"]) != 0
+        assert re.search(message, capsys.readouterr().err)
