@@ -74,6 +74,8 @@ PROBABILITY = _float_in(0.0, 1.0, "in (0, 1)")
 POSITIVE = _float_in(0.0, None, "> 0")
 NON_NEGATIVE = _float_in(-1e-300, None, ">= 0")
 SIGMA_HELP = "noise level in pixel units (inputs in [0, 1]; 64/255 = 0.25, not 64)"
+REPLACE_HELP = ("let an added entry replace one it collides with (the same measurement with "
+                "other results, or the same benchmark and method name); refused otherwise")
 
 
 def _trust_opt(p: argparse.ArgumentParser) -> None:
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = lsub.add_parser("build", help="merge entries into leaderboard.json/.md and index.html")
     p.add_argument("sources", nargs="+", help="results folders, entry folders or entry files")
     p.add_argument("--out", required=True, help="site folder to write")
+    p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     p.set_defaults(func=cmd_leaderboard_build)
     p = lsub.add_parser("import-tsv", help="add a published certification log (Cohen's format)")
     p.add_argument("log", help="TSV with idx label predict radius correct")
@@ -213,9 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help="name shown on the leaderboard")
     p.add_argument("--benchmark", help="benchmark name (default: DATASET-external)")
     p.add_argument("--source", default="", help="where the log comes from (paper, URL)")
-    p.add_argument("--n", type=COUNT, help="estimation samples, as reported")
-    p.add_argument("--alpha", type=PROBABILITY, help="failure probability, as reported")
-    p.add_argument("--sigma", type=POSITIVE, help="noise level, as reported")
+    p.add_argument("--n", "--N", dest="n", type=COUNT,
+                   help="estimation samples, as the source states (needed for a log without "
+                   "counts: each radius is recomputed from the counts it implies)")
+    p.add_argument("--n0", "--N0", dest="n0", type=COUNT, help="selection samples (recorded)")
+    p.add_argument("--alpha", type=PROBABILITY, help="failure probability, as the source states")
+    p.add_argument("--sigma", type=POSITIVE, help="the model's noise level, as the source states")
     p.add_argument("--out", required=True, help="folder for the entry")
     p.set_defaults(func=cmd_leaderboard_import)
     p = lsub.add_parser("publish", help="publish a built site (merging what is already there)")
@@ -225,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--git-remote", help="a git remote (branch main)")
     where.add_argument("--hub", help="a Hub dataset repo: hf://datasets/org/name")
     p.add_argument("--endpoint")
+    p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
     p.set_defaults(func=cmd_leaderboard_publish)
 
     experts = sub.add_parser("experts", help="train, register, pull, verify, publish experts")
@@ -838,7 +845,7 @@ def cmd_bench_report(args: argparse.Namespace) -> None:
 def cmd_leaderboard_build(args: argparse.Namespace) -> None:
     from .leaderboard import build_site
 
-    site = build_site(args.sources, args.out)
+    site = build_site(args.sources, args.out, replace=args.replace)
     print(f"leaderboard: {site / 'index.html'} ({site / 'leaderboard.md'})")
 
 
@@ -846,8 +853,8 @@ def cmd_leaderboard_import(args: argparse.Namespace) -> None:
     from .leaderboard import import_tsv
 
     path = import_tsv(args.log, dataset=args.dataset, method=args.method,
-                      benchmark=args.benchmark, source=args.source, n=args.n, alpha=args.alpha,
-                      sigma=args.sigma, out=args.out)
+                      benchmark=args.benchmark, source=args.source, n=args.n, n0=args.n0,
+                      alpha=args.alpha, sigma=args.sigma, out=args.out)
     print(f"entry written to {path}")
 
 
@@ -855,7 +862,7 @@ def cmd_leaderboard_publish(args: argparse.Namespace) -> None:
     from .leaderboard import publish
 
     where = publish(args.site, to=args.to, git_remote=args.git_remote, hub=args.hub,
-                    endpoint=args.endpoint)
+                    endpoint=args.endpoint, replace=args.replace)
     print(f"published to {where}")
 
 

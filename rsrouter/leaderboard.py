@@ -14,11 +14,12 @@ import hashlib
 import html
 import io
 import json
+import math
 import os
-import subprocess
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +27,34 @@ import pandas as pd
 
 from . import __version__
 from .errors import ResultsError
-from .files import atomic_write_json, atomic_write_text
-from .results import RADII, certified_accuracy, read_tsv
+from .files import FileLock, atomic_write_json, atomic_write_text
+from .results import (
+    RADII,
+    average_certified_radius,
+    certified_accuracy,
+    counts_from_radii,
+    has_counts,
+    interval95,
+    md_text,
+    plot_label,
+    read_tsv,
+)
+from .smoothing import radii_from_counts
+from .urls import scrub_text
 
 SCHEMA = "rsrouter-leaderboard-entry/1"
 SITE_FILES = ("leaderboard.json", "leaderboard.md", "index.html")
-_REQUIRED = ("schema", "key", "benchmark", "dataset", "method", "kind", "radii", "accuracy",
-             "ci95", "inputs")
-
-
+_REQUIRED = ("schema", "benchmark", "dataset", "method", "kind", "radii", "accuracy", "ci95",
+             "inputs")
 _NUMBERS = ("acr", "acr_se", "abstain", "max_regret", "forwards_per_input", "seconds_per_input")
-_STRINGS = ("key", "benchmark", "dataset", "method", "kind")
+_STRINGS = ("benchmark", "dataset", "method", "kind")
+# what may differ between two copies of one entry (everything else is what it measured)
+_VOLATILE = ("key", "date", "rsrouter_version")
 
 
 def check_entry(entry: object, where: str) -> dict:
-    """An entry's schema and types, checked: nothing from a file reaches the page unchecked.
+    """An entry's schema and types, checked, with its key derived from its content (a key in
+    the file is ignored): nothing from a file reaches the page unchecked.
 
     Raises:
         ResultsError: naming ``where`` and the problem.
@@ -64,12 +78,47 @@ def check_entry(entry: object, where: str) -> dict:
         bad.append("inputs")
     if bad:
         raise ResultsError(f"{where}: leaderboard entry with malformed field(s) {bad}")
-    return entry
+    check_date(entry.get("date", ""), where)
+    return {**entry, "key": entry_key(entry)}
+
+
+def check_date(value: object, where: str) -> None:
+    """``date`` is empty or an ISO date (YYYY-MM-DD) no later than tomorrow; it is shown, and
+    never decides which of two entries is kept."""
+    if value in ("", None):
+        return
+    try:
+        day = date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+    except ValueError:
+        day = None
+    if day is None or day > date.today() + timedelta(days=1):
+        raise ResultsError(f"{where}: date {value!r} is not a past ISO date (YYYY-MM-DD)")
+
+
+def entry_key(entry: dict) -> str:
+    """What an entry measured, from its content: the benchmark and method, the data by content,
+    the inputs, the protocol, the models by their hashes, the certificate and its alpha
+    accounting, and for an imported log the log's sha256. Two entries with one key are two
+    copies of one measurement; the numbers they report must agree."""
+    data = entry.get("data") or {}
+    router = entry.get("router") or {}
+    key = {"benchmark": entry["benchmark"], "method": entry["method"],
+           "type": entry.get("type"), "dataset": entry["dataset"], "split": entry.get("split"),
+           "data": [data.get("length"), data.get("labels_sha256")],
+           "inputs": [entry["inputs"].get(k) for k in ("spec", "count", "sha256")],
+           "protocol": entry.get("protocol"), "certificate": entry.get("certificate"),
+           "alpha_accounting": entry.get("alpha_accounting"),
+           "models": [[e.get("weights_sha256"), e.get("config_sha256"), e.get("sigma")]
+                      for e in entry.get("experts") or [] if isinstance(e, dict)],
+           "router": [router.get("weights_sha256"), router.get("config_sha256"),
+                      router.get("thresholds"),
+                      [[c.get("weights_sha256"), c.get("config_sha256")]
+                       for c in router.get("children") or []]],
+           "log_sha256": entry.get("log_sha256")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _number(value) -> bool:
-    import math
-
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -80,23 +129,32 @@ def read_entry(path: str | os.PathLike) -> dict:
         entry = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: not a leaderboard entry ({e})") from None
-    return check_entry(entry, str(path))
+    return {**check_entry(entry, str(path)), "_from": str(path)}
 
 
 def _site_entries_of(data: object, where: str) -> list[dict]:
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise ResultsError(f"{where}: not a leaderboard (no entries list)")
-    return [check_entry(e, f"{where} entry {i}") for i, e in enumerate(data["entries"])]
+    return [{**check_entry(e, f"{where} entry {i}"), "_from": f"{where} entry {i}"}
+            for i, e in enumerate(data["entries"])]
+
+
+def _read_board(path: Path, where: str | None = None) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{where or path}: not a leaderboard ({e})") from None
+    return _site_entries_of(data, where or str(path))
 
 
 def collect_entries(sources: Iterable[str | os.PathLike]) -> list[dict]:
     """Entries from results folders (their ``entries/``), entry folders, entry files and built
-    sites (their ``leaderboard.json``)."""
+    sites (their ``leaderboard.json``), each checked and keyed by its content."""
     found = []
     for source in sources:
         source = Path(source)
         if source.is_file() and source.name == "leaderboard.json":
-            found += _site_entries_of(json.loads(source.read_text()), str(source))
+            found += _read_board(source)
         elif source.is_file():
             found.append(read_entry(source))
         elif (source / "leaderboard.json").is_file():
@@ -113,20 +171,57 @@ def collect_entries(sources: Iterable[str | os.PathLike]) -> list[dict]:
     return found
 
 
-def merge(entries: Iterable[dict]) -> list[dict]:
-    """One row per entry key (the newest when a key appears twice), in a stable order."""
+def _same(a: dict, b: dict) -> bool:
+    def body(e):
+        return {k: v for k, v in e.items() if k not in _VOLATILE and not k.startswith("_")}
+
+    return json.dumps(body(a), sort_keys=True) == json.dumps(body(b), sort_keys=True)
+
+
+def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
+    """One row per measurement, in a stable order. Entries come in order: earlier ones are
+    what a board already has, later ones what is added.
+
+    Two copies of one entry (the same content-derived key, the same numbers) are one row. An
+    added entry that collides with a different one already there (the same key with other
+    numbers, or the same benchmark and method name for another measurement) is refused unless
+    ``replace``, when it replaces it. Dates never decide.
+
+    Raises:
+        ResultsError: naming both entries and the fix (``--replace``).
+    """
     by_key: dict[str, dict] = {}
+    by_name: dict[tuple[str, str], str] = {}
     for entry in entries:
-        old = by_key.get(entry["key"])
-        if old is None or str(entry.get("date", "")) >= str(old.get("date", "")):
-            by_key[entry["key"]] = entry
-    return sorted(by_key.values(), key=lambda e: (e["dataset"], e["benchmark"], e["method"]))
+        key = entry_key(entry)
+        entry = {**entry, "key": key}
+        name = (entry["benchmark"], entry["method"])
+        old = by_key.get(key)
+        if old is None and name in by_name:
+            old = by_key[by_name[name]]
+        if old is not None and not _same(old, entry):
+            if not replace:
+                what = ("the same measurement (key " + key + ") with other results"
+                        if old["key"] == key else "another measurement under the same name")
+                raise ResultsError(
+                    f"{entry.get('_from', 'an added entry')}: benchmark {entry['benchmark']!r}, "
+                    f"method {entry['method']!r} collides with {old.get('_from', 'an entry')}: "
+                    f"{what}. Rename the method or benchmark, or pass --replace to replace it")
+            by_key.pop(old["key"])
+            by_name.pop((old["benchmark"], old["method"]), None)
+        if old is None or not _same(old, entry):
+            by_key[key] = entry
+            by_name[name] = key
+    return sorted(({k: v for k, v in e.items() if not k.startswith("_")}
+                   for e in by_key.values()),
+                  key=lambda e: (e["dataset"], e["benchmark"], e["method"]))
 
 
 def build_site(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
-               entries: list[dict] | None = None) -> Path:
-    """Merge the entries of ``sources`` (plus ``entries``) into a site in ``out``."""
-    merged = merge([*(entries or []), *collect_entries(sources)])
+               entries: list[dict] | None = None, *, replace: bool = False) -> Path:
+    """Merge ``entries`` and the entries of ``sources`` (in that order, :func:`merge`) into a
+    site in ``out``; returns ``out``."""
+    merged = merge([*(entries or []), *collect_entries(sources)], replace=replace)
     out = Path(out)
     atomic_write_json(out / "leaderboard.json", {"schema": "rsrouter-leaderboard/1",
                                                  "rsrouter_version": __version__,
@@ -136,41 +231,86 @@ def build_site(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     return out
 
 
+def entry_filename(entry: dict) -> str:
+    """A file name for an entry that stays inside its folder whatever its names hold."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{entry['benchmark']}--{entry['method']}")
+    return f"{stem.lstrip('.') or 'entry'}.json"
+
+
 # ---- entries from published logs ------------------------------------------------------------
 
 
 def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | os.PathLike,
                benchmark: str | None = None, source: str = "", n: int | None = None,
-               alpha: float | None = None, sigma: float | None = None,
+               n0: int | None = None, alpha: float | None = None, sigma: float | None = None,
                radii: Sequence[float] = RADII) -> Path:
-    """An entry for a published certification log in Cohen et al.'s format (``idx label
-    predict radius correct``), marked external: its counts are not available, so nothing in it
-    can be checked beyond its own columns. Returns the entry file."""
-    df = read_tsv(log)
-    acc = certified_accuracy(df, radii).to_numpy()
-    from .bench.report import interval95
+    """An entry, marked external, for a certification log in Cohen et al.'s format (``idx
+    label predict radius correct time``), every radius recomputed from counts: the log's own
+    (an rsrouter TSV: checked by :func:`rsrouter.results.read_tsv`) or, for a published log
+    without counts, recovered under the declared protocol (``n``, ``alpha``, ``sigma``): the
+    smallest ``nA`` whose radius rounds to the logged one. Returns the entry file.
 
+    Raises:
+        ResultsError: a log that is not a certification TSV, a protocol missing or at odds with
+            the log's counts, or a logged radius that no count can produce (the row named).
+    """
+    log = Path(log)
+    df = read_tsv(log)
+    if has_counts(df):
+        protocol = _stored_protocol(df, log, n=n, n0=n0, alpha=alpha)
+        counts = "stored in the log, each radius checked against them"
+    else:
+        missing = [flag for flag, v in (("--n", n), ("--alpha", alpha), ("--sigma", sigma))
+                   if v is None]
+        if missing:
+            raise ResultsError(f"{log} has no counts: give the protocol it was certified with "
+                               f"({', '.join(missing)}), so that each radius is recomputed from "
+                               "the counts it implies")
+        logged = pd.read_csv(log, sep="\t", dtype={"radius": str})["radius"].tolist()
+        predict = df["predict"].to_numpy()
+        n_a = counts_from_radii(logged, predict, n, alpha, sigma, str(log))
+        df = df.assign(radius=np.where(predict == -1, 0.0,
+                                       radii_from_counts(n_a, n, alpha, sigma)))
+        protocol = {"n0": n0, "n": n, "alpha": alpha, "sigma": sigma}
+        counts = ("recovered from published radii (the smallest nA whose radius, rounded as "
+                  "logged, is the logged one)")
+    acc = certified_accuracy(df, radii).to_numpy()
     low, high = interval95(np.rint(acc * len(df)), len(df))
     benchmark = benchmark or f"{dataset}-external"
-    body = hashlib.sha256(Path(log).read_bytes()).hexdigest()
-    entry = {"schema": SCHEMA, "key": hashlib.sha256(f"{benchmark}|{method}|{body}".encode())
-             .hexdigest()[:16], "benchmark": benchmark, "dataset": dataset, "split": "test",
-             "inputs": {"spec": "as published", "count": len(df)},
-             "protocol": {"n0": None, "n": n, "alpha": alpha, "seed": None},
-             "method": method, "type": "external", "kind": "external, counts not available",
+    body = hashlib.sha256(log.read_bytes()).hexdigest()
+    source = scrub_text(source)
+    entry = {"schema": SCHEMA, "key": "", "benchmark": benchmark, "dataset": dataset,
+             "split": "test",
+             "inputs": {"spec": "as published", "count": len(df)}, "protocol": protocol,
+             "method": method, "type": "external", "kind": f"external: counts {counts}",
              "radii": list(radii), "accuracy": [round(float(a), 4) for a in acc],
              "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
-             "acr": round(float(np.mean(df["radius"] * df["correct"])), 3),
+             "acr": round(average_certified_radius(df), 3),
              "abstain": round(100 * float(np.mean(df["predict"] == -1)), 1),
              "max_regret": None, "forwards_per_input": None, "seconds_per_input": None,
              "experts": [{"name": method, "sigma": sigma}] if sigma else [], "router": None,
              "chosen_on": "unknown", "chosen_on_test": False, "external": True,
-             "counts_available": False, "source": source, "log_sha256": body,
-             "note": f"imported from {Path(log).name}" + (f" ({source})" if source else ""),
+             "counts_available": has_counts(df), "counts": counts, "radii_recomputed": True,
+             "source": source, "log_sha256": body,
+             "note": f"imported from {log.name}" + (f" ({source})" if source else ""),
              "rsrouter_version": __version__, "date": date.today().isoformat()}
-    path = Path(out) / f"{benchmark}--{method}.json".replace("/", "_")
+    entry["key"] = entry_key(entry)
+    path = Path(out) / entry_filename(entry)
     atomic_write_json(path, entry)
     return path
+
+
+def _stored_protocol(df: pd.DataFrame, log: Path, **declared) -> dict:
+    """The protocol a log's own counts were made with; a declared value must agree."""
+    stored = {}
+    for key in ("n0", "n", "alpha"):
+        values = df[key].unique() if key in df.columns else []
+        stored[key] = values[0].item() if len(values) == 1 else None
+        if declared[key] is not None and stored[key] is not None and not math.isclose(
+                float(declared[key]), float(stored[key])):
+            raise ResultsError(f"{log}: --{key} {declared[key]} but its counts were made with "
+                               f"{key} = {stored[key]}; drop --{key} (the counts say it)")
+    return stored
 
 
 # ---- rendering ---------------------------------------------------------------------------------
@@ -204,7 +344,8 @@ def _protocol(entry: dict) -> str:
 
 
 def _md(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Plain text in a markdown table cell: HTML escaped, markdown's own characters too."""
+    return md_text(text)
 
 
 def markdown(entries: list[dict]) -> str:
@@ -251,14 +392,14 @@ def _svg(rows: list[dict], title: str) -> str:
         flags = _flags(e)
         acc = 100 * np.asarray(e["accuracy"])
         ax.plot(e["radii"], acc, marker="o", markersize=2.5,
-                label=f"{e['method']} [{e['benchmark']}]" + (f" ({flags[0]})" if flags else ""),
-                **style)
+                label=plot_label(f"{e['method']} [{e['benchmark']}]"
+                                 + (f" ({flags[0]})" if flags else "")), **style)
     ax.set_xlabel("l2 radius")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 103)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(plot_label(title), fontsize=9)
     fig.tight_layout()
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": "rsrouter"}):  # the same entries, the same bytes
@@ -361,58 +502,56 @@ def _site_entries(site: Path) -> list[dict]:
     if not path.is_file():
         raise ResultsError(f"{site} is not a built leaderboard (no leaderboard.json); run "
                            "`rsrouter leaderboard build` first")
-    return _site_entries_of(json.loads(path.read_text()), str(path))
+    return _read_board(path)
 
 
 def publish(site: str | os.PathLike, *, to: str | os.PathLike | None = None,
             git_remote: str | None = None, hub: str | None = None,
-            endpoint: str | None = None) -> str:
-    """Merge the site's entries with what the destination already has and write the merged
-    site there; returns the folder, the commit sha, or the Hub commit."""
+            endpoint: str | None = None, replace: bool = False) -> str:
+    """Merge the site's entries into what the destination already has (:func:`merge`: the
+    destination's first, an added entry that collides with one of them is refused unless
+    ``replace``) and write the merged site there; returns the folder, the commit sha, or the
+    Hub commit.
+
+    Each destination is updated atomically with respect to other publishers: a folder under a
+    lock, a git branch or a Hub repo by compare-and-swap on its head commit. A destination that
+    cannot be read aborts the publish (nothing is written over a board that was not read).
+
+    Raises:
+        ResultsError: a collision, or a destination that holds no readable leaderboard.
+        HubError, LockedError: the destination cannot be read or updated.
+    """
     entries = _site_entries(Path(site))
     if to is not None:
         target = Path(to)
-        old = _site_entries(target) if (target / "leaderboard.json").is_file() else []
-        build_site([], target, entries=[*old, *entries])
+        with FileLock(Path(os.path.realpath(target)) / ".leaderboard.lock", str(target)):
+            old = _site_entries(target) if (target / "leaderboard.json").exists() else []
+            build_site([], target, entries=[*old, *entries], replace=replace)
         return str(target)
     if git_remote is not None:
-        return _publish_git(entries, git_remote)
+        return _publish_git(entries, git_remote, replace)
     if hub is not None:
-        return _publish_hub(entries, hub, endpoint)
+        return _publish_hub(entries, hub, endpoint, replace)
     raise ValueError("publish: give to=, git_remote= or hub=")
 
 
-def _publish_git(entries: list[dict], remote: str) -> str:
-    from .publish import push_to_git
+def _publish_git(entries: list[dict], remote: str, replace: bool) -> str:
+    from .publish import update_branch
 
-    if Path(remote).exists():
-        remote = str(Path(remote).resolve())
-    with tempfile.TemporaryDirectory(prefix="rsrouter-board-") as tmp:
-        old = _git_show(remote, "leaderboard.json", Path(tmp))
-        build_site([], Path(tmp) / "site", entries=[*old, *entries])
-        return push_to_git(Path(tmp) / "site", remote, message="Update the leaderboard",
-                           allow_empty=False)
+    def fill(work: Path, existed: bool) -> None:
+        board = work / "leaderboard.json"
+        old = _read_board(board, f"{remote}:main:leaderboard.json") if board.exists() else []
+        build_site([], work, entries=[*old, *entries], replace=replace)
 
-
-def _git_show(remote: str, path: str, tmp: Path) -> list[dict]:
-    """The entries of ``path`` on the remote's main (none when the remote is empty)."""
-    repo = tmp / "read"
-    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
-    fetched = subprocess.run(["git", "-C", str(repo), "fetch", "-q", "--depth", "1", remote,
-                              "main"], capture_output=True)
-    if fetched.returncode != 0:
-        return []  # an empty remote: nothing published yet
-    shown = subprocess.run(["git", "-C", str(repo), "show", f"FETCH_HEAD:{path}"],
-                           capture_output=True)
-    if shown.returncode != 0:
-        return []
-    return _site_entries_of(json.loads(shown.stdout), f"{remote}:main:{path}")
+    return update_branch(remote, fill, message="Update the leaderboard", allow_empty=False)
 
 
-def _publish_hub(entries: list[dict], uri: str, endpoint: str | None) -> str:
-    """A Hub dataset repo ``hf://datasets/org/name`` (thin: huggingface_hub does the work)."""
+def _publish_hub(entries: list[dict], uri: str, endpoint: str | None, replace: bool,
+                 attempts: int = 5) -> str:
+    """A Hub dataset repo ``hf://datasets/org/name`` (thin: huggingface_hub does the work; the
+    upload names the commit it read as its parent, so a concurrent publish makes it retry)."""
     from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError
 
     prefix = "hf://datasets/"
     if not uri.startswith(prefix):
@@ -420,17 +559,26 @@ def _publish_hub(entries: list[dict], uri: str, endpoint: str | None) -> str:
     repo_id = uri[len(prefix):]
     api = HfApi(endpoint=endpoint)
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    try:
-        path = hf_hub_download(repo_id, "leaderboard.json", repo_type="dataset",
-                               endpoint=endpoint)
-        old = _site_entries_of(json.loads(Path(path).read_text()), uri)
-    except (EntryNotFoundError, RepositoryNotFoundError):
+    for _ in range(attempts):
+        head = api.repo_info(repo_id, repo_type="dataset").sha
         old = []
-    with tempfile.TemporaryDirectory(prefix="rsrouter-board-") as tmp:
-        build_site([], tmp, entries=[*old, *entries])
-        commit = api.upload_folder(repo_id=repo_id, folder_path=tmp, repo_type="dataset",
-                                   commit_message="Update the leaderboard")
-    return str(commit.oid)
+        if "leaderboard.json" in api.list_repo_files(repo_id, repo_type="dataset", revision=head):
+            path = hf_hub_download(repo_id, "leaderboard.json", repo_type="dataset",
+                                   revision=head, endpoint=endpoint)
+            old = _read_board(Path(path), uri)
+        with tempfile.TemporaryDirectory(prefix="rsrouter-board-") as tmp:
+            build_site([], tmp, entries=[*old, *entries], replace=replace)
+            try:
+                commit = api.upload_folder(repo_id=repo_id, folder_path=tmp, repo_type="dataset",
+                                           commit_message="Update the leaderboard",
+                                           parent_commit=head)
+            except HfHubHTTPError as e:  # another publisher moved the head: read it again
+                if getattr(e.response, "status_code", None) in (409, 412):
+                    continue
+                raise
+        return str(commit.oid)
+    raise ResultsError(f"{uri}: the repo kept moving under {attempts} tries to publish; try "
+                       "again")
 
 
 def summary_frame(entries: list[dict]) -> pd.DataFrame:

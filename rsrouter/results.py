@@ -12,8 +12,10 @@ that they are possible and that each row's prediction and radius follow from the
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -64,26 +66,39 @@ class ResumableTSV:
             raise
 
     def _open(self, settings: dict) -> None:
+        """Check what is at ``path`` against this run, then (only then) resume or start it.
+
+        A file is only ever cut (its torn last line) or rewritten (nothing certified in it yet)
+        once it is known to be this run's: anything refused is left exactly as it was."""
         meta = settings_path(self.path)
         header = "\t".join(self.columns) + "\n"
-        lines = self._complete_lines()
-        has_rows = len(lines) > 1
-        if meta.exists():
-            old = json.loads(meta.read_text())
-            if old != settings and has_rows:
-                diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings))
-                        if old.get(k) != settings.get(k)}
-                raise ResumeError(f"{self.path} holds certificates made with other settings "
-                                  f"{diff} (old, new); choose another --out, or delete the file "
-                                  "and its .json to start over")
-        elif has_rows:
-            raise ResumeError(f"{self.path} has rows but {meta} (its settings) does not exist; "
-                              "choose another --out or delete the file")
+        data = self.path.read_bytes() if self.path.exists() else b""
+        complete = data[: data.rfind(b"\n") + 1]
+        try:
+            lines = complete.decode().splitlines()
+        except UnicodeDecodeError:
+            lines = None
+        if data and (lines is None or not meta.is_file()
+                     or not (lines or [data.decode(errors="replace")])[0].startswith("idx\t")):
+            raise ResumeError(f"{self.path} exists and is not a certification TSV of rsrouter's "
+                              f"(with its settings in {meta.name}); choose another --out, or "
+                              "delete it")
+        has_rows = len(lines or []) > 1
         if not has_rows:  # nothing certified yet (or a crash before the first row): start afresh
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(meta, settings)
             atomic_write_text(self.path, header)
             return
+        try:
+            old = json.loads(meta.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+        if old != settings:
+            diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings))
+                    if old.get(k) != settings.get(k)} if isinstance(old, dict) else meta.name
+            raise ResumeError(f"{self.path} holds certificates made with other settings "
+                              f"{diff} (old, new); choose another --out, or delete the file "
+                              "and its .json to start over")
         if lines[0] != header.rstrip("\n"):
             raise ResumeError(f"{self.path} has another header than this run writes; choose "
                               "another --out or delete the file")
@@ -91,18 +106,10 @@ class ResumableTSV:
         if len(set(idx)) != len(idx):
             raise ResultsError(f"{self.path} lists some idx twice; it was written by two runs at "
                                "once (rsrouter < 0.2): delete it and certify again")
-        self.done = set(idx)
-
-    def _complete_lines(self) -> list[str]:
-        """The file's complete lines; a torn (unterminated) last line is cut off the file."""
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):
+        if len(complete) != len(data):  # a torn last line (a crash mid-write): cut it off
             with open(self.path, "r+b") as f:
                 f.truncate(len(complete))
-        return complete.decode().splitlines()
+        self.done = set(idx)
 
     def append(self, rows: Iterable[dict]) -> None:
         """Write rows (dicts with every column) and fsync."""
@@ -433,6 +440,59 @@ def _check_tree(df, where, predict, radius) -> None:
                              f"{cert.radius:.6f})")
 
 
+def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact two-sided 95% (Clopper-Pearson) interval of ``k`` successes in ``n`` trials."""
+    k = np.asarray(k, dtype=float)
+    low = np.where(k > 0, beta.ppf(0.025, np.maximum(k, 1), n - k + 1), 0.0)
+    high = np.where(k < n, beta.ppf(0.975, k + 1, np.maximum(n - k, 1)), 1.0)
+    return low, high
+
+
+def has_counts(df: pd.DataFrame) -> bool:
+    """Whether a TSV carries the counts its radii follow from (checked by :func:`read_tsv`):
+    an expert's, a routed, set, tree or cascade certificate's. Cohen et al.'s published logs
+    carry none."""
+    return any(c in df.columns for c in ("stage_nA", "expert_nA", "root_groups", "nA"))
+
+
+def half_unit(text: str) -> float:
+    """Half a unit of the last digit of a number as printed (``"0.412"`` -> 0.0005,
+    ``"1.2e-05"`` -> 5e-07, ``"3"`` -> 0.5): how far the value it was rounded from may lie."""
+    text = text.strip().lower()
+    mantissa, _, exponent = text.partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    return 0.5 * 10.0 ** (int(exponent or 0) - decimals)
+
+
+def counts_from_radii(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
+                      sigma: float, where: str) -> np.ndarray:
+    """The smallest ``nA`` out of ``n`` whose radius at ``alpha`` and ``sigma``, rounded as
+    logged, is each row's logged radius (0 on an abstaining row): counts recovered from a
+    published log. The radius recomputed from them is never above the logged one by more than
+    the log's rounding.
+
+    Raises:
+        ResultsError: naming the first row whose radius no count can produce at this ``n``.
+    """
+    grid = np.concatenate([[0.0], radii_from_counts(np.arange(1, n + 1), n, alpha, sigma)])
+    values = np.array([float(v) for v in logged])
+    slack = np.array([half_unit(str(v)) for v in logged]) * (1 + 1e-9) + 1e-12
+    certifies = int(np.argmax(grid > 0)) if grid[-1] > 0 else n + 1  # the first nA that does
+    n_a = np.maximum(np.searchsorted(grid, values - slack, side="left"), certifies)
+    found = np.minimum(n_a, n)  # grid is non-decreasing: the smallest nA within the rounding
+    ok = np.where(predict == -1, values == 0,
+                  (n_a <= n) & (np.abs(grid[found] - values) <= slack))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        top = float(grid[-1])
+        raise ResultsError(
+            f"{where}: row {i + 1}: logged radius {logged[i]} cannot come from any count at n = "
+            f"{n}, alpha = {alpha}, sigma = {sigma} (nA = n gives {top:.4f}); "
+            f"{int((~ok).sum())} row(s) affected. Check the declared protocol (--n, --alpha, "
+            "--sigma) or the log")
+    return np.where(predict == -1, 0, found)
+
+
 def certified_accuracy(df: pd.DataFrame, radii: Sequence[float] = RADII) -> pd.Series:
     """Share of rows that are correct with ``radius >= r``, for each ``r`` (Cohen's curve)."""
     correct = df["correct"].to_numpy().astype(bool)
@@ -462,6 +522,20 @@ def summary_table(results: dict[str, pd.DataFrame], radii: Sequence[float] = RAD
     return table
 
 
+def md_text(text: object) -> str:
+    """``text`` as plain text in markdown (a table cell): HTML and markdown's own characters
+    escaped, one line."""
+    text = html.escape(str(text), quote=False).replace("\n", " ").replace("\r", " ")
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
+
+
+def plot_label(text: object) -> str:
+    """``text`` as plain text in a matplotlib label: ``$`` starts no math, a leading ``_`` hides
+    nothing from the legend."""
+    text = str(text).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-markdown table of ``table`` (index as the first column)."""
     head = ["", *map(str, table.columns)]
@@ -485,7 +559,8 @@ def curves_figure(results: dict[str, pd.DataFrame], title: str = "",
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, df in results.items():
         style = {"linestyle": "--", "color": "0.45"} if name in baselines else {}
-        ax.plot(grid, certified_accuracy(df, grid).to_numpy() * 100, label=name, **style)
+        ax.plot(grid, certified_accuracy(df, grid).to_numpy() * 100, label=plot_label(name),
+                **style)
     ax.set_xlabel("l2 radius (pixels in [0, 1])")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 103)  # a curve at 100% stays visible above the frame's top line
@@ -493,7 +568,7 @@ def curves_figure(results: dict[str, pd.DataFrame], title: str = "",
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(plot_label(title), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -57,6 +57,7 @@ from .smoothing import (
     certificate_from_counts,
     shared_counts,
 )
+from .urls import public_url
 from .weights import build_network, save_weights
 
 # A router certifies on the experts' noise streams: one standard-normal draw per sample serves the
@@ -88,8 +89,8 @@ class ExpertRef:
         if expert.pin is None:
             raise IntegrityError(f"expert {expert.name!r} was not loaded from pinned files; load "
                                  "it with rsrouter.load_expert or Registry.load")
-        if is_remote_source(expert.uri):
-            source, revision = expert.uri.rsplit("@", 1)
+        if is_remote_source(expert.uri):  # recorded without credentials: a card is shared
+            source, revision = public_url(expert.uri).rsplit("@", 1)
         else:
             source = os.path.relpath(Path(expert.uri).resolve(), Path(router_dir).resolve())
             revision = None

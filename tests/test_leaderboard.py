@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from rsrouter.cli import main
 from rsrouter.errors import ResultsError
-from rsrouter.leaderboard import collect_entries, merge
+from rsrouter.leaderboard import build_site, collect_entries, import_tsv, merge, read_entry
+from rsrouter.smoothing import radii_from_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "runs" / "test-artifacts"
@@ -47,8 +51,8 @@ def test_build_merges_entries_once(results, tmp_path):
     assert main(["leaderboard", "build", *sources, *sources, "--out", str(site)]) == 0
     assert json.loads((site / "leaderboard.json").read_text())["entries"] == board
     external = next(e for e in board if e["external"])
-    assert external["kind"] == "external, counts not available" and external["inputs"]["count"] \
-        == 500
+    assert external["kind"].startswith("external: counts stored in the log")
+    assert external["inputs"]["count"] == 500 and external["radii_recomputed"]
     md = (site / "leaderboard.md").read_text()
     assert "## digits" in md and "## fashion-mnist" in md and "not a certificate" in md
     assert "| choices made on |" in md and "| none |" in md  # where each choice was made
@@ -139,3 +143,184 @@ def test_the_page_in_a_real_browser(results, tmp_path):
     assert dialogs == []
     assert all(url.startswith("file://") for url in requests)
     assert (ARTIFACTS / "leaderboard-digits.png").stat().st_size > 20_000
+
+
+# ---- a board others publish to: nothing forged, nothing wiped --------------------------------
+
+
+def _cohen_log(path: Path, n_a: np.ndarray, n: int, alpha: float, sigma: float, fmt: str) -> None:
+    """A log in Cohen et al.'s format (no counts; radii printed with ``fmt``) from counts."""
+    radius = radii_from_counts(n_a, n, alpha, sigma)
+    predict = np.where(radius > 0, 1, -1)
+    lines = ["idx\tlabel\tpredict\tradius\tcorrect\ttime"]
+    lines += [f"{i}\t1\t{p}\t{format(r, fmt)}\t{int(p == 1)}\t0.1"
+              for i, (p, r) in enumerate(zip(predict, radius))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_import_tsv_recomputes_every_radius_from_counts(tmp_path):
+    """A published log's radii are turned back into counts under the declared protocol and
+    recomputed; a radius that no count can give is refused with its row."""
+    n, alpha, sigma = 1000, 0.001, 0.5
+    n_a = np.random.default_rng(0).integers(400, 1001, 200)
+    log = tmp_path / "cohen.tsv"
+    _cohen_log(log, n_a, n, alpha, sigma, ".3")  # Cohen's certify.py prints {:.3}
+    out = tmp_path / "entries"
+    assert main(["leaderboard", "import-tsv", str(log), "--dataset", "cifar10", "--method",
+                 "cohen", "--n", str(n), "--alpha", str(alpha), "--sigma", str(sigma),
+                 "--out", str(out)]) == 0
+    entry = read_entry(next(out.iterdir()))
+    exact = radii_from_counts(n_a, n, alpha, sigma)
+    assert "recovered from published radii" in entry["kind"] and not entry["counts_available"]
+    # the recovered radii are never above the exact ones and at most one rounding step below
+    assert entry["acr"] <= round(float(exact.mean()), 3) + 1e-3
+    assert entry["acr"] >= round(float(exact.mean()), 3) - 2e-3
+    assert entry["protocol"] == {"n0": None, "n": n, "alpha": alpha, "sigma": sigma}
+    # 100 rows of radius 1e6 at n = 100: no count gives that (today: ACR 1,000,000)
+    forged = tmp_path / "forged.tsv"
+    forged.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + "".join(
+        f"{i}\t1\t1\t1000000.0\t1\t0.1\n" for i in range(100)))
+    with pytest.raises(ResultsError, match=r"row 1: logged radius 1000000.0 cannot come"):
+        import_tsv(forged, dataset="cifar10", method="forged", out=tmp_path / "f", n=100,
+                   alpha=0.001, sigma=0.5)
+    assert not (tmp_path / "f").exists()
+    with pytest.raises(ResultsError, match="--sigma"):  # no protocol: nothing to recompute
+        import_tsv(log, dataset="cifar10", method="x", out=tmp_path / "g", n=n, alpha=alpha)
+    # a log with its counts: declared values must agree with them
+    card = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
+    with pytest.raises(ResultsError, match="--n 500 but its counts were made with n = 10000"):
+        import_tsv(card, dataset="digits", method="x", out=tmp_path / "h", n=500)
+
+
+def _entry_file(results: Path) -> Path:
+    return sorted((results / "out" / "entries").glob("*.json"))[0]
+
+
+def test_keys_come_from_content_and_dates_decide_nothing(results, tmp_path):
+    """A copied key cannot replace another team's row: keys are derived from what an entry
+    measured, a different entry under a taken name or key is refused unless --replace, and a
+    date in the future is refused."""
+    site = tmp_path / "site"
+    assert main(["leaderboard", "build", str(results / "out"), "--out", str(site)]) == 0
+    board = json.loads((site / "leaderboard.json").read_text())["entries"]
+    victim = json.loads(_entry_file(results).read_text())
+    forged = {**victim, "accuracy": [1.0] * len(victim["accuracy"]), "date": "9999-12-31"}
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "e.json").write_text(json.dumps(forged))
+    with pytest.raises(ResultsError, match="date '9999-12-31' is not a past ISO date"):
+        collect_entries([evil])
+    forged["date"] = "2026-01-01"
+    (evil / "e.json").write_text(json.dumps(forged))
+    assert main(["leaderboard", "publish", str(_site(evil, tmp_path)), "--to", str(site)]) == 2
+    assert json.loads((site / "leaderboard.json").read_text())["entries"] == board
+    with pytest.raises(ResultsError, match="same measurement .* with other results"):
+        merge([*board, *collect_entries([evil])])
+    # the same name for another measurement (a key of its own, whatever the file says)
+    other = {**victim, "key": victim["key"], "protocol": {**victim["protocol"], "n": 7}}
+    (evil / "e.json").write_text(json.dumps(other))
+    assert collect_entries([evil])[0]["key"] != victim["key"]
+    with pytest.raises(ResultsError, match="another measurement under the same name"):
+        merge([*board, *collect_entries([evil])])
+    # --replace replaces; an identical copy with another date is one row
+    assert main(["leaderboard", "publish", str(_site(evil, tmp_path)), "--to", str(site),
+                 "--replace"]) == 0
+    after = json.loads((site / "leaderboard.json").read_text())["entries"]
+    assert len(after) == len(board) and {"n0": 20, "n": 7, "alpha": 0.01, "seed": 0} in [
+        e["protocol"] for e in after]
+    copy = {**victim, "date": "2020-01-01", "rsrouter_version": "0.0.1"}
+    assert len(merge([victim, copy])) == 1
+
+
+def _site(entries: Path, tmp_path: Path) -> Path:
+    site = tmp_path / f"site-of-{entries.name}"
+    build_site([entries], site)
+    return site
+
+
+def _git_shim(tmp_path: Path, fail: str) -> Path:
+    """A ``git`` first on PATH that fails the first command containing ``fail`` once (a
+    transient network error), then runs the real git."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = shutil.which("git")
+    (shim / "git").write_text(
+        f'#!/bin/sh\ncase " $* " in *" {fail} "*)\n'
+        f'  if [ ! -e "{shim}/failed" ]; then touch "{shim}/failed"; '
+        'echo "fatal: unable to access remote (transient)" >&2; exit 128; fi;;\nesac\n'
+        f'exec {real} "$@"\n')
+    (shim / "git").chmod(0o755)
+    return shim
+
+
+def test_git_publish_aborts_on_a_failed_fetch_and_passes_the_remote_after_dashdash(
+        results, tmp_path, monkeypatch):
+    site = _site(results / "out", tmp_path)
+    remote = tmp_path / "board.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    assert main(["leaderboard", "publish", str(site), "--git-remote", str(remote)]) == 0
+    before = _remote_board(remote)
+    other = _site(results / "external", tmp_path)
+    monkeypatch.setenv("PATH", f"{_git_shim(tmp_path, 'fetch')}:{os.environ['PATH']}")
+    assert main(["leaderboard", "publish", str(other), "--git-remote", str(remote)]) == 2
+    assert _remote_board(remote) == before  # nothing published over a board it could not read
+    assert main(["leaderboard", "publish", str(other), "--git-remote", str(remote)]) == 0
+    assert len(_remote_board(remote)) == len(before) + 1
+    pwned = tmp_path / "pwned"
+    for remote_arg in (f"--git-remote=--upload-pack=touch {pwned}", "--git-remote=-x"):
+        assert main(["leaderboard", "publish", str(site), remote_arg]) == 2
+    assert not pwned.exists()
+
+
+def _remote_board(remote: Path) -> list[dict]:
+    shown = subprocess.run(["git", "-C", str(remote), "show", "main:leaderboard.json"],
+                           capture_output=True, text=True, check=True).stdout
+    return json.loads(shown)["entries"]
+
+
+def test_concurrent_git_publishes_lose_nothing(results, tmp_path, monkeypatch):
+    """Publisher A reads the board, B publishes in between, then A pushes: A's push is refused
+    (compare-and-swap on the branch) and redone on B's commit, so both rows stay."""
+    from rsrouter import leaderboard
+
+    remote = tmp_path / "board.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    first, second = _site(results / "out", tmp_path), _site(results / "external", tmp_path)
+    real, calls = leaderboard.build_site, []
+
+    def build_site(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:  # A has read the (empty) board: B publishes now
+            leaderboard.publish(second, git_remote=str(remote))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(leaderboard, "build_site", build_site)
+    leaderboard.publish(first, git_remote=str(remote))
+    methods = {e["method"] for e in _remote_board(remote)}
+    assert methods == {e["method"] for site in (first, second)
+                       for e in json.loads((site / "leaderboard.json").read_text())["entries"]}
+    log = subprocess.run(["git", "-C", str(remote), "log", "--oneline", "main"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(log) == 2
+
+
+def test_names_are_plain_text_in_plots_and_markdown(results, tmp_path):
+    """A method named with matplotlib math or HTML breaks nothing and runs nothing."""
+    log = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
+    names = tmp_path / "names"
+    for method in (r"$\frac{", "<img src=x onerror=alert(1)>", "_hidden", "a [link](javascript:x)"):
+        import_tsv(log, dataset="digits", method=method, out=names)
+    site = tmp_path / "site"
+    assert main(["leaderboard", "build", str(results / "out"), str(names), "--out",
+                 str(site)]) == 0
+    md = (site / "leaderboard.md").read_text()
+    assert "<img" not in md and "&lt;img src=x onerror=alert\\(1\\)&gt;" not in md
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md and "\\[link\\]" in md
+    assert r"\$\\frac{" not in md and "$\\\\frac{" in md  # plain text: escaped, not math
+    page = (site / "index.html").read_text()
+    assert "<img src=x" not in page
+    # later publishes still work, and bench plots and `summary --plot` take such names too
+    assert main(["leaderboard", "publish", str(site), "--to", str(tmp_path / "web")]) == 0
+    tsv = tmp_path / "x.tsv"
+    shutil.copy(log, tsv)
+    assert main(["summary", f"$x^{{={tsv}", "--plot", str(tmp_path / "c.png")]) == 0

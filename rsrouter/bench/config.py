@@ -33,6 +33,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..smoothing import Sequential
+from ..urls import public_url
 
 METHOD_TYPES = ("expert", "router", "tree", "envelope", "oracle", "cascade", "aces")
 CHOICE_SPLITS = ("none", "train", "validation", "test", "unknown")
@@ -150,8 +151,15 @@ class BenchConfig:
         return Path(self.source).resolve().parent if self.source else Path.cwd()
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as recorded in a results folder (bench.json): sources without
+        credentials."""
         d = asdict(self)
         d.pop("source")
+        for m in d["methods"]:
+            for key in ("expert", "router"):
+                m[key] = m[key] and public_url(m[key])
+            for key in ("experts", "children"):
+                m[key] = [public_url(ref) for ref in m[key]]
         return json.loads(json.dumps(d))
 
     def expert_methods(self) -> list[Method]:
@@ -202,6 +210,14 @@ def _str(raw: dict, key: str, path: str, default: str | None = None,
     return value
 
 
+def _file_name(name: str, path: str, names: str) -> str:
+    """``name``, checked: it becomes part of file names, so it may not leave the folder."""
+    if any(c in name for c in "/\\:") or name.startswith(".") or not name.isprintable():
+        raise ConfigError(f"{path}: {name!r} must not contain '/', '\\', ':' or control "
+                          f"characters, nor start with '.' (it names {names})")
+    return name
+
+
 def _strings(raw: dict, key: str, path: str) -> tuple[str, ...]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -247,10 +263,8 @@ def _method(raw: Any, i: int) -> Method:
     default_name = {"expert": raw.get("expert"), "router": "routed", "tree": "tree",
                     "envelope": "envelope",
                     "oracle": "oracle", "cascade": "cascade", "aces": "entropy-router"}[kind]
-    name = _str(raw, "name", path, default_name and Path(str(default_name)).name)
-    if any(c in name for c in "/\\:") or name.startswith("."):
-        raise ConfigError(f"{path}.name: {name!r} must not contain '/', '\\' or ':' nor start "
-                          "with '.' (it names the method's files)")
+    name = _file_name(_str(raw, "name", path, default_name and Path(str(default_name)).name),
+                      f"{path}.name", "the method's files")
     threshold = raw.get("threshold", 0.5)
     if not isinstance(threshold, (int, float)) or not 0.5 <= threshold < 1:
         raise ConfigError(f"{path}.threshold: must be a number in [0.5, 1), got {threshold!r}")
@@ -337,7 +351,8 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
         if m.type == "aces" and split == m.fit.split:
             raise ConfigError(f"methods[{i}] (aces): fits its thresholds on data.split "
                               f"{split} itself; fit on another split (fit.split)")
-    return BenchConfig(name=_str(raw, "name", "config"), dataset=dataset,
+    return BenchConfig(name=_file_name(_str(raw, "name", "config"), "name",
+                                       "the leaderboard entries' files"), dataset=dataset,
                        split=split,
                        root=_str(data, "root", "data"), inputs=inputs, protocol=protocol,
                        radii=tuple(float(r) for r in radii), methods=methods,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -23,11 +22,12 @@ import pandas as pd
 from .. import __version__, tree
 from ..data import data_identity, load_dataset
 from ..distributed import current
-from ..errors import ConfigError, RsrouterError
+from ..errors import ConfigError, ResultsError, RsrouterError
 from ..files import FileLock, atomic_write_json
 from ..registry import is_remote_source
 from ..results import check_rows, write_tsv
 from ..router import ROUTER_STAGES, load_routed
+from ..urls import public_url
 from . import methods as compose
 from .config import BenchConfig, Method
 from .store import count_settings, ensure_counts, read_counts
@@ -41,7 +41,7 @@ KINDS = {"expert": "certificate", "router": "certificate", "tree": "certificate"
 def expert_record(expert) -> dict:
     """How an entry names an expert: name, sigma, both hashes, and its source when it is one
     anybody can fetch (a local folder's path means nothing elsewhere)."""
-    source = expert.uri if is_remote_source(expert.uri) else "local folder"
+    source = public_url(expert.uri) if is_remote_source(expert.uri) else "local folder"
     return {"name": expert.name, "sigma": expert.sigma, "source": source,
             "weights_sha256": expert.pin.weights_sha256,
             "config_sha256": expert.pin.config_sha256}
@@ -133,8 +133,12 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
     out = Path(out)
     registry = registry or Registry()
     dist = current()  # under torchrun every rank runs the count passes, rank 0 writes the rest
+    if dist.is_main:
+        check_results_folder(out)
     with FileLock(Path(os.path.realpath(out)) / ".lock", str(out)) if dist.is_main \
             else nullcontext():
+        if dist.is_main:
+            atomic_write_json(out / MARKER, {"rsrouter": __version__})
         dataset = load_dataset(cfg.dataset, cfg.split, cfg.root)
         indices = cfg.inputs.select(len(dataset))
         models = _Models(cfg, dataset, indices, out, registry, progress, device)
@@ -165,6 +169,28 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
     return out
 
 
+MARKER = ".rsrouter-bench"  # a results folder of `bench run` (written before anything else)
+
+
+def check_results_folder(out: Path) -> None:
+    """``out`` may receive a benchmark: it does not exist, is empty, or holds rsrouter results
+    (its marker, or the ``bench.json`` of rsrouter < 0.3).
+
+    Raises:
+        ResultsError: naming the folder and the fix; nothing is deleted or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out} is a file; bench run writes a results folder")
+    if not out.is_dir() or (out / MARKER).is_file() or (out / "bench.json").is_file():
+        return
+    other = sorted(p.name for p in out.iterdir() if p.name != ".lock")
+    if other:
+        raise ResultsError(f"--out {out} holds files that are not rsrouter results "
+                           f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
+                           "bench run replaces what a folder of its own holds, so give a new or "
+                           "empty folder")
+
+
 def _clean(out: Path, cfg: BenchConfig) -> None:
     """Remove what an earlier run wrote for methods this config no longer has, and the
     entries and summaries (rebuilt at the end), so that nothing stale is reported."""
@@ -174,7 +200,8 @@ def _clean(out: Path, cfg: BenchConfig) -> None:
         if name not in names:
             meta.unlink()
             (out / f"{name}.tsv").unlink(missing_ok=True)
-    shutil.rmtree(out / "entries", ignore_errors=True)
+    for entry in (out / "entries").glob("*.json"):  # its own entries only
+        entry.unlink()
     for name in ("summary.md", "summary.csv", "summary.json", "curves.png", "envelope.tsv"):
         (out / name).unlink(missing_ok=True)
 

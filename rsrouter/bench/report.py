@@ -17,25 +17,29 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta
 
 from .. import __version__
 from ..errors import ResultsError
 from ..files import atomic_write_json, atomic_write_text
-from ..leaderboard import SCHEMA
-from ..results import average_certified_radius, certified_accuracy, read_tsv, write_tsv
-from .methods import envelope
+from ..leaderboard import SCHEMA, entry_filename, entry_key
+from ..results import (
+    RADIUS_TOLERANCE,
+    average_certified_radius,
+    certified_accuracy,
+    interval95,
+    md_text,
+    plot_label,
+    read_tsv,
+    write_tsv,
+)
+from ..router import ROUTED_EXTRAS
+from ..runs import EXPERT_EXTRAS
+from ..set_certificate import SET_EXTRAS
+from ..tree import TREE_EXTRAS
+from .methods import CASCADE_EXTRAS, envelope, oracle_frame
 from .store import read_counts
 
 CERTIFICATES = ("expert", "router", "tree", "cascade", "aces")
-
-
-def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact two-sided 95% (Clopper-Pearson) interval of ``k`` successes in ``n`` trials."""
-    k = np.asarray(k, dtype=float)
-    low = np.where(k > 0, beta.ppf(0.025, np.maximum(k, 1), n - k + 1), 0.0)
-    high = np.where(k < n, beta.ppf(0.975, k + 1, np.maximum(n - k, 1)), 1.0)
-    return low, high
 
 
 def load_methods(out: str | os.PathLike) -> tuple[dict, list[tuple[dict, pd.DataFrame | None]]]:
@@ -60,31 +64,72 @@ def load_methods(out: str | os.PathLike) -> tuple[dict, list[tuple[dict, pd.Data
         if info.get("run_key") != bench.get("run_key"):
             raise ResultsError(f"{meta} belongs to another run of this folder (a rerun that did "
                                "not finish); rerun `rsrouter bench run` to finish it")
-        methods.append((info, read_tsv(out / f"{spec['name']}.tsv")
-                        if info["type"] != "envelope" else None))
+        rows = None
+        if info["type"] != "envelope":
+            rows = read_tsv(out / f"{spec['name']}.tsv")
+            check_certificate_rows(rows, info, bench, str(out / f"{spec['name']}.tsv"))
+        methods.append((info, rows))
+    _check_oracles(methods, str(out))
     return bench, methods
 
 
-def _entry_key(info: dict, bench: dict) -> str:
-    """What an entry measures, independent of where it was run: the benchmark and method, the
-    data by content, the inputs, the protocol, and the models by their hashes."""
-    models = [[e.get("weights_sha256"), e.get("config_sha256"), e.get("sigma")]
-              for e in info.get("experts", [])]
-    router = info.get("router") or {}
-    key = {"benchmark": info["benchmark"], "method": info["method"], "type": info["type"],
-           "dataset": info["data"]["dataset"], "split": info["data"]["split"],
-           "labels": info["data"].get("labels_sha256"), "inputs": bench["inputs"],
-           "protocol": info["protocol"], "models": models,
-           "router": [router.get("weights_sha256"), router.get("config_sha256"),
-                      router.get("thresholds")]}
-    if info.get("certificate") not in (None, "pinned"):  # set: another certificate
-        key["certificate"] = info["certificate"]
-    if "alpha_accounting" in info and info["type"] in ("router", "tree", "aces"):
-        key["alpha_accounting"] = info["alpha_accounting"]  # names the alpha split
-    if router.get("children"):  # a router tree: its children are part of what it measures
-        key["children"] = [[c.get("weights_sha256"), c.get("config_sha256")]
-                           for c in router["children"]]
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+def _required_columns(info: dict) -> tuple[str, ...]:
+    """The count columns a method's rows must carry for its radii to be checked."""
+    if info["type"] == "expert":
+        return EXPERT_EXTRAS
+    if info["type"] == "router" and info.get("certificate") == "set":
+        return SET_EXTRAS
+    if info["type"] in ("router", "aces"):
+        return ROUTED_EXTRAS
+    return {"tree": TREE_EXTRAS, "cascade": CASCADE_EXTRAS}.get(info["type"], ())
+
+
+def check_certificate_rows(df: pd.DataFrame, info: dict, bench: dict, where: str) -> None:
+    """A method's rows are what its type certifies: the count columns its radii follow from
+    (:func:`rsrouter.results.read_tsv` has checked that they do), at the benchmark's n0 and at
+    most its alpha; an expert's at its recorded sigma. Rows without counts are not reported
+    as certificates.
+
+    Raises:
+        ResultsError: naming the file, what is missing or at odds, and the fix.
+    """
+    missing = [c for c in (*_required_columns(info), "forwards") if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{where}: a {info['type']} method's rows need the columns "
+                           f"{missing}; without its counts a radius is no certificate. Rerun "
+                           "`rsrouter bench run` to rewrite it from the count store")
+    if info["type"] not in CERTIFICATES or df.empty:
+        return
+    proto = bench["config"]["protocol"]
+    n0 = df["stage_n0" if info["type"] == "cascade" else "n0"].to_numpy()
+    bad = [f"n0 {n0[n0 != proto['n0']][0]} (the protocol's is {proto['n0']})"
+           for _ in [0] if (n0 != proto["n0"]).any()]
+    alpha = df["alpha"].to_numpy(dtype=float)
+    if (alpha > proto["alpha"] * (1 + 1e-9)).any():
+        bad.append(f"alpha {alpha.max()} (the protocol's is {proto['alpha']})")
+    sigmas = {e.get("sigma") for e in info.get("experts", [])}
+    if info["type"] == "expert" and not set(df["sigma"].unique()) <= sigmas:
+        bad.append(f"sigma {sorted(set(df['sigma'].unique()) - sigmas)} (the expert's is "
+                   f"{sorted(sigmas)})")
+    if bad:
+        raise ResultsError(f"{where}: rows certified with {'; '.join(bad)}: not what this "
+                           "benchmark certifies. Rerun `rsrouter bench run` to rewrite it")
+
+
+def _check_oracles(methods: list, where: str) -> None:
+    """An oracle's rows are recomputed from its experts' rows; they must be the same."""
+    rows = {info["method"]: df for info, df in methods}
+    for info, df in methods:
+        if info["type"] != "oracle":
+            continue
+        pool = {name: rows[name] for name in info.get("pool", []) if name in rows}
+        expected = oracle_frame(pool) if pool else None
+        if expected is None or not (
+                np.array_equal(expected["idx"], df["idx"])
+                and np.array_equal(expected["correct"], df["correct"])
+                and np.allclose(expected["radius"], df["radius"], atol=RADIUS_TOLERANCE)):
+            raise ResultsError(f"{where}: method {info['method']} (oracle) does not follow from "
+                               "its experts' rows; rerun `rsrouter bench run` to rewrite it")
 
 
 def build_report(out: str | os.PathLike) -> pd.DataFrame:
@@ -141,29 +186,33 @@ def build_report(out: str | os.PathLike) -> pd.DataFrame:
     _curves(out / "curves.png", methods, pool, cfg["name"], n_inputs)
     (out / "entries").mkdir(exist_ok=True)
     for entry in entries:
-        atomic_write_json(out / "entries" / f"{entry['benchmark']}--{entry['method']}.json", entry)
+        atomic_write_json(out / "entries" / entry_filename(entry), entry)
     return table
 
 
 def _entry(info, bench, radii, acc, low, high, row) -> dict:
     cfg = bench["config"]
-    return {"schema": SCHEMA, "key": _entry_key(info, bench), "benchmark": info["benchmark"],
-            "dataset": info["data"]["dataset"], "split": info["data"]["split"],
-            "data": {k: info["data"].get(k) for k in ("dataset", "split", "length",
-                                                      "labels_sha256")},
-            "inputs": info["inputs"], "protocol": info["protocol"],
-            "method": info["method"], "type": info["type"], "kind": info["kind"],
-            "radii": radii, "accuracy": [round(float(a), 4) for a in acc],
-            "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
-            "acr": row["ACR"], "acr_se": row["ACR se"], "abstain": row["abstain%"],
-            "max_regret": row["max regret"], "forwards_per_input": row["forwards/input"],
-            "seconds_per_input": row["s/input"], "experts": info.get("experts", []),
-            "router": info.get("router"), "alpha_accounting": info.get("alpha_accounting"),
-            "chosen_on": info["chosen_on"], "chosen_on_test": info["chosen_on_test"],
-            "note": info.get("note", ""), "external": False, "counts_available": True,
-            "config": {"name": cfg["name"], "inputs": cfg["inputs"]},
-            "rsrouter_version": bench.get("rsrouter_version", __version__),
-            "date": bench.get("date", "")}
+    entry = {"schema": SCHEMA, "key": "", "benchmark": info["benchmark"],
+             "dataset": info["data"]["dataset"], "split": info["data"]["split"],
+             "data": {k: info["data"].get(k) for k in ("dataset", "split", "length",
+                                                       "labels_sha256")},
+             "inputs": {**info["inputs"], "sha256": hashlib.sha256(
+                 json.dumps(bench["inputs"]).encode()).hexdigest()},
+             "protocol": info["protocol"], "certificate": info.get("certificate"),
+             "method": info["method"], "type": info["type"], "kind": info["kind"],
+             "radii": radii, "accuracy": [round(float(a), 4) for a in acc],
+             "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
+             "acr": row["ACR"], "acr_se": row["ACR se"], "abstain": row["abstain%"],
+             "max_regret": row["max regret"], "forwards_per_input": row["forwards/input"],
+             "seconds_per_input": row["s/input"], "experts": info.get("experts", []),
+             "router": info.get("router"), "alpha_accounting": info.get("alpha_accounting"),
+             "chosen_on": info["chosen_on"], "chosen_on_test": info["chosen_on_test"],
+             "note": info.get("note", ""), "external": False, "counts_available": True,
+             "config": {"name": cfg["name"], "inputs": cfg["inputs"]},
+             "rsrouter_version": bench.get("rsrouter_version", __version__),
+             "date": bench.get("date", "")}
+    entry["key"] = entry_key(entry)
+    return entry
 
 
 def _savings(out: Path, methods, bench) -> dict:
@@ -189,7 +238,7 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
     n = len(bench["inputs"])
     head = ["method", *[f"r={r:g}" for r in radii], "ACR", "max regret", "abstain %",
             "forwards/input", "s/input"]
-    lines = [f"# {cfg['name']}", "",
+    lines = [f"# {md_text(cfg['name'])}", "",
              f"{bench['data']['dataset']} ({bench['data']['split']}), {n} inputs "
              f"({bench.get('inputs_spec', '')}), n0 = {proto['n0']}, n = {proto['n']}, "
              f"alpha = {proto['alpha']}, seed = {proto['seed']}.", "",
@@ -205,7 +254,7 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
             flags.append("choices made on the test inputs")
         elif row["chosen_on"] == "unknown":
             flags.append("where its choices were made is not recorded")
-        name = method + (f" ({'; '.join(flags)})" if flags else "")
+        name = md_text(method) + (f" ({'; '.join(flags)})" if flags else "")
         acr = "–" if pd.isna(row["ACR"]) else f"{row['ACR']:.3f} ({row['ACR se']:.3f})"
         cells = [name, *[_fmt_cell(row, r) for r in radii], acr,
                  "–" if pd.isna(row["max regret"]) else f"{row['max regret']:.1f}",
@@ -217,7 +266,7 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
               f"({saved['ratio']}x).", ""]
     for info, _ in methods:
         routing = info.get("routing")
-        lines.append(f"- **{info['method']}** ({info['type']}): {info['kind']}; alpha: "
+        lines.append(f"- **{md_text(info['method'])}** ({info['type']}): {info['kind']}; alpha: "
                      f"{info.get('alpha_accounting', '')}; choices made on: {info['chosen_on']}"
                      + (_routing_text(routing) if routing else "")
                      + (f". {info['note']}" if info.get("note") else ""))
@@ -230,7 +279,8 @@ def _routing_text(routing: dict) -> str:
     text = "; router: "
     if "router_abstain" in routing:
         text += f"abstains on {100 * routing['router_abstain']:.1f}%, "
-    text += "chooses " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in routing["choices"].items()
+    text += "chooses " + ", ".join(f"{md_text(k)} {100 * v:.1f}%"
+                                   for k, v in routing["choices"].items()
                                    if k != "-")
     if "through_a_child" in routing:
         text += f"; {100 * routing['through_a_child']:.1f}% of inputs go through a child router"
@@ -256,15 +306,15 @@ def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
             if pool:
                 env = envelope(pool, grid)["certified_accuracy"].to_numpy() * 100
                 ax.plot(grid, env, ":", color="black",
-                        label=f"{info['method']} (not a classifier)")
+                        label=plot_label(f"{info['method']} (not a classifier)"))
             continue
         acc = certified_accuracy(df, grid).to_numpy()
         low, high = interval95(np.rint(acc * len(df)), len(df))
         if info["type"] == "oracle":
-            ax.plot(grid, acc * 100, "--", color="0.45", label=f"{info['method']} (not a "
-                    "certificate)")
+            ax.plot(grid, acc * 100, "--", color="0.45",
+                    label=plot_label(f"{info['method']} (not a certificate)"))
             continue
-        line, = ax.plot(grid, acc * 100, label=info["method"])
+        line, = ax.plot(grid, acc * 100, label=plot_label(info["method"]))
         ax.fill_between(grid, low * 100, high * 100, color=line.get_color(), alpha=0.12,
                         linewidth=0)
     ax.set_xlabel("l2 radius (pixels in [0, 1])")
@@ -273,7 +323,7 @@ def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
     ax.set_xlim(0, top)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(f"{title}: {n_inputs} inputs, 95% intervals shaded", fontsize=10)
+    ax.set_title(plot_label(f"{title}: {n_inputs} inputs, 95% intervals shaded"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -37,6 +37,7 @@ from ..data import load_dataset
 from ..distributed import current
 from ..errors import ConfigError
 from ..files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from ..results import plot_label
 from .config import DualRSConfig
 
 ROUND = "round-{}"
@@ -434,7 +435,7 @@ def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list
                 label=f"round {results[-1].round} classifier, global sigma {s:g}")
     ax.set_xlabel("l2 radius (pixel units)")
     ax.set_ylabel("certified accuracy (%)")
-    ax.set_title(f"{cfg.name}: each round on the validation split")
+    ax.set_title(plot_label(f"{cfg.name}: each round on the validation split"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
