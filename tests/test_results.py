@@ -186,3 +186,23 @@ def test_time_is_the_group_time_shared_among_its_inputs(digits_expert, tmp_path)
     assert df["time"].iloc[0] == df["time"].iloc[1] and (df["time"] >= 0.02).all()
     assert df["time"].sum() == pytest.approx(0.02 * 5, rel=0.5)
     assert group_size(100, 10_000, 2500) == 25
+
+
+def test_a_file_certify_refuses_is_left_as_it_was(digits_expert, tmp_path, capsys):
+    """certify never cuts or rewrites a file it then refuses to resume: not a torn line of a run
+    with other settings, not a file of the user's that happens to sit at --out."""
+    out = tmp_path / "c.tsv"
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
+    with open(out, "a") as f:
+        f.write("300\t4\t4\t0.1")  # a torn last row
+    before = out.read_bytes()
+    assert main([*CERTIFY, "--seed", "1", "--model", digits_expert, "--out", str(out)]) == 2
+    assert "other settings" in capsys.readouterr().err and out.read_bytes() == before
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0  # same settings
+    assert read_tsv(out)["idx"].tolist() == list(range(0, 300, 25))
+    for text in ("my notes, one line\n", "idx\tlabel\n", "no newline at all"):
+        mine = tmp_path / "notes.tsv"
+        mine.write_text(text)
+        assert main([*CERTIFY, "--model", digits_expert, "--out", str(mine)]) == 2
+        assert "is not a certification TSV of rsrouter's" in capsys.readouterr().err
+        assert mine.read_text() == text and not (tmp_path / "notes.tsv.json").exists()

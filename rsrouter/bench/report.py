@@ -102,15 +102,15 @@ def check_certificate_rows(df: pd.DataFrame, info: dict, bench: dict, where: str
         return
     proto = bench["config"]["protocol"]
     n0 = df["stage_n0" if info["type"] == "cascade" else "n0"].to_numpy()
-    bad = [f"n0 {n0[n0 != proto['n0']][0]} (the protocol's is {proto['n0']})"
+    bad = [f"n0 {int(n0[n0 != proto['n0']][0])} (the protocol's is {proto['n0']})"
            for _ in [0] if (n0 != proto["n0"]).any()]
     alpha = df["alpha"].to_numpy(dtype=float)
     if (alpha > proto["alpha"] * (1 + 1e-9)).any():
-        bad.append(f"alpha {alpha.max()} (the protocol's is {proto['alpha']})")
+        bad.append(f"alpha {float(alpha.max())} (the protocol's is {proto['alpha']})")
     sigmas = {e.get("sigma") for e in info.get("experts", [])}
-    if info["type"] == "expert" and not set(df["sigma"].unique()) <= sigmas:
-        bad.append(f"sigma {sorted(set(df['sigma'].unique()) - sigmas)} (the expert's is "
-                   f"{sorted(sigmas)})")
+    used = {float(v) for v in df["sigma"].unique()} if info["type"] == "expert" else set()
+    if used - sigmas:
+        bad.append(f"sigma {sorted(used - sigmas)} (the expert's is {sorted(sigmas)})")
     if bad:
         raise ResultsError(f"{where}: rows certified with {'; '.join(bad)}: not what this "
                            "benchmark certifies. Rerun `rsrouter bench run` to rewrite it")

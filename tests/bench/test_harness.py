@@ -15,7 +15,7 @@ from rsrouter.bench.config import load_bench_config, parse_bench_config
 from rsrouter.cli import main
 from rsrouter.errors import ConfigError
 from rsrouter.results import read_tsv
-from rsrouter.smoothing import Smooth
+from rsrouter.smoothing import Smooth, radii_from_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = {"n0": 20, "n": 200, "alpha": 0.01, "seed": 3, "batch_size": 1000}
@@ -170,6 +170,8 @@ def test_more_inputs_compute_only_the_new_ones_and_a_crash_loses_nothing(setup, 
     (lambda c: c["methods"].append({"type": "envelope", "experts": ["digits-sigma0.25"]}),
      r"name expert methods of this config \(d025, d050\)"),
     (lambda c: c.update(colour="red"), r"config\.colour: unknown key; allowed: choices_made_on"),
+    (lambda c: c.update(name="../../x"), r"name: '\.\./\.\./x' must not contain '/'"),
+    (lambda c: c.update(name="a\nb"), r"name: 'a\\nb' must not contain"),
 ])
 def test_config_errors_name_the_key(change, message):
     config = {"name": "x", "data": {"dataset": "digits"},
@@ -282,3 +284,69 @@ def test_a_router_tree_runs_through_the_harness(setup, tmp_path):
     assert meta["router"]["groups"] == [["d025", "d050"]] and meta["kind"] == "certificate"
     summary = (out / "summary.md").read_text()
     assert "100.0% of inputs go through a child router" in summary
+
+
+@pytest.fixture
+def two_experts(setup, tmp_path):
+    """A finished benchmark of the two experts, their envelope and oracle."""
+    path, config = setup
+    config = {**config, "methods": [*config["methods"][:2], {"type": "envelope"},
+                                     {"type": "oracle"}]}
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    return path, out
+
+
+@pytest.mark.parametrize("forge, message", [
+    (lambda df: df.drop(columns=["cA", "nA", "n", "n0", "sigma", "alpha", "seed", "mode"])
+     .assign(radius=df["radius"].where(df["correct"] == 0, 9.0)), "need the columns"),
+    (lambda df: df.assign(alpha=0.4, radius=radii_from_counts(df["nA"], df["n"], 0.4,
+                                                              df["sigma"])), "alpha 0.4"),
+    (lambda df: df.assign(sigma=3.0, radius=radii_from_counts(df["nA"], df["n"], df["alpha"],
+                                                              3.0)), "sigma [3.0]"),
+])
+def test_report_refuses_rows_that_are_no_certificate_of_this_benchmark(two_experts, capsys,
+                                                                       forge, message):
+    """Radii without their counts (or counts at another alpha or sigma) are never reported as
+    a certificate: today dropping the count columns turns radius 9.0 into one."""
+    _, out = two_experts
+    tsv = out / "d025.tsv"
+    forged = forge(pd.read_csv(tsv, sep="\t"))
+    if "cA" in forged:  # a consistent forgery: the prediction follows from its counts
+        forged["predict"] = forged["cA"].where(forged["radius"] > 0, -1)
+    forged["radius"] = forged["radius"].where(forged["predict"] != -1, 0.0)
+    forged["correct"] = ((forged["predict"] == forged["label"]) & (forged["predict"] != -1)) \
+        .astype(int)
+    forged.to_csv(tsv, sep="\t", index=False)
+    capsys.readouterr()
+    assert main(["bench", "report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_report_recomputes_the_oracle(two_experts, capsys):
+    _, out = two_experts
+    oracle = pd.read_csv(out / "oracle.tsv", sep="\t")
+    oracle.assign(radius=oracle["radius"] * 2).to_csv(out / "oracle.tsv", sep="\t", index=False)
+    assert main(["bench", "report", str(out)]) == 2
+    assert "does not follow from its experts' rows" in capsys.readouterr().err
+
+
+def test_out_must_be_new_empty_or_a_results_folder(two_experts, tmp_path, capsys):
+    """bench run refuses a folder of the user's instead of deleting what it does not know."""
+    path, _ = two_experts
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my summary")
+    (mine / "chapter.tex").write_text("my thesis")
+    assert main(["bench", "run", "--config", str(path), "--out", str(mine), "--no-progress"]) == 2
+    assert "not rsrouter results" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["chapter.tex", "summary.md"]
+    assert (mine / "summary.md").read_text() == "my summary"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["bench", "run", "--config", str(path), "--out", str(empty), "--no-progress"]) == 0
+    (empty / "notes.txt").write_text("kept")  # a results folder may hold the user's notes
+    assert main(["bench", "run", "--config", str(path), "--out", str(empty), "--no-progress"]) == 0
+    assert (empty / "notes.txt").read_text() == "kept"
