@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--project", action="store_true",
                    help="write to the project's experts/registry.yaml, not the user registry")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the entry of a name registered with other pins (the same pins "
+                        "are no error without it: the entry then points at SOURCE)")
     _hub_opts(p)
     _trust_opt(p)
     p.set_defaults(func=cmd_experts_register)
@@ -648,12 +651,24 @@ def cmd_experts_make_denoised(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_register(args: argparse.Namespace) -> None:
-    entry = _registry(args).register(args.source, args.name, project=args.project)
+    reg = _registry(args)
+    before = reg.entries().get(args.name)
+    entry = reg.register(args.source, args.name, project=args.project, replace=args.replace)
     sigma = (f"sigma {entry.sigma}" if entry.sigmas is None else
              f"sigmas {', '.join(f'{v:g}' for v in entry.sigmas)}: {entry.name}#sigma=S")
-    print(f"registered {entry.name}: {entry.uri} ({sigma}, {entry.dataset}, "
-          f"weights sha256 {entry.weights_sha256[:12]}..., config sha256 "
-          f"{entry.config_sha256[:12]}...) in {entry.registry}")
+    pins = (entry.weights_sha256, entry.config_sha256)
+    if before is None:
+        done = f"registered {entry.name}"
+    elif (before.weights_sha256, before.config_sha256) != pins:
+        done = (f"replaced {entry.name} (was {before.uri}, weights sha256 "
+                f"{before.weights_sha256[:12]}...)")
+    elif before.uri != entry.uri:
+        done = (f"{entry.name} is already registered with the same pins; it now points at "
+                f"{entry.uri} (was {before.uri})")
+    else:
+        done = f"{entry.name} is already registered with the same pins"
+    print(f"{done}: {entry.uri} ({sigma}, {entry.dataset}, weights sha256 {pins[0][:12]}..., "
+          f"config sha256 {pins[1][:12]}...) in {entry.registry}")
 
 
 def cmd_experts_list(args: argparse.Namespace) -> None:

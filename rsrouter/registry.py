@@ -476,27 +476,36 @@ class Registry:
 
     # ---- writing --------------------------------------------------------------------------
 
-    def register(self, source: str, name: str, *, project: bool = False) -> Entry:
-        """Verify ``source`` (folder or ``hf://org/name[@rev]``) and record it under ``name``.
+    def register(self, source: str, name: str, *, project: bool = False,
+                 replace: bool = False) -> Entry:
+        """Verify ``source`` (a folder, ``hf://org/name[@rev]`` or ``git+URL[@rev]``) and record
+        it under ``name``; returns the entry now listed.
 
-        A Hub branch or tag is resolved to its commit sha. The card's ``weights_sha256`` must
-        match its weights; the entry records the sha256 of the config.json and weights that were
-        read, which every later load must match.
+        A branch or tag is resolved to its commit sha. The card's ``weights_sha256`` must match
+        its weights; the entry records the sha256 of the config.json and weights that were read,
+        which every later load must match. ``source`` is never read as a registered name: a
+        folder named like one is that folder.
+
+        A name registered again with the same pins (the sha256 of both files: the same bytes
+        load) is no error, so a script that registers can run twice: the entry is kept, and
+        points at ``source`` from now on when that moved (a folder rebuilt elsewhere, a commit
+        pushed again). Other pins under a taken name are refused unless ``replace``; an entry of
+        the other registry file (user or project) is never changed here.
 
         Raises:
-            RegistryError: a bad or taken name; CardError / IntegrityError / HubError /
-            UntrustedCodeError from the checks.
+            RegistryError: a bad name, or one taken with other pins (without ``replace``) or in
+            the other file; CardError / IntegrityError / HubError / UntrustedCodeError from the
+            checks.
         """
         if not name or any(c in name for c in " /@:") or name.startswith("."):
             raise RegistryError(f"expert name {name!r} must be non-empty, not start with '.', "
                                 "and have no ' /@:'")
         entries = self.entries()
-        if name in entries:
-            raise RegistryError(f"expert {name!r} is already registered "
-                                f"({entries[name].registry}); remove it first")
         if source in entries and not is_remote_source(source):
-            raise RegistryError(f"{source!r} is a registered name; register a folder "
-                                f"(./{source}) or an hf:// URI")
+            if not Path(source).expanduser().is_dir():
+                raise RegistryError(f"{source!r} is a registered name, not a folder; register a "
+                                    "folder, an hf://org/name or a git+URL source")
+            source = f"./{source}"  # the folder (a name has no '/')
         target = self.project_file if project else self.user_file
         if split_sigma(source)[1] is not None:
             raise RegistryError(f"register the weights ({split_sigma(source)[0]}), not one of "
@@ -516,6 +525,25 @@ class Registry:
                       num_classes=card.num_classes,
                       sigmas=list(card.served_sigmas) if card.shared else None,
                       kind=None if card.kind == "gaussian" else card.kind, registry=str(target))
+        old = entries.get(name)
+        if old is not None:
+            same = _pins(entry) == _pins(old)
+            if Path(old.registry) != target:
+                if same:
+                    return old
+                raise RegistryError(f"expert {name!r} is registered in {old.registry} with other "
+                                    "pins; remove it there first (rsrouter experts remove "
+                                    f"{name}{'' if project else ' --project'}) or choose "
+                                    "another name")
+            if not same and not replace:
+                raise RegistryError(
+                    f"expert {name!r} is already registered ({old.registry}) with other pins: "
+                    f"weights sha256 {old.weights_sha256[:12]}..., config sha256 "
+                    f"{old.config_sha256[:12]}... there, {entry.weights_sha256[:12]}... and "
+                    f"{entry.config_sha256[:12]}... in {source}; pass --replace (replace=True) to "
+                    "replace it, or choose another name")
+            if same and (old.source, old.revision) == (entry.source, entry.revision):
+                return old
         own, trusted = _read(target, user=not project)
         own[name] = entry
         _write(target, own, trusted)
@@ -568,6 +596,10 @@ class Registry:
         """The card of ``entry`` if cached (read for display: no hash check), else None."""
         folder = self.cached_folder(entry)
         return read_card(folder) if folder is not None else None
+
+
+def _pins(entry: Entry) -> tuple[str, str]:
+    return entry.weights_sha256, entry.config_sha256
 
 
 def _is_git_repository(path: Path) -> bool:

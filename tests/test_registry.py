@@ -156,8 +156,7 @@ def test_local_folder_registry_and_conflicts(registry, digits_expert, tmp_path):
     entry = registry.register(digits_expert, "local")
     assert entry.revision is None and registry.is_cached(entry)
     assert registry.verify("local").sigma == 0.25
-    with pytest.raises(RegistryError, match="already registered"):
-        registry.register(digits_expert, "local")
+    assert registry.register(digits_expert, "local") == entry  # the same pins: no error
     registry.project_file.write_text(yaml.safe_dump({"experts": {"local": entry.to_yaml()}}))
     with pytest.raises(RegistryError, match="both"):
         registry.entries()
@@ -165,6 +164,67 @@ def test_local_folder_registry_and_conflicts(registry, digits_expert, tmp_path):
     registry.remove("local")
     with pytest.raises(UnknownExpertError, match="unknown expert 'local'"):
         registry.get("local")
+
+
+def test_register_again_same_pins_is_a_no_op_other_pins_need_replace(registry, digits_expert,
+                                                                     tmp_path, monkeypatch):
+    """Same pins (sha256 of both files): no error, the entry follows the new folder; other
+    pins: refused unless replace; an entry of the other registry file is never changed."""
+    import shutil
+
+    first = registry.register(digits_expert, "mine")
+    text = registry.user_file.read_text()
+    assert registry.register(digits_expert, "mine") == first
+    assert registry.user_file.read_text() == text  # nothing written
+    moved = tmp_path / "rebuilt"  # the same bytes elsewhere (a rerun in a new folder)
+    shutil.copytree(digits_expert, moved)
+    again = registry.register(str(moved), "mine")
+    assert (again.weights_sha256, again.config_sha256) == (first.weights_sha256,
+                                                           first.config_sha256)
+    assert registry.get("mine").folder() == moved.resolve()
+    other = tmp_path / "other"
+    shutil.copytree(digits_expert, other)
+    config = json.loads((other / "config.json").read_text())
+    config["rs_expert"]["sigma"] = 0.5
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RegistryError, match=r"already registered.*other pins.*--replace"):
+        registry.register(str(other), "mine")
+    assert registry.get("mine").folder() == moved.resolve()
+    replaced = registry.register(str(other), "mine", replace=True)
+    assert replaced.sigma == 0.5 and registry.load("mine").sigma == 0.5
+    # in the project's file: the same pins are no error, other pins are refused even with replace
+    project = registry.register(digits_expert, "zoo", project=True)
+    assert registry.register(str(moved), "zoo") == project
+    with pytest.raises(RegistryError, match=r"registered in .*project.yaml.*remove .*--project"):
+        registry.register(str(other), "zoo", replace=True)
+    assert "zoo" not in registry.user_file.read_text()
+    # a folder named like a registered name is that folder (register reads no names)
+    shutil.copytree(other, tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    assert registry.register("mine", "mine").folder() == (tmp_path / "mine").resolve()
+    assert registry.register("mine", "named-folder").sigma == 0.5
+    with pytest.raises(RegistryError, match="registered name, not a folder"):
+        registry.register("zoo", "x")
+
+
+def test_cli_register_says_what_it_did(digits_expert, tmp_path, capsys):
+    import shutil
+
+    register = ["experts", "register", digits_expert, "--name", "mine"]
+    assert main(register) == 0
+    assert main(register) == 0
+    assert "mine is already registered with the same pins:" in capsys.readouterr().out
+    shutil.copytree(digits_expert, tmp_path / "moved")
+    assert main(["experts", "register", str(tmp_path / "moved"), "--name", "mine"]) == 0
+    assert f"it now points at {tmp_path / 'moved'} (was " in capsys.readouterr().out
+    config = json.loads((tmp_path / "moved" / "config.json").read_text())
+    config["rs_expert"]["sigma"] = 0.5
+    (tmp_path / "moved" / "config.json").write_text(json.dumps(config))
+    assert main(["experts", "register", str(tmp_path / "moved"), "--name", "mine"]) == 2
+    assert "--replace" in capsys.readouterr().err
+    assert main(["experts", "register", str(tmp_path / "moved"), "--name", "mine",
+                 "--replace"]) == 0
+    assert capsys.readouterr().out.startswith("replaced mine (was ")
 
 
 def test_registered_local_folder_whose_weights_change(registry, digits_expert, tmp_path):

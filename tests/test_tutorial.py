@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from rsrouter.cli import main
+from rsrouter.paths import user_registry
 from rsrouter.results import read_tsv
 
 TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
@@ -22,7 +23,25 @@ def _blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
 
 
-def test_the_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
+def test_the_tutorial_runs_as_written_twice(tmp_path, monkeypatch, capsys, one_thread):
+    """Run it, then again in a new folder with the same user registry: the names it registers
+    are taken by then, with byte-identical files, so registering them again is a no-op that
+    points them at the new folder."""
+    for run in ("first", "second"):
+        folder = tmp_path / run
+        folder.mkdir()
+        _run_tutorial(folder, monkeypatch, capsys)
+    from rsrouter.registry import Registry
+
+    entries = Registry().entries()
+    assert Path(entries["my-digits-0.25"].folder()).resolve() == (folder / "my-digits-0.25")
+    assert entries["shared-digits-0.25"].source == f"git+{(folder / 'experts.git').as_uri()}"
+    text = TUTORIAL.read_text()  # it says where the registry lives, and how to replace a name
+    for where in ("RSROUTER_CONFIG_DIR", "~/.config/rsrouter", "registry.yaml", "--replace"):
+        assert where in text
+
+
+def _run_tutorial(tmp_path, monkeypatch, capsys) -> None:
     text = TUTORIAL.read_text()
     monkeypatch.chdir(tmp_path)
     for block in _blocks(text, "yaml"):  # config files, named by their first line
@@ -48,6 +67,8 @@ def test_the_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
         assert code == 0, f"{line}\n{out.err}"
         if argv[1:3] == ["router", "train"]:  # the tutorial explains this warning
             assert "behave like that one expert" in out.err
+        if argv[1:3] == ["experts", "list"]:  # the tutorial says where the registry lives
+            assert str(user_registry()) in out.out
         found = re.search(r"register (git\+\S+)@([0-9a-f]{40})", out.out)
         if found:
             sha = found.group(2)
