@@ -377,19 +377,7 @@ class ExpertCard:
             raise CardError(f"{where}: num_classes must be between 2 and {MAX_CLASSES:,}, got "
                             f"{self.num_classes:,} (set it to the outputs of the weights' "
                             "classifier head)")
-        if len(self.input_size) != 3 or not all(isinstance(v, int) and v > 0
-                                                for v in self.input_size):
-            raise CardError(f"{where}: pretrained_cfg.input_size must be [C, H, W] of positive "
-                            f"integers, got {list(self.input_size)}")
-        if self.input_size[0] > MAX_CHANNELS or max(self.input_size[1:]) > MAX_SIDE:
-            raise CardError(f"{where}: pretrained_cfg.input_size {list(self.input_size)} is beyond "
-                            f"rsrouter's limits ({MAX_CHANNELS} channels, {MAX_SIDE} pixels a "
-                            "side); give the size of the network's inputs, [C, H, W]")
-        if len(self.mean) != self.input_size[0] or len(self.std) != self.input_size[0]:
-            raise CardError(f"{where}: pretrained_cfg.mean/std need one value per input channel "
-                            f"({self.input_size[0]}), got {list(self.mean)} / {list(self.std)}")
-        if any(s <= 0 for s in self.std):
-            raise CardError(f"{where}: pretrained_cfg.std must be positive, got {list(self.std)}")
+        check_input_header(self.input_size, self.mean, self.std, where)
         if list(self.input_range) != [0.0, 1.0]:
             raise CardError(f"{where}: rs_expert.input_range must be [0, 1] (rsrouter adds noise "
                             f"to pixels in [0, 1]); got {list(self.input_range)}. Rescale the "
@@ -428,6 +416,28 @@ def build_model(architecture: str, num_classes: int, input_size, mean, std, trus
         raise CardError(f"{where}: architecture: {e}") from e
     return NormalizedModel(net, mean, std,
                            Resize(resize.size, resize.mode, resize.antialias) if resize else None)
+
+
+def check_input_header(input_size, mean, std, where: str) -> None:
+    """The ``pretrained_cfg`` every card shares (an expert's, a router's): ``input_size`` a
+    [C, H, W] within rsrouter's limits, one positive std and one mean per channel.
+
+    Raises:
+        CardError: naming the field and what is allowed.
+    """
+    if len(input_size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                       for v in input_size):
+        raise CardError(f"{where}: pretrained_cfg.input_size must be [C, H, W] of positive "
+                        f"integers, got {list(input_size)}")
+    if input_size[0] > MAX_CHANNELS or max(input_size[1:]) > MAX_SIDE:
+        raise CardError(f"{where}: pretrained_cfg.input_size {list(input_size)} is beyond "
+                        f"rsrouter's limits ({MAX_CHANNELS} channels, {MAX_SIDE} pixels a "
+                        "side); give the size of the network's inputs, [C, H, W]")
+    if len(mean) != input_size[0] or len(std) != input_size[0]:
+        raise CardError(f"{where}: pretrained_cfg.mean/std need one value per input channel "
+                        f"({input_size[0]}), got {list(mean)} / {list(std)}")
+    if any(v <= 0 for v in std):
+        raise CardError(f"{where}: pretrained_cfg.std must be positive, got {list(std)}")
 
 
 def _check_resize(spec: ResizeSpec, where: str) -> None:

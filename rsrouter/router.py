@@ -33,6 +33,7 @@ from .card import (
     build_model,
     check_architecture_name,
     check_claim,
+    check_input_header,
     check_sha256,
     read_artifact,
     read_config,
@@ -44,7 +45,7 @@ from .errors import (
     SigmaNotServedError,
     UnknownExpertError,
 )
-from .expert import Expert
+from .expert import Expert, check_weight_sizes
 from .files import atomic_write_json, atomic_write_text
 from .models import NormalizedModel, Trust
 from .registry import is_remote_source
@@ -183,6 +184,7 @@ class RouterCard:
                    labels=_optional(rs, "labels", dict, {}, where, "rs_router."),
                    training=_optional(rs, "training", dict, {}, where, "rs_router."),
                    results=_optional(rs, "results", dict, {}, where, "rs_router."))
+        check_input_header(card.input_size, card.mean, card.std, where)
         if not card.sigma > 0:
             raise CardError(f"{where}: rs_router.sigma must be > 0, got {card.sigma}")
         problem = check_architecture_name(card.architecture)
@@ -283,6 +285,7 @@ def load_router(folder: str | os.PathLike, *, trust_code: Trust | None = None,
     files = read_artifact(folder)
     card = RouterCard.from_config(files.config, str(Path(folder) / CONFIG_FILE))
     check_claim(card.weights_sha256, files, "rs_router.weights_sha256")
+    check_weight_sizes(card, files, trust_code)  # before any network is built
     model = build_network(card, files, trust_code)
     router = SmoothedRouter(model.to(device).eval(), card, source=str(folder), compile=compile,
                             precision=precision)

@@ -16,7 +16,7 @@ from rsrouter.errors import CardError, ConfigError, IntegrityError
 from rsrouter.models import create_classifier
 from rsrouter.registry import Registry
 from rsrouter.results import read_tsv
-from rsrouter.router import check_compatible, load_routed
+from rsrouter.router import check_compatible, load_routed, load_router
 from rsrouter.smoothing import Smooth
 from rsrouter.train import load_config_experts
 
@@ -212,3 +212,30 @@ def test_router_records_are_checked(registered, digits_expert, tmp_path):
     _edit_json(blank / "config.json", lambda c: c["rs_expert"].update(weights_sha256=""))
     with pytest.raises(ConfigError, match=r"experts\[0\].*weights_sha256: missing"):
         load_config_experts(parse_config({**CONFIG, "experts": [str(blank), "d050"]}))
+
+
+def test_a_router_card_is_checked_like_an_expert_card_before_building(registered, tmp_path,
+                                                                      monkeypatch):
+    """A router card's header (sizes, normalization) and its number of experts against the
+    weights' head are checked before any network is built."""
+    from rsrouter import router as router_mod
+
+    out = _quick_router(tmp_path)
+    card = out / "config.json"
+    original = card.read_text()
+
+    def no_build(*args, **kw):
+        raise AssertionError("a network was built")
+
+    monkeypatch.setattr(router_mod, "build_network", no_build)
+    for edit, message in [
+        (lambda c: c["pretrained_cfg"].update(std=[0]), "std must be positive"),
+        (lambda c: c["pretrained_cfg"].update(input_size=[1, 8]), r"must be \[C, H, W\]"),
+        (lambda c: c["pretrained_cfg"].update(input_size=[1, 100_000, 100_000]), "beyond"),
+        (lambda c: c.update(num_classes=3) or c["rs_router"]["experts"].append(
+            dict(c["rs_router"]["experts"][0], name="third")), "num_classes=3"),
+    ]:
+        card.write_text(original)
+        _edit_json(card, edit)
+        with pytest.raises(CardError, match=message):
+            load_router(out)
