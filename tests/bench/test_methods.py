@@ -32,7 +32,9 @@ def test_cascade_by_hand():
     Stage 0 (sigma 1.0): counts [300, 400, 300], top class 1 with upper bound < 0.5: declines.
     Stage 1 (sigma 0.5): counts [20, 960, 20]: class 1 with lower bound > 0.5: predicts 1 within
     0.5 * Phi^-1(pA_low), capped by stage 0: its other classes (0 and 2, 300 each of 1000) must
-    stay below 0.5: -1.0 * Phi^-1(upper) with Goodman's upper bound on 300 of [400, 300, 300].
+    stay below 0.5: -1.0 * Phi^-1(upper) with the exact upper bound on 300 of 1000 at a / 2 (one
+    Clopper-Pearson bound per other class, Bonferroni). The faithful rule uses Goodman's
+    intervals, as their code.
     """
     a = 0.01 / 3
     stage0 = np.array([300, 400, 300])
@@ -40,7 +42,8 @@ def test_cascade_by_hand():
     assert beta.ppf(1 - a, 401, 600) < 0.5  # stage 0 declines
     low = beta.ppf(a, 960, 41)
     own = 0.5 * norm.ppf(low)
-    upper = _goodman_upper([400, 300, 300], a)[1:].max()
+    upper = beta.ppf(1 - a / 2, 301, 700)
+    assert upper < _goodman_upper([400, 300, 300], a)[1:].max()  # exact, and tighter here
     cap = -1.0 * norm.ppf(upper)
     assert 0 < cap < own  # the earlier stage is what limits the radius here
     prediction, radius, stage, alpha = cascade_one([(1, stage0, 1.0), (1, stage1, 0.5)], 0.01,
@@ -159,3 +162,22 @@ def test_sequential_shares_scale_every_composed_bound():
     assert cascade["stage_alpha"].tolist() == pytest.approx([a * 0.125, a * 0.5])
     assert cascade["radius"].tolist() == pytest.approx(
         [norm.ppf(beta.ppf(a * 0.125, 995, 6)), norm.ppf(beta.ppf(a * 0.5, 900, 101))], rel=1e-9)
+
+
+def test_the_exact_off_class_bound_covers_every_other_class_at_once():
+    """The sound rule's off-class bound U (n = 300 draws of p = [0.45, 0.35, 0.1, 0.1], class 0
+    predicted) must be above every other class's probability with probability >= 1 - a. Only
+    class 1 can break it here (U is a maximum over the other classes, and classes 2 and 3 sit
+    far below it), so U fails at most as often as class 1's own bound, at a / 3 (Bonferroni over
+    three groups): within a / 3 + 3 SE over m = 3000 draws at a = 0.2. Bounds at the full a each
+    (no Bonferroni) fail at about a, far above that: the check has power."""
+    from rsrouter.bench.methods import _cp
+
+    p, n, a, m = np.array([0.45, 0.35, 0.1, 0.1]), 300, 0.2, 3000
+    draws = np.random.default_rng(7).multinomial(n, p, size=m)
+    sound = np.mean([off_class_upper(d, 0, a) < p[1:].max() for d in draws])
+    broken = np.mean([max(_cp(int(d[k]), n, a)[1] for k in (1, 2, 3)) < p[1:].max()
+                      for d in draws])
+    level = a / 3
+    threshold = level + 3 * np.sqrt(level * (1 - level) / m)
+    assert sound <= threshold < broken
