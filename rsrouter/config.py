@@ -29,6 +29,7 @@ import yaml
 
 from .errors import ConfigError, UnknownArchitectureError
 from .models import resolve_architecture
+from .urls import public_url
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("step", "cosine", "constant")
@@ -101,8 +102,12 @@ class RouterConfig:
     source: str = ""  # the file it came from (not a key)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a router card records it: expert sources without credentials."""
         d = dataclasses.asdict(self)
         d.pop("source")
+        d["experts"] = [public_url(e) for e in d["experts"]]
+        if d["router"]["backbone"] is not None:
+            d["router"]["backbone"] = public_url(d["router"]["backbone"])
         if d["labels"]["certify_n"] is None:  # routers trained before the key keep their settings
             d["labels"].pop("certify_n")
         d["train"]["consistency"] = {"lambda": self.train.consistency.lam,

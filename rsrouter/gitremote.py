@@ -27,6 +27,7 @@ from .card import is_commit_sha
 from .errors import HubError
 from .paths import cache_dir as rsrouter_cache
 from .paths import offline_mode as is_offline
+from .urls import public_url
 
 GIT_PREFIX = "git+"
 EXPERT_FILES = ("config.json", "model.safetensors", "README.md")
@@ -127,7 +128,8 @@ def is_local(url: str) -> bool:
 
 
 def _folder(url: str, sha: str, cache: str | os.PathLike | None) -> Path:
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    # keyed by the URL without credentials: a record that leaves them out finds the same copy
+    key = hashlib.sha256(public_url(url).encode()).hexdigest()[:16]
     return Path(cache or rsrouter_cache()) / "git" / key / sha
 
 

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,12 +27,15 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .errors import ResultsError
+from .errors import LockedError, ResultsError
 from .files import FileLock, atomic_write_json, atomic_write_text
 from .results import (
+    N_COLUMNS,
     RADII,
+    SIGMA_COLUMNS,
     average_certified_radius,
     certified_accuracy,
+    column_values,
     counts_from_radii,
     has_counts,
     interval95,
@@ -43,6 +47,7 @@ from .smoothing import radii_from_counts
 from .urls import scrub_text
 
 SCHEMA = "rsrouter-leaderboard-entry/1"
+MAX_SIGMA = 16.0  # pixel units (inputs in [0, 1]): far beyond any noise level anyone certifies
 SITE_FILES = ("leaderboard.json", "leaderboard.md", "index.html")
 _REQUIRED = ("schema", "benchmark", "dataset", "method", "kind", "radii", "accuracy", "ci95",
              "inputs")
@@ -53,8 +58,13 @@ _VOLATILE = ("key", "date", "rsrouter_version")
 
 
 def check_entry(entry: object, where: str) -> dict:
-    """An entry's schema and types, checked, with its key derived from its content (a key in
-    the file is ignored): nothing from a file reaches the page unchecked.
+    """An entry's schema, types and numbers, checked, with its key derived from its content (a
+    key in the file is ignored) and its intervals recomputed: nothing from a file reaches the
+    page unchecked.
+
+    Numbers must be possible: shares and rates in range, certified accuracy a share of the
+    inputs that never grows with the radius, and no input certified beyond the largest radius
+    the entry's protocol allows (``sigma Phi^-1(alpha^(1/n))``, every sample for one class).
 
     Raises:
         ResultsError: naming ``where`` and the problem.
@@ -66,20 +76,80 @@ def check_entry(entry: object, where: str) -> dict:
         raise ResultsError(f"{where}: not a leaderboard entry (schema {SCHEMA}; missing "
                            f"{missing})")
     bad = [k for k in _STRINGS if not isinstance(entry[k], str) or not entry[k]]
-    bad += [k for k in _NUMBERS if entry.get(k) is not None and not _number(entry[k])]
+    bad += [k for k in _NUMBERS if entry.get(k) is not None and not _number(entry[k], low=0)]
     radii, acc, ci = entry["radii"], entry["accuracy"], entry["ci95"]
     if not (isinstance(radii, list) and isinstance(acc, list) and isinstance(ci, list)
-            and len(radii) == len(acc) == len(ci)
-            and all(_number(r) for r in radii) and all(_number(a) and 0 <= a <= 1 for a in acc)
+            and len(radii) == len(acc) == len(ci) and radii
+            and all(_number(r, low=0) for r in radii) and all(_number(a, 0, 1) for a in acc)
             and all(isinstance(c, list) and len(c) == 2 and all(_number(v) for v in c)
                     for c in ci)):
         bad.append("radii/accuracy/ci95")
-    if not isinstance(entry["inputs"], dict) or not isinstance(entry["inputs"].get("count"), int):
+    inputs = entry["inputs"]
+    if not isinstance(inputs, dict) or not _number(inputs.get("count"), low=1) \
+            or not isinstance(inputs["count"], int):
         bad.append("inputs")
+    if entry.get("abstain") is not None and not _number(entry["abstain"], 0, 100):
+        bad.append("abstain")
+    for key, kind in (("data", dict), ("protocol", dict), ("router", dict), ("experts", list)):
+        if entry.get(key) is not None and not isinstance(entry[key], kind):
+            bad.append(key)
+    if not isinstance(entry.get("experts") or [], list) or not all(
+            isinstance(e, dict) for e in entry.get("experts") or []):
+        bad.append("experts")
+    router = entry.get("router") if isinstance(entry.get("router"), dict) else {}
+    if not isinstance(router.get("children") or [], list) or not all(
+            isinstance(c, dict) for c in router.get("children") or []):
+        bad.append("router.children")
     if bad:
-        raise ResultsError(f"{where}: leaderboard entry with malformed field(s) {bad}")
+        raise ResultsError(f"{where}: leaderboard entry with malformed field(s) "
+                           f"{sorted(set(bad))}")
     check_date(entry.get("date", ""), where)
+    _check_numbers(entry, where)
+    count = inputs["count"]
+    low, high = interval95(np.rint(np.asarray(acc) * count), count)
+    entry = {**entry, "ci95": [[round(float(lo), 4), round(float(hi), 4)]
+                               for lo, hi in zip(low, high)]}
     return {**entry, "key": entry_key(entry)}
+
+
+def _check_numbers(entry: dict, where: str) -> None:
+    radii, acc, count = entry["radii"], np.asarray(entry["accuracy"]), entry["inputs"]["count"]
+    problems = []
+    if any(b <= a for a, b in zip(radii, radii[1:])):
+        problems.append("radii must increase")
+    if (np.diff(acc) > 1e-9).any():
+        problems.append("certified accuracy cannot grow with the radius")
+    if (np.abs(acc * count - np.rint(acc * count)) > 5e-5 * count + 1e-6).any():
+        problems.append(f"accuracy must be a share of its {count} inputs")
+    top = max_radius(entry)
+    if top is not None:
+        beyond = [r for r, a in zip(radii, acc) if r > top * (1 + 1e-9) and a > 0]
+        if beyond:
+            problems.append(f"inputs certified at r = {beyond[0]:g}, beyond the largest radius "
+                            f"its protocol allows ({top:.4g})")
+        if entry.get("acr") is not None and radii[0] == 0 and entry["acr"] > acc[0] * top + 1e-3:
+            problems.append(f"ACR {entry['acr']} exceeds what its protocol allows "
+                            f"({acc[0] * top:.4g})")
+    if problems:
+        raise ResultsError(f"{where}: impossible numbers: {'; '.join(problems)}")
+
+
+def max_radius(entry: dict) -> float | None:
+    """The largest radius any input of ``entry`` can be certified at under its protocol: every
+    sample for one class at the largest sigma, ``sigma Phi^-1(alpha^(1/n))`` (a composed
+    certificate spends less than alpha on each bound, so it certifies less); None when the
+    entry does not say its protocol and sigmas."""
+    from scipy.stats import norm
+
+    protocol = entry.get("protocol") or {}
+    router = entry.get("router") or {}
+    sigmas = [e.get("sigma") for e in entry.get("experts") or []]
+    sigmas += [router.get("sigma"), *np.atleast_1d(protocol.get("sigma") or [])]
+    sigmas = [float(v) for v in sigmas if _number(v, low=0)]
+    n, alpha = protocol.get("n"), protocol.get("alpha")
+    if not sigmas or not _number(n, low=1) or not _number(alpha, 0, 1) or not 0 < alpha < 1:
+        return None
+    return max(sigmas) * float(norm.ppf(alpha ** (1 / n)))
 
 
 def check_date(value: object, where: str) -> None:
@@ -105,8 +175,10 @@ def entry_key(entry: dict) -> str:
     key = {"benchmark": entry["benchmark"], "method": entry["method"],
            "type": entry.get("type"), "dataset": entry["dataset"], "split": entry.get("split"),
            "data": [data.get("length"), data.get("labels_sha256")],
-           "inputs": [entry["inputs"].get(k) for k in ("spec", "count", "sha256")],
-           "protocol": entry.get("protocol"), "certificate": entry.get("certificate"),
+           "inputs": [entry["inputs"].get(k) for k in ("spec", "count")],
+           "protocol": entry.get("protocol"),
+           "certificate": entry.get("certificate") not in (None, "pinned")
+           and entry["certificate"],  # the default certificate, as entries before 0.3 say it
            "alpha_accounting": entry.get("alpha_accounting"),
            "models": [[e.get("weights_sha256"), e.get("config_sha256"), e.get("sigma")]
                       for e in entry.get("experts") or [] if isinstance(e, dict)],
@@ -118,8 +190,11 @@ def entry_key(entry: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _number(value, low: float | None = None, high: float | None = None) -> bool:
+    """A finite JSON number (not a bool) within ``[low, high]``."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and (low is None or value >= low)
+            and (high is None or value <= high))
 
 
 def read_entry(path: str | os.PathLike) -> dict:
@@ -171,11 +246,23 @@ def collect_entries(sources: Iterable[str | os.PathLike]) -> list[dict]:
     return found
 
 
-def _same(a: dict, b: dict) -> bool:
-    def body(e):
-        return {k: v for k, v in e.items() if k not in _VOLATILE and not k.startswith("_")}
+# what a measurement reports: two copies of one (one key) must agree on all of it (wall time
+# and metadata such as notes, links, versions and dates may differ)
+_RESULTS = ("type", "kind", "radii", "accuracy", "acr", "abstain", "max_regret",
+            "forwards_per_input", "counts_available", "external", "chosen_on", "chosen_on_test")
 
-    return json.dumps(body(a), sort_keys=True) == json.dumps(body(b), sort_keys=True)
+
+def _same(a: dict, b: dict) -> bool:
+    return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True)
+               for k in _RESULTS)
+
+
+def _name(entry: dict) -> tuple[str, str]:
+    """The name a reader sees, as a reader compares it (case, width and spacing folded)."""
+    def fold(text: str) -> str:
+        return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+    return fold(entry["benchmark"]), fold(entry["method"])
 
 
 def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
@@ -195,11 +282,12 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
     for entry in entries:
         key = entry_key(entry)
         entry = {**entry, "key": key}
-        name = (entry["benchmark"], entry["method"])
+        name = _name(entry)
         old = by_key.get(key)
         if old is None and name in by_name:
             old = by_key[by_name[name]]
-        if old is not None and not _same(old, entry):
+        copy = old is not None and old["key"] == key and _same(old, entry)
+        if old is not None and not copy:
             if not replace:
                 what = ("the same measurement (key " + key + ") with other results"
                         if old["key"] == key else "another measurement under the same name")
@@ -208,8 +296,8 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
                     f"method {entry['method']!r} collides with {old.get('_from', 'an entry')}: "
                     f"{what}. Rename the method or benchmark, or pass --replace to replace it")
             by_key.pop(old["key"])
-            by_name.pop((old["benchmark"], old["method"]), None)
-        if old is None or not _same(old, entry):
+            by_name.pop(_name(old), None)
+        if not copy:
             by_key[key] = entry
             by_name[name] = key
     return sorted(({k: v for k, v in e.items() if not k.startswith("_")}
@@ -232,9 +320,14 @@ def build_site(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
 
 
 def entry_filename(entry: dict) -> str:
-    """A file name for an entry that stays inside its folder whatever its names hold."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{entry['benchmark']}--{entry['method']}")
-    return f"{stem.lstrip('.') or 'entry'}.json"
+    """A file name for an entry that stays inside its folder whatever its names hold: the
+    names themselves where they are safe, else a safe spelling and a hash of the names (two
+    names never share a file)."""
+    raw = f"{entry['benchmark']}--{entry['method']}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", raw).lstrip(".") or "entry"
+    if stem != raw:
+        stem += "-" + hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return f"{stem}.json"
 
 
 # ---- entries from published logs ------------------------------------------------------------
@@ -256,8 +349,11 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
     """
     log = Path(log)
     df = read_tsv(log)
+    if sigma is not None and not 0 < sigma <= MAX_SIGMA:
+        raise ResultsError(f"--sigma {sigma}: a noise level in pixel units (inputs in [0, 1]) is "
+                           f"in (0, {MAX_SIGMA:g}]")
     if has_counts(df):
-        protocol = _stored_protocol(df, log, n=n, n0=n0, alpha=alpha)
+        protocol = _stored_protocol(df, log, n=n, n0=n0, alpha=alpha, sigma=sigma)
         counts = "stored in the log, each radius checked against them"
     else:
         missing = [flag for flag, v in (("--n", n), ("--alpha", alpha), ("--sigma", sigma))
@@ -288,7 +384,7 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
              "acr": round(average_certified_radius(df), 3),
              "abstain": round(100 * float(np.mean(df["predict"] == -1)), 1),
              "max_regret": None, "forwards_per_input": None, "seconds_per_input": None,
-             "experts": [{"name": method, "sigma": sigma}] if sigma else [], "router": None,
+             "experts": [], "router": None,
              "chosen_on": "unknown", "chosen_on_test": False, "external": True,
              "counts_available": has_counts(df), "counts": counts, "radii_recomputed": True,
              "source": source, "log_sha256": body,
@@ -301,14 +397,27 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
 
 
 def _stored_protocol(df: pd.DataFrame, log: Path, **declared) -> dict:
-    """The protocol a log's own counts were made with; a declared value must agree."""
-    stored = {}
-    for key in ("n0", "n", "alpha"):
-        values = df[key].unique() if key in df.columns else []
-        stored[key] = values[0].item() if len(values) == 1 else None
-        if declared[key] is not None and stored[key] is not None and not math.isclose(
-                float(declared[key]), float(stored[key])):
-            raise ResultsError(f"{log}: --{key} {declared[key]} but its counts were made with "
+    """The protocol a log's own counts were made with (its largest ``n``, its noise levels);
+    a declared value must agree.
+
+    Raises:
+        ResultsError: a declared value at odds with the counts, or a noise level beyond
+            :data:`MAX_SIGMA`.
+    """
+    n0 = column_values(df, ("n0", "stage_n0"))
+    alphas = column_values(df, ("alpha",))
+    sigmas = [s for s in column_values(df, SIGMA_COLUMNS) if s > 0]
+    stored = {"n0": int(n0[0]) if len(n0) == 1 else None,
+              "n": int(max(column_values(df, N_COLUMNS), default=0)) or None,
+              "alpha": alphas[0] if len(alphas) == 1 else None,
+              "sigma": sigmas[0] if len(sigmas) == 1 else sigmas or None}
+    if sigmas and max(sigmas) > MAX_SIGMA:
+        raise ResultsError(f"{log}: its counts were made at sigma {max(sigmas):g}; a noise level "
+                           f"in pixel units (inputs in [0, 1]) is at most {MAX_SIGMA:g}")
+    for key, value in declared.items():
+        if value is not None and stored[key] is not None and not np.allclose(
+                np.atleast_1d(value), np.atleast_1d(stored[key])):
+            raise ResultsError(f"{log}: --{key} {value} but its counts were made with "
                                f"{key} = {stored[key]}; drop --{key} (the counts say it)")
     return stored
 
@@ -340,6 +449,11 @@ def _protocol(entry: dict) -> str:
     p = entry.get("protocol") or {}
     parts = [f"{entry['inputs'].get('count')} inputs"]
     parts += [f"{k} = {p[k]}" for k in ("n", "alpha") if p.get(k) is not None]
+    sigmas = [e.get("sigma") for e in entry.get("experts") or []] + [p.get("sigma")]
+    sigmas = sorted({float(v) for v in np.atleast_1d([s for s in sigmas if s is not None])
+                     if _number(v)})
+    if sigmas:
+        parts.append("sigma = " + ", ".join(f"{v:g}" for v in sigmas))
     return ", ".join(parts)
 
 
@@ -350,9 +464,11 @@ def _md(text: object) -> str:
 
 def markdown(entries: list[dict]) -> str:
     lines = ["# Leaderboard", "", "Certified accuracy (%) at l2 radius r (pixels in [0, 1]), "
-             "exact 95% interval over the inputs in the JSON; rows marked external come from "
-             "published logs without counts. \"choices made on\": the split on which a method's "
-             "settings were chosen (none: it has none; test: flagged).", ""]
+             "exact 95% interval over the inputs in the JSON; rows marked external were "
+             "imported from certification logs, every radius recomputed from counts (the log's "
+             "own, or recovered from its printed radii under the protocol shown). \"choices made "
+             "on\": the split on which a method's settings were chosen (none: it has none; test: "
+             "flagged).", ""]
     for dataset in sorted({e["dataset"] for e in entries}):
         rows = [e for e in entries if e["dataset"] == dataset]
         radii = _radii(rows)
@@ -489,8 +605,10 @@ def page(entries: list[dict]) -> str:
             f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
             "<h1>Certified robustness leaderboard</h1><p>Certified accuracy (%) at l2 radius r "
             "(pixels in [0, 1]); hover a cell for its exact 95% interval; click a column to "
-            "sort. Rows from rsrouter carry their counts; rows marked external come from "
-            f"published logs.</p><div class=\"tabs\">{tabs}</div>{''.join(sections)}"
+            "sort. Every radius is recomputed from counts: rows from rsrouter carry theirs; rows "
+            "marked external were imported from certification logs, their counts stored or "
+            "recovered from the printed radii under the protocol shown.</p>"
+            f"<div class=\"tabs\">{tabs}</div>{''.join(sections)}"
             f"<p><small>built by rsrouter {__version__}</small></p></body></html>\n")
 
 
@@ -524,9 +642,17 @@ def publish(site: str | os.PathLike, *, to: str | os.PathLike | None = None,
     entries = _site_entries(Path(site))
     if to is not None:
         target = Path(to)
-        with FileLock(Path(os.path.realpath(target)) / ".leaderboard.lock", str(target)):
+        try:
+            lock = FileLock(Path(os.path.realpath(target)) / ".leaderboard.lock",
+                            str(target)).acquire()
+        except LockedError:
+            raise LockedError(f"{target}: another `leaderboard publish` is writing it; try again "
+                              "when it has finished") from None
+        try:
             old = _site_entries(target) if (target / "leaderboard.json").exists() else []
             build_site([], target, entries=[*old, *entries], replace=replace)
+        finally:
+            lock.release()
         return str(target)
     if git_remote is not None:
         return _publish_git(entries, git_remote, replace)
@@ -540,6 +666,9 @@ def _publish_git(entries: list[dict], remote: str, replace: bool) -> str:
 
     def fill(work: Path, existed: bool) -> None:
         board = work / "leaderboard.json"
+        if board.is_symlink() or (board.exists() and not board.is_file()):
+            raise ResultsError(f"{remote}:main:leaderboard.json is not a regular file (a link "
+                               "would read a file of this machine); fix the remote's tree")
         old = _read_board(board, f"{remote}:main:leaderboard.json") if board.exists() else []
         build_site([], work, entries=[*old, *entries], replace=replace)
 

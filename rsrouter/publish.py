@@ -25,8 +25,13 @@ _REJECTED = ("[rejected]", "fetch first", "non-fast-forward", "stale info",
              "cannot lock ref", "failed to update ref")
 
 
+def _env() -> dict[str, str]:
+    # no prompt for a password; English messages (a refused push is recognised by them)
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"}
+
+
 def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    env = _env()
     # no remote helper may run a command (ext::), whatever the user's git config says
     ident = ["-c", "user.name=rsrouter", "-c", "user.email=rsrouter@localhost",
              "-c", "protocol.ext.allow=never"]
@@ -85,7 +90,7 @@ def update_branch(remote: str, fill: Callable[[Path, bool], None], *, branch: st
             pushed = subprocess.run(
                 ["git", "-c", "protocol.ext.allow=never", "push", "-q", "--", remote,
                  f"HEAD:refs/heads/{branch}"], cwd=work, capture_output=True, text=True,
-                env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+                env=_env())
             if pushed.returncode == 0:
                 return _git(work, "rev-parse", "HEAD")
             if not any(sign in pushed.stderr for sign in _REJECTED):
@@ -144,9 +149,9 @@ def push_to_git(folder: str | os.PathLike, remote: str, *, branch: str = "main",
     files = publishable_files(folder)
 
     def fill(work: Path, existed: bool) -> None:
-        for item in work.iterdir():
+        for item in work.iterdir():  # the old tree goes (a link in it: the link itself)
             if item.name != ".git":
-                (shutil.rmtree if item.is_dir() else Path.unlink)(item)
+                (shutil.rmtree if item.is_dir() and not item.is_symlink() else Path.unlink)(item)
         copy_files(folder, files, work)
 
     return update_branch(remote, fill, branch=branch, message=message, allow_empty=allow_empty)

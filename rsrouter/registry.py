@@ -39,6 +39,7 @@ from .errors import CardError, IntegrityError, RegistryError, UnknownExpertError
 from .files import atomic_write_text
 from .gitremote import GIT_PREFIX
 from .paths import PROJECT_REGISTRY, user_config_dir, user_registry
+from .urls import public_url
 
 if TYPE_CHECKING:
     import torch
@@ -512,8 +513,9 @@ class Registry:
                                 "their sigmas: every sigma the card serves is registered with it")
         resolved = self.resolve(source)
         expert = self._load_every_sigma(resolved)
-        if resolved.is_remote:
-            stored_source, revision = resolved.source, resolved.revision
+        if resolved.is_remote:  # the project's file is shared: no credentials in it
+            stored_source = public_url(resolved.source) if project else resolved.source
+            revision = resolved.revision
         else:
             stored_source, revision = _relative_to(resolved.folder.resolve(), target.parent), None
         card = expert.card

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -72,30 +73,21 @@ class ResumableTSV:
         once it is known to be this run's: anything refused is left exactly as it was."""
         meta = settings_path(self.path)
         header = "\t".join(self.columns) + "\n"
-        data = self.path.read_bytes() if self.path.exists() else b""
+        data, lines = own_lines(self.path)
         complete = data[: data.rfind(b"\n") + 1]
-        try:
-            lines = complete.decode().splitlines()
-        except UnicodeDecodeError:
-            lines = None
-        if data and (lines is None or not meta.is_file()
-                     or not (lines or [data.decode(errors="replace")])[0].startswith("idx\t")):
-            raise ResumeError(f"{self.path} exists and is not a certification TSV of rsrouter's "
-                              f"(with its settings in {meta.name}); choose another --out, or "
-                              "delete it")
-        has_rows = len(lines or []) > 1
+        has_rows = len(lines) > 1
         if not has_rows:  # nothing certified yet (or a crash before the first row): start afresh
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(meta, settings)
             atomic_write_text(self.path, header)
             return
-        try:
-            old = json.loads(meta.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = None
+        old = read_settings(meta)
+        if old is None:
+            raise ResumeError(f"{self.path} holds certificates but its settings file {meta} is "
+                              "unreadable; choose another --out, or delete both to start over")
         if old != settings:
             diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings))
-                    if old.get(k) != settings.get(k)} if isinstance(old, dict) else meta.name
+                    if old.get(k) != settings.get(k)}
             raise ResumeError(f"{self.path} holds certificates made with other settings "
                               f"{diff} (old, new); choose another --out, or delete the file "
                               "and its .json to start over")
@@ -129,6 +121,37 @@ class ResumableTSV:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def own_lines(path: Path) -> tuple[bytes, list[str]]:
+    """``(bytes, complete lines)`` of a results file rsrouter may resume or rewrite: none, empty,
+    or one of its certification TSVs (Cohen's header, its settings beside it). Reads only.
+
+    Raises:
+        ResumeError: ``path`` holds something else (it is then never written).
+    """
+    data = path.read_bytes() if path.is_file() else b""
+    complete = data[: data.rfind(b"\n") + 1]
+    try:
+        lines = complete.decode().splitlines()
+        first = (lines or [data.decode()])[0]
+    except UnicodeDecodeError:
+        first = None
+    if data and (first is None or not first.startswith("idx\t")
+                 or not settings_path(path).is_file()):
+        raise ResumeError(f"{path} exists and is not a certification TSV of rsrouter's (with "
+                          f"its settings in {settings_path(path).name}); choose another --out, "
+                          "or delete it")
+    return data, lines if data else []
+
+
+def read_settings(meta: Path) -> dict | None:
+    """The settings a results file was made with (None if unreadable or not a JSON object)."""
+    try:
+        old = json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return old if isinstance(old, dict) else None
 
 
 def _fmt(value) -> str:
@@ -448,6 +471,18 @@ def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+# the columns of a TSV's sample sizes and noise levels, whatever its certificate
+N_COLUMNS = ("n", "router_n", "root_n", "child_n", "stage_n", "expert_n")
+SIGMA_COLUMNS = ("sigma", "router_sigma", "root_sigma", "child_sigma", "stage_sigma",
+                 "expert_sigma")
+
+
+def column_values(df: pd.DataFrame, columns: Sequence[str]) -> list[float]:
+    """Every value of ``columns`` present in ``df`` (comma lists split), sorted, distinct."""
+    return sorted({float(v) for c in columns if c in df.columns for cell in df[c]
+                   for v in str(cell).split(",")})
+
+
 def has_counts(df: pd.DataFrame) -> bool:
     """Whether a TSV carries the counts its radii follow from (checked by :func:`read_tsv`):
     an expert's, a routed, set, tree or cascade certificate's. Cohen et al.'s published logs
@@ -464,33 +499,82 @@ def half_unit(text: str) -> float:
     return 0.5 * 10.0 ** (int(exponent or 0) - decimals)
 
 
+# how published logs print radii: Python's general format ("{:.3}", Cohen et al.'s certify.py:
+# 3 significant digits, trailing zeros dropped) or fixed point ("%.4f")
+_FORMATS = (*(f".{p}" for p in range(1, 13)), *(f".{d}f" for d in range(13)))
+
+
+def log_format(logged: Sequence[str]) -> str | None:
+    """The coarsest format spec that prints every logged radius back exactly as logged (the
+    general ``.p`` formats first, then fixed point ``.df``); None when none does."""
+    texts = [str(t).strip() for t in logged]
+    values = [float(t) for t in texts]
+    for fmt in _FORMATS:
+        if all(format(v, fmt) == t for v, t in zip(values, texts)):
+            return fmt
+    return None
+
+
+def _unit(value: float, fmt: str) -> float:
+    """One unit of the last digit ``fmt`` prints for ``value``."""
+    if fmt.endswith("f"):
+        return 10.0 ** -int(fmt[1:-1])
+    digits = int(fmt[1:])
+    return 10.0 ** (math.floor(math.log10(abs(value))) - digits + 1) if value else 1.0
+
+
+def _recover(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float, sigma: float,
+             fmt: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(nA, ok)`` per row: the smallest certifying ``nA`` whose radius prints as logged (with
+    ``fmt``; without one, lies within half a unit of the logged digits), and whether one does."""
+    grid = np.concatenate([[0.0], radii_from_counts(np.arange(1, n + 1), n, alpha, sigma)])
+    certifies = int(np.argmax(grid > 0)) if grid[-1] > 0 else n + 1  # the first nA that does
+    n_a, ok = np.zeros(len(logged), np.int64), np.zeros(len(logged), bool)
+    for i, (text, p) in enumerate(zip(logged, predict)):
+        text = str(text).strip()
+        value = float(text)
+        if p == -1:
+            ok[i] = value == 0
+            continue
+        if not math.isfinite(value) or value <= 0:
+            continue
+        half = 0.5 * _unit(value, fmt) if fmt else half_unit(text)
+        k = max(int(np.searchsorted(grid, value - half * (1 + 1e-6))) - 2, certifies)
+        while k <= n and grid[k] <= value + half * (1 + 1e-6) + 1e-12:
+            if (format(grid[k], fmt) == text if fmt
+                    else abs(grid[k] - value) <= half * (1 + 1e-9) + 1e-12):
+                n_a[i], ok[i] = k, True
+                break
+            k += 1
+    return n_a, ok
+
+
 def counts_from_radii(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
                       sigma: float, where: str) -> np.ndarray:
-    """The smallest ``nA`` out of ``n`` whose radius at ``alpha`` and ``sigma``, rounded as
-    logged, is each row's logged radius (0 on an abstaining row): counts recovered from a
-    published log. The radius recomputed from them is never above the logged one by more than
-    the log's rounding.
+    """The smallest ``nA`` out of ``n`` whose radius at ``alpha`` and ``sigma``, printed as the
+    log prints its radii (:func:`log_format`), is each row's logged radius (0 on an abstaining
+    row): counts recovered from a published log. The radius recomputed from them is never above
+    the logged one by more than the log's rounding.
 
     Raises:
-        ResultsError: naming the first row whose radius no count can produce at this ``n``.
+        ResultsError: naming the first row whose radius no count can produce at this ``n``,
+            with the usual protocols under which every row fits, if any.
     """
-    grid = np.concatenate([[0.0], radii_from_counts(np.arange(1, n + 1), n, alpha, sigma)])
-    values = np.array([float(v) for v in logged])
-    slack = np.array([half_unit(str(v)) for v in logged]) * (1 + 1e-9) + 1e-12
-    certifies = int(np.argmax(grid > 0)) if grid[-1] > 0 else n + 1  # the first nA that does
-    n_a = np.maximum(np.searchsorted(grid, values - slack, side="left"), certifies)
-    found = np.minimum(n_a, n)  # grid is non-decreasing: the smallest nA within the rounding
-    ok = np.where(predict == -1, values == 0,
-                  (n_a <= n) & (np.abs(grid[found] - values) <= slack))
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        top = float(grid[-1])
-        raise ResultsError(
-            f"{where}: row {i + 1}: logged radius {logged[i]} cannot come from any count at n = "
-            f"{n}, alpha = {alpha}, sigma = {sigma} (nA = n gives {top:.4f}); "
-            f"{int((~ok).sum())} row(s) affected. Check the declared protocol (--n, --alpha, "
-            "--sigma) or the log")
-    return np.where(predict == -1, 0, found)
+    fmt = log_format(logged)
+    n_a, ok = _recover(logged, predict, n, alpha, sigma, fmt)
+    if ok.all():
+        return n_a
+    i = int(np.flatnonzero(~ok)[0])
+    fits = [f"n = {m}, alpha = {a}" for m in dict.fromkeys((n, 1_000, 10_000, 100_000))
+            for a in dict.fromkeys((alpha, 0.001, 0.01, 0.05)) if (m, a) != (n, alpha)
+            and _recover(logged, predict, m, a, sigma, fmt)[1].all()]
+    hint = (f"every row fits {' or '.join(fits)}: check which the source used" if fits else
+            "check the declared protocol (--n, --alpha, --sigma) or the log")
+    printed = f" (radii printed as {{:{fmt}}})" if fmt else ""
+    raise ResultsError(
+        f"{where}: row {i + 1}: logged radius {str(logged[i]).strip()} (predict {predict[i]}) "
+        f"cannot come from any count at n = {n}, alpha = {alpha}, sigma = {sigma}{printed}; "
+        f"{int((~ok).sum())} row(s) affected; {hint}")
 
 
 def certified_accuracy(df: pd.DataFrame, radii: Sequence[float] = RADII) -> pd.Series:

@@ -299,6 +299,10 @@ def _load_ref(ref: ExpertRef, router_dir: Path, registry, trust_code: bool, **kw
     pin = ref.pin(str(router_dir))
     if is_remote_source(ref.source):
         target = f"{ref.source}@{ref.revision}"
+        entry = registry.entries().get(ref.name)
+        if entry is not None and entry.is_remote and entry.revision == ref.revision \
+                and public_url(entry.source) == ref.source:
+            target = ref.name  # its registration may hold the credentials the record leaves out
     else:
         folder = Path(ref.source)
         folder = (folder if folder.is_absolute() else router_dir / folder).resolve()

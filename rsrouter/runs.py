@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .distributed import Dist, current, parts_of
 from .errors import ResumeError
 from .files import FileLock, atomic_write_json, atomic_write_text
-from .results import COHEN_COLUMNS, ResumableTSV, settings_path
+from .results import COHEN_COLUMNS, ResumableTSV, own_lines, read_settings, settings_path
 from .smoothing import ABSTAIN, Certificate, check_settings
 
 
@@ -138,14 +138,10 @@ def _run_sharded(rows_fn, dataset, indices, out: Path, columns, settings, *, gro
 def _complete_rows(path: Path, header: str, settings: dict) -> list[str]:
     """The complete data lines of a results file or part (none if absent); its settings must
     match those of this run."""
-    if not path.is_file():
-        return []
-    lines = path.read_bytes().decode()
-    lines = lines[: lines.rfind("\n") + 1].splitlines()
+    lines = own_lines(path)[1]  # a file that is not ours is refused, never rewritten
     if len(lines) <= 1:
         return []
-    meta = settings_path(path)
-    if not meta.is_file() or json.loads(meta.read_text()) != settings or lines[0] != header:
+    if read_settings(settings_path(path)) != settings or lines[0] != header:
         raise ResumeError(f"{path} holds rows made with other settings (or another header) "
                           f"than this run; delete it, or choose another --out")
     return lines[1:]

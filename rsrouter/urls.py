@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-# scheme://userinfo@ inside any text (a free-text source may hold a URL anywhere)
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#]*)@")
+# a URL inside any text (a free-text source may hold one anywhere)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"']+")
 _DROP_USER = ("http", "https", "git+http", "git+https")
 
 
@@ -29,7 +29,7 @@ def public_url(uri: str) -> str:
     except ValueError:  # not a URL after all: scrub what looks like userinfo anyway
         return scrub_text(uri)
     netloc = parts.netloc
-    if "@" in netloc:
+    if "@" in netloc:  # the last '@' ends the userinfo (a password may hold a raw '@')
         user, host = netloc.rsplit("@", 1)
         user = user.split(":", 1)[0]
         netloc = host if parts.scheme.lower() in _DROP_USER or not user else f"{user}@{host}"
@@ -40,8 +40,8 @@ def public_url(uri: str) -> str:
 
 
 def scrub_text(text: str) -> str:
-    """Free text (a ``--source`` note) with the userinfo of every URL in it removed."""
-    return _USERINFO.sub(lambda m: m.group("scheme"), text)
+    """Free text (a ``--source`` note) with every URL in it as :func:`public_url` records it."""
+    return _URL.sub(lambda m: public_url(m.group(0)), text)
 
 
 def has_credentials(uri: str) -> bool:

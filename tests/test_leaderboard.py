@@ -9,12 +9,14 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from rsrouter.cli import main
 from rsrouter.errors import ResultsError
 from rsrouter.leaderboard import build_site, collect_entries, import_tsv, merge, read_entry
+from rsrouter.results import counts_from_radii
 from rsrouter.smoothing import radii_from_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,38 +160,73 @@ def _cohen_log(path: Path, n_a: np.ndarray, n: int, alpha: float, sigma: float, 
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_import_tsv_recomputes_every_radius_from_counts(tmp_path):
-    """A published log's radii are turned back into counts under the declared protocol and
-    recomputed; a radius that no count can give is refused with its row."""
-    n, alpha, sigma = 1000, 0.001, 0.5
-    n_a = np.random.default_rng(0).integers(400, 1001, 200)
+@pytest.mark.parametrize("fmt", [".3", ".4f"])
+def test_import_tsv_recomputes_every_radius_from_counts(tmp_path, fmt):
+    """A published log's radii are turned back into counts under the declared protocol (the
+    smallest nA whose radius prints as logged: Cohen's certify.py prints {:.3}, so "1.0" and
+    "0.5" are 3 significant digits, not 1) and recomputed; a radius that no count can give is
+    refused with its row."""
+    n, alpha, sigma = 100_000, 0.001, 0.5
+    n_a = np.random.default_rng(0).integers(45_000, n + 1, 300)
+    n_a[:4] = [99_996, 99_300, 89_160, 69_150]  # radii that print as "1.0"-like round numbers
+    exact = radii_from_counts(n_a, n, alpha, sigma)
     log = tmp_path / "cohen.tsv"
-    _cohen_log(log, n_a, n, alpha, sigma, ".3")  # Cohen's certify.py prints {:.3}
+    _cohen_log(log, n_a, n, alpha, sigma, fmt)
     out = tmp_path / "entries"
     assert main(["leaderboard", "import-tsv", str(log), "--dataset", "cifar10", "--method",
                  "cohen", "--n", str(n), "--alpha", str(alpha), "--sigma", str(sigma),
                  "--out", str(out)]) == 0
     entry = read_entry(next(out.iterdir()))
-    exact = radii_from_counts(n_a, n, alpha, sigma)
     assert "recovered from published radii" in entry["kind"] and not entry["counts_available"]
-    # the recovered radii are never above the exact ones and at most one rounding step below
-    assert entry["acr"] <= round(float(exact.mean()), 3) + 1e-3
-    assert entry["acr"] >= round(float(exact.mean()), 3) - 2e-3
+    logged = [line.split("\t")[3] for line in log.read_text().splitlines()[1:]]
+    recovered = counts_from_radii(logged, np.where(exact > 0, 1, -1), n, alpha, sigma, "log")
+    again = radii_from_counts(recovered, n, alpha, sigma)
+    assert all(format(r, fmt) == t for r, t, e in zip(again, logged, exact) if e > 0)
+    assert (again <= exact + 1e-12).all()  # the smallest count that prints as logged
+    assert entry["acr"] == round(float(np.mean(again)), 3)
+    curve = [float(np.mean((again >= r) & (exact > 0))) for r in entry["radii"]]
+    assert entry["accuracy"] == [round(a, 4) for a in curve]
     assert entry["protocol"] == {"n0": None, "n": n, "alpha": alpha, "sigma": sigma}
     # 100 rows of radius 1e6 at n = 100: no count gives that (today: ACR 1,000,000)
     forged = tmp_path / "forged.tsv"
     forged.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + "".join(
         f"{i}\t1\t1\t1000000.0\t1\t0.1\n" for i in range(100)))
-    with pytest.raises(ResultsError, match=r"row 1: logged radius 1000000.0 cannot come"):
+    with pytest.raises(ResultsError, match=r"row 1: logged radius 1000000.0 \(predict 1\) "
+                                           "cannot come"):
         import_tsv(forged, dataset="cifar10", method="forged", out=tmp_path / "f", n=100,
                    alpha=0.001, sigma=0.5)
+    with pytest.raises(ResultsError, match="a noise level in pixel units"):  # nor via sigma
+        import_tsv(forged, dataset="cifar10", method="forged", out=tmp_path / "f", n=100,
+                   alpha=0.001, sigma=666455.6)
     assert not (tmp_path / "f").exists()
     with pytest.raises(ResultsError, match="--sigma"):  # no protocol: nothing to recompute
         import_tsv(log, dataset="cifar10", method="x", out=tmp_path / "g", n=n, alpha=alpha)
-    # a log with its counts: declared values must agree with them
+    with pytest.raises(ResultsError, match=r"every row fits .*n = 100000, alpha = 0.001"):
+        import_tsv(log, dataset="cifar10", method="x", out=tmp_path / "g", n=1000, alpha=alpha,
+                   sigma=sigma)  # a wrong n: the error says which usual protocol fits
+
+
+def test_import_tsv_with_counts_checks_and_shows_them(tmp_path):
+    """A log with its counts: the protocol (sigma included) comes from them, a declared value
+    must agree, and an absurd sigma is refused."""
     card = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
     with pytest.raises(ResultsError, match="--n 500 but its counts were made with n = 10000"):
         import_tsv(card, dataset="digits", method="x", out=tmp_path / "h", n=500)
+    with pytest.raises(ResultsError, match="--sigma 0.5 but its counts were made with sigma"):
+        import_tsv(card, dataset="digits", method="x", out=tmp_path / "h", sigma=0.5)
+    entry = read_entry(import_tsv(card, dataset="digits", method="x", out=tmp_path / "h"))
+    assert entry["protocol"] == {"n0": 100, "n": 10000, "alpha": 0.001, "sigma": 0.25}
+    assert entry["counts_available"]
+    df = pd.read_csv(card, sep="\t")
+    df = df.assign(sigma=666667.0, nA=df["n"], cA=df["label"], predict=df["label"], correct=1)
+    df["radius"] = radii_from_counts(df["nA"], df["n"], df["alpha"], df["sigma"])
+    forged = tmp_path / "forged.tsv"
+    df.to_csv(forged, sep="\t", index=False)
+    with pytest.raises(ResultsError, match="made at sigma 666667"):
+        import_tsv(forged, dataset="digits", method="forged", out=tmp_path / "f")
+    site = tmp_path / "site"
+    build_site([tmp_path / "h"], site)
+    assert "sigma = 0.25" in (site / "leaderboard.md").read_text()  # shown with n and alpha
 
 
 def _entry_file(results: Path) -> Path:
@@ -217,7 +254,7 @@ def test_keys_come_from_content_and_dates_decide_nothing(results, tmp_path):
     with pytest.raises(ResultsError, match="same measurement .* with other results"):
         merge([*board, *collect_entries([evil])])
     # the same name for another measurement (a key of its own, whatever the file says)
-    other = {**victim, "key": victim["key"], "protocol": {**victim["protocol"], "n": 7}}
+    other = {**victim, "key": victim["key"], "protocol": {**victim["protocol"], "n0": 7}}
     (evil / "e.json").write_text(json.dumps(other))
     assert collect_entries([evil])[0]["key"] != victim["key"]
     with pytest.raises(ResultsError, match="another measurement under the same name"):
@@ -226,7 +263,7 @@ def test_keys_come_from_content_and_dates_decide_nothing(results, tmp_path):
     assert main(["leaderboard", "publish", str(_site(evil, tmp_path)), "--to", str(site),
                  "--replace"]) == 0
     after = json.loads((site / "leaderboard.json").read_text())["entries"]
-    assert len(after) == len(board) and {"n0": 20, "n": 7, "alpha": 0.01, "seed": 0} in [
+    assert len(after) == len(board) and {"n0": 7, "n": 200, "alpha": 0.01, "seed": 0} in [
         e["protocol"] for e in after]
     copy = {**victim, "date": "2020-01-01", "rsrouter_version": "0.0.1"}
     assert len(merge([victim, copy])) == 1
@@ -324,3 +361,63 @@ def test_names_are_plain_text_in_plots_and_markdown(results, tmp_path):
     tsv = tmp_path / "x.tsv"
     shutil.copy(log, tsv)
     assert main(["summary", f"$x^{{={tsv}", "--plot", str(tmp_path / "c.png")]) == 0
+
+
+@pytest.mark.parametrize("forge, message", [
+    (lambda e: e.update(acr=1e6), "ACR 1000000.0 exceeds what its protocol allows"),
+    (lambda e: e.update(radii=[0.0, 5.0, 10.0], accuracy=[1.0] * 3, ci95=[[0, 1]] * 3),
+     "certified at r = 5, beyond the largest radius"),
+    (lambda e: e.update(accuracy=sorted(e["accuracy"])), "cannot grow with the radius"),
+    (lambda e: e.update(abstain=-50), "malformed field.*abstain"),
+    (lambda e: e["inputs"].update(count=True), "malformed field.*inputs"),
+    (lambda e: e["accuracy"].__setitem__(0, 0.123456), "share of its 20 inputs"),
+    (lambda e: e.update(data=[1, 2]), r"malformed field.*'data'"),
+    (lambda e: e.update(router={"children": 3}), r"malformed field.*router.children"),
+])
+def test_a_hand_written_entry_with_impossible_numbers_is_refused(results, tmp_path, forge,
+                                                                 message):
+    entry = json.loads(_entry_file(results).read_text())
+    forge(entry)
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(entry))
+    with pytest.raises(ResultsError, match=message):
+        collect_entries([path])
+
+
+def test_intervals_are_recomputed_and_names_compared_as_read(results, tmp_path):
+    entry = json.loads(_entry_file(results).read_text())
+    wide = {**entry, "ci95": [[0.0, 1.0]] * len(entry["ci95"])}
+    (tmp_path / "e.json").write_text(json.dumps(wide))
+    assert collect_entries([tmp_path / "e.json"])[0]["ci95"] == entry["ci95"]
+    lookalike = {**entry, "method": f"  {entry['method'].upper()} ", "note": "",
+                 "protocol": {**entry["protocol"], "seed": 9}}
+    (tmp_path / "e.json").write_text(json.dumps(lookalike))
+    with pytest.raises(ResultsError, match="another measurement under the same name"):
+        merge([*collect_entries([results / "out"]), *collect_entries([tmp_path / "e.json"])])
+
+
+def test_a_board_of_the_previous_version_takes_the_same_results_again(results, tmp_path):
+    """Entries written before keys were derived from content (no inputs hash, no certificate
+    field, their own key): publishing the same results onto them adds nothing."""
+    site = _site(results / "out", tmp_path)
+    new = json.loads((site / "leaderboard.json").read_text())
+    def before(e: dict) -> dict:
+        inputs = {k: e["inputs"][k] for k in ("spec", "count")}
+        return {**{k: v for k, v in e.items() if k != "certificate"},
+                "key": "0123456789abcdef", "inputs": inputs, "seconds_per_input": 9.9}
+
+    old = {**new, "entries": [before(e) for e in new["entries"]]}
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "leaderboard.json").write_text(json.dumps(old))
+    assert main(["leaderboard", "publish", str(site), "--to", str(web)]) == 0
+    assert len(json.loads((web / "leaderboard.json").read_text())["entries"]) == len(
+        new["entries"])
+
+
+def test_entry_files_of_different_names_never_collide(tmp_path):
+    log = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
+    for method in ("Cohen sigma=0.25", "Cohen sigma 0.25", "plain"):
+        import_tsv(log, dataset="digits", method=method, out=tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 3 and "digits-external--plain.json" in names

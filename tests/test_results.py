@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,3 +207,12 @@ def test_a_file_certify_refuses_is_left_as_it_was(digits_expert, tmp_path, capsy
         assert main([*CERTIFY, "--model", digits_expert, "--out", str(mine)]) == 2
         assert "is not a certification TSV of rsrouter's" in capsys.readouterr().err
         assert mine.read_text() == text and not (tmp_path / "notes.tsv.json").exists()
+    # the sharded path (torchrun, or parts left by one) reads and merges parts: it refuses too
+    mine = tmp_path / "notes.tsv"
+    mine.write_text("my notes, one line\n")
+    part = tmp_path / "notes.tsv.part0of2"
+    shutil.copy(out, part)
+    shutil.copy(tmp_path / "c.tsv.json", tmp_path / "notes.tsv.part0of2.json")
+    assert main([*CERTIFY, "--model", digits_expert, "--out", str(mine)]) == 2
+    assert "is not a certification TSV of rsrouter's" in capsys.readouterr().err
+    assert mine.read_text() == "my notes, one line\n" and part.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,40 @@ def test_no_record_keeps_a_credential(digits_expert, tmp_path):
                        source="Lab logs, https://bot:ghp_token@host/org/logs.git, table 2")
     assert "ghp_token" not in entry.read_text()
     assert scrub_text("see https://u:p@h/x") == "see https://h/x"
+
+
+def test_a_router_config_records_its_experts_without_credentials():
+    """A router card stores its config (rs_router.training.settings, the README): its expert
+    sources go through public_url like every other record."""
+    from rsrouter.config import parse_config
+
+    token = f"git+https://bot:ghp_token@host/org/e.git@{SHA}"
+    cfg = parse_config({"experts": [token, "other"], "data": {"dataset": "digits"},
+                        "router": {"arch": "cnn_tiny", "backbone": token}})
+    assert "ghp_token" not in json.dumps(cfg.to_dict())
+
+
+def _seed_git_cache(digits_expert, url: str) -> None:
+    """What fetching ``url`` at SHA leaves in rsrouter's cache (no git server needed)."""
+    from rsrouter import gitremote
+
+    folder = gitremote.cached_folder(url, SHA)
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "README.md"):
+        (folder / name).write_bytes((Path(digits_expert) / name).read_bytes())
+
+
+def test_an_expert_fetched_with_credentials_is_found_by_its_public_record(digits_expert,
+                                                                          tmp_path):
+    """A router records its experts without credentials; the copy fetched with them is found
+    under that record (the cache is keyed by the public URL), offline, and a registration in
+    the project's (shared) file keeps no credentials either."""
+    secret = "https://bot:ghp_token@example.com/org/e.git"
+    _seed_git_cache(digits_expert, secret)
+    registry = Registry(offline=True)
+    registry.register(f"git+{secret}@{SHA}", "private")
+    expert = registry.load(f"git+https://example.com/org/e.git@{SHA}")
+    assert expert.pin.weights_sha256 == registry.get("private").weights_sha256
+    project = tmp_path / "registry.yaml"
+    Registry(project, offline=True).register(f"git+{secret}@{SHA}", "shared", project=True)
+    assert "ghp_token" not in project.read_text() and "example.com" in project.read_text()

@@ -183,7 +183,8 @@ def check_results_folder(out: Path) -> None:
         raise ResultsError(f"--out {out} is a file; bench run writes a results folder")
     if not out.is_dir() or (out / MARKER).is_file() or (out / "bench.json").is_file():
         return
-    other = sorted(p.name for p in out.iterdir() if p.name != ".lock")
+    # dot-files (.DS_Store, .gitkeep, its own .lock) are never touched: not in the way
+    other = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     if other:
         raise ResultsError(f"--out {out} holds files that are not rsrouter results "
                            f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -23,9 +24,12 @@ from ..errors import ResultsError
 from ..files import atomic_write_json, atomic_write_text
 from ..leaderboard import SCHEMA, entry_filename, entry_key
 from ..results import (
+    N_COLUMNS,
     RADIUS_TOLERANCE,
+    SIGMA_COLUMNS,
     average_certified_radius,
     certified_accuracy,
+    column_values,
     interval95,
     md_text,
     plot_label,
@@ -36,7 +40,7 @@ from ..router import ROUTED_EXTRAS
 from ..runs import EXPERT_EXTRAS
 from ..set_certificate import SET_EXTRAS
 from ..tree import TREE_EXTRAS
-from .methods import CASCADE_EXTRAS, envelope, oracle_frame
+from .methods import CASCADE_EXTRAS, cascade_bounds, envelope, oracle_frame
 from .store import read_counts
 
 CERTIFICATES = ("expert", "router", "tree", "cascade", "aces")
@@ -107,13 +111,38 @@ def check_certificate_rows(df: pd.DataFrame, info: dict, bench: dict, where: str
     alpha = df["alpha"].to_numpy(dtype=float)
     if (alpha > proto["alpha"] * (1 + 1e-9)).any():
         bad.append(f"alpha {float(alpha.max())} (the protocol's is {proto['alpha']})")
-    sigmas = {e.get("sigma") for e in info.get("experts", [])}
-    used = {float(v) for v in df["sigma"].unique()} if info["type"] == "expert" else set()
-    if used - sigmas:
-        bad.append(f"sigma {sorted(used - sigmas)} (the expert's is {sorted(sigmas)})")
+    n = column_values(df, N_COLUMNS)
+    if n and max(n) > proto["n"]:
+        bad.append(f"n {int(max(n))} (the protocol's is {proto['n']})")
+    router = info.get("router") or {}
+    models = [*info.get("experts", []), router, *(router.get("children") or [])]
+    sigmas = {float(m["sigma"]) for m in models if m.get("sigma") is not None}
+    used = {v for v in column_values(df, SIGMA_COLUMNS) if v > 0}
+    if not all(any(math.isclose(u, v) for v in sigmas) for u in used):
+        bad.append(f"sigma {sorted(used - sigmas)} (its models' are {sorted(sigmas)})")
+    if info["type"] == "cascade":
+        bad += _cascade_levels(df, info, bench)
     if bad:
         raise ResultsError(f"{where}: rows certified with {'; '.join(bad)}: not what this "
                            "benchmark certifies. Rerun `rsrouter bench run` to rewrite it")
+
+
+def _cascade_levels(df: pd.DataFrame, info: dict, bench: dict) -> list[str]:
+    """A cascade's rows use its rule's level and threshold (see :func:`cascade_one`)."""
+    spec = next(m for m in bench["config"]["methods"] if m["name"] == info["method"])
+    alpha = bench["config"]["protocol"]["alpha"]
+    if spec.get("alpha_rule", "sound") == "sound":
+        level = alpha / cascade_bounds(len(info.get("experts", [])))
+    else:
+        level = alpha / (df["stage"].to_numpy() + 1)
+    bad = []
+    if (df["stage_alpha"].to_numpy() > level * (1 + 1e-9)).any():
+        bad.append(f"stage_alpha {float(df['stage_alpha'].max())} (its rule allows at most "
+                   f"{float(np.min(level)):g})")
+    if not np.allclose(df["threshold"].to_numpy(), spec.get("threshold", 0.5)):
+        bad.append(f"threshold {df['threshold'].iloc[0]} (its config's is "
+                   f"{spec.get('threshold', 0.5)})")
+    return bad
 
 
 def _check_oracles(methods: list, where: str) -> None:

@@ -291,7 +291,7 @@ def two_experts(setup, tmp_path):
     """A finished benchmark of the two experts, their envelope and oracle."""
     path, config = setup
     config = {**config, "methods": [*config["methods"][:2], {"type": "envelope"},
-                                     {"type": "oracle"}]}
+                                     {"type": "oracle"}, {"type": "cascade"}]}
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
     assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
@@ -305,6 +305,9 @@ def two_experts(setup, tmp_path):
                                                               df["sigma"])), "alpha 0.4"),
     (lambda df: df.assign(sigma=3.0, radius=radii_from_counts(df["nA"], df["n"], df["alpha"],
                                                               3.0)), "sigma [3.0]"),
+    (lambda df: df.assign(n=10**9, nA=10**9, radius=radii_from_counts(10**9, 10**9, df["alpha"],
+                                                                      df["sigma"])),
+     "n 1000000000 (the protocol's is 200)"),
 ])
 def test_report_refuses_rows_that_are_no_certificate_of_this_benchmark(two_experts, capsys,
                                                                        forge, message):
@@ -323,6 +326,16 @@ def test_report_refuses_rows_that_are_no_certificate_of_this_benchmark(two_exper
     assert main(["bench", "report", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err, err
+
+
+def test_report_refuses_a_cascade_at_another_level(two_experts, capsys):
+    """A cascade's stage levels are its rule's (sound: alpha over the number of bounds)."""
+    _, out = two_experts
+    cascade = pd.read_csv(out / "cascade.tsv", sep="\t")
+    cascade.assign(stage_alpha=0.004).to_csv(out / "cascade.tsv", sep="\t", index=False)
+    read_tsv(out / "cascade.tsv")  # its own rows are consistent: a larger level only loosens
+    assert main(["bench", "report", str(out)]) == 2
+    assert "stage_alpha 0.004 (its rule allows at most 0.00333333)" in capsys.readouterr().err
 
 
 def test_report_recomputes_the_oracle(two_experts, capsys):
