@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import unicodedata
+import warnings
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -100,6 +101,10 @@ def check_entry(entry: object, where: str) -> dict:
     if not isinstance(router.get("children") or [], list) or not all(
             isinstance(c, dict) for c in router.get("children") or []):
         bad.append("router.children")
+    bad += [k for k in _STRINGS if isinstance(entry[k], str) and any(
+        unicodedata.category(c) in ("Cc", "Cf") for c in entry[k])]  # invisible characters
+    if not bad:
+        bad += _check_protocol(entry)
     if bad:
         raise ResultsError(f"{where}: leaderboard entry with malformed field(s) "
                            f"{sorted(set(bad))}")
@@ -119,37 +124,55 @@ def _check_numbers(entry: dict, where: str) -> None:
         problems.append("radii must increase")
     if (np.diff(acc) > 1e-9).any():
         problems.append("certified accuracy cannot grow with the radius")
-    if (np.abs(acc * count - np.rint(acc * count)) > 5e-5 * count + 1e-6).any():
-        problems.append(f"accuracy must be a share of its {count} inputs")
+    if (np.abs(np.round(np.rint(acc * count) / count, 4) - acc) > 1e-9).any():
+        problems.append(f"accuracy must be a share of its {count} inputs (4 decimals)")
     top = max_radius(entry)
-    if top is not None:
-        beyond = [r for r, a in zip(radii, acc) if r > top * (1 + 1e-9) and a > 0]
-        if beyond:
-            problems.append(f"inputs certified at r = {beyond[0]:g}, beyond the largest radius "
-                            f"its protocol allows ({top:.4g})")
-        if entry.get("acr") is not None and radii[0] == 0 and entry["acr"] > acc[0] * top + 1e-3:
-            problems.append(f"ACR {entry['acr']} exceeds what its protocol allows "
-                            f"({acc[0] * top:.4g})")
+    beyond = [r for r, a in zip(radii, acc) if r > top * (1 + 1e-9) and a > 0]
+    if beyond:
+        problems.append(f"inputs certified at r = {beyond[0]:g}, beyond the largest radius its "
+                        f"protocol allows ({top:.4g})")
+    share = acc[0] if radii[0] == 0 else 1.0  # of the inputs certified at all, correctly
+    if entry.get("acr") is not None and entry["acr"] > share * top + 1e-3:
+        problems.append(f"ACR {entry['acr']} exceeds what its protocol allows "
+                        f"({share * top:.4g})")
     if problems:
         raise ResultsError(f"{where}: impossible numbers: {'; '.join(problems)}")
 
 
-def max_radius(entry: dict) -> float | None:
-    """The largest radius any input of ``entry`` can be certified at under its protocol: every
-    sample for one class at the largest sigma, ``sigma Phi^-1(alpha^(1/n))`` (a composed
-    certificate spends less than alpha on each bound, so it certifies less); None when the
-    entry does not say its protocol and sigmas."""
+def entry_sigmas(entry: dict) -> list:
+    """The noise levels an entry's certificates were made at, as written: its experts' and,
+    for an imported log, its protocol's (a number or a list)."""
+    declared = (entry.get("protocol") or {}).get("sigma")
+    declared = declared if isinstance(declared, list) else [] if declared is None else [declared]
+    return [e.get("sigma") for e in entry.get("experts") or []] + declared
+
+
+def _check_protocol(entry: dict) -> list[str]:
+    """What an entry must say for its numbers to be checked: n, alpha and its sigmas."""
+    protocol = entry.get("protocol")
+    if not isinstance(protocol, dict):
+        return ["protocol"]
+    bad = []
+    if not (_number(protocol.get("n"), low=1) and isinstance(protocol["n"], int)):
+        bad.append("protocol.n")
+    if not (_number(protocol.get("alpha"), 0, 1) and 0 < protocol["alpha"] < 1):
+        bad.append("protocol.alpha")
+    sigmas = entry_sigmas(entry)
+    if not sigmas or not all(_number(v) and 0 < v <= MAX_SIGMA for v in sigmas):
+        bad.append(f"sigma (experts[].sigma or protocol.sigma: numbers in (0, {MAX_SIGMA:g}])")
+    return bad
+
+
+def max_radius(entry: dict) -> float:
+    """The largest radius any input of a checked ``entry`` can be certified at under its
+    protocol: every sample for one class at its largest expert sigma, ``sigma
+    Phi^-1(alpha^(1/n))``. Every certificate rsrouter composes (routed, set, tree, cascade with
+    p0 >= 0.5) is at most its chosen expert's radius, at a level no larger than alpha."""
     from scipy.stats import norm
 
-    protocol = entry.get("protocol") or {}
-    router = entry.get("router") or {}
-    sigmas = [e.get("sigma") for e in entry.get("experts") or []]
-    sigmas += [router.get("sigma"), *np.atleast_1d(protocol.get("sigma") or [])]
-    sigmas = [float(v) for v in sigmas if _number(v, low=0)]
-    n, alpha = protocol.get("n"), protocol.get("alpha")
-    if not sigmas or not _number(n, low=1) or not _number(alpha, 0, 1) or not 0 < alpha < 1:
-        return None
-    return max(sigmas) * float(norm.ppf(alpha ** (1 / n)))
+    protocol = entry["protocol"]
+    tail = -math.expm1(math.log(protocol["alpha"]) / protocol["n"])  # 1 - alpha^(1/n)
+    return max(entry_sigmas(entry)) * float(norm.isf(tail))
 
 
 def check_date(value: object, where: str) -> None:
@@ -168,20 +191,21 @@ def check_date(value: object, where: str) -> None:
 def entry_key(entry: dict) -> str:
     """What an entry measured, from its content: the benchmark and method, the data by content,
     the inputs, the protocol, the models by their hashes, the certificate and its alpha
-    accounting, and for an imported log the log's sha256. Two entries with one key are two
-    copies of one measurement; the numbers they report must agree."""
+    accounting (which names the certificate), and for an imported log the log's sha256. Two
+    entries with one key are two copies of one measurement; the numbers they report must agree.
+    Fields added since rsrouter 0.2 are left out, so its entries keep their keys."""
     data = entry.get("data") or {}
     router = entry.get("router") or {}
+    protocol = entry.get("protocol") or {}
     key = {"benchmark": entry["benchmark"], "method": entry["method"],
            "type": entry.get("type"), "dataset": entry["dataset"], "split": entry.get("split"),
            "data": [data.get("length"), data.get("labels_sha256")],
            "inputs": [entry["inputs"].get(k) for k in ("spec", "count")],
-           "protocol": entry.get("protocol"),
-           "certificate": entry.get("certificate") not in (None, "pinned")
-           and entry["certificate"],  # the default certificate, as entries before 0.3 say it
+           "protocol": [protocol.get(k) for k in ("n0", "n", "alpha", "seed")],
            "alpha_accounting": entry.get("alpha_accounting"),
            "models": [[e.get("weights_sha256"), e.get("config_sha256"), e.get("sigma")]
-                      for e in entry.get("experts") or [] if isinstance(e, dict)],
+                      for e in entry.get("experts") or []
+                      if isinstance(e, dict) and e.get("weights_sha256")],
            "router": [router.get("weights_sha256"), router.get("config_sha256"),
                       router.get("thresholds"),
                       [[c.get("weights_sha256"), c.get("config_sha256")]
@@ -257,6 +281,12 @@ def _same(a: dict, b: dict) -> bool:
                for k in _RESULTS)
 
 
+def _body(entry: dict) -> str:
+    """An entry's metadata and results, as compared between copies (dates and versions aside)."""
+    return json.dumps({k: v for k, v in entry.items() if k not in (*_VOLATILE, "seconds_per_input")
+                       and not k.startswith("_")}, sort_keys=True)
+
+
 def _name(entry: dict) -> tuple[str, str]:
     """The name a reader sees, as a reader compares it (case, width and spacing folded)."""
     def fold(text: str) -> str:
@@ -269,10 +299,11 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
     """One row per measurement, in a stable order. Entries come in order: earlier ones are
     what a board already has, later ones what is added.
 
-    Two copies of one entry (the same content-derived key, the same numbers) are one row. An
-    added entry that collides with a different one already there (the same key with other
-    numbers, or the same benchmark and method name for another measurement) is refused unless
-    ``replace``, when it replaces it. Dates never decide.
+    Two copies of one entry (the same content-derived key, the same results) are one row: the
+    one already there (a warning when their metadata differ), or with ``replace`` the added
+    one. An added entry that collides with a different one already there (the same key with
+    other results, or the same benchmark and method name for another measurement) is refused
+    unless ``replace``, when it replaces it. Dates never decide.
 
     Raises:
         ResultsError: naming both entries and the fix (``--replace``).
@@ -297,9 +328,15 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
                     f"{what}. Rename the method or benchmark, or pass --replace to replace it")
             by_key.pop(old["key"])
             by_name.pop(_name(old), None)
-        if not copy:
-            by_key[key] = entry
-            by_name[name] = key
+        if copy and not replace:
+            if _body(old) != _body(entry):
+                warnings.warn(f"{entry.get('_from', 'an added entry')}: a copy of "
+                              f"{entry['benchmark']}/{entry['method']} with other metadata "
+                              "(notes, links); the board keeps its own: --replace takes the "
+                              "added one's", stacklevel=2)
+            continue
+        by_key[key] = entry
+        by_name[name] = key
     return sorted(({k: v for k, v in e.items() if not k.startswith("_")}
                    for e in by_key.values()),
                   key=lambda e: (e["dataset"], e["benchmark"], e["method"]))
@@ -311,11 +348,12 @@ def build_site(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     site in ``out``; returns ``out``."""
     merged = merge([*(entries or []), *collect_entries(sources)], replace=replace)
     out = Path(out)
-    atomic_write_json(out / "leaderboard.json", {"schema": "rsrouter-leaderboard/1",
+    text, html_page = markdown(merged), page(merged)  # everything rendered before anything is
+    atomic_write_json(out / "leaderboard.json", {"schema": "rsrouter-leaderboard/1",  # written
                                                  "rsrouter_version": __version__,
                                                  "entries": merged})
-    atomic_write_text(out / "leaderboard.md", markdown(merged))
-    atomic_write_text(out / "index.html", page(merged))
+    atomic_write_text(out / "leaderboard.md", text)
+    atomic_write_text(out / "index.html", html_page)
     return out
 
 
@@ -325,8 +363,9 @@ def entry_filename(entry: dict) -> str:
     names never share a file)."""
     raw = f"{entry['benchmark']}--{entry['method']}"
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", raw).lstrip(".") or "entry"
-    if stem != raw:
-        stem += "-" + hashlib.sha256(raw.encode()).hexdigest()[:8]
+    if stem != raw or raw.count("--") != 1:  # "a--b" + "c" and "a" + "b--c" differ
+        names = json.dumps([entry["benchmark"], entry["method"]])
+        stem += "-" + hashlib.sha256(names.encode()).hexdigest()[:8]
     return f"{stem}.json"
 
 
@@ -449,9 +488,7 @@ def _protocol(entry: dict) -> str:
     p = entry.get("protocol") or {}
     parts = [f"{entry['inputs'].get('count')} inputs"]
     parts += [f"{k} = {p[k]}" for k in ("n", "alpha") if p.get(k) is not None]
-    sigmas = [e.get("sigma") for e in entry.get("experts") or []] + [p.get("sigma")]
-    sigmas = sorted({float(v) for v in np.atleast_1d([s for s in sigmas if s is not None])
-                     if _number(v)})
+    sigmas = sorted({float(v) for v in entry_sigmas(entry) if _number(v)})
     if sigmas:
         parts.append("sigma = " + ", ".join(f"{v:g}" for v in sigmas))
     return ", ".join(parts)
@@ -464,10 +501,11 @@ def _md(text: object) -> str:
 
 def markdown(entries: list[dict]) -> str:
     lines = ["# Leaderboard", "", "Certified accuracy (%) at l2 radius r (pixels in [0, 1]), "
-             "exact 95% interval over the inputs in the JSON; rows marked external were "
-             "imported from certification logs, every radius recomputed from counts (the log's "
-             "own, or recovered from its printed radii under the protocol shown). \"choices made "
-             "on\": the split on which a method's settings were chosen (none: it has none; test: "
+             "exact 95% interval over the inputs in the JSON; rows from `rsrouter bench` were "
+             "checked against their count store; rows marked external were imported from "
+             "certification logs, their radii recomputed from counts (the log's own, or "
+             "recovered from its printed radii under the protocol shown). \"choices made on\": "
+             "the split on which a method's settings were chosen (none: it has none; test: "
              "flagged).", ""]
     for dataset in sorted({e["dataset"] for e in entries}):
         rows = [e for e in entries if e["dataset"] == dataset]
@@ -605,9 +643,9 @@ def page(entries: list[dict]) -> str:
             f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
             "<h1>Certified robustness leaderboard</h1><p>Certified accuracy (%) at l2 radius r "
             "(pixels in [0, 1]); hover a cell for its exact 95% interval; click a column to "
-            "sort. Every radius is recomputed from counts: rows from rsrouter carry theirs; rows "
-            "marked external were imported from certification logs, their counts stored or "
-            "recovered from the printed radii under the protocol shown.</p>"
+            "sort. Rows from <code>rsrouter bench</code> were checked against their count "
+            "store; rows marked external were imported from certification logs, their radii "
+            "recomputed from counts stored or recovered under the protocol shown.</p>"
             f"<div class=\"tabs\">{tabs}</div>{''.join(sections)}"
             f"<p><small>built by rsrouter {__version__}</small></p></body></html>\n")
 

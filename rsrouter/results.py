@@ -130,6 +130,8 @@ def own_lines(path: Path) -> tuple[bytes, list[str]]:
     Raises:
         ResumeError: ``path`` holds something else (it is then never written).
     """
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder; --out names the TSV file to write")
     data = path.read_bytes() if path.is_file() else b""
     complete = data[: data.rfind(b"\n") + 1]
     try:
@@ -536,7 +538,7 @@ def _recover(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float, s
         if p == -1:
             ok[i] = value == 0
             continue
-        if not math.isfinite(value) or value <= 0:
+        if not math.isfinite(value) or value < 0:  # "0.0000": a radius printed below a digit
             continue
         half = 0.5 * _unit(value, fmt) if fmt else half_unit(text)
         k = max(int(np.searchsorted(grid, value - half * (1 + 1e-6))) - 2, certifies)

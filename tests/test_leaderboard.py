@@ -421,3 +421,53 @@ def test_entry_files_of_different_names_never_collide(tmp_path):
         import_tsv(log, dataset="digits", method=method, out=tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 3 and "digits-external--plain.json" in names
+
+
+def test_what_an_entry_must_say_to_be_checked(results, tmp_path):
+    """An entry without n, alpha and its sigmas cannot be checked, so it is refused; sigmas
+    given as a list are checked and shown."""
+    entry = json.loads(_entry_file(results).read_text())
+    path = tmp_path / "e.json"
+    for forge, message in [
+        ({"protocol": {}}, r"protocol\.n"), ({"protocol": None}, "'protocol'"),
+        ({"protocol": {**entry["protocol"], "n": "10000"}}, r"protocol\.n"),
+        ({"protocol": {**entry["protocol"], "alpha": 1}}, r"protocol\.alpha"),
+        ({"experts": [], "protocol": {**entry["protocol"], "sigma": [1, [2]]}}, "sigma"),
+        ({"experts": [{**entry["experts"][0], "sigma": 1e6}]}, "sigma"),
+        ({"method": "routed\u200b"}, "method"),
+    ]:
+        path.write_text(json.dumps({**entry, **forge}))
+        with pytest.raises(ResultsError, match=message):
+            collect_entries([path])
+    shifted = {**entry, "radii": entry["radii"][1:], "accuracy": entry["accuracy"][1:],
+               "ci95": entry["ci95"][1:], "acr": 50.0}  # the ACR is bounded without r = 0 too
+    path.write_text(json.dumps(shifted))
+    with pytest.raises(ResultsError, match="ACR 50.0 exceeds"):
+        collect_entries([path])
+    listed = {**entry, "experts": [], "protocol": {**entry["protocol"], "sigma": [0.25, 0.5]}}
+    path.write_text(json.dumps(listed))
+    site = tmp_path / "site"
+    build_site([path], site)
+    assert "sigma = 0.25, 0.5" in (site / "leaderboard.md").read_text()
+
+
+def test_replace_takes_an_identical_copy_with_its_metadata(results, tmp_path):
+    entry = json.loads(_entry_file(results).read_text())
+    copy = {**entry, "note": "published by the real owner"}
+    with pytest.warns(UserWarning, match="the board keeps its own"):
+        assert merge([entry, copy])[0]["note"] == entry["note"]
+    assert merge([entry, copy], replace=True)[0]["note"] == "published by the real owner"
+
+
+def test_fixed_point_logs_and_names_that_look_like_separators(tmp_path):
+    """A certified row printed "0.0000" by a %.4f log imports (its radius is below a digit);
+    benchmark "a--b" + method "c" and benchmark "a" + method "b--c" get two files."""
+    n, alpha, sigma = 100_000, 0.001, 0.12
+    first = int(np.argmax(radii_from_counts(np.arange(n + 1), n, alpha, sigma) > 0))
+    log = tmp_path / "fixed.tsv"
+    _cohen_log(log, np.array([first, first + 3000, 40_000]), n, alpha, sigma, ".4f")
+    assert "\t1\t0.0000\t" in log.read_text()
+    for benchmark, method in (("a--b", "c"), ("a", "b--c")):
+        import_tsv(log, dataset="cifar10", method=method, benchmark=benchmark, out=tmp_path / "e",
+                   n=n, alpha=alpha, sigma=sigma)
+    assert len(list((tmp_path / "e").iterdir())) == 2

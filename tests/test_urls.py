@@ -51,6 +51,9 @@ def test_no_record_keeps_a_credential(digits_expert, tmp_path):
                        source="Lab logs, https://bot:ghp_token@host/org/logs.git, table 2")
     assert "ghp_token" not in entry.read_text()
     assert scrub_text("see https://u:p@h/x") == "see https://h/x"
+    assert scrub_text("https://openreview.net/forum?id=Sk4jFoA9K7, https://h/x?id=3&"
+                      "private_token=abc") == "https://openreview.net/forum?id=Sk4jFoA9K7, "\
+        "https://h/x?id=3"
 
 
 def test_a_router_config_records_its_experts_without_credentials():

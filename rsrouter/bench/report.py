@@ -34,6 +34,7 @@ from ..results import (
     md_text,
     plot_label,
     read_tsv,
+    settings_path,
     write_tsv,
 )
 from ..router import ROUTED_EXTRAS
@@ -58,6 +59,7 @@ def load_methods(out: str | os.PathLike) -> tuple[dict, list[tuple[dict, pd.Data
     if not path.is_file():
         raise ResultsError(f"{out} holds no benchmark (no bench.json); run `rsrouter bench run`")
     bench = json.loads(path.read_text())
+    store = _store(out, bench)
     methods = []
     for spec in bench["config"]["methods"]:
         meta = out / f"{spec['name']}.method.json"
@@ -70,11 +72,108 @@ def load_methods(out: str | os.PathLike) -> tuple[dict, list[tuple[dict, pd.Data
                                "not finish); rerun `rsrouter bench run` to finish it")
         rows = None
         if info["type"] != "envelope":
-            rows = read_tsv(out / f"{spec['name']}.tsv")
-            check_certificate_rows(rows, info, bench, str(out / f"{spec['name']}.tsv"))
+            where = str(out / f"{spec['name']}.tsv")
+            rows = read_tsv(where)
+            check_certificate_rows(rows, info, bench, where)
+            if info["type"] in CERTIFICATES:
+                check_against_store(rows, info, store, where)
         methods.append((info, rows))
     _check_oracles(methods, str(out))
     return bench, methods
+
+
+def _model_key(record: dict) -> tuple:
+    return record.get("weights_sha256"), record.get("config_sha256"), record.get("sigma")
+
+
+def _store(out: Path, bench: dict) -> dict[tuple, pd.DataFrame]:
+    """The run's count files (each checked by :func:`read_counts`), by the model they count:
+    ``(weights sha256, config sha256, sigma)``."""
+    if "counts" not in bench:
+        raise ResultsError(f"{out}/bench.json lists no count files: rerun `rsrouter bench run` "
+                           "(a report checks every certificate against the counts it used)")
+    store = {}
+    for name in bench["counts"]:
+        settings = json.loads(settings_path(out / name).read_text())
+        store[_model_key(settings["model"])] = read_counts(out / name, bench["inputs"])
+    return store
+
+
+def check_against_store(df: pd.DataFrame, info: dict, store: dict, where: str) -> None:
+    """Every count a method's rows hold is the count store's, for the model of its role (the
+    router, the expert each row names, a cascade's stage, a tree's child), at its sigma: rows
+    can only be recomputed from the counts the run made, never edited into a certificate.
+
+    Raises:
+        ResultsError: naming the row, the column and the fix.
+    """
+    experts = {e["name"]: e for e in info.get("experts", [])}
+    router = info.get("router") or {}
+    children = router.get("children") or []
+    for i, row in enumerate(df.itertuples(index=False)):
+        bad = _row_against_store(row, info, experts, router, children, store)
+        if bad:
+            raise ResultsError(f"{where}: row {i + 1} (idx {row.idx}): {bad} is not what the "
+                               "count store holds for it; the file was edited. Rerun `rsrouter "
+                               "bench run` to rewrite it")
+
+
+def _counted(store: dict, record: dict | None, idx: int):
+    counts = store.get(_model_key(record)) if record else None
+    return None if counts is None or idx not in counts.index else counts.loc[idx]
+
+
+def _triple(row, names: tuple[str, str, str], stored) -> bool:
+    return stored is not None and [int(getattr(row, c)) for c in names] == [
+        int(stored["cA"]), int(stored["nA"]), int(stored["n"])]
+
+
+def _row_against_store(row, info, experts, router, children, store) -> str | None:
+    kind, idx = info["type"], int(row.idx)
+    if kind == "expert":
+        record = next(iter(experts.values()), None)
+        ok = _triple(row, ("cA", "nA", "n"), _counted(store, record, idx)) \
+            and math.isclose(row.sigma, record["sigma"])
+        return None if ok else "cA, nA, n or sigma"
+    if kind == "cascade":
+        record = experts.get(row.stage_expert)
+        ok = _triple(row, ("stage_cA", "stage_nA", "stage_n"), _counted(store, record, idx)) \
+            and math.isclose(row.stage_sigma, record["sigma"])
+        return None if ok else "stage_cA, stage_nA, stage_n or stage_sigma"
+    if not math.isclose(float(getattr(row, "router_sigma", getattr(row, "root_sigma", 0))),
+                        router.get("sigma", -1)):
+        return "the router's sigma"
+    if info.get("certificate") == "set":
+        stored = _counted(store, router, idx)
+        if stored is None or row.router_counts != ",".join(map(str, stored["counts"])):
+            return "router_counts"
+        columns = [[float(v) for v in str(getattr(row, c)).split(",")]
+                   for c in ("expert_cA", "expert_nA", "expert_n", "expert_sigma")]
+        expected = []
+        for record in info["experts"]:
+            stored = _counted(store, record, idx)
+            if stored is None:
+                return "the experts' counts"
+            expected.append([stored["cA"], stored["nA"], stored["n"], record["sigma"]])
+        ok = np.allclose(np.array(columns).T, expected) if len(expected) == len(columns[0]) \
+            else False
+        return None if ok else "the experts' counts or sigmas"
+    if kind == "tree":
+        stored = _counted(store, router, idx)
+        if stored is None or row.root_counts != ",".join(map(str, stored["counts"])):
+            return "root_counts"
+        if int(row.child_n) > 0 and not any(
+                _triple(row, ("child_cA", "child_nA", "child_n"), _counted(store, c, idx))
+                and math.isclose(row.child_sigma, c["sigma"]) for c in children):
+            return "the child router's counts"
+    elif not _triple(row, ("router_cA", "router_nA", "router_n"), _counted(store, router, idx)):
+        return "router_cA, router_nA or router_n"
+    if row.expert != "-":
+        record = experts.get(row.expert)
+        if record is None or not _triple(row, ("cA", "nA", "n"), _counted(store, record, idx)) \
+                or not math.isclose(row.sigma, record["sigma"]):
+            return "the chosen expert's cA, nA, n or sigma"
+    return None
 
 
 def _required_columns(info: dict) -> tuple[str, ...]:
@@ -129,7 +228,7 @@ def check_certificate_rows(df: pd.DataFrame, info: dict, bench: dict, where: str
 
 def _cascade_levels(df: pd.DataFrame, info: dict, bench: dict) -> list[str]:
     """A cascade's rows use its rule's level and threshold (see :func:`cascade_one`)."""
-    spec = next(m for m in bench["config"]["methods"] if m["name"] == info["method"])
+    spec = next((m for m in bench["config"]["methods"] if m["name"] == info["method"]), {})
     alpha = bench["config"]["protocol"]["alpha"]
     if spec.get("alpha_rule", "sound") == "sound":
         level = alpha / cascade_bounds(len(info.get("experts", [])))

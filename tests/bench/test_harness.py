@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -308,6 +309,9 @@ def two_experts(setup, tmp_path):
     (lambda df: df.assign(n=10**9, nA=10**9, radius=radii_from_counts(10**9, 10**9, df["alpha"],
                                                                       df["sigma"])),
      "n 1000000000 (the protocol's is 200)"),
+    (lambda df: df.assign(nA=df["n"], radius=radii_from_counts(df["n"], df["n"], df["alpha"],
+                                                               df["sigma"])),
+     "is not what the count store holds for it"),
 ])
 def test_report_refuses_rows_that_are_no_certificate_of_this_benchmark(two_experts, capsys,
                                                                        forge, message):
@@ -336,6 +340,30 @@ def test_report_refuses_a_cascade_at_another_level(two_experts, capsys):
     read_tsv(out / "cascade.tsv")  # its own rows are consistent: a larger level only loosens
     assert main(["bench", "report", str(out)]) == 2
     assert "stage_alpha 0.004 (its rule allows at most 0.00333333)" in capsys.readouterr().err
+
+
+def test_report_checks_each_count_against_the_store_for_its_role(setup, tmp_path, capsys):
+    """A routed row whose chosen expert is given the other expert's sigma (its radius made to
+    follow) passes the row's own checks, not the store's: that expert was counted at its own."""
+    path, config = setup
+    config = {**config, "methods": config["methods"][:3]}
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    df = pd.read_csv(out / "routed.tsv", sep="\t")
+    chosen = df["expert"] != "-"
+    assert chosen.any()
+    df.loc[chosen, "sigma"] = np.where(df.loc[chosen, "expert"] == "d025", 0.5, 0.25)
+    df["expert_radius"] = np.where(chosen, radii_from_counts(
+        df["nA"], df["n"], df["alpha_expert"], df["sigma"]), df["expert_radius"])
+    both = df["predict"] != -1
+    df["radius"] = np.where(both, np.minimum(df["router_radius"], df["expert_radius"]), 0.0)
+    df.to_csv(out / "routed.tsv", sep="\t", index=False)
+    read_tsv(out / "routed.tsv")  # consistent in itself
+    capsys.readouterr()
+    assert main(["bench", "report", str(out)]) == 2
+    assert "the chosen expert's cA, nA, n or sigma is not what the count store holds" in \
+        capsys.readouterr().err
 
 
 def test_report_recomputes_the_oracle(two_experts, capsys):
