@@ -18,9 +18,9 @@ from .card import (
     safetensors_shapes,
 )
 from .errors import CardError
-from .models import NormalizedModel, Trust
+from .models import NormalizedModel, Trust, known_layers
 from .smoothing import Smooth
-from .weights import build_network
+from .weights import build_network, check_state_dict
 
 
 class Expert(Smooth):
@@ -113,9 +113,6 @@ def check_weight_sizes(card: ExpertCard, files: ArtifactFiles, trust_code: Trust
         CardError: naming the card's field and the weights' size.
         IntegrityError: the weights are not a safetensors file.
     """
-    from .models import known_layers
-    from .weights import check_state_dict
-
     config, weights = str(files.folder / CONFIG_FILE), str(files.folder / WEIGHTS_FILE)
     shapes = safetensors_shapes(files.weights, weights)
     heads, first_conv = known_layers(card.architecture)

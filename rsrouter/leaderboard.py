@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from . import __version__
 from .errors import LockedError, ResultsError
@@ -91,8 +92,8 @@ def check_entry(entry: object, where: str) -> dict:
         bad.append("inputs")
     if entry.get("abstain") is not None and not _number(entry["abstain"], 0, 100):
         bad.append("abstain")
-    for key, kind in (("data", dict), ("protocol", dict), ("router", dict), ("experts", list)):
-        if entry.get(key) is not None and not isinstance(entry[key], kind):
+    for key in ("data", "protocol", "router"):
+        if entry.get(key) is not None and not isinstance(entry[key], dict):
             bad.append(key)
     if not isinstance(entry.get("experts") or [], list) or not all(
             isinstance(e, dict) for e in entry.get("experts") or []):
@@ -168,8 +169,6 @@ def max_radius(entry: dict) -> float:
     protocol: every sample for one class at its largest expert sigma, ``sigma
     Phi^-1(alpha^(1/n))``. Every certificate rsrouter composes (routed, set, tree, cascade with
     p0 >= 0.5) is at most its chosen expert's radius, at a level no larger than alpha."""
-    from scipy.stats import norm
-
     protocol = entry["protocol"]
     tail = -math.expm1(math.log(protocol["alpha"]) / protocol["n"])  # 1 - alpha^(1/n)
     return max(entry_sigmas(entry)) * float(norm.isf(tail))
@@ -190,8 +189,8 @@ def check_date(value: object, where: str) -> None:
 
 def entry_key(entry: dict) -> str:
     """What an entry measured, from its content: the benchmark and method, the data by content,
-    the inputs, the protocol, the models by their hashes, the certificate and its alpha
-    accounting (which names the certificate), and for an imported log the log's sha256. Two
+    the inputs, the protocol, the models by their hashes, the alpha accounting (which names the
+    certificate), and for an imported log the log's sha256. Two
     entries with one key are two copies of one measurement; the numbers they report must agree.
     Fields added since rsrouter 0.2 are left out, so its entries keep their keys."""
     data = entry.get("data") or {}
@@ -380,7 +379,8 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
     label predict radius correct time``), every radius recomputed from counts: the log's own
     (an rsrouter TSV: checked by :func:`rsrouter.results.read_tsv`) or, for a published log
     without counts, recovered under the declared protocol (``n``, ``alpha``, ``sigma``): the
-    smallest ``nA`` whose radius rounds to the logged one. Returns the entry file.
+    smallest ``nA`` whose radius prints as the logged one
+    (:func:`rsrouter.results.counts_from_radii`). Returns the entry file.
 
     Raises:
         ResultsError: a log that is not a certification TSV, a protocol missing or at odds with
@@ -407,8 +407,8 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
         df = df.assign(radius=np.where(predict == -1, 0.0,
                                        radii_from_counts(n_a, n, alpha, sigma)))
         protocol = {"n0": n0, "n": n, "alpha": alpha, "sigma": sigma}
-        counts = ("recovered from published radii (the smallest nA whose radius, rounded as "
-                  "logged, is the logged one)")
+        counts = ("recovered from published radii (the smallest nA whose radius, printed as "
+                  "the log prints it, is the logged one)")
     acc = certified_accuracy(df, radii).to_numpy()
     low, high = interval95(np.rint(acc * len(df)), len(df))
     benchmark = benchmark or f"{dataset}-external"
@@ -702,7 +702,7 @@ def publish(site: str | os.PathLike, *, to: str | os.PathLike | None = None,
 def _publish_git(entries: list[dict], remote: str, replace: bool) -> str:
     from .publish import update_branch
 
-    def fill(work: Path, existed: bool) -> None:
+    def fill(work: Path) -> None:
         board = work / "leaderboard.json"
         if board.is_symlink() or (board.exists() and not board.is_file()):
             raise ResultsError(f"{remote}:main:leaderboard.json is not a regular file (a link "

@@ -54,15 +54,15 @@ def check_remote(remote: str) -> str:
     return str(Path(remote).resolve()) if Path(remote).exists() else remote
 
 
-def update_branch(remote: str, fill: Callable[[Path, bool], None], *, branch: str = "main",
+def update_branch(remote: str, fill: Callable[[Path], None], *, branch: str = "main",
                   message: str = "Upload with rsrouter", allow_empty: bool = True,
                   attempts: int = 8) -> str:
-    """Replace the tree of ``branch`` on ``remote`` by what ``fill(work, existed)`` leaves in a
-    checkout of it; returns the commit sha.
+    """Replace the tree of ``branch`` on ``remote`` by what ``fill(work)`` leaves in a checkout
+    of it; returns the commit sha.
 
-    The branch is fetched (none yet: an empty checkout, ``existed`` False; any other failure
-    aborts), ``fill`` edits the checkout, and the commit is pushed without force: if another
-    publisher moved the branch in between, the push is refused and the whole step is redone on
+    The branch is fetched (none yet: an empty checkout; any other failure aborts), ``fill``
+    edits the checkout, and the commit is pushed without force: if another publisher moved the
+    branch in between, the push is refused and the whole step is redone on
     their commit (compare-and-swap), so nothing either published is lost. With
     ``allow_empty=False`` an unchanged tree adds no commit.
 
@@ -81,7 +81,7 @@ def update_branch(remote: str, fill: Callable[[Path, bool], None], *, branch: st
             if existed:
                 _git(work, "fetch", "-q", "--depth", "1", "--", remote, f"refs/heads/{branch}")
                 _git(work, "reset", "-q", "--hard", "FETCH_HEAD")
-            fill(work, existed)
+            fill(work)
             _git(work, "add", "-A")
             if not allow_empty and existed and subprocess.run(
                     ["git", "diff", "--cached", "--quiet"], cwd=work).returncode == 0:
@@ -148,7 +148,7 @@ def push_to_git(folder: str | os.PathLike, remote: str, *, branch: str = "main",
     """
     files = publishable_files(folder)
 
-    def fill(work: Path, existed: bool) -> None:
+    def fill(work: Path) -> None:
         for item in work.iterdir():  # the old tree goes (a link in it: the link itself)
             if item.name != ".git":
                 (shutil.rmtree if item.is_dir() and not item.is_symlink() else Path.unlink)(item)

@@ -128,6 +128,7 @@ def own_lines(path: Path) -> tuple[bytes, list[str]]:
     or one of its certification TSVs (Cohen's header, its settings beside it). Reads only.
 
     Raises:
+        ResultsError: ``path`` is a folder.
         ResumeError: ``path`` holds something else (it is then never written).
     """
     if path.is_dir():
