@@ -29,17 +29,17 @@ from pathlib import Path
 
 import torch
 
+from rsrouter.certify.smoothing import Smooth
 from rsrouter.data import load_dataset
 from rsrouter.models import create_classifier
 from rsrouter.runtime import tune_allocator
-from rsrouter.smoothing import Smooth
 
 ZOO_EXPERT = Path(__file__).resolve().parents[1] / "experts" / "fashion-mnist" / "sigma-0.50"
 
 
 def load_model() -> tuple[torch.nn.Module, str]:
     if (ZOO_EXPERT / "config.json").is_file():
-        from rsrouter.expert import load_expert_folder
+        from rsrouter.registry.expert import load_expert_folder
 
         return load_expert_folder(ZOO_EXPERT).model, f"bundled expert {ZOO_EXPERT.name}"
     torch.manual_seed(0)

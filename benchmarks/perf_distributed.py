@@ -76,7 +76,7 @@ def merge_cost(tsv: Path, procs: int) -> float:
     """Split a finished TSV into ``procs`` parts as ranks write them, time the merge."""
     import json
 
-    from rsrouter.runs import merge_parts
+    from rsrouter.results.runs import merge_parts
 
     lines = tsv.read_text().splitlines()
     header, rows = lines[0], lines[1:]

@@ -29,11 +29,13 @@ from .errors import (  # noqa: E402
 
 _LAZY = {
     "DatasetInfo": "data", "load_dataset": "data",
-    "Expert": "expert", "load_expert_folder": "expert",
-    "Registry": "registry", "load_expert": "registry",
-    "RoutedCertificate": "router", "RoutedClassifier": "router", "SmoothedRouter": "router",
-    "load_routed": "router", "load_router": "router",
-    "ABSTAIN": "smoothing", "Certificate": "smoothing", "Smooth": "smoothing",
+    "Expert": "registry.expert", "load_expert_folder": "registry.expert",
+    "Registry": "registry.core", "load_expert": "registry.core",
+    "RoutedCertificate": "routing.router", "RoutedClassifier": "routing.router",
+    "SmoothedRouter": "routing.router", "load_routed": "routing.router",
+    "load_router": "routing.router",
+    "ABSTAIN": "certify.smoothing", "Certificate": "certify.smoothing",
+    "Smooth": "certify.smoothing",
 }
 
 

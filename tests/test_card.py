@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from rsrouter.card import Pin, read_card
+from rsrouter.cards.card import Pin, read_card
 from rsrouter.errors import CardError, IntegrityError
-from rsrouter.expert import load_expert_folder
 from rsrouter.files import sha256_file
+from rsrouter.registry.expert import load_expert_folder
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_truncated_weights_file(expert_copy):
 
 def test_weights_are_loaded_from_the_bytes_that_were_hashed(expert_copy, monkeypatch):
     """No second read: swapping the file after the hash check cannot change what is loaded."""
-    import rsrouter.card as card_module
+    import rsrouter.cards.card as card_module
 
     good = load_expert_folder(expert_copy)
     real = card_module.read_hashed
@@ -169,7 +169,7 @@ def test_trust_is_per_call_and_never_sticks(expert_copy, tmp_path, monkeypatch):
 
     from rsrouter import load_expert
     from rsrouter.errors import UntrustedCodeError
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
 
     marker = untrusted.plant(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -239,7 +239,7 @@ def test_card_sizes_are_checked_against_the_weights_before_building(expert_copy,
 
 
 def test_a_timm_card_is_checked_by_its_pretrained_config_layer_names(tmp_path, monkeypatch):
-    from rsrouter.card import ExpertCard, save_expert
+    from rsrouter.cards.card import ExpertCard, save_expert
     from rsrouter.models import create_model, known_layers
 
     assert known_layers("test_efficientnet") == (("classifier",), "conv_stem")

@@ -11,8 +11,8 @@ import time
 import pandas as pd
 import pytest
 
-from rsrouter.cli import main
-from rsrouter.results import COHEN_COLUMNS, read_tsv
+from rsrouter.cli.main import main
+from rsrouter.results.tsv import COHEN_COLUMNS, read_tsv
 
 CERTIFY = ["certify", "--dataset", "digits", "--n0", "20", "--n", "400", "--alpha", "0.01",
            "--batch-size", "500", "--skip", "5", "--max", "300", "--no-progress"]
@@ -39,7 +39,7 @@ def test_killed_certify_resumes_to_the_same_tsv(digits_expert, tmp_path):
     straight = tmp_path / "straight.tsv"
     assert main([*CERTIFY, "--model", digits_expert, "--out", str(straight)]) == 0
     resumed = tmp_path / "resumed.tsv"
-    cmd = [sys.executable, "-m", "rsrouter.cli", *CERTIFY, "--batch-size", "20",
+    cmd = [sys.executable, "-m", "rsrouter.cli.main", *CERTIFY, "--batch-size", "20",
            "--model", digits_expert, "--out", str(resumed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -138,7 +138,7 @@ def test_cli_start_up_imports_no_torch(tmp_path):
     in benchmarks/perf_startup.py)."""
     code = (
         "import sys\n"
-        "from rsrouter.cli import main\n"
+        "from rsrouter.cli.main import main\n"
         "assert 'torch' not in sys.modules\n"
         "for argv in (['--version'], ['--help'], ['experts', 'list'],\n"
         "             ['experts', 'show', 'digits-sigma0.25'],\n"
@@ -170,7 +170,7 @@ def test_remove_is_symmetric_with_register(capsys, tmp_path):
     import shutil
 
     from rsrouter.paths import PROJECT_REGISTRY
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
 
     before = PROJECT_REGISTRY.read_text()
     assert main(["experts", "remove", "digits-sigma0.25"]) == 2
@@ -186,7 +186,7 @@ def test_remove_is_symmetric_with_register(capsys, tmp_path):
 def test_a_trained_expert_card_names_itself(tmp_path):
     import json
 
-    from rsrouter.cli import _every
+    from rsrouter.cli.main import _every
 
     out = tmp_path / "my-expert"
     assert main(["experts", "train", "--dataset", "digits", "--arch", "cnn_tiny", "--sigma",
@@ -206,7 +206,7 @@ def test_a_trained_expert_card_names_itself(tmp_path):
 
 
 def test_tables_and_plots(digits_expert, tmp_path, capsys):
-    from rsrouter.results import curves_figure, markdown_table, summary_table
+    from rsrouter.results.tsv import curves_figure, markdown_table, summary_table
 
     out = tmp_path / "c.tsv"
     assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0
@@ -234,7 +234,7 @@ def test_a_missing_cuda_device_is_one_clear_line(digits_expert, tmp_path, capsys
 def test_one_trainer_per_output_folder(tmp_path):
     from rsrouter.errors import LockedError
     from rsrouter.files import FileLock
-    from rsrouter.train import TrainConfig, train_expert
+    from rsrouter.training.train import TrainConfig, train_expert
 
     out = tmp_path / "e"
     with FileLock(out.resolve() / ".lock"):  # as another process training into it would

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from rsrouter.config import load_config, parse_config
 from rsrouter.errors import ConfigError
 from rsrouter.models import architecture_source, create_model
+from rsrouter.routing.config import load_config, parse_config
 
 BASE = {"experts": ["a", "b"], "data": {"dataset": "digits"}}
 
@@ -115,8 +115,8 @@ def test_entry_point_plugin_and_module_factory(monkeypatch, tmp_path):
         (1, 4)
     assert parse_config(_with("router.arch", spec)).router.arch == spec  # the user's own config
     # the same resolution serves expert cards: an expert of a plugin architecture round-trips
-    from rsrouter.card import ExpertCard, save_expert
-    from rsrouter.expert import load_expert_folder
+    from rsrouter.cards.card import ExpertCard, save_expert
+    from rsrouter.registry.expert import load_expert_folder
 
     card = ExpertCard("tiny_mlp", 10, (1, 8, 8), (0.3,), (0.4,), 0.25, "digits",
                       arch_source="plugin")

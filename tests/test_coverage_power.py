@@ -41,9 +41,9 @@ from torch import nn
 from rsrouter.bench import methods
 from rsrouter.bench.config import Protocol
 from rsrouter.bench.store import ensure_counts, read_counts
+from rsrouter.certify.smoothing import ABSTAIN, Sequential, Smooth, radii_from_counts
 from rsrouter.data import DatasetInfo, TensorImageDataset
-from rsrouter.router import ROUTER_STAGES, RoutedClassifier
-from rsrouter.smoothing import ABSTAIN, Sequential, Smooth, radii_from_counts
+from rsrouter.routing.router import ROUTER_STAGES, RoutedClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

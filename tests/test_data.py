@@ -134,8 +134,8 @@ def test_router_labels_and_training_see_the_unaugmented_image(tmp_path):
     expert training (augment=True) does."""
     from PIL import Image
 
-    from rsrouter.config import parse_config
-    from rsrouter.train import router_dataset
+    from rsrouter.routing.config import parse_config
+    from rsrouter.training.train import router_dataset
 
     for cls in ("a", "b"):
         folder = tmp_path / "train" / cls

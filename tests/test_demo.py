@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rsrouter.demo import ROUTER, run_demo
-from rsrouter.registry import Registry
-from rsrouter.results import read_tsv
-from rsrouter.router import load_routed
+from rsrouter.bench.demo import ROUTER, run_demo
+from rsrouter.registry.core import Registry
+from rsrouter.results.tsv import read_tsv
+from rsrouter.routing.router import load_routed
 
 
 def test_bundled_zoo_is_registered_and_verifies():

@@ -11,7 +11,9 @@ from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 from torch import nn
 
-from rsrouter.denoised import (
+from rsrouter.errors import CardError, HubError, IntegrityError, ResumeError
+from rsrouter.models import create_classifier
+from rsrouter.registry.denoised import (
     CHECKPOINT,
     DENOISER_FILES,
     SCHEDULER_CONFIG,
@@ -29,8 +31,6 @@ from rsrouter.denoised import (
     timestep_for_sigma,
     train_denoiser,
 )
-from rsrouter.errors import CardError, HubError, IntegrityError, ResumeError
-from rsrouter.models import create_classifier
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -289,7 +289,7 @@ def _card(folder, tmp_path, block=None):
     its denoiser named by ``block`` (default: ``folder`` copied beside it as ``denoiser/``)."""
     import shutil
 
-    from rsrouter.card import ExpertCard, save_expert
+    from rsrouter.cards.card import ExpertCard, save_expert
 
     card_dir = tmp_path / "card"
     if block is None:
@@ -304,8 +304,8 @@ def _card(folder, tmp_path, block=None):
 
 def test_the_registry_builds_a_denoised_card_once_for_every_sigma(folder, tmp_path,
                                                                   monkeypatch):
-    import rsrouter.denoised as denoised
-    from rsrouter.registry import Registry
+    import rsrouter.registry.denoised as denoised
+    from rsrouter.registry.core import Registry
 
     card_dir = _card(folder, tmp_path)
     reads = []
@@ -326,7 +326,7 @@ def test_the_registry_builds_a_denoised_card_once_for_every_sigma(folder, tmp_pa
 
 
 def test_a_denoiser_file_that_changed_is_refused_through_the_registry(folder, tmp_path):
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
 
     card_dir = _card(folder, tmp_path)
     weights = card_dir / "denoiser" / UNET_WEIGHTS
@@ -341,7 +341,7 @@ def test_a_hub_denoiser_is_pulled_at_its_commit_and_then_served_from_the_cache(
         folder, tmp_path, monkeypatch):
     from hubserver import OlahServer, make_git_repo
 
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
 
     files = {name: (folder / name).read_bytes() for name in DENOISER_FILES}
     sha = make_git_repo(tmp_path / "mirrors" / "models" / "org" / "ddpm-digits", [files])[0]
@@ -369,9 +369,9 @@ def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, t
                                                                        digits_expert):
     from hubserver import OlahServer, make_git_repo
 
-    from rsrouter.card import read_card
-    from rsrouter.cli import main
-    from rsrouter.registry import Registry
+    from rsrouter.cards.card import read_card
+    from rsrouter.cli.main import main
+    from rsrouter.registry.core import Registry
 
     assert main(["experts", "register", digits_expert, "--name", "clean"]) == 0
     local = tmp_path / "local-family"
@@ -398,11 +398,11 @@ def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, t
 def test_a_resized_classifier_keeps_its_resize_behind_the_denoiser(folder, tmp_path):
     """A 16-pixel classifier on 8-pixel images (a 224-pixel ViT on CIFAR-10 in small): the
     family's card keeps the resize, and the expert resizes the denoised image, not the input."""
-    from rsrouter.card import ResizeSpec, read_card
-    from rsrouter.denoised import make_denoised_card
-    from rsrouter.importers import import_checkpoint
+    from rsrouter.cards.card import ResizeSpec, read_card
     from rsrouter.models import create_model
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
+    from rsrouter.registry.denoised import make_denoised_card
+    from rsrouter.registry.importers import import_checkpoint
 
     torch.manual_seed(4)
     net = create_model("cnn_tiny", 10, (1, 16, 16)).eval()
@@ -430,9 +430,9 @@ def test_a_denoised_family_on_a_git_remote_loads_with_its_nested_denoiser(folder
     nested files are fetched from the pinned tree, beside the card's, and served offline after."""
     import subprocess
 
-    from rsrouter import gitremote
-    from rsrouter.publish import push_to_git
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
+    from rsrouter.sources import git as gitremote
+    from rsrouter.sources.publish import push_to_git
 
     family = _card(folder, tmp_path / "published")
     remote = tmp_path / "family.git"
@@ -458,8 +458,8 @@ def test_a_hub_denoiser_that_fails_its_pins_is_deleted_from_the_hub_cache(folder
     card's own files stay, and the next load downloads the pinned bytes again."""
     from hubserver import OlahServer, make_git_repo
 
-    from rsrouter import hub
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
+    from rsrouter.sources import hub
 
     files = {name: (folder / name).read_bytes() for name in DENOISER_FILES}
     sha = make_git_repo(tmp_path / "mirrors" / "models" / "org" / "ddpm-digits", [files])[0]

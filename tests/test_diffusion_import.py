@@ -12,22 +12,22 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-from rsrouter.denoised import (
+from rsrouter.errors import CardError
+from rsrouter.models import create_classifier
+from rsrouter.registry.denoised import (
     UNET_CONFIG,
     DenoisedClassifier,
     build_parts,
     read_denoiser,
     timestep_for_sigma,
 )
-from rsrouter.diffusion_import import (
+from rsrouter.registry.diffusion import (
     PRESETS,
     ImprovedDiffusionConfig,
     convert_improved_diffusion,
     convert_state_dict,
     unet_config,
 )
-from rsrouter.errors import CardError
-from rsrouter.models import create_classifier
 
 # two levels (8x8, 4x4), attention at side 4 and in the middle, 2 heads of 32, learned variance
 TINY = ImprovedDiffusionConfig(image_size=8, num_channels=32, channel_mult=(1, 2),
@@ -281,7 +281,7 @@ def test_a_bad_timestep_scale_in_a_folder_is_refused(tmp_path):
 
 
 def test_the_cli_converts_with_flags_and_names_a_missing_preset(tmp_path, capsys):
-    from rsrouter.cli import main
+    from rsrouter.cli.main import main
 
     torch.save(improved_state(TINY), tmp_path / "ckpt.pt")
     assert main(["experts", "import-denoiser", str(tmp_path / "ckpt.pt"), "--image-size", "8",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from rsrouter.cli import main
+from rsrouter.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ["--dataset", "digits", "--N0", "30", "--N", "400", "--alpha", "0.01", "--skip", "10",

@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 
-from rsrouter import gitremote
-from rsrouter.cli import main
+from rsrouter.cli.main import main
 from rsrouter.errors import HubError, IntegrityError, UnknownExpertError
-from rsrouter.gitremote import git_uri_for, parse_git_uri
-from rsrouter.registry import Registry
+from rsrouter.registry.core import Registry
+from rsrouter.sources import git as gitremote
+from rsrouter.sources.git import git_uri_for, parse_git_uri
 
 
 @pytest.mark.parametrize("uri, url, revision", [
@@ -77,8 +77,8 @@ def test_push_register_certify_round_trip(digits_expert, remote, tmp_path, capsy
 
 
 def test_a_router_record_mismatch_keeps_a_valid_cache(digits_expert, remote):
-    from rsrouter.card import Pin
-    from rsrouter.publish import push_to_git
+    from rsrouter.cards.card import Pin
+    from rsrouter.sources.publish import push_to_git
 
     sha = push_to_git(digits_expert, str(remote))
     registry = Registry()
@@ -102,7 +102,7 @@ def test_push_suggests_a_free_name(digits_expert, remote, capsys):
 def test_a_branch_resolves_to_its_commit_and_a_bare_path_gets_a_hint(digits_expert, remote):
     sha = subprocess.run(["git", "ls-remote", str(remote)], capture_output=True, text=True)
     assert sha.stdout == ""
-    from rsrouter.publish import push_to_git
+    from rsrouter.sources.publish import push_to_git
 
     first = push_to_git(digits_expert, str(remote))
     registry = Registry()
@@ -124,7 +124,7 @@ def test_push_needs_a_destination(digits_expert, capsys):
 def test_offline_mode_does_not_block_a_file_url(digits_expert, remote, monkeypatch, capsys):
     """A git+file:// source needs no network: it registers offline by sha and by branch; a
     network remote offline is still refused, naming the fix."""
-    from rsrouter.publish import push_to_git
+    from rsrouter.sources.publish import push_to_git
 
     sha = push_to_git(digits_expert, str(remote))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -1,4 +1,4 @@
-"""rsrouter.hub against a real Hub-compatible server (olah on 127.0.0.1 serving local git repos)."""
+"""rsrouter.sources.hub against a real Hub-compatible server (olah, 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hubserver import OlahServer, make_git_repo
 
-from rsrouter import hub
 from rsrouter.errors import HubError
+from rsrouter.sources import hub
 
 REPO = "rsr-test/tiny-expert"
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: nothing listens

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from rsrouter.card import ResizeSpec, read_card
+from rsrouter.cards.card import ResizeSpec, read_card
 from rsrouter.errors import CardError
-from rsrouter.expert import load_expert_folder
-from rsrouter.importers import import_checkpoint
 from rsrouter.models import create_model
+from rsrouter.registry.expert import load_expert_folder
+from rsrouter.registry.importers import import_checkpoint
 
 
 class CohenNormalizeLayer(nn.Module):
@@ -123,7 +123,7 @@ def test_pickled_objects_are_refused(tmp_path):
 def test_a_network_trained_at_another_resolution_is_imported_with_a_resize(tmp_path):
     """A 16-pixel network on 8-pixel digits: the card resizes the (noisy) input in front of it,
     the certificate stays in the dataset's pixels, and the family keeps the resize."""
-    from rsrouter.cli import main
+    from rsrouter.cli.main import main
 
     torch.manual_seed(0)
     net = create_model("cnn_tiny", 10, (1, 16, 16)).eval()

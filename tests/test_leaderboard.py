@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from rsrouter.cli import main
+from rsrouter.certify.smoothing import radii_from_counts
+from rsrouter.cli.main import main
 from rsrouter.errors import ResultsError
-from rsrouter.leaderboard import build_site, collect_entries, import_tsv, merge, read_entry
-from rsrouter.results import counts_from_radii
-from rsrouter.smoothing import radii_from_counts
+from rsrouter.leaderboard.board import build_site, collect_entries, import_tsv, merge, read_entry
+from rsrouter.results.tsv import counts_from_radii
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "runs" / "test-artifacts"
@@ -318,7 +318,7 @@ def _remote_board(remote: Path) -> list[dict]:
 def test_concurrent_git_publishes_lose_nothing(results, tmp_path, monkeypatch):
     """Publisher A reads the board, B publishes in between, then A pushes: A's push is refused
     (compare-and-swap on the branch) and redone on B's commit, so both rows stay."""
-    from rsrouter import leaderboard
+    from rsrouter.leaderboard import board as leaderboard
 
     remote = tmp_path / "board.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)

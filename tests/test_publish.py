@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from rsrouter.cli import main
+from rsrouter.cli.main import main
 from rsrouter.errors import HubError
-from rsrouter.publish import publishable_files, push_to_git
+from rsrouter.sources.publish import publishable_files, push_to_git
 
 
 def _tree(remote) -> list[str]:

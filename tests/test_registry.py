@@ -13,8 +13,7 @@ import untrusted
 import yaml
 from hubserver import OlahServer, make_git_repo
 
-from rsrouter import hub
-from rsrouter.cli import main
+from rsrouter.cli.main import main
 from rsrouter.errors import (
     CardError,
     HubError,
@@ -22,8 +21,9 @@ from rsrouter.errors import (
     RegistryError,
     UnknownExpertError,
 )
-from rsrouter.registry import Registry
-from rsrouter.results import read_tsv
+from rsrouter.registry.core import Registry
+from rsrouter.results.tsv import read_tsv
+from rsrouter.sources import hub
 
 
 def _files(folder: str | Path, **config_changes) -> dict[str, bytes]:
@@ -361,8 +361,8 @@ def test_a_router_on_a_hub_expert_pins_its_commit(server, mirrors, digits_expert
     import shutil
     import subprocess
 
-    from rsrouter.publish import push_to_git
-    from rsrouter.router import load_routed
+    from rsrouter.routing.router import load_routed
+    from rsrouter.sources.publish import push_to_git
 
     remote = mirrors[0] / "models" / "org" / "moving"
     remote.mkdir(parents=True)

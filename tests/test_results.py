@@ -12,9 +12,9 @@ import time
 import pandas as pd
 import pytest
 
-from rsrouter.cli import main
+from rsrouter.cli.main import main
 from rsrouter.errors import CountsError, LockedError, ResultsError, ResumeError
-from rsrouter.results import COHEN_COLUMNS, ResumableTSV, read_tsv
+from rsrouter.results.tsv import COHEN_COLUMNS, ResumableTSV, read_tsv
 
 CERTIFY = ["certify", "--dataset", "digits", "--n0", "20", "--n", "400", "--alpha", "0.01",
            "--batch-size", "500", "--skip", "25", "--max", "300", "--no-progress"]
@@ -167,7 +167,7 @@ def test_a_forged_routed_row_is_refused(routed_tsv, tmp_path, forge, message):
 
 
 def test_time_is_the_group_time_shared_among_its_inputs(digits_expert, tmp_path):
-    from rsrouter.runs import group_size, run_rows
+    from rsrouter.results.runs import group_size, run_rows
 
     out = tmp_path / "t.tsv"
     calls = []

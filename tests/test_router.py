@@ -11,15 +11,15 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
-from rsrouter import labels as labels_mod
-from rsrouter.card import ExpertCard, Pin
-from rsrouter.config import LabelSpec, parse_config
+from rsrouter.cards.card import ExpertCard, Pin
+from rsrouter.certify.smoothing import ABSTAIN, Smooth
 from rsrouter.data import DatasetInfo, TensorImageDataset
 from rsrouter.errors import ConfigError
-from rsrouter.expert import Expert
-from rsrouter.router import RoutedClassifier, load_router
-from rsrouter.smoothing import ABSTAIN, Smooth
-from rsrouter.train import train_router
+from rsrouter.registry.expert import Expert
+from rsrouter.routing import labels as labels_mod
+from rsrouter.routing.config import LabelSpec, parse_config
+from rsrouter.routing.router import RoutedClassifier, load_router
+from rsrouter.training.train import train_router
 
 
 class Halfspace(nn.Module):
@@ -320,7 +320,7 @@ def test_router_training_resumes_to_the_same_weights(tmp_path):
 
 
 def test_routed_predict_draws_the_router_noise_from_its_own_stream():
-    from rsrouter.smoothing import NoiseStream, noise_generator
+    from rsrouter.certify.smoothing import NoiseStream, noise_generator
 
     class Recorder(nn.Module):
         def __init__(self):

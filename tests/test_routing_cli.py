@@ -10,15 +10,15 @@ import pytest
 import untrusted
 import yaml
 
-from rsrouter.cli import main
-from rsrouter.config import parse_config
+from rsrouter.certify.smoothing import Smooth
+from rsrouter.cli.main import main
 from rsrouter.errors import CardError, ConfigError, IntegrityError
 from rsrouter.models import create_classifier
-from rsrouter.registry import Registry
-from rsrouter.results import read_tsv
-from rsrouter.router import check_compatible, load_routed, load_router
-from rsrouter.smoothing import Smooth
-from rsrouter.train import load_config_experts
+from rsrouter.registry.core import Registry
+from rsrouter.results.tsv import read_tsv
+from rsrouter.routing.config import parse_config
+from rsrouter.routing.router import check_compatible, load_routed, load_router
+from rsrouter.training.train import load_config_experts
 
 CONFIG = {
     "experts": ["d025", "d050"],
@@ -218,7 +218,7 @@ def test_a_router_card_is_checked_like_an_expert_card_before_building(registered
                                                                       monkeypatch):
     """A router card's header (sizes, normalization) and its number of experts against the
     weights' head are checked before any network is built."""
-    from rsrouter import router as router_mod
+    from rsrouter.routing import router as router_mod
 
     out = _quick_router(tmp_path)
     card = out / "config.json"

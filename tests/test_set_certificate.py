@@ -14,10 +14,10 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from rsrouter.bench.methods import set_frame
+from rsrouter.certify.set_certificate import set_certificate, split_alphas, upper_confidence_bound
+from rsrouter.certify.smoothing import ABSTAIN, Smooth
 from rsrouter.errors import CountsError, ResultsError
-from rsrouter.results import read_tsv, write_tsv
-from rsrouter.set_certificate import set_certificate, split_alphas, upper_confidence_bound
-from rsrouter.smoothing import ABSTAIN, Smooth
+from rsrouter.results.tsv import read_tsv, write_tsv
 
 
 def test_by_hand():

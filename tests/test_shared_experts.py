@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsrouter import expert as expert_module
-from rsrouter.card import ResizeSpec, read_card
-from rsrouter.cli import main
+from rsrouter.cards.card import ResizeSpec, read_card
+from rsrouter.cli.main import main
 from rsrouter.errors import CardError, RegistryError, SigmaNotServedError, UnknownExpertError
-from rsrouter.expert import load_expert_folder
-from rsrouter.registry import Registry, split_sigma
-from rsrouter.router import load_routed
-from rsrouter.train import CHECKPOINT, TrainConfig, train_expert
+from rsrouter.registry import expert as expert_module
+from rsrouter.registry.core import Registry, split_sigma
+from rsrouter.registry.expert import load_expert_folder
+from rsrouter.routing.router import load_routed
+from rsrouter.training.train import CHECKPOINT, TrainConfig, train_expert
 
 
 @pytest.fixture
@@ -98,8 +98,8 @@ def test_registering_records_every_sigma(digits_shared, registry):
 
 
 def test_a_router_over_one_classifier_at_two_sigmas(digits_shared, tmp_path):
-    from rsrouter.config import parse_config
-    from rsrouter.train import train_router
+    from rsrouter.routing.config import parse_config
+    from rsrouter.training.train import train_router
 
     refs = [f"{digits_shared}#sigma=0.25", f"{digits_shared}#sigma=0.5"]
     cfg = parse_config({"experts": refs, "data": {"dataset": "digits"},
@@ -181,8 +181,8 @@ def test_cli_trains_across_sigmas_and_certifies_one(tmp_path, capsys):
 def test_training_from_a_card_keeps_its_normalization_and_resize(tmp_path):
     """--init from a card whose network takes resized, differently normalized inputs: the new
     card keeps both (a timm ViT at 224 would not even run without the resize)."""
-    from rsrouter.importers import import_checkpoint
     from rsrouter.models import create_model
+    from rsrouter.registry.importers import import_checkpoint
 
     torch.manual_seed(0)
     torch.save(create_model("cnn_tiny", 10, (1, 16, 16)).state_dict(), tmp_path / "net.pt")

@@ -12,8 +12,7 @@ from scipy.stats import beta, norm
 from torch import nn
 
 import rsrouter
-from rsrouter.errors import CountsError
-from rsrouter.smoothing import (
+from rsrouter.certify.smoothing import (
     ABSTAIN,
     NOISE_BLOCK,
     STAGES,
@@ -26,6 +25,7 @@ from rsrouter.smoothing import (
     radii_from_counts,
     stream_state,
 )
+from rsrouter.errors import CountsError
 
 
 class Halfspace(nn.Module):
@@ -284,7 +284,7 @@ def test_sequential_looks_keep_coverage_and_save_samples():
     """Sequential mode on the halfspace: the radius reported at the stopping look overstates the
     true radius on at most alpha + 3 SE of the inputs, however the stopping rule chose the look;
     and easy inputs stop early."""
-    from rsrouter.smoothing import Sequential, sequential_counts
+    from rsrouter.certify.smoothing import Sequential, sequential_counts
 
     alpha, sigma, m = 0.05, 0.5, 2400
     seq = Sequential((50, 100, 200, 400, 800), final_share=0.5)

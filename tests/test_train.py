@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsrouter.card import read_card
+from rsrouter.cards.card import read_card
 from rsrouter.errors import ResumeError
-from rsrouter.expert import load_expert_folder
-from rsrouter.train import CHECKPOINT, TrainConfig, train_expert
+from rsrouter.registry.expert import load_expert_folder
+from rsrouter.training.train import CHECKPOINT, TrainConfig, train_expert
 
 
 def _config(**kw):
@@ -52,9 +52,9 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 def test_a_router_starts_from_an_expert_backbone(digits_expert, digits_expert_wide):
     """router.backbone: every tensor but the last layer comes from the expert; the expert must
     share the router's architecture and sigma."""
-    from rsrouter.card import build_model
+    from rsrouter.cards.card import build_model
     from rsrouter.errors import ConfigError
-    from rsrouter.train import init_from_backbone
+    from rsrouter.training.train import init_from_backbone
 
     wide = load_expert_folder(digits_expert_wide)
     router = build_model("cnn_tiny", 2, (1, 8, 8), (0.3,), (0.37,), True, "test")

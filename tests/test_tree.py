@@ -13,10 +13,10 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from rsrouter.bench.methods import tree_frame
+from rsrouter.certify.smoothing import ABSTAIN, Smooth
+from rsrouter.certify.tree import groups_of, split_levels, tree_certificate
 from rsrouter.errors import CountsError, ResultsError
-from rsrouter.results import read_tsv, write_tsv
-from rsrouter.smoothing import ABSTAIN, Smooth
-from rsrouter.tree import groups_of, split_levels, tree_certificate
+from rsrouter.results.tsv import read_tsv, write_tsv
 
 
 def test_groups():

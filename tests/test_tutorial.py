@@ -12,9 +12,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from rsrouter.cli import main
+from rsrouter.cli.main import main
 from rsrouter.paths import user_registry
-from rsrouter.results import read_tsv
+from rsrouter.results.tsv import read_tsv
 
 TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
 
@@ -31,7 +31,7 @@ def test_the_tutorial_runs_as_written_twice(tmp_path, monkeypatch, capsys, one_t
         folder = tmp_path / run
         folder.mkdir()
         _run_tutorial(folder, monkeypatch, capsys)
-    from rsrouter.registry import Registry
+    from rsrouter.registry.core import Registry
 
     entries = Registry().entries()
     assert Path(entries["my-digits-0.25"].folder()).resolve() == (folder / "my-digits-0.25")

@@ -9,9 +9,9 @@ import pytest
 
 from rsrouter.bench.config import parse_bench_config
 from rsrouter.bench.harness import expert_record
-from rsrouter.leaderboard import import_tsv
-from rsrouter.registry import Registry
-from rsrouter.router import ExpertRef
+from rsrouter.leaderboard.board import import_tsv
+from rsrouter.registry.core import Registry
+from rsrouter.routing.router import ExpertRef
 from rsrouter.urls import public_url, scrub_text
 
 SHA = "a" * 40
@@ -59,7 +59,7 @@ def test_no_record_keeps_a_credential(digits_expert, tmp_path):
 def test_a_router_config_records_its_experts_without_credentials():
     """A router card stores its config (rs_router.training.settings, the README): its expert
     sources go through public_url like every other record."""
-    from rsrouter.config import parse_config
+    from rsrouter.routing.config import parse_config
 
     token = f"git+https://bot:ghp_token@host/org/e.git@{SHA}"
     cfg = parse_config({"experts": [token, "other"], "data": {"dataset": "digits"},
@@ -69,7 +69,7 @@ def test_a_router_config_records_its_experts_without_credentials():
 
 def _seed_git_cache(digits_expert, url: str) -> None:
     """What fetching ``url`` at SHA leaves in rsrouter's cache (no git server needed)."""
-    from rsrouter import gitremote
+    from rsrouter.sources import git as gitremote
 
     folder = gitremote.cached_folder(url, SHA)
     folder.mkdir(parents=True)

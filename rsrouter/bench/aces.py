@@ -30,11 +30,11 @@ from scipy.stats import norm
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..card import Pin
+from ..cards.card import Pin
+from ..certify.smoothing import Smooth, noise_generator
 from ..data import load_dataset
 from ..files import atomic_write_json
-from ..labels import choose_subset, label_radii
-from ..smoothing import Smooth, noise_generator
+from ..routing.labels import choose_subset, label_radii
 from .config import Fit
 
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
+from ..certify.smoothing import Sequential
 from ..errors import ConfigError
-from ..smoothing import Sequential
 from ..urls import public_url
 
 METHOD_TYPES = ("expert", "router", "tree", "envelope", "oracle", "cascade", "aces")
@@ -127,7 +127,7 @@ class Method:
     alpha_split: float = 0.5  # router, tree, aces: share of alpha given to the router(s)
     threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
     alpha_rule: str = "sound"  # cascade
-    certificate: str = "pinned"  # router: pinned (Dual RS) or set (rsrouter.set_certificate)
+    certificate: str = "pinned"  # router: pinned (Dual RS) or set (certify.set_certificate)
     fit: Fit = field(default_factory=Fit)  # aces
     chosen_on: str | None = None  # where this method's choices were made (default: config's)
     note: str = ""

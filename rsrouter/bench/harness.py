@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import __version__, tree
+from .. import __version__
+from ..certify import tree
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
 from ..files import FileLock, atomic_write_json
-from ..registry import is_remote_source
-from ..results import check_rows, write_tsv
-from ..router import ROUTER_STAGES, load_routed
+from ..registry.core import is_remote_source
+from ..results.tsv import check_rows, write_tsv
+from ..routing.router import ROUTER_STAGES, load_routed
 from ..urls import public_url
 from . import methods as compose
 from .config import BenchConfig, Method
@@ -127,7 +128,7 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
         ConfigError: a method that cannot be built (unknown expert, mismatched experts, ...).
         LockedError: another process runs a benchmark into ``out``.
     """
-    from ..registry import Registry
+    from ..registry.core import Registry
     from .report import build_report
 
     out = Path(out)
@@ -325,7 +326,7 @@ def _tree_structure(method: Method, models: _Models):
 
 
 def _compose_tree(cfg: BenchConfig, method: Method, models: _Models):
-    """A router tree (:mod:`rsrouter.tree`): the root's choices pooled into one group per child
+    """A router tree (:mod:`..certify.tree`): the root's choices pooled into one group per child
     router, each child choosing within its group."""
     root, names, children, groups = _tree_structure(method, models)
     child_of_group = {groups[names.index(c.experts[0].name)]: i for i, c in enumerate(children)}

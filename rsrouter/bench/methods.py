@@ -15,13 +15,19 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta, norm
 
+from ..certify.set_certificate import SET_EXTRAS, join_numbers, set_certificate, split_alphas
+from ..certify.smoothing import ABSTAIN, certificate_from_counts, radii_from_counts
+from ..certify.tree import TREE_EXTRAS, split_levels, tree_certificate
 from ..errors import CountsError
-from ..results import COHEN_COLUMNS, certified_accuracy
-from ..router import ROUTED_EXTRAS, SetRoutedCertificate, compose, routed_extras, set_extras
-from ..runs import EXPERT_EXTRAS
-from ..set_certificate import SET_EXTRAS, join_numbers, set_certificate, split_alphas
-from ..smoothing import ABSTAIN, certificate_from_counts, radii_from_counts
-from ..tree import TREE_EXTRAS, split_levels, tree_certificate
+from ..results.runs import EXPERT_EXTRAS
+from ..results.tsv import COHEN_COLUMNS, certified_accuracy
+from ..routing.router import (
+    ROUTED_EXTRAS,
+    SetRoutedCertificate,
+    compose,
+    routed_extras,
+    set_extras,
+)
 
 CASCADE_EXTRAS = ("stage", "stage_expert", "stage_sigma", "stage_cA", "stage_nA", "stage_n",
                   "stage_n0", "stage_alpha", "threshold", "alpha")
@@ -89,7 +95,7 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
 
 def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
               alpha: float, alpha_split: float, router_sigma: float) -> pd.DataFrame:
-    """The set certificate (:mod:`rsrouter.set_certificate`) on every input: the router at
+    """The set certificate (:mod:`rsrouter.certify.set_certificate`) on every input: the router at
     ``alpha * alpha_split``, every expert's certificate within the rest (each row's level times
     its look's share in sequential mode). Pays for the router and every expert."""
     rows = []
@@ -123,7 +129,7 @@ def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
                names: Sequence[str], children: Sequence[tuple[pd.DataFrame, float, list[int]]],
                child_of_group: dict[int, int], experts: Sequence[pd.DataFrame], alpha: float,
                alpha_split: float) -> pd.DataFrame:
-    """A router tree (:mod:`rsrouter.tree`) on every input. ``groups[k]``: the group of the
+    """A router tree (:mod:`rsrouter.certify.tree`) on every input. ``groups[k]``: the group of the
     root's expert ``k``; ``children[i]``: ``(counts, sigma, root index of each of its
     experts)``; ``child_of_group``: which child covers a group. Pays for the root, the child on
     the path and the expert reached."""

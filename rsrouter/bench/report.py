@@ -20,10 +20,13 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..certify.set_certificate import SET_EXTRAS
+from ..certify.tree import TREE_EXTRAS
 from ..errors import ResultsError
 from ..files import atomic_write_json, atomic_write_text
-from ..leaderboard import SCHEMA, entry_filename, entry_key
-from ..results import (
+from ..leaderboard.board import SCHEMA, entry_filename, entry_key
+from ..results.runs import EXPERT_EXTRAS
+from ..results.tsv import (
     N_COLUMNS,
     RADIUS_TOLERANCE,
     SIGMA_COLUMNS,
@@ -37,10 +40,7 @@ from ..results import (
     settings_path,
     write_tsv,
 )
-from ..router import ROUTED_EXTRAS
-from ..runs import EXPERT_EXTRAS
-from ..set_certificate import SET_EXTRAS
-from ..tree import TREE_EXTRAS
+from ..routing.router import ROUTED_EXTRAS
 from .methods import CASCADE_EXTRAS, cascade_bounds, envelope, oracle_frame
 from .store import read_counts
 
@@ -189,7 +189,7 @@ def _required_columns(info: dict) -> tuple[str, ...]:
 
 def check_certificate_rows(df: pd.DataFrame, info: dict, bench: dict, where: str) -> None:
     """A method's rows are what its type certifies: the count columns its radii follow from
-    (:func:`rsrouter.results.read_tsv` has checked that they do), at the benchmark's n0 and at
+    (:func:`rsrouter.results.tsv.read_tsv` has checked that they do), at the benchmark's n0 and at
     most its alpha; an expert's at its recorded sigma. Rows without counts are not reported
     as certificates.
 

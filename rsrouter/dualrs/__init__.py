@@ -3,7 +3,7 @@ estimator (a smoothed router over that classifier's sigmas), trained in alternat
 
 ``config`` holds the YAML schema, ``loop`` the rounds (train, label, fine-tune, benchmark) and
 the export of a round's pair. The pieces are rsrouter's own: a classifier whose card serves
-several sigmas (``REF#sigma=S``), :func:`rsrouter.train.train_router` for the estimator and the
+several sigmas (``REF#sigma=S``), :func:`..training.train.train_router` for the estimator and the
 benchmark harness for every round's validation curves.
 """
 

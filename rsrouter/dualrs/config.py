@@ -39,7 +39,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import (
+from ..errors import ConfigError
+from ..routing.config import (
     Consistency,
     DataSpec,
     LabelSpec,
@@ -48,7 +49,6 @@ from ..config import (
     _build,
     read_config_file,
 )
-from ..errors import ConfigError
 
 SELECT_RULES = ("acr", "max_regret", "claims")
 CERTIFICATES = ("pinned", "set")
@@ -135,8 +135,8 @@ def parse_dualrs_config(raw: Any, source: str = "") -> DualRSConfig:
 def validate(cfg: DualRSConfig) -> DualRSConfig:
     """Value checks (the estimator's through the router config's own validation)."""
     from ..bench.config import parse_bench_config
-    from ..config import RouterConfig
-    from ..config import validate as validate_router
+    from ..routing.config import RouterConfig
+    from ..routing.config import validate as validate_router
 
     if not isinstance(cfg.name, str) or not cfg.name or any(c in cfg.name for c in " /\\:#"):
         raise ConfigError(f"name: a non-empty name without spaces or '/\\:#', got {cfg.name!r}")

@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import RouterConfig
 from ..data import load_dataset
 from ..distributed import current
 from ..errors import ConfigError
 from ..files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from ..results import plot_label
+from ..results.tsv import plot_label
+from ..routing.config import RouterConfig
 from .config import DualRSConfig
 
 ROUND = "round-{}"
@@ -56,14 +56,14 @@ class RoundResult:
 
 def classifier_refs(classifier: Path | str, sigmas) -> list[str]:
     """The experts of a round: the classifier at each candidate sigma."""
-    from ..registry import sigma_ref
+    from ..registry.core import sigma_ref
 
     return [sigma_ref(str(classifier), s) for s in sigmas]
 
 
 def classifier_config(cfg: DualRSConfig, *, init: Path | None = None):
     """The TrainConfig of round 0 (``init`` None) or of a fine-tuning round."""
-    from ..train import TrainConfig
+    from ..training.train import TrainConfig
 
     c, f = cfg.classifier, cfg.finetune
     common = dict(dataset=cfg.data.dataset, arch=c.arch, sigmas=tuple(float(s) for s in
@@ -162,8 +162,8 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     """Round ``k``: (fine-tune the classifier,) label, train the estimator, benchmark."""
     from ..bench.config import parse_bench_config
     from ..bench.harness import run_bench
-    from ..router import load_router
-    from ..train import train_expert, train_router
+    from ..routing.router import load_router
+    from ..training.train import train_expert, train_router
 
     rdir = out / ROUND.format(k)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -198,8 +198,8 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     run_bench(parse_bench_config(raw, str(rdir / "bench.yaml")), rdir / "bench",
               registry=registry, progress=progress, device=device)
     if current().is_main:
-        from ..card import read_card
-        from ..router import read_router_card
+        from ..cards.card import read_card
+        from ..routing.router import read_router_card
 
         atomic_write_json(done, {"round": k, "classifier_weights_sha256":
                                  read_card(classifier).weights_sha256,
@@ -223,7 +223,7 @@ def check_pretrained(cfg: DualRSConfig, folder: Path) -> None:
         ConfigError: not a classifier folder, or another architecture / kind / sigmas / dataset.
         IntegrityError: the weights do not match the card's sha256.
     """
-    from ..card import ExpertCard, check_claim, read_artifact
+    from ..cards.card import ExpertCard, check_claim, read_artifact
 
     if not (folder / "config.json").is_file():
         raise ConfigError(f"classifier.pretrained: {folder} is not a classifier folder (no "
@@ -260,8 +260,8 @@ def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
 
 
 def _result(k: int, rdir: Path) -> RoundResult:
-    from ..card import read_card
-    from ..router import read_router_card
+    from ..cards.card import read_card
+    from ..routing.router import read_router_card
 
     done = rdir / "round.json"
     if done.is_file():  # the folders must still hold what the round trained and benchmarked
@@ -288,7 +288,7 @@ def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, regi
         ConfigError: bad settings, or ``out`` holds a run of another config.
         ResumeError / LockedError: from the training steps.
     """
-    from ..registry import Registry
+    from ..registry.core import Registry
 
     if rounds < 1:
         raise ConfigError(f"--rounds must be >= 1, got {rounds}")
@@ -363,7 +363,7 @@ def regret_vs_global(r: RoundResult, method: str = "dualrs") -> float:
 
 def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> None:
     """rounds.json, rounds.md and rounds.png: each round's validation curves and what it did."""
-    from ..router import read_router_card
+    from ..routing.router import read_router_card
 
     best = best_round(cfg, results)
     method = dualrs_method(cfg)
@@ -451,7 +451,7 @@ def export_round(run: str | os.PathLike, k: int, classifier_out: str | os.PathLi
     pointing the estimator's records at the classifier's new place; the hashes they pin are
     unchanged, so the exported pair loads exactly the bytes the round trained and benchmarked.
     """
-    from ..router import ExpertRef, read_router_card, write_router_card
+    from ..routing.router import ExpertRef, read_router_card, write_router_card
 
     src = Path(run) / ROUND.format(k)
     if not (src / "estimator" / "config.json").is_file():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from rsrouter.bench.methods import oracle_frame, routed_frame, routing_stats
-from rsrouter.results import average_certified_radius, certified_accuracy
+from rsrouter.results.tsv import average_certified_radius, certified_accuracy
 
 
 def _df(radius, correct, label=(1, 2, 3)):
@@ -51,7 +51,7 @@ def test_composing_stored_counts_equals_a_routed_run():
     import torch
     from test_router import _routed
 
-    from rsrouter.router import ROUTER_STAGES
+    from rsrouter.routing.router import ROUTER_STAGES
 
     routed = _routed()
     rng = np.random.default_rng(0)

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from rsrouter.bench.config import load_bench_config, parse_bench_config
-from rsrouter.cli import main
+from rsrouter.certify.smoothing import Smooth, radii_from_counts
+from rsrouter.cli.main import main
 from rsrouter.errors import ConfigError
-from rsrouter.results import read_tsv
-from rsrouter.smoothing import Smooth, radii_from_counts
+from rsrouter.results.tsv import read_tsv
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = {"n0": 20, "n": 200, "alpha": 0.01, "seed": 3, "batch_size": 1000}

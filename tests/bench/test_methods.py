@@ -14,7 +14,7 @@ from rsrouter.bench.methods import (
     expert_frame,
     off_class_upper,
 )
-from rsrouter.smoothing import ABSTAIN
+from rsrouter.certify.smoothing import ABSTAIN
 
 
 def _goodman_upper(groups, a):
@@ -105,7 +105,7 @@ def test_envelope_is_the_per_radius_best_expert():
 
 
 def test_expert_frame_matches_certificate_from_counts():
-    from rsrouter.smoothing import certificate_from_counts
+    from rsrouter.certify.smoothing import certificate_from_counts
 
     counts = pd.DataFrame({"idx": [0, 1, 2], "label": [3, 3, 3], "cA": [3, 3, 1],
                            "nA": [999, 400, 997], "n": 1000, "n0": 100, "sigma": 0.5,

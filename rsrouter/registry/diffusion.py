@@ -4,14 +4,14 @@ Carlini et al. (2023) and the Dual RS paper denoise CIFAR-10 with improved-diffu
 ``cifar10_uncond_50M_500K.pt``: a pickled state dict of its ``UNetModel``. This module maps that
 state dict onto diffusers' ``UNet2DModel`` (same computation: scale-shift ResBlocks, GroupNorm 32,
 multi-head attention at the given resolutions, conv up/down-sampling) and writes the folder
-:func:`rsrouter.denoised.read_denoiser` reads: ``unet/``, ``scheduler/`` (a ``DDPMScheduler``
+:func:`..denoised.read_denoiser` reads: ``unet/``, ``scheduler/`` (a ``DDPMScheduler``
 with the checkpoint's schedule) and ``model_index.json``. The checkpoint is read with
-``torch.load(weights_only=True)`` (tensors only, no code) by :func:`rsrouter.importers.
+``torch.load(weights_only=True)`` (tensors only, no code) by :func:`rsrouter.registry.importers.
 read_checkpoint`; every source key must be used and every target key filled.
 
 improved-diffusion feeds its network ``t * 1000 / T`` when trained with ``rescale_timesteps``
 (their default; T = 4000 for the CIFAR-10 model): the folder's ``unet/config.json`` then carries
-``rsrouter_timestep_scale`` (= 1000 / T), which :mod:`rsrouter.denoised` applies to the timestep
+``rsrouter_timestep_scale`` (= 1000 / T), which :mod:`.denoised` applies to the timestep
 it chooses on the T-step schedule (and strips before diffusers reads the config). Other
 consumers of the folder (diffusers' DDPMPipeline) ignore that key and would feed unscaled
 timesteps: use the folder through rsrouter. ``num_heads`` is not in the weights; a wrong value
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CardError
 from .denoised import _diffusers, save_denoiser
-from .errors import CardError
 from .importers import read_checkpoint
 
 TIMESTEP_SCALE_KEY = "rsrouter_timestep_scale"

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..certify.smoothing import Smooth, radii_from_counts
+from ..distributed import Dist, current, parts_of
+from ..errors import CountsError
+from ..files import load_tensors, save_tensors
 from .config import LabelSpec
-from .distributed import Dist, current, parts_of
-from .errors import CountsError
-from .files import load_tensors, save_tensors
-from .smoothing import Smooth, radii_from_counts
 
 CHUNK = 1000
 

@@ -26,16 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .card import CONFIG_FILE, check_sha256, is_commit_sha, parse_config
-from .errors import CardError, IntegrityError, ResumeError
-from .files import (
-    FileLock,
-    atomic_write_json,
-    read_hashed,
-    save_tensors,
-    tensors_from_bytes,
-)
-from .urls import public_url
+from ..cards.card import CONFIG_FILE, check_sha256, is_commit_sha, parse_config
+from ..errors import CardError, IntegrityError, ResumeError
+from ..files import FileLock, atomic_write_json, read_hashed, save_tensors, tensors_from_bytes
+from ..urls import public_url
 
 UNET_CONFIG = "unet/config.json"
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
@@ -317,7 +311,7 @@ def check_denoiser_block(block: object, where: str) -> None:
         raise CardError(f"{where}: field {_FIELD}.source must be a folder relative to the card or "
                         f"hf://org/name, got {source!r}")
     if source.startswith("hf://"):
-        from .hub import parse_hf_uri
+        from ..sources.hub import parse_hf_uri
 
         try:
             ref = parse_hf_uri(source)
@@ -375,7 +369,7 @@ def denoiser_folder(block: dict, card_folder: str | os.PathLike, *, endpoint: st
     check_denoiser_block(block, where)
     source = block["source"]
     if source.startswith("hf://"):
-        from .hub import download_files, parse_hf_uri
+        from ..sources.hub import download_files, parse_hf_uri
 
         return download_files(parse_hf_uri(source).repo_id, block["revision"], DENOISER_FILES,
                               endpoint=endpoint, cache_dir=cache_dir, offline=offline)
@@ -420,7 +414,7 @@ def load_denoiser(block: dict, card_folder: str | os.PathLike, classifier: nn.Mo
     except IntegrityError as e:
         if not block["source"].startswith("hf://"):
             raise
-        from .hub import discard_cached, parse_hf_uri
+        from ..sources.hub import discard_cached, parse_hf_uri
 
         for name in DENOISER_FILES:  # bytes that fail their pins: never reuse them
             discard_cached(parse_hf_uri(block["source"]).repo_id, block["revision"], name,
@@ -451,10 +445,10 @@ def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.Pat
     """
     import shutil
 
-    from .card import ExpertCard, read_artifact, write_card
+    from ..cards.card import ExpertCard, read_artifact, write_card
+    from ..files import atomic_write_bytes
+    from .core import Registry, split_sigma
     from .expert import expert_card
-    from .files import atomic_write_bytes
-    from .registry import Registry, split_sigma
 
     registry = registry or Registry()
     out = Path(out)
@@ -462,7 +456,7 @@ def make_denoised_card(classifier: str, denoiser: str, sigmas, out: str | os.Pat
     files = read_artifact(registry.fetch(resolved), *([resolved.pin] if resolved.pin else []))
     base = expert_card(files)
     if denoiser.startswith("hf://"):
-        from .hub import download_files, parse_hf_uri, resolve_revision
+        from ..sources.hub import download_files, parse_hf_uri, resolve_revision
 
         ref = parse_hf_uri(denoiser)
         sha = resolve_revision(ref.repo_id, ref.revision or "main", endpoint=registry.endpoint,
@@ -578,7 +572,7 @@ def make_unet(config: DenoiserTrainConfig, image_size: tuple[int, int, int]):
 
 
 class _EpsilonModel(nn.Module):
-    """The UNet as ``rsrouter.train.fit`` sees a model: ``net`` holds the trained weights."""
+    """The UNet as ``training.train.fit`` sees a model: ``net`` holds the trained weights."""
 
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
@@ -614,8 +608,8 @@ def train_denoiser(images: torch.Tensor, out: str | os.PathLike, config: Denoise
         ResumeError: ``out`` holds a checkpoint or a denoiser trained with other settings.
         LockedError: another process is training into ``out``.
     """
-    from .data import DatasetInfo, TensorImageDataset
-    from .train import cosine_lr, fit
+    from ..data import DatasetInfo, TensorImageDataset
+    from ..training.train import cosine_lr, fit
 
     diffusers = _diffusers()
     out = Path(out)

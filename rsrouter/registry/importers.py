@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .card import ExpertCard, ResizeSpec, save_expert
-from .data import dataset_info
-from .errors import CardError
-from .models import architecture_source, create_model
+from ..cards.card import ExpertCard, ResizeSpec, save_expert
+from ..data import dataset_info
+from ..errors import CardError
+from ..models import architecture_source, create_model
 from .weights import check_state_dict
 
 FORMATS = ("cohen", "smoothadv", "state_dict")

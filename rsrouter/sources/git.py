@@ -1,6 +1,6 @@
 """Experts on any git remote: ``git+<url>[@revision]``, pinned to a commit, cached, verified.
 
-The git counterpart of :mod:`rsrouter.hub` for experts published with ``experts push
+The git counterpart of :mod:`rsrouter.sources.hub` for experts published with ``experts push
 --git-remote`` (a lab server, a bare repository on a shared disk, GitHub). ``resolve_revision``
 turns a branch or tag into a commit sha once (``git ls-remote``); ``fetch_files`` fetches that
 commit's files into rsrouter's cache (``$RSROUTER_CACHE``, default ``~/.cache/rsrouter``), where
@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .card import is_commit_sha
-from .errors import HubError
-from .paths import cache_dir as rsrouter_cache
-from .paths import offline_mode as is_offline
-from .urls import public_url
+from ..cards.card import is_commit_sha
+from ..errors import HubError
+from ..paths import cache_dir as rsrouter_cache
+from ..paths import offline_mode as is_offline
+from ..urls import public_url
 
 GIT_PREFIX = "git+"
 EXPERT_FILES = ("config.json", "model.safetensors", "README.md")

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import __version__
-from .errors import CardError, IntegrityError, SigmaNotServedError
-from .files import atomic_write_json, atomic_write_text, read_hashed
+from .. import __version__
+from ..errors import CardError, IntegrityError, SigmaNotServedError
+from ..files import atomic_write_json, atomic_write_text, read_hashed
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .models import NormalizedModel, Trust
+    from ..models import NormalizedModel, Trust
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -370,7 +370,7 @@ class ExpertCard:
             raise CardError(f"{where}: a denoised expert (rs_expert.kind: denoised) names its "
                             "denoiser in rs_expert.denoiser, and only such a card has one")
         if self.denoiser:
-            from .denoised import check_denoiser_block
+            from ..registry.denoised import check_denoiser_block
 
             check_denoiser_block(self.denoiser, where)
         if not 2 <= self.num_classes <= MAX_CLASSES:
@@ -406,8 +406,8 @@ def build_model(architecture: str, num_classes: int, input_size, mean, std, trus
                 where: str, *, resize: ResizeSpec | None = None) -> NormalizedModel:
     """``Normalize(mean, std)`` + the architecture (built for ``resize`` when given, with a
     :class:`~rsrouter.models.Resize` in front); unknown names become a CardError."""
-    from .errors import UnknownArchitectureError
-    from .models import NormalizedModel, Resize, create_model
+    from ..errors import UnknownArchitectureError
+    from ..models import NormalizedModel, Resize, create_model
 
     size = (input_size[0], *resize.size) if resize else input_size
     try:
@@ -514,7 +514,7 @@ def save_expert(folder: str | os.PathLike, net: nn.Module, card: ExpertCard) -> 
 
     ``card.weights_sha256`` is set from the written file.
     """
-    from .weights import save_weights
+    from ..registry.weights import save_weights
 
     card.weights_sha256 = save_weights(folder, net)
     write_card(folder, card)

@@ -31,7 +31,7 @@ from huggingface_hub.utils import (
     validate_repo_id,
 )
 
-from rsrouter.card import COMMIT_SHA as _SHA
+from rsrouter.cards.card import COMMIT_SHA as _SHA
 from rsrouter.errors import HubError
 from rsrouter.paths import offline_mode as is_offline
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .card import (
+from ..cards.card import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     ExpertCard,
@@ -35,17 +35,17 @@ from .card import (
     read_artifact,
     read_card,
 )
-from .errors import CardError, IntegrityError, RegistryError, UnknownExpertError
-from .files import atomic_write_text
-from .gitremote import GIT_PREFIX
-from .paths import PROJECT_REGISTRY, user_config_dir, user_registry
-from .urls import public_url
+from ..errors import CardError, IntegrityError, RegistryError, UnknownExpertError
+from ..files import atomic_write_text
+from ..paths import PROJECT_REGISTRY, user_config_dir, user_registry
+from ..sources.git import GIT_PREFIX
+from ..urls import public_url
 
 if TYPE_CHECKING:
     import torch
 
+    from ..models import Trust
     from .expert import Expert
-    from .models import Trust
 
 __all__ = ["Entry", "Registry", "Resolved", "load_expert", "user_config_dir", "PROJECT_REGISTRY"]
 
@@ -83,11 +83,11 @@ def is_remote_source(ref: str) -> bool:
 def split_remote(ref: str) -> tuple[str, str | None]:
     """``(source, revision)`` of ``hf://org/name[@rev]`` or ``git+URL[@rev]``; ValueError if bad."""
     if ref.startswith(HF_PREFIX):
-        from . import hub
+        from ..sources import hub
 
         parsed = hub.parse_hf_uri(ref)
         return f"{HF_PREFIX}{parsed.repo_id}", parsed.revision
-    from . import gitremote
+    from ..sources import git as gitremote
 
     parsed = gitremote.parse_git_uri(ref)
     return f"{GIT_PREFIX}{parsed.url}", parsed.revision
@@ -280,13 +280,13 @@ class Registry:
             folder = entry.folder()
             return folder if (folder / WEIGHTS_FILE).is_file() else None
         if entry.source.startswith(HF_PREFIX):
-            from . import hub
+            from ..sources import hub
 
             repo_id = entry.source[len(HF_PREFIX):]
             if not hub.is_cached(repo_id, entry.revision, cache_dir=self.cache_dir):
                 return None
             return hub.snapshot_folder(repo_id, entry.revision, cache_dir=self.cache_dir)
-        from . import gitremote
+        from ..sources import git as gitremote
 
         url = entry.source[len(GIT_PREFIX):]
         if not gitremote.is_cached(url, entry.revision):
@@ -341,11 +341,11 @@ class Registry:
 
     def _resolve_revision(self, source: str, revision: str | None) -> str:
         if source.startswith(HF_PREFIX):
-            from . import hub
+            from ..sources import hub
 
             return hub.resolve_revision(source[len(HF_PREFIX):], revision or "main",
                                         endpoint=self.endpoint, offline=self.offline)
-        from . import gitremote
+        from ..sources import git as gitremote
 
         return gitremote.resolve_revision(source[len(GIT_PREFIX):], revision,
                                           offline=self.offline)
@@ -356,12 +356,12 @@ class Registry:
         if not resolved.is_remote:
             return resolved.folder
         if resolved.source.startswith(HF_PREFIX):
-            from . import hub
+            from ..sources import hub
 
             return hub.download_files(resolved.source[len(HF_PREFIX):], resolved.revision,
                                       endpoint=self.endpoint, cache_dir=self.cache_dir,
                                       offline=self.offline)
-        from . import gitremote
+        from ..sources import git as gitremote
 
         return gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision,
                                      offline=self.offline)
@@ -380,13 +380,13 @@ class Registry:
     def _discard(self, resolved: Resolved) -> None:
         """Delete the cached copy of a remote commit whose bytes failed verification."""
         if resolved.source.startswith(HF_PREFIX):
-            from . import hub
+            from ..sources import hub
 
             for filename in (WEIGHTS_FILE, CONFIG_FILE):
                 hub.discard_cached(resolved.source[len(HF_PREFIX):], resolved.revision, filename,
                                    cache_dir=self.cache_dir)
             return
-        from . import gitremote
+        from ..sources import git as gitremote
 
         gitremote.discard_cached(resolved.source[len(GIT_PREFIX):], resolved.revision)
 
@@ -463,13 +463,13 @@ class Registry:
                             "folder inside the expert's repository (or hf://org/name)")
         names = [f"{rel.as_posix()}/{f}" for f in DENOISER_FILES]
         if resolved.source.startswith(HF_PREFIX):
-            from . import hub
+            from ..sources import hub
 
             hub.download_files(resolved.source[len(HF_PREFIX):], resolved.revision, names,
                                endpoint=self.endpoint, cache_dir=self.cache_dir,
                                offline=self.offline)
         else:
-            from . import gitremote
+            from ..sources import git as gitremote
 
             gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision, names,
                                   offline=self.offline)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .card import (
+from ..cards.card import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     ArtifactFiles,
@@ -17,9 +17,9 @@ from .card import (
     read_artifact,
     safetensors_shapes,
 )
-from .errors import CardError
-from .models import NormalizedModel, Trust, known_layers
-from .smoothing import Smooth
+from ..certify.smoothing import Smooth
+from ..errors import CardError
+from ..models import NormalizedModel, Trust, known_layers
 from .weights import build_network, check_state_dict
 
 
@@ -51,7 +51,7 @@ class Expert(Smooth):
         base = self.card.name or Path(self.uri.rsplit("@", 1)[0]).stem
         if not self.card.shared:
             return base
-        from .registry import sigma_label
+        from .core import sigma_label
 
         return f"{base}-sigma{sigma_label(self.sigma)}"
 
@@ -190,7 +190,7 @@ def load_expert_folder(folder: str | os.PathLike, *, pin: Pin | None = None,
         UntrustedCodeError: the card names Python code and ``trust_code`` does not allow it.
     """
     if trust_code is None:
-        from .registry import user_trusted_modules
+        from .core import user_trusted_modules
 
         trust_code = user_trusted_modules()
     files = read_artifact(folder, *([pin] if pin else []))
@@ -202,7 +202,7 @@ def verify_folder(folder: str | os.PathLike, *, trust_code: Trust | None = None)
     """Check a folder's card, its weights' sha256 and that they load strictly (for a card that
     serves several sigmas, at each); returns the card."""
     if trust_code is None:
-        from .registry import user_trusted_modules
+        from .core import user_trusted_modules
 
         trust_code = user_trusted_modules()
     files = read_artifact(folder)

@@ -2,7 +2,7 @@
 
 Only regular files are published: a folder holding a symbolic link (which could point at any
 file of the publisher's machine) is refused, and what is uploaded is a copy of the listed files.
-The Hub path is a thin wrapper over :func:`rsrouter.hub.push_folder`. The git path commits the
+The Hub path is a thin wrapper over :func:`.hub.push_folder`. The git path commits the
 folder's files to branch ``main`` of any git remote (a path or URL), which is what a Hub mirror
 such as olah serves; it is how publishing is tested without the Hub. A branch is updated by
 compare-and-swap (:func:`update_branch`): concurrent publishers never lose each other's commits.
@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import HubError
 from . import hub
-from .errors import HubError
 
 _REJECTED = ("[rejected]", "fetch first", "non-fast-forward", "stale info",
              "cannot lock ref", "failed to update ref")

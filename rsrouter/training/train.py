@@ -23,15 +23,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .card import CONFIG_FILE, ExpertCard, save_expert
-from .config import RouterConfig
-from .data import TensorImageDataset, load_dataset
-from .distributed import SINGLE, Dist, current
-from .errors import ConfigError, ResumeError
-from .files import FileLock, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
-from .labels import RouterLabels, cache_key, cache_path, compute_labels
-from .models import NormalizedModel, architecture_source
-from .smoothing import noise_generator
+from ..cards.card import CONFIG_FILE, ExpertCard, save_expert
+from ..certify.smoothing import noise_generator
+from ..data import TensorImageDataset, load_dataset
+from ..distributed import SINGLE, Dist, current
+from ..errors import ConfigError, ResumeError
+from ..files import FileLock, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from ..models import NormalizedModel, architecture_source
+from ..routing.config import RouterConfig
+from ..routing.labels import RouterLabels, cache_key, cache_path, compute_labels
 
 CHECKPOINT = ".train/checkpoint.safetensors"
 
@@ -250,8 +250,8 @@ class _WithSigma(Dataset):
 def _read_init(config: TrainConfig):
     """The classifier folder ``config.init``, read and verified once (its card's weights hash):
     (its files, its card)."""
-    from .card import read_artifact
-    from .expert import expert_card
+    from ..cards.card import read_artifact
+    from ..registry.expert import expert_card
 
     files = read_artifact(config.init)
     card = expert_card(files)
@@ -263,7 +263,7 @@ def _read_init(config: TrainConfig):
 def _init_weights(model: NormalizedModel, config: TrainConfig, files, card) -> dict:
     """Start ``model`` from the init classifier (:func:`_read_init`); returns the record the
     new card keeps."""
-    from .weights import build_network
+    from ..registry.weights import build_network
 
     model.net.load_state_dict(build_network(card, files, trust_code=True).net.state_dict())
     return {"from": str(config.init), "weights_sha256": files.weights_sha256}
@@ -324,7 +324,7 @@ def _train_expert(
 ) -> Path:
     settings = config.settings()
     if config.init is not None:  # the starting weights by content, not by where they lie
-        from .files import sha256_file
+        from ..files import sha256_file
 
         settings["init"] = sha256_file(Path(config.init) / "model.safetensors")
     if assigned is not None:
@@ -508,9 +508,9 @@ def router_sigma(cfg: RouterConfig, experts) -> float:
 
 def load_config_experts(cfg: RouterConfig, registry=None, device: str = "cpu") -> list:
     """Load the config's experts, naming the failing entry; check they share one task."""
-    from .errors import RsrouterError
-    from .registry import Registry
-    from .router import check_compatible
+    from ..errors import RsrouterError
+    from ..registry.core import Registry
+    from ..routing.router import check_compatible
 
     registry = registry or Registry()
     experts = []
@@ -555,7 +555,7 @@ def _train_router(
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> Path:
-    from .router import ExpertRef, RouterCard, save_router
+    from ..routing.router import ExpertRef, RouterCard, save_router
 
     settings = cfg.to_dict()
     finished = _finished_settings(out, "rs_router")

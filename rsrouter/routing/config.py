@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, UnknownArchitectureError
-from .models import resolve_architecture
-from .urls import public_url
+from ..errors import ConfigError, UnknownArchitectureError
+from ..models import resolve_architecture
+from ..urls import public_url
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("step", "cosine", "constant")

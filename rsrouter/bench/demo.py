@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bench.config import parse_bench_config
-from .bench.harness import run_bench
-from .paths import PROJECT_REGISTRY
+from ..paths import PROJECT_REGISTRY
+from .config import parse_bench_config
+from .harness import run_bench
 
 ROUTER = PROJECT_REGISTRY.parent / "routers" / "fashion-mnist"
 

@@ -13,11 +13,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .distributed import Dist, current, parts_of
-from .errors import ResumeError
-from .files import FileLock, atomic_write_json, atomic_write_text
-from .results import COHEN_COLUMNS, ResumableTSV, own_lines, read_settings, settings_path
-from .smoothing import ABSTAIN, Certificate, check_settings
+from ..certify.smoothing import ABSTAIN, Certificate, check_settings
+from ..distributed import Dist, current, parts_of
+from ..errors import ResumeError
+from ..files import FileLock, atomic_write_json, atomic_write_text
+from .tsv import COHEN_COLUMNS, ResumableTSV, own_lines, read_settings, settings_path
 
 
 class Certifier(Protocol):

@@ -31,8 +31,8 @@ import torch._inductor.config as inductor_config
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-from .errors import CountsError
-from .runtime import tune_allocator
+from ..errors import CountsError
+from ..runtime import tune_allocator
 
 ABSTAIN = -1
 NOISE_BLOCK = 128

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import yaml
 
-from . import __version__
-from .card import (
+from .. import __version__
+from ..cards.card import (
     CONFIG_FILE,
     README_FILE,
     Pin,
@@ -38,19 +38,8 @@ from .card import (
     read_artifact,
     read_config,
 )
-from .errors import (
-    CardError,
-    ConfigError,
-    IntegrityError,
-    SigmaNotServedError,
-    UnknownExpertError,
-)
-from .expert import Expert, check_weight_sizes
-from .files import atomic_write_json, atomic_write_text
-from .models import NormalizedModel, Trust
-from .registry import is_remote_source
-from .set_certificate import join_numbers, set_certificate, split_alphas
-from .smoothing import (
+from ..certify.set_certificate import join_numbers, set_certificate, split_alphas
+from ..certify.smoothing import (
     ABSTAIN,
     Certificate,
     Smooth,
@@ -58,8 +47,19 @@ from .smoothing import (
     certificate_from_counts,
     shared_counts,
 )
-from .urls import public_url
-from .weights import build_network, save_weights
+from ..errors import (
+    CardError,
+    ConfigError,
+    IntegrityError,
+    SigmaNotServedError,
+    UnknownExpertError,
+)
+from ..files import atomic_write_json, atomic_write_text
+from ..models import NormalizedModel, Trust
+from ..registry.core import is_remote_source
+from ..registry.expert import Expert, check_weight_sizes
+from ..registry.weights import build_network, save_weights
+from ..urls import public_url
 
 # A router certifies on the experts' noise streams: one standard-normal draw per sample serves the
 # router (scaled by sigma_r) and the chosen expert (scaled by its sigma); docs/theory.md shows
@@ -279,7 +279,7 @@ def load_router(folder: str | os.PathLike, *, trust_code: Trust | None = None,
         without ``trust_code``).
     """
     if trust_code is None:
-        from .registry import user_trusted_modules
+        from ..registry.core import user_trusted_modules
 
         trust_code = user_trusted_modules()
     files = read_artifact(folder)
@@ -338,7 +338,7 @@ def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
         UntrustedCodeError: a card names Python code without the opt-in (``trust_code``, or
             ``trusted_modules`` in the user's registry file).
     """
-    from .registry import Registry
+    from ..registry.core import Registry
 
     registry = registry or Registry()
     kw = dict(device=device, compile=compile, precision=precision)
@@ -473,7 +473,7 @@ class RoutedClassifier:
     def certify_set_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
                           batch_size: int = 1000, seed: int = 0,
                           indices: Sequence[int] | None = None) -> list[SetRoutedCertificate]:
-        """The set certificate (:mod:`rsrouter.set_certificate`) of each input: the router's
+        """The set certificate (:mod:`rsrouter.certify.set_certificate`) of each input: the router's
         choice need not stay put where the experts it may switch to agree. Every expert is
         counted on every input (on the router's noise draws); the router gets
         ``alpha * alpha_split`` (half to the lower bound on its choice, half over upper bounds

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from . import __version__
-from .errors import LockedError, ResultsError
-from .files import FileLock, atomic_write_json, atomic_write_text
-from .results import (
+from .. import __version__
+from ..certify.smoothing import radii_from_counts
+from ..errors import LockedError, ResultsError
+from ..files import FileLock, atomic_write_json, atomic_write_text
+from ..results.tsv import (
     N_COLUMNS,
     RADII,
     SIGMA_COLUMNS,
@@ -45,8 +46,7 @@ from .results import (
     plot_label,
     read_tsv,
 )
-from .smoothing import radii_from_counts
-from .urls import scrub_text
+from ..urls import scrub_text
 
 SCHEMA = "rsrouter-leaderboard-entry/1"
 MAX_SIGMA = 16.0  # pixel units (inputs in [0, 1]): far beyond any noise level anyone certifies
@@ -377,10 +377,10 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
                radii: Sequence[float] = RADII) -> Path:
     """An entry, marked external, for a certification log in Cohen et al.'s format (``idx
     label predict radius correct time``), every radius recomputed from counts: the log's own
-    (an rsrouter TSV: checked by :func:`rsrouter.results.read_tsv`) or, for a published log
+    (an rsrouter TSV: checked by :func:`rsrouter.results.tsv.read_tsv`) or, for a published log
     without counts, recovered under the declared protocol (``n``, ``alpha``, ``sigma``): the
     smallest ``nA`` whose radius prints as the logged one
-    (:func:`rsrouter.results.counts_from_radii`). Returns the entry file.
+    (:func:`rsrouter.results.tsv.counts_from_radii`). Returns the entry file.
 
     Raises:
         ResultsError: a log that is not a certification TSV, a protocol missing or at odds with
@@ -700,7 +700,7 @@ def publish(site: str | os.PathLike, *, to: str | os.PathLike | None = None,
 
 
 def _publish_git(entries: list[dict], remote: str, replace: bool) -> str:
-    from .publish import update_branch
+    from ..sources.publish import update_branch
 
     def fill(work: Path) -> None:
         board = work / "leaderboard.json"

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .card import WEIGHTS_FILE, ArtifactFiles
-from .errors import CardError
-from .files import save_tensors, sha256_file, tensors_from_bytes
-from .models import NormalizedModel, Trust
+from ..cards.card import WEIGHTS_FILE, ArtifactFiles
+from ..errors import CardError
+from ..files import save_tensors, sha256_file, tensors_from_bytes
+from ..models import NormalizedModel, Trust
 
 
 def build_network(card, files: ArtifactFiles, trust_code: Trust = False) -> NormalizedModel:

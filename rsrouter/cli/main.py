@@ -14,8 +14,8 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-from . import __version__
-from .errors import RsrouterError
+from .. import __version__
+from ..errors import RsrouterError
 
 # ---- argument types: a bad value is refused before anything is loaded or written -------------
 
@@ -400,7 +400,7 @@ def _device(name: str | None) -> str:
     error here, not a traceback later. Ranks other than 0 print nothing to stdout."""
     import torch
 
-    from .distributed import setup
+    from ..distributed import setup
 
     name = None if name == "auto" else name
     if name is not None and name.startswith("cuda"):
@@ -422,7 +422,7 @@ def _device(name: str | None) -> str:
 
 
 def _registry(args: argparse.Namespace):
-    from .registry import Registry
+    from ..registry.core import Registry
 
     return Registry(endpoint=getattr(args, "endpoint", None),
                     offline=getattr(args, "offline", None),
@@ -457,7 +457,7 @@ def _check_dataset(expert, dataset) -> None:
 
 
 def _print_summary(paths: dict[str, str], plot: str | None = None) -> None:
-    from .results import plot_curves, read_tsv, summary_table
+    from ..results.tsv import plot_curves, read_tsv, summary_table
 
     results = {name: read_tsv(path) for name, path in paths.items()}
     table = summary_table(results)
@@ -476,13 +476,13 @@ def _print_summary(paths: dict[str, str], plot: str | None = None) -> None:
 def cmd_certify(args: argparse.Namespace) -> None:
     if args.router:
         return _certify_routed(args)
-    from .data import data_identity, load_dataset, subset_indices
-    from .runs import certify_dataset, run_settings
+    from ..data import data_identity, load_dataset, subset_indices
+    from ..results.runs import certify_dataset, run_settings
 
     if args.certificate != "pinned":
         raise RsrouterError("--certificate applies to --router only (an expert's certificate is "
                             "Cohen et al.'s)")
-    from .errors import SigmaNotServedError
+    from ..errors import SigmaNotServedError
 
     _check_sigma(args.sigma)
     registry, kw = _registry(args), dict(device=_device(args.device), compile=args.compile,
@@ -515,10 +515,10 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 
 def _certify_routed(args: argparse.Namespace) -> None:
-    from .data import data_identity, load_dataset, subset_indices
-    from .router import ROUTED_EXTRAS, load_routed, routed_extras, set_extras
-    from .runs import certify_dataset, routed_models, run_settings
-    from .set_certificate import SET_EXTRAS
+    from ..certify.set_certificate import SET_EXTRAS
+    from ..data import data_identity, load_dataset, subset_indices
+    from ..results.runs import certify_dataset, routed_models, run_settings
+    from ..routing.router import ROUTED_EXTRAS, load_routed, routed_extras, set_extras
 
     if args.sigma is not None:
         raise RsrouterError("--sigma applies to --model only; a router's experts keep their own")
@@ -545,9 +545,9 @@ def _certify_routed(args: argparse.Namespace) -> None:
 
 
 def cmd_router_train(args: argparse.Namespace) -> None:
-    from .config import load_config
-    from .router import read_router_card
-    from .train import train_router
+    from ..routing.config import load_config
+    from ..routing.router import read_router_card
+    from ..training.train import train_router
 
     cfg = load_config(args.config)
     out = train_router(cfg, args.out, registry=_registry(args), device=_device(args.device),
@@ -573,8 +573,8 @@ def cmd_router_train(args: argparse.Namespace) -> None:
 
 
 def cmd_dualrs_train(args: argparse.Namespace) -> None:
-    from .distributed import current
-    from .dualrs import best_round, load_dualrs_config, train_dualrs
+    from ..distributed import current
+    from ..dualrs import best_round, load_dualrs_config, train_dualrs
 
     cfg = load_dualrs_config(args.config)
     results = train_dualrs(cfg, args.out, rounds=args.rounds, device=_device(args.device),
@@ -592,7 +592,7 @@ def cmd_dualrs_train(args: argparse.Namespace) -> None:
 def cmd_dualrs_export(args: argparse.Namespace) -> None:
     import json
 
-    from .dualrs import export_round
+    from ..dualrs import export_round
 
     k = args.round
     if k is None:
@@ -615,7 +615,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train_expert
+    from ..training.train import TrainConfig, train_expert
 
     for s in [args.sigma] if args.sigmas is None else args.sigmas:
         _check_sigma(s)
@@ -640,7 +640,7 @@ def cmd_experts_train(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_make_denoised(args: argparse.Namespace) -> None:
-    from .denoised import make_denoised_card
+    from ..registry.denoised import make_denoised_card
 
     for s in args.sigmas:
         _check_sigma(s)
@@ -714,12 +714,12 @@ def cmd_experts_remove(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_import(args: argparse.Namespace) -> None:
-    from .importers import import_checkpoint
+    from ..registry.importers import import_checkpoint
 
     _check_sigma(args.sigma)
     resize = None
     if args.resize:
-        from .card import ResizeSpec
+        from ..cards.card import ResizeSpec
 
         size = args.resize * 2 if len(args.resize) == 1 else args.resize
         resize = ResizeSpec(tuple(size), args.resize_mode, args.resize_antialias)
@@ -744,7 +744,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_experts_import_denoiser(args: argparse.Namespace) -> None:
     from dataclasses import fields, replace
 
-    from .diffusion_import import PRESETS, ImprovedDiffusionConfig, convert_improved_diffusion
+    from ..registry.diffusion import PRESETS, ImprovedDiffusionConfig, convert_improved_diffusion
 
     given = {f.name: getattr(args, f.name) for f in fields(ImprovedDiffusionConfig)
              if getattr(args, f.name, None) is not None}
@@ -766,11 +766,11 @@ def cmd_experts_import_denoiser(args: argparse.Namespace) -> None:
 def cmd_experts_push(args: argparse.Namespace) -> None:
     import json
 
-    from .card import CONFIG_FILE
-    from .expert import verify_folder
-    from .gitremote import git_uri_for
-    from .publish import push_expert
-    from .router import load_router
+    from ..cards.card import CONFIG_FILE
+    from ..registry.expert import verify_folder
+    from ..routing.router import load_router
+    from ..sources.git import git_uri_for
+    from ..sources.publish import push_expert
 
     if not args.repo and not args.git_remote:
         raise RsrouterError("give --repo ORG/NAME (the Hub) or --git-remote URL (any git remote)")
@@ -802,11 +802,11 @@ def cmd_experts_push(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_certify_card(args: argparse.Namespace) -> None:
-    from .card import STANDARD_RADII, read_card, write_card
-    from .data import data_identity, load_dataset, subset_indices
-    from .expert import load_expert_folder
-    from .results import certified_accuracy, read_tsv
-    from .runs import certify_dataset, run_settings
+    from ..cards.card import STANDARD_RADII, read_card, write_card
+    from ..data import data_identity, load_dataset, subset_indices
+    from ..registry.expert import load_expert_folder
+    from ..results.runs import certify_dataset, run_settings
+    from ..results.tsv import certified_accuracy, read_tsv
 
     if read_card(args.folder).shared:
         raise RsrouterError(f"{args.folder} serves several sigmas; certify-card writes one "
@@ -839,8 +839,8 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_run(args: argparse.Namespace) -> None:
-    from .bench.config import load_bench_config
-    from .bench.harness import run_bench
+    from ..bench.config import load_bench_config
+    from ..bench.harness import run_bench
 
     cfg = load_bench_config(args.config)
     device = _device(args.device)
@@ -851,21 +851,21 @@ def cmd_bench_run(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_report(args: argparse.Namespace) -> None:
-    from .bench.report import build_report
+    from ..bench.report import build_report
 
     build_report(args.dir)
     print((Path(args.dir) / "summary.md").read_text())
 
 
 def cmd_leaderboard_build(args: argparse.Namespace) -> None:
-    from .leaderboard import build_site
+    from ..leaderboard.board import build_site
 
     site = build_site(args.sources, args.out, replace=args.replace)
     print(f"leaderboard: {site / 'index.html'} ({site / 'leaderboard.md'})")
 
 
 def cmd_leaderboard_import(args: argparse.Namespace) -> None:
-    from .leaderboard import import_tsv
+    from ..leaderboard.board import import_tsv
 
     path = import_tsv(args.log, dataset=args.dataset, method=args.method,
                       benchmark=args.benchmark, source=args.source, n=args.n, n0=args.n0,
@@ -874,7 +874,7 @@ def cmd_leaderboard_import(args: argparse.Namespace) -> None:
 
 
 def cmd_leaderboard_publish(args: argparse.Namespace) -> None:
-    from .leaderboard import publish
+    from ..leaderboard.board import publish
 
     where = publish(args.site, to=args.to, git_remote=args.git_remote, hub=args.hub,
                     endpoint=args.endpoint, replace=args.replace)
@@ -882,7 +882,7 @@ def cmd_leaderboard_publish(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from ..bench.demo import run_demo
 
     run_demo(Path(args.out), num=args.num, n=args.n, batch_size=args.batch_size,
              progress=not args.no_progress)
@@ -898,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a bad argument (argparse printed why)
         return int(e.code or 0)
-    from .runtime import tune_allocator
+    from ..runtime import tune_allocator
 
     tune_allocator()
     shown, stdout = warnings.showwarning, sys.stdout
@@ -922,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.close()
             sys.stdout = stdout
         if "torch.distributed" in sys.modules:
-            from .distributed import teardown
+            from ..distributed import teardown
 
             teardown()
     return 0

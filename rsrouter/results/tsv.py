@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta
 
-from .errors import CountsError, ResultsError, ResumeError
-from .files import FileLock, atomic_write_json, atomic_write_text
-from .smoothing import check_counts, radii_from_counts
+from ..certify.smoothing import check_counts, radii_from_counts
+from ..errors import CountsError, ResultsError, ResumeError
+from ..files import FileLock, atomic_write_json, atomic_write_text
 
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
@@ -367,7 +367,7 @@ def _check_routed(df, where, predict, radius) -> None:
 def _check_set(df, where, predict, radius) -> None:
     """Set-certificate rows: the radius and the prediction follow from the router's counts and
     every expert's, at levels that sum to alpha."""
-    from .set_certificate import SET_EXTRAS, set_certificate
+    from ..certify.set_certificate import SET_EXTRAS, set_certificate
 
     _require_columns(df, where, SET_EXTRAS, "a set-certificate TSV")
 
@@ -414,7 +414,7 @@ def _require_columns(df, where, columns, what) -> None:
 def _check_tree(df, where, predict, radius) -> None:
     """Router-tree rows: the root's group count is its experts' counts summed, the levels sum
     to alpha, and the prediction and radius follow from the counts on the path."""
-    from .tree import TREE_EXTRAS, tree_certificate
+    from ..certify.tree import TREE_EXTRAS, tree_certificate
 
     _require_columns(df, where, TREE_EXTRAS, "a router-tree TSV")
 
@@ -426,7 +426,7 @@ def _check_tree(df, where, predict, radius) -> None:
             counts, groups = ints(r.root_counts), ints(r.root_groups)
             if len(counts) != len(groups) or int(r.group) not in groups or min(counts) < 0:
                 raise CountsError("root_counts, root_groups and group do not match")
-            # a group of several experts always has a child router (rsrouter.tree.groups_of),
+            # a group of several experts always has a child router (certify.tree.groups_of),
             # and only a path through a child spends alpha on it
             if groups.count(int(r.group)) > 1 and int(r.child_n) == 0 \
                     or (int(r.child_n) == 0) != (float(r.alpha_child) == 0):
