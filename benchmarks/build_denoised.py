@@ -46,7 +46,7 @@ from rsrouter.registry.denoised import (
     read_denoiser,
     train_denoiser,
 )
-from rsrouter.training.train import CHECKPOINT, cosine_lr, fit
+from rsrouter.training.fit import CHECKPOINT, cosine_lr, fit
 
 ROOT = Path(__file__).resolve().parents[1] / "experts" / "fashion-mnist" / "denoised"
 DATASET = "fashion-mnist"

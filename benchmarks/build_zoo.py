@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rsrouter.training.train import TrainConfig, train_expert
+from rsrouter.training.expert import TrainConfig, train_expert
 
 ROOT = Path(__file__).resolve().parents[1] / "experts"
 ZOO = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsrouter.training.train import TrainConfig, train_expert
+from rsrouter.training.expert import TrainConfig, train_expert
 
 
 @pytest.fixture(scope="session")

@@ -234,7 +234,7 @@ def test_a_missing_cuda_device_is_one_clear_line(digits_expert, tmp_path, capsys
 def test_one_trainer_per_output_folder(tmp_path):
     from rsrouter.errors import LockedError
     from rsrouter.files import FileLock
-    from rsrouter.training.train import TrainConfig, train_expert
+    from rsrouter.training.expert import TrainConfig, train_expert
 
     out = tmp_path / "e"
     with FileLock(out.resolve() / ".lock"):  # as another process training into it would

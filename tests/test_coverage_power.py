@@ -39,11 +39,12 @@ from scipy.stats import beta, binom, norm
 from torch import nn
 
 from rsrouter.bench import methods
-from rsrouter.bench.config import Protocol
 from rsrouter.bench.store import ensure_counts, read_counts
-from rsrouter.certify.smoothing import ABSTAIN, Sequential, Smooth, radii_from_counts
+from rsrouter.certify.smoothing import ABSTAIN, Smooth, radii_from_counts
 from rsrouter.data import DatasetInfo, TensorImageDataset
-from rsrouter.routing.router import ROUTER_STAGES, RoutedClassifier
+from rsrouter.protocol import Protocol, Sequential
+from rsrouter.routing.routed import RoutedClassifier
+from rsrouter.routing.router import ROUTER_STAGES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -135,7 +135,7 @@ def test_router_labels_and_training_see_the_unaugmented_image(tmp_path):
     from PIL import Image
 
     from rsrouter.routing.config import parse_config
-    from rsrouter.training.train import router_dataset
+    from rsrouter.training.router import router_dataset
 
     for cls in ("a", "b"):
         folder = tmp_path / "train" / cls

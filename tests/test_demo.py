@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from rsrouter.bench.demo import ROUTER, run_demo
+from rsrouter.bench.demo import DEMO_PROTOCOL, ROUTER, run_demo
 from rsrouter.registry.core import Registry
 from rsrouter.results.tsv import read_tsv
 from rsrouter.routing.router import load_routed
@@ -34,7 +35,7 @@ def test_bundled_router_loads_with_its_experts():
 
 
 def test_demo_runs_on_a_small_subset(tmp_path, capsys):
-    out = run_demo(tmp_path, num=6, n=100, progress=False)
+    out = run_demo(tmp_path, num=6, protocol=replace(DEMO_PROTOCOL, n=100), progress=False)
     printed = capsys.readouterr().out
     for name in ("routed", "oracle (not a certificate)", "envelope (not a classifier)",
                  "multiscale", "max regret", "ACR"):

@@ -18,8 +18,9 @@ from rsrouter.errors import ConfigError
 from rsrouter.registry.expert import Expert
 from rsrouter.routing import labels as labels_mod
 from rsrouter.routing.config import LabelSpec, parse_config
-from rsrouter.routing.router import RoutedClassifier, load_router
-from rsrouter.training.train import train_router
+from rsrouter.routing.routed import RoutedClassifier
+from rsrouter.routing.router import load_router
+from rsrouter.training.router import train_router
 
 
 class Halfspace(nn.Module):

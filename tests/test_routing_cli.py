@@ -17,8 +17,9 @@ from rsrouter.models import create_classifier
 from rsrouter.registry.core import Registry
 from rsrouter.results.tsv import read_tsv
 from rsrouter.routing.config import parse_config
-from rsrouter.routing.router import check_compatible, load_routed, load_router
-from rsrouter.training.train import load_config_experts
+from rsrouter.routing.routed import check_compatible
+from rsrouter.routing.router import load_routed, load_router
+from rsrouter.training.router import load_config_experts
 
 CONFIG = {
     "experts": ["d025", "d050"],

@@ -16,7 +16,8 @@ from rsrouter.registry import expert as expert_module
 from rsrouter.registry.core import Registry, split_sigma
 from rsrouter.registry.expert import load_expert_folder
 from rsrouter.routing.router import load_routed
-from rsrouter.training.train import CHECKPOINT, TrainConfig, train_expert
+from rsrouter.training.expert import TrainConfig, train_expert
+from rsrouter.training.fit import CHECKPOINT
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_registering_records_every_sigma(digits_shared, registry):
 
 def test_a_router_over_one_classifier_at_two_sigmas(digits_shared, tmp_path):
     from rsrouter.routing.config import parse_config
-    from rsrouter.training.train import train_router
+    from rsrouter.training.router import train_router
 
     refs = [f"{digits_shared}#sigma=0.25", f"{digits_shared}#sigma=0.5"]
     cfg = parse_config({"experts": refs, "data": {"dataset": "digits"},

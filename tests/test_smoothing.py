@@ -284,7 +284,8 @@ def test_sequential_looks_keep_coverage_and_save_samples():
     """Sequential mode on the halfspace: the radius reported at the stopping look overstates the
     true radius on at most alpha + 3 SE of the inputs, however the stopping rule chose the look;
     and easy inputs stop early."""
-    from rsrouter.certify.smoothing import Sequential, sequential_counts
+    from rsrouter.certify.smoothing import sequential_counts
+    from rsrouter.protocol import Sequential
 
     alpha, sigma, m = 0.05, 0.5, 2400
     seq = Sequential((50, 100, 200, 400, 800), final_share=0.5)

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from rsrouter.cards.card import read_card
 from rsrouter.errors import ResumeError
 from rsrouter.registry.expert import load_expert_folder
-from rsrouter.training.train import CHECKPOINT, TrainConfig, train_expert
+from rsrouter.training.expert import TrainConfig, train_expert
+from rsrouter.training.fit import CHECKPOINT
 
 
 def _config(**kw):
@@ -54,7 +55,7 @@ def test_a_router_starts_from_an_expert_backbone(digits_expert, digits_expert_wi
     share the router's architecture and sigma."""
     from rsrouter.cards.card import build_model
     from rsrouter.errors import ConfigError
-    from rsrouter.training.train import init_from_backbone
+    from rsrouter.training.router import init_from_backbone
 
     wide = load_expert_folder(digits_expert_wide)
     router = build_model("cnn_tiny", 2, (1, 8, 8), (0.3,), (0.37,), True, "test")

@@ -21,8 +21,6 @@ Relative paths (expert and router folders) are relative to the config file.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -31,43 +29,38 @@ from typing import Any
 
 import yaml
 
-from ..certify.smoothing import Sequential
+from ..data import INFOS, SPLITS
 from ..errors import ConfigError
+from ..protocol import RADII, Protocol, Sequential
 from ..urls import public_url
 
-METHOD_TYPES = ("expert", "router", "tree", "envelope", "oracle", "cascade", "aces")
 CHOICE_SPLITS = ("none", "train", "validation", "test", "unknown")
-SPLITS = ("train", "validation", "test")  # as rsrouter.data.SPLITS (this module is torch-free)
-DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 _ALPHA_RULES = ("sound", "faithful")
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """The statistical protocol: one frozen object, fingerprinted. Counts depend on ``n0``,
-    ``n`` and ``seed`` (not on ``alpha``: bounds are recomputed from stored counts at any
-    alpha), and in sequential mode on the looks, the grid and alpha (they decide where each
-    input stops); ``batch_size`` changes nothing but speed."""
+class MethodSchema:
+    """The keys a method type takes besides ``type``, ``name``, ``chosen_on`` and ``note``, those
+    it requires, and its default name (None: the name of its expert's folder)."""
 
-    n0: int = 100
-    n: int = 10_000
-    alpha: float = 0.001
-    seed: int = 0
-    batch_size: int = 1000
-    sequential: Sequential | None = None
-    radii: tuple[float, ...] = ()  # the grid sequential looks decide (set from the config)
+    keys: frozenset[str]
+    required: frozenset[str] = frozenset()
+    name: str | None = None
 
-    def counts_key(self) -> dict:
-        key = {"n0": self.n0, "n": self.n, "seed": self.seed}
-        if self.sequential is not None:
-            key["sequential"] = {"looks": list(self.sequential.looks),
-                                 "final_share": self.sequential.final_share,
-                                 "alpha": self.alpha, "radii": list(self.radii)}
-        return key
 
-    def fingerprint(self) -> str:
-        key = {"n0": self.n0, "n": self.n, "alpha": self.alpha, "seed": self.seed}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+# one per method type; each is run by the function registered for it in bench.harness.METHODS
+METHOD_SCHEMAS = {
+    "expert": MethodSchema(frozenset({"expert"}), frozenset({"expert"})),
+    "router": MethodSchema(frozenset({"router", "alpha_split", "certificate"}),
+                           frozenset({"router"}), "routed"),
+    "tree": MethodSchema(frozenset({"router", "children", "alpha_split"}),
+                         frozenset({"router", "children"}), "tree"),
+    "envelope": MethodSchema(frozenset({"experts"}), name="envelope"),
+    "oracle": MethodSchema(frozenset({"experts"}), name="oracle"),
+    "cascade": MethodSchema(frozenset({"experts", "threshold", "alpha_rule"}), name="cascade"),
+    "aces": MethodSchema(frozenset({"experts", "alpha_split", "fit"}), name="entropy-router"),
+}
+METHOD_TYPES = tuple(METHOD_SCHEMAS)
 
 
 @dataclass(frozen=True)
@@ -140,8 +133,7 @@ class BenchConfig:
     split: str = "test"
     root: str | None = None
     inputs: Inputs = field(default_factory=Inputs)
-    protocol: Protocol = field(default_factory=Protocol)
-    radii: tuple[float, ...] = DEFAULT_RADII
+    protocol: Protocol = field(default_factory=Protocol)  # with the radius grid
     methods: tuple[Method, ...] = ()
     choices_made_on: str = "unknown"
     source: str = ""  # the file (paths in methods are relative to its folder)
@@ -152,9 +144,15 @@ class BenchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as recorded in a results folder (bench.json): sources without
-        credentials."""
+        credentials, the grid as ``radii`` (and under ``protocol`` only when sequential looks
+        decide it: the layout run keys of earlier results were computed on)."""
         d = asdict(self)
         d.pop("source")
+        protocol = d.pop("protocol")
+        grid = protocol.pop("radii")
+        protocol["radii"] = grid if self.protocol.sequential is not None else []
+        d = {**{k: d.pop(k) for k in ("name", "dataset", "split", "root", "inputs")},
+             "protocol": protocol, "radii": grid, **d}
         for m in d["methods"]:
             for key in ("expert", "router"):
                 m[key] = m[key] and public_url(m[key])
@@ -239,19 +237,8 @@ def _method(raw: Any, i: int) -> Method:
     if not isinstance(raw, dict) or "type" not in raw:
         raise ConfigError(f"{path}: a mapping with a type: one of {', '.join(METHOD_TYPES)}")
     kind = _str(raw, "type", path, choices=METHOD_TYPES)
-    common = {"type", "name", "chosen_on", "note"}
-    allowed = {
-        "expert": common | {"expert"},
-        "router": common | {"router", "alpha_split", "certificate"},
-        "tree": common | {"router", "children", "alpha_split"},
-        "envelope": common | {"experts"},
-        "oracle": common | {"experts"},
-        "cascade": common | {"experts", "threshold", "alpha_rule"},
-        "aces": common | {"experts", "alpha_split", "fit"},
-    }[kind]
-    required = {"expert": {"expert"}, "router": {"router"},
-                "tree": {"router", "children"}}.get(kind, set())
-    raw = _keys(raw, path, allowed, required)
+    schema = METHOD_SCHEMAS[kind]
+    raw = _keys(raw, path, schema.keys | {"type", "name", "chosen_on", "note"}, schema.required)
     fit_raw = _keys(raw.get("fit"), f"{path}.fit", {"split", "subset", "n", "alpha", "copies",
                                                     "seed"})
     fit = Fit(split=_str(fit_raw, "split", f"{path}.fit", "train", ("train", "validation")),
@@ -260,9 +247,7 @@ def _method(raw: Any, i: int) -> Method:
               alpha=_prob(fit_raw, "alpha", f"{path}.fit", 0.001),
               copies=_int(fit_raw, "copies", f"{path}.fit", 32),
               seed=_int(fit_raw, "seed", f"{path}.fit", 0, low=None))
-    default_name = {"expert": raw.get("expert"), "router": "routed", "tree": "tree",
-                    "envelope": "envelope",
-                    "oracle": "oracle", "cascade": "cascade", "aces": "entropy-router"}[kind]
+    default_name = schema.name or raw.get("expert")
     name = _file_name(_str(raw, "name", path, default_name and Path(str(default_name)).name),
                       f"{path}.name", "the method's files")
     threshold = raw.get("threshold", 0.5)
@@ -278,32 +263,28 @@ def _method(raw: Any, i: int) -> Method:
                   note=_str(raw, "note", path) or "")
 
 
-def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
-    """Build and validate a :class:`BenchConfig`. Raises ConfigError naming the key."""
-    raw = _keys(raw, "config", {"name", "data", "inputs", "protocol", "radii", "methods",
-                                "choices_made_on"}, {"name", "data", "methods"})
-    data = _keys(raw["data"], "data", {"dataset", "split", "root"}, {"dataset"})
-    from ..data import INFOS
-
-    dataset = _str(data, "dataset", "data", choices=tuple(INFOS))
-    inputs_raw = _keys(raw.get("inputs"), "inputs", {"every", "first", "indices", "start"})
-    if "indices" in inputs_raw and ({"every", "first", "start"} & set(inputs_raw)):
+def parse_inputs(raw: Any) -> Inputs:
+    """The ``inputs`` block. Raises ConfigError naming the key."""
+    raw = _keys(raw, "inputs", {"every", "first", "indices", "start"})
+    if "indices" in raw and ({"every", "first", "start"} & set(raw)):
         raise ConfigError("inputs: give either indices, or every/first/start, not both")
-    indices = inputs_raw.get("indices")
+    indices = raw.get("indices")
     if indices is not None and (not isinstance(indices, list) or not indices or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in indices)):
         raise ConfigError(f"inputs.indices: must be a non-empty list of integers, got {indices!r}")
-    inputs = Inputs(every=_int(inputs_raw, "every", "inputs", 1),
-                    first=_int(inputs_raw, "first", "inputs", None),
-                    indices=tuple(indices) if indices is not None else None,
-                    start=_int(inputs_raw, "start", "inputs", 0, low=0))
-    proto = _keys(raw.get("protocol"), "protocol", {"n0", "n", "alpha", "seed", "batch_size",
-                                                    "sequential"})
-    protocol = Protocol(n0=_int(proto, "n0", "protocol", 100),
-                        n=_int(proto, "n", "protocol", 10_000),
-                        alpha=_prob(proto, "alpha", "protocol", 0.001),
-                        seed=_int(proto, "seed", "protocol", 0, low=None),
-                        batch_size=_int(proto, "batch_size", "protocol", 1000))
+    return Inputs(every=_int(raw, "every", "inputs", 1), first=_int(raw, "first", "inputs", None),
+                  indices=tuple(indices) if indices is not None else None,
+                  start=_int(raw, "start", "inputs", 0, low=0))
+
+
+def parse_protocol(raw: Any, radii: Any) -> Protocol:
+    """The ``protocol`` block and the ``radii`` grid (as written: a list). Raises ConfigError
+    naming the key."""
+    proto = _keys(raw, "protocol", {"n0", "n", "alpha", "seed", "batch_size", "sequential"})
+    values = dict(n0=_int(proto, "n0", "protocol", 100), n=_int(proto, "n", "protocol", 10_000),
+                  alpha=_prob(proto, "alpha", "protocol", 0.001),
+                  seed=_int(proto, "seed", "protocol", 0, low=None),
+                  batch_size=_int(proto, "batch_size", "protocol", 1000))
     sequential = None
     if proto.get("sequential") is not None:
         seq = _keys(proto["sequential"], "protocol.sequential", {"looks", "final_share"},
@@ -314,18 +295,25 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
             raise ConfigError(f"protocol.sequential.looks: a list of sample sizes, got {looks!r}")
         sequential = Sequential(tuple(looks), float(seq.get("final_share", 0.5)))
         try:
-            sequential.check(protocol.n)
+            sequential.check(values["n"])
         except ValueError as e:
             raise ConfigError(f"protocol.sequential: {e}") from None
-    radii = raw.get("radii", list(DEFAULT_RADII))
     if (not isinstance(radii, list) or not radii
             or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0
                        for r in radii) or sorted(radii) != radii):
         raise ConfigError(f"radii: must be a non-empty increasing list of numbers >= 0, got "
                           f"{radii!r}")
-    if sequential is not None:
-        protocol = dataclasses.replace(protocol, sequential=sequential,
-                                       radii=tuple(float(r) for r in radii))
+    return Protocol(**values, radii=tuple(float(r) for r in radii), sequential=sequential)
+
+
+def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
+    """Build and validate a :class:`BenchConfig`. Raises ConfigError naming the key."""
+    raw = _keys(raw, "config", {"name", "data", "inputs", "protocol", "radii", "methods",
+                                "choices_made_on"}, {"name", "data", "methods"})
+    data = _keys(raw["data"], "data", {"dataset", "split", "root"}, {"dataset"})
+    dataset = _str(data, "dataset", "data", choices=tuple(INFOS))
+    inputs = parse_inputs(raw.get("inputs"))
+    protocol = parse_protocol(raw.get("protocol"), raw.get("radii", list(RADII)))
     chosen = _str(raw, "choices_made_on", "config", "unknown", CHOICE_SPLITS)
     methods_raw = raw["methods"]
     if not isinstance(methods_raw, list) or not methods_raw:
@@ -355,7 +343,7 @@ def parse_bench_config(raw: Any, source: str = "") -> BenchConfig:
                                        "the leaderboard entries' files"), dataset=dataset,
                        split=split,
                        root=_str(data, "root", "data"), inputs=inputs, protocol=protocol,
-                       radii=tuple(float(r) for r in radii), methods=methods,
+                       methods=methods,
                        choices_made_on=chosen, source=source)
 
 

@@ -10,22 +10,24 @@ result: `rsrouter leaderboard build runs/demo --out site` makes a page of it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..paths import PROJECT_REGISTRY
-from .config import parse_bench_config
+from ..protocol import Protocol
+from .config import BenchConfig, parse_bench_config
 from .harness import run_bench
 
 ROUTER = PROJECT_REGISTRY.parent / "routers" / "fashion-mnist"
+DEMO_PROTOCOL = Protocol(n0=100, n=2000, alpha=0.001, seed=0, batch_size=2500)
 
 
-def demo_config(num: int = 100, n: int = 2000, batch_size: int = 2500):
+def demo_config(num: int = 100, protocol: Protocol = DEMO_PROTOCOL) -> BenchConfig:
     """The embedded benchmark: ``num`` evenly spaced test images of Fashion-MNIST."""
-    return parse_bench_config({
+    return replace(parse_bench_config({
         "name": "demo-fashion-mnist",
         "data": {"dataset": "fashion-mnist", "split": "test"},
         "inputs": {"every": max(1, 10_000 // num), "first": num},
-        "protocol": {"n0": 100, "n": n, "alpha": 0.001, "seed": 0, "batch_size": batch_size},
         "choices_made_on": "none",
         "methods": [
             *({"type": "expert", "expert": f"fashion-mnist-sigma{s}"}
@@ -35,13 +37,13 @@ def demo_config(num: int = 100, n: int = 2000, batch_size: int = 2500):
              "note": "The bundled router and its certificate were chosen on the validation "
                      "split (benchmarks/configs/validation/fashion-mnist.yaml)."},
             {"type": "envelope"}, {"type": "oracle"}, {"type": "cascade", "name": "multiscale"},
-        ]})
+        ]}), protocol=protocol)
 
 
-def run_demo(out: Path, *, num: int = 100, n: int = 2000, batch_size: int = 2500,
+def run_demo(out: Path, *, num: int = 100, protocol: Protocol = DEMO_PROTOCOL,
              progress: bool = True) -> Path:
     """Run the embedded benchmark into ``out`` and print its summary; returns ``out``."""
-    out = run_bench(demo_config(num, n, batch_size), out, progress=progress)
+    out = run_bench(demo_config(num, protocol), out, progress=progress)
     print((out / "summary.md").read_text())
     print(f"per-input certificates: {out}/*.tsv\ncurves: {out}/curves.png\n"
           f"a leaderboard page: rsrouter leaderboard build {out} --out site")

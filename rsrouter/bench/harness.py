@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,18 +27,15 @@ from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
 from ..files import FileLock, atomic_write_json
-from ..registry.core import is_remote_source
+from ..registry.core import Registry, is_remote_source
 from ..results.tsv import check_rows, write_tsv
 from ..routing.router import ROUTER_STAGES, load_routed
 from ..urls import public_url
 from . import methods as compose
+from .aces import SmoothedEntropyRouter, fit_thresholds
 from .config import BenchConfig, Method
+from .report import build_report
 from .store import count_settings, ensure_counts, read_counts
-
-KINDS = {"expert": "certificate", "router": "certificate", "tree": "certificate",
-         "cascade": "certificate",
-         "aces": "certificate", "oracle": "not a certificate: per-input ceiling",
-         "envelope": "not a classifier: selection over the test inputs"}
 
 
 def expert_record(expert) -> dict:
@@ -54,8 +53,9 @@ def run_key(cfg: BenchConfig, data: dict, indices: list[int]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class _Models:
-    """Every model of a config, loaded once; count files computed and read once per model."""
+class _Run:
+    """One benchmark run: its config, data and inputs, every model loaded once, each count file
+    computed and read once, and the frames of the methods composed so far (``results``)."""
 
     def __init__(self, cfg: BenchConfig, dataset, indices, out: Path, registry, progress: bool,
                  device: str = "cpu"):
@@ -65,6 +65,7 @@ class _Models:
         self.routed: dict[str, object] = {}
         self.paths: dict[str, Path] = {}
         self.frames: dict[Path, pd.DataFrame] = {}
+        self.results: dict[str, pd.DataFrame] = {}
 
     def expert(self, ref: str):
         if ref not in self.experts:
@@ -91,6 +92,32 @@ class _Models:
         return self.frames[path]
 
 
+Composed = tuple[pd.DataFrame | None, dict]
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    """How the harness runs one method type: ``load(run, method)`` loads every model it needs
+    (before any count pass, so that a bad reference fails at once), ``compose(run, method)``
+    returns its frame (None: built by the report) and the metadata of its ``.method.json``;
+    ``kind`` says what its rows are."""
+
+    load: Callable[[_Run, Method], object]
+    compose: Callable[[_Run, Method], Composed]
+    kind: str = "certificate"
+
+
+METHODS: dict[str, BenchMethod] = {}  # by method type (bench.config.METHOD_SCHEMAS)
+
+
+def register(type_: str, load: Callable[[_Run, Method], object], kind: str = "certificate"):
+    """Register the decorated ``compose(run, method)`` as the method type ``type_``."""
+    def add(fn: Callable[[_Run, Method], Composed]) -> Callable[[_Run, Method], Composed]:
+        METHODS[type_] = BenchMethod(load, fn, kind)
+        return fn
+    return add
+
+
 def _pool(cfg: BenchConfig, method: Method) -> list[str]:
     """Expert references of a cascade or an entropy router (default: every expert method's)."""
     return list(method.experts) or [m.expert for m in cfg.expert_methods()]
@@ -102,19 +129,27 @@ def _expert_methods(cfg: BenchConfig, method: Method) -> list[Method]:
     return [m for m in cfg.expert_methods() if m.name in names]
 
 
-def _load_all(cfg: BenchConfig, models: _Models) -> None:
+def _load_expert(run: _Run, method: Method):
+    return run.expert(method.expert)
+
+
+def _load_router(run: _Run, method: Method):
+    return run.router(method.router)
+
+
+def _load_pool(run: _Run, method: Method) -> list:
+    return [run.expert(ref) for ref in _pool(run.cfg, method)]
+
+
+def _load_nothing(run: _Run, method: Method) -> None:
+    """Envelope and oracle: taken over the config's expert methods, which load their own."""
+
+
+def _load_all(run: _Run) -> None:
     """Load every model before any count pass: a bad reference fails at once, naming it."""
-    for method in cfg.methods:
+    for method in run.cfg.methods:
         try:
-            if method.type == "expert":
-                models.expert(method.expert)
-            elif method.type == "router":
-                models.router(method.router)
-            elif method.type == "tree":
-                _tree_structure(method, models)
-            elif method.type in ("cascade", "aces"):
-                for ref in _pool(cfg, method):
-                    models.expert(ref)
+            METHODS[method.type].load(run, method)
         except RsrouterError as e:
             raise ConfigError(f"methods: {method.name} ({method.type}): {e}") from None
 
@@ -128,9 +163,6 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
         ConfigError: a method that cannot be built (unknown expert, mismatched experts, ...).
         LockedError: another process runs a benchmark into ``out``.
     """
-    from ..registry.core import Registry
-    from .report import build_report
-
     out = Path(out)
     registry = registry or Registry()
     dist = current()  # under torchrun every rank runs the count passes, rank 0 writes the rest
@@ -142,27 +174,26 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, *, registry=None,
             atomic_write_json(out / MARKER, {"rsrouter": __version__})
         dataset = load_dataset(cfg.dataset, cfg.split, cfg.root)
         indices = cfg.inputs.select(len(dataset))
-        models = _Models(cfg, dataset, indices, out, registry, progress, device)
-        _load_all(cfg, models)
+        run = _Run(cfg, dataset, indices, out, registry, progress, device)
+        _load_all(run)
         key = run_key(cfg, data_identity(dataset), indices)
         bench = {"config": cfg.to_dict(), "data": data_identity(dataset), "inputs": indices,
                  "inputs_spec": cfg.inputs.describe(), "run_key": key,
                  "rsrouter_version": __version__}
         if dist.is_main:
             _clean(out, cfg)
-        results: dict[str, pd.DataFrame] = {}
         for method in sorted(cfg.methods, key=lambda m: m.type != "expert"):  # experts first
             try:
-                frame, meta = _compose(cfg, method, models, results)
+                frame, meta = METHODS[method.type].compose(run, method)
             except (ConfigError, KeyError) as e:
                 raise ConfigError(f"methods: {method.name} ({method.type}): {e}") from None
             if frame is not None:  # the rows we publish pass our own reader
                 check_rows(frame, f"{method.name} (composed)")
-                results[method.name] = frame
+                run.results[method.name] = frame
             if dist.is_main:
                 _write_method(out, method, frame, meta, cfg, dataset, len(indices), key)
         if dist.is_main:
-            used = sorted(str(path.relative_to(out)) for path in models.paths.values())
+            used = sorted(str(path.relative_to(out)) for path in run.paths.values())
             atomic_write_json(out / "bench.json", {**bench, "counts": used,
                                                    "date": pd.Timestamp.now().date().isoformat()})
             build_report(out)
@@ -208,6 +239,105 @@ def _clean(out: Path, cfg: BenchConfig) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+@register("expert", _load_expert)
+def _expert(run: _Run, method: Method) -> Composed:
+    """One expert's certificates at the protocol's alpha."""
+    alpha = run.cfg.protocol.alpha
+    expert = run.expert(method.expert)
+    return compose.expert_frame(run.counts(expert, expert.name), alpha), {
+        "experts": [expert_record(expert)], "alpha_accounting": f"alpha = {alpha}"}
+
+
+@register("router", _load_router)
+def _router(run: _Run, method: Method) -> Composed:
+    """A trained router over its experts: the pinned (Dual RS) or the set certificate."""
+    alpha = run.cfg.protocol.alpha
+    routed = run.router(method.router)
+    router_counts = run.counts(routed.router, method.name, ROUTER_STAGES)
+    expert_counts = [run.counts(e, e.name) for e in routed.experts]
+    names = [e.name for e in routed.experts]
+    if method.certificate == "set":
+        frame = compose.set_frame(router_counts, expert_counts, names, alpha,
+                                  method.alpha_split, routed.router.sigma)
+        routing = compose.set_stats(frame)
+        rule = _set_alpha_text(alpha, method.alpha_split, len(names))
+    else:
+        frame = compose.routed_frame(router_counts, expert_counts, names, alpha,
+                                     method.alpha_split, routed.router.sigma)
+        routing, rule = compose.routing_stats(frame), _alpha_split_text(alpha, method.alpha_split)
+    return frame, {
+        "certificate": method.certificate,
+        "experts": [expert_record(e) for e in routed.experts],
+        "router": _router_record(method.router, routed.router),
+        "routing": routing, "alpha_accounting": rule}
+
+
+@register("cascade", _load_pool)
+def _cascade(run: _Run, method: Method) -> Composed:
+    """The multiscale cascade over the pool's experts, from their counts."""
+    alpha = run.cfg.protocol.alpha
+    experts = _load_pool(run, method)
+    frames = [run.counts(e, e.name) for e in experts]
+    frame = compose.cascade_frame(frames, [e.name for e in experts], alpha, method.threshold,
+                                  method.alpha_rule)
+    bounds = compose.cascade_bounds(len(experts))
+    rule = (f"alpha/(k+1) at stopping stage k (Jeong & Shin's certify.py): {alpha} for the "
+            "bounds of the path taken; the path depends on the data, so not alpha overall"
+            if method.alpha_rule == "faithful" else
+            f"alpha/{bounds} = {alpha / bounds:g} for each of the {bounds} bounds any stopping "
+            f"stage can use: {alpha} in all (union bound)")
+    return frame, {"experts": [expert_record(e) for e in experts], "alpha_accounting": rule,
+                   "threshold": method.threshold}
+
+
+@register("aces", _load_pool)
+def _aces(run: _Run, method: Method) -> Composed:
+    """The entropy router (:mod:`.aces`), fitted on its fit split, then routed like a router."""
+    cfg = run.cfg
+    experts = _load_pool(run, method)
+    fitted = fit_thresholds(  # on rank 0 only; the others receive its fit
+        experts, method.fit, cfg.protocol.radii, data_root=cfg.root, cache=run.out / "fits",
+        progress=run.progress) if current().is_main else None
+    thresholds, order, report = current().broadcast(fitted)
+    router = SmoothedEntropyRouter(experts[order[0]], thresholds, order)
+    router_counts = run.counts(router, method.name, ROUTER_STAGES)
+    ordered = [experts[k] for k in order]
+    frame = compose.routed_frame(router_counts, [run.counts(e, e.name) for e in ordered],
+                                 [e.name for e in ordered], cfg.protocol.alpha,
+                                 method.alpha_split, router.sigma)
+    return frame, {
+        "experts": [expert_record(e) for e in ordered],
+        "router": {"kind": "entropy of the largest-sigma expert's softmax, binned",
+                   "thresholds": thresholds, "sigma": router.sigma,
+                   "weights_sha256": router.pin.weights_sha256,
+                   "config_sha256": router.pin.config_sha256, "fit": report},
+        "routing": compose.routing_stats(frame),
+        "alpha_accounting": _alpha_split_text(cfg.protocol.alpha, method.alpha_split)}
+
+
+def _pool_meta(run: _Run, method: Method) -> dict:
+    """The metadata of an envelope or oracle: the expert methods it is taken over."""
+    pool = _expert_methods(run.cfg, method)
+    return {"pool": [m.name for m in pool], "alpha_accounting": "none: not a certificate",
+            "experts": [expert_record(run.expert(m.expert)) for m in pool]}
+
+
+@register("oracle", _load_nothing, "not a certificate: per-input ceiling")
+def _oracle(run: _Run, method: Method) -> Composed:
+    """The per-input best expert (needs every expert's counts on every input)."""
+    pool = {m.name: run.results[m.name] for m in _expert_methods(run.cfg, method)}
+    frame = compose.oracle_frame(pool)
+    frame.insert(5, "time", sum(df["time"].to_numpy() for df in pool.values()))
+    frame["forwards"] = sum(df["forwards"].to_numpy() for df in pool.values())
+    return frame, _pool_meta(run, method)
+
+
+@register("envelope", _load_nothing, "not a classifier: selection over the test inputs")
+def _envelope(run: _Run, method: Method) -> Composed:
+    """A per-radius selection over the pool, built by the report: no frame here."""
+    return None, _pool_meta(run, method)
+
+
 def _alpha_split_text(alpha: float, split: float) -> str:
     return (f"router alpha {alpha * split:g} + expert alpha {alpha - alpha * split:g} = {alpha} "
             "(union bound)")
@@ -221,97 +351,19 @@ def _set_alpha_text(alpha: float, split: float, k: int) -> str:
             f"{alpha} (union bound)")
 
 
-def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
-    """``(frame, metadata)`` of one method (``(None, metadata)`` for the envelope)."""
-    alpha = cfg.protocol.alpha
-    if method.type == "expert":
-        expert = models.expert(method.expert)
-        counts = models.counts(expert, expert.name)
-        return compose.expert_frame(counts, alpha), {
-            "experts": [expert_record(expert)], "alpha_accounting": f"alpha = {alpha}"}
-    if method.type == "router":
-        routed = models.router(method.router)
-        router_counts = models.counts(routed.router, method.name, ROUTER_STAGES)
-        expert_counts = [models.counts(e, e.name) for e in routed.experts]
-        names = [e.name for e in routed.experts]
-        if method.certificate == "set":
-            frame = compose.set_frame(router_counts, expert_counts, names, alpha,
-                                      method.alpha_split, routed.router.sigma)
-            routing, rule = compose.set_stats(frame), _set_alpha_text(
-                alpha, method.alpha_split, len(names))
-        else:
-            frame = compose.routed_frame(router_counts, expert_counts, names, alpha,
-                                         method.alpha_split, routed.router.sigma)
-            routing, rule = compose.routing_stats(frame), _alpha_split_text(alpha,
-                                                                             method.alpha_split)
-        return frame, {
-            "certificate": method.certificate,
-            "experts": [expert_record(e) for e in routed.experts],
-            "router": _router_record(method.router, routed.router),
-            "routing": routing, "alpha_accounting": rule}
-    if method.type == "tree":
-        return _compose_tree(cfg, method, models)
-    if method.type == "cascade":
-        experts = [models.expert(ref) for ref in _pool(cfg, method)]
-        frames = [models.counts(e, e.name) for e in experts]
-        frame = compose.cascade_frame(frames, [e.name for e in experts], alpha,
-                                      method.threshold, method.alpha_rule)
-        k = len(experts)
-        rule = (f"alpha/(k+1) at stopping stage k (Jeong & Shin's certify.py): {alpha} for the "
-                "bounds of the path taken; the path depends on the data, so not alpha overall"
-                if method.alpha_rule == "faithful" else
-                f"alpha/{compose.cascade_bounds(k)} = {alpha / compose.cascade_bounds(k):g} for "
-                f"each of the {compose.cascade_bounds(k)} bounds any stopping stage can use: "
-                f"{alpha} in all (union bound)")
-        return frame, {"experts": [expert_record(e) for e in experts], "alpha_accounting": rule,
-                       "threshold": method.threshold}
-    if method.type == "aces":
-        from .aces import SmoothedEntropyRouter, fit_thresholds
-
-        experts = [models.expert(ref) for ref in _pool(cfg, method)]
-        fitted = fit_thresholds(  # on rank 0 only; the others receive its fit
-            experts, method.fit, cfg.radii, data_root=cfg.root, cache=models.out / "fits",
-            progress=models.progress) if current().is_main else None
-        thresholds, order, report = current().broadcast(fitted)
-        router = SmoothedEntropyRouter(experts[order[0]], thresholds, order)
-        router_counts = models.counts(router, method.name, ROUTER_STAGES)
-        ordered = [experts[k] for k in order]
-        frame = compose.routed_frame(router_counts, [models.counts(e, e.name) for e in ordered],
-                                     [e.name for e in ordered], alpha, method.alpha_split,
-                                     router.sigma)
-        return frame, {
-            "experts": [expert_record(e) for e in ordered],
-            "router": {"kind": "entropy of the largest-sigma expert's softmax, binned",
-                       "thresholds": thresholds, "sigma": router.sigma,
-                       "weights_sha256": router.pin.weights_sha256,
-                       "config_sha256": router.pin.config_sha256, "fit": report},
-            "routing": compose.routing_stats(frame),
-            "alpha_accounting": _alpha_split_text(alpha, method.alpha_split)}
-    pool = {m.name: results[m.name] for m in _expert_methods(cfg, method)}
-    meta = {"pool": list(pool), "alpha_accounting": "none: not a certificate",
-            "experts": [rec for m in _expert_methods(cfg, method)
-                        for rec in [expert_record(models.expert(m.expert))]]}
-    if method.type == "oracle":  # needs every expert's counts on every input
-        frame = compose.oracle_frame(pool)
-        frame.insert(5, "time", sum(df["time"].to_numpy() for df in pool.values()))
-        frame["forwards"] = sum(df["forwards"].to_numpy() for df in pool.values())
-        return frame, meta
-    return None, meta  # envelope: a per-radius selection, built by the report from the pool
-
-
 def _router_record(path: str, router) -> dict:
     return {"name": Path(path).name, "sigma": router.sigma,
             "architecture": router.card.architecture,
             "weights_sha256": router.pin.weights_sha256, "config_sha256": router.pin.config_sha256}
 
 
-def _tree_structure(method: Method, models: _Models):
+def _tree_structure(run: _Run, method: Method):
     """``(root, expert names, children, group of each expert)`` of a tree method; raises
     ConfigError when a child's experts are not the root's (by sha256) or two children share one."""
-    root = models.router(method.router)
+    root = run.router(method.router)
     names = [e.name for e in root.experts]
     pins = {e.name: (e.pin.weights_sha256, e.pin.config_sha256) for e in root.experts}
-    children = [models.router(ref) for ref in method.children]
+    children = [run.router(ref) for ref in method.children]
     for ref, child in zip(method.children, children):
         for e in child.experts:
             if pins.get(e.name, (e.pin.weights_sha256, e.pin.config_sha256)) != (
@@ -325,25 +377,27 @@ def _tree_structure(method: Method, models: _Models):
     return root, names, children, groups
 
 
-def _compose_tree(cfg: BenchConfig, method: Method, models: _Models):
+@register("tree", _tree_structure)
+def _tree(run: _Run, method: Method) -> Composed:
     """A router tree (:mod:`..certify.tree`): the root's choices pooled into one group per child
     router, each child choosing within its group."""
-    root, names, children, groups = _tree_structure(method, models)
+    alpha = run.cfg.protocol.alpha
+    root, names, children, groups = _tree_structure(run, method)
     child_of_group = {groups[names.index(c.experts[0].name)]: i for i, c in enumerate(children)}
-    root_counts = models.counts(root.router, f"{method.name}-root", ROUTER_STAGES)
-    child_counts = [models.counts(c.router, f"{method.name}-child{i}", ROUTER_STAGES)
+    root_counts = run.counts(root.router, f"{method.name}-root", ROUTER_STAGES)
+    child_counts = [run.counts(c.router, f"{method.name}-child{i}", ROUTER_STAGES)
                     for i, c in enumerate(children)]
-    expert_counts = [models.counts(e, e.name) for e in root.experts]
+    expert_counts = [run.counts(e, e.name) for e in root.experts]
     frame = compose.tree_frame(
         root_counts, root.router.sigma, groups, names,
         [(child_counts[i], c.router.sigma, [names.index(e.name) for e in c.experts])
          for i, c in enumerate(children)], child_of_group, expert_counts,
-        cfg.protocol.alpha, method.alpha_split)
-    a_r = cfg.protocol.alpha * method.alpha_split
+        alpha, method.alpha_split)
+    a_r = alpha * method.alpha_split
     rule = (f"router tree: routers alpha {a_r:g} (the root alone {a_r:g} on a path without a "
             f"child; root {a_r / 2:g} + child {a_r / 2:g} on a path with one) + expert alpha "
-            f"{cfg.protocol.alpha - a_r:g} = {cfg.protocol.alpha} (union bound; the path depends "
-            "only on the selection draws)")
+            f"{alpha - a_r:g} = {alpha} (union bound; the path depends only on the selection "
+            "draws)")
     record = _router_record(method.router, root.router)
     record["children"] = [_router_record(ref, c.router)
                           for ref, c in zip(method.children, children)]
@@ -367,12 +421,11 @@ def chosen_on(cfg: BenchConfig, method: Method) -> str:
 def _write_method(out: Path, method: Method, frame, meta: dict, cfg: BenchConfig, dataset,
                   count: int, key: str) -> None:
     chosen = chosen_on(cfg, method)
-    info = {"method": method.name, "type": method.type, "kind": KINDS[method.type],
+    info = {"method": method.name, "type": method.type, "kind": METHODS[method.type].kind,
             "benchmark": cfg.name, "run_key": key, "data": data_identity(dataset),
             "inputs": {"spec": cfg.inputs.describe(), "count": count},
-            "protocol": {"n0": cfg.protocol.n0, "n": cfg.protocol.n, "alpha": cfg.protocol.alpha,
-                         "seed": cfg.protocol.seed},
-            "radii": list(cfg.radii), "chosen_on": chosen, "chosen_on_test": chosen == "test",
+            "protocol": cfg.protocol.record(), "radii": list(cfg.protocol.radii),
+            "chosen_on": chosen, "chosen_on_test": chosen == "test",
             "note": method.note, "rsrouter_version": __version__, **meta}
     if method.type not in ("oracle", "envelope") and chosen in ("test", "unknown"):
         info["note"] = (info["note"] + " " if info["note"] else "") + (

@@ -24,8 +24,8 @@ import pandas as pd
 from ..certify.smoothing import check_counts, sequential_counts
 from ..data import data_identity
 from ..errors import CountsError, ResultsError
+from ..protocol import Protocol
 from ..results.runs import group_size, model_identity, run_rows
-from .config import Protocol
 
 COUNT_COLUMNS = ("idx", "label", "cA", "nA", "n", "n0", "sigma", "share", "seed", "mode",
                  "counts", "time")

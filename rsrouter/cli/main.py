@@ -547,7 +547,7 @@ def _certify_routed(args: argparse.Namespace) -> None:
 def cmd_router_train(args: argparse.Namespace) -> None:
     from ..routing.config import load_config
     from ..routing.router import read_router_card
-    from ..training.train import train_router
+    from ..training.router import train_router
 
     cfg = load_config(args.config)
     out = train_router(cfg, args.out, registry=_registry(args), device=_device(args.device),
@@ -615,7 +615,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_train(args: argparse.Namespace) -> None:
-    from ..training.train import TrainConfig, train_expert
+    from ..training.expert import TrainConfig, train_expert
 
     for s in [args.sigma] if args.sigmas is None else args.sigmas:
         _check_sigma(s)
@@ -882,9 +882,12 @@ def cmd_leaderboard_publish(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from ..bench.demo import run_demo
+    from dataclasses import replace
 
-    run_demo(Path(args.out), num=args.num, n=args.n, batch_size=args.batch_size,
+    from ..bench.demo import DEMO_PROTOCOL, run_demo
+
+    run_demo(Path(args.out), num=args.num,
+             protocol=replace(DEMO_PROTOCOL, n=args.n, batch_size=args.batch_size),
              progress=not args.no_progress)
 
 

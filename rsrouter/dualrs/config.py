@@ -26,7 +26,7 @@ the train split; every round is benchmarked on the validation split; ``select`` 
 on those validation results (``acr``: the Dual RS certificate's ACR; ``max_regret``: the
 smallest max regret against the classifier's global sigmas, ties by ACR; ``claims``: the paper's
 claims, the largest worst margin of "dominated by no global sigma" and "above the cascade at
-r = 0.5, 0.75, 1", ties by ACR; see :func:`rsrouter.dualrs.loop.claims_margin`).
+r = 0.5, 0.75, 1", ties by ACR; see :func:`rsrouter.dualrs.rounds.claims_margin`).
 ``certificate`` (``pinned``, the default, or ``set``) is the Dual RS certificate ``select`` judges.
 ``classifier.pretrained`` (a card serving exactly ``sigmas``, relative to the config file) is
 round 0's classifier instead of training one; it is copied into the run and pinned by sha256.
@@ -39,16 +39,20 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bench.config import parse_bench_config
 from ..errors import ConfigError
+from ..protocol import Protocol
 from ..routing.config import (
     Consistency,
     DataSpec,
     LabelSpec,
+    RouterConfig,
     RouterSpec,
     TrainSpec,
     _build,
     read_config_file,
 )
+from ..routing.config import validate as validate_router
 
 SELECT_RULES = ("acr", "max_regret", "claims")
 CERTIFICATES = ("pinned", "set")
@@ -134,10 +138,6 @@ def parse_dualrs_config(raw: Any, source: str = "") -> DualRSConfig:
 
 def validate(cfg: DualRSConfig) -> DualRSConfig:
     """Value checks (the estimator's through the router config's own validation)."""
-    from ..bench.config import parse_bench_config
-    from ..routing.config import RouterConfig
-    from ..routing.config import validate as validate_router
-
     if not isinstance(cfg.name, str) or not cfg.name or any(c in cfg.name for c in " /\\:#"):
         raise ConfigError(f"name: a non-empty name without spaces or '/\\:#', got {cfg.name!r}")
     sigmas = cfg.sigmas
@@ -167,10 +167,6 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
         raise ConfigError("classifier.noise_copies: consistency regularization needs >= 2")
     if cfg.select not in SELECT_RULES:
         raise ConfigError(f"select: one of {', '.join(SELECT_RULES)}, got {cfg.select!r}")
-    if cfg.select == "claims" and isinstance(cfg.validation, dict) and not {0.5, 0.75, 1.0} <= {
-            float(r) for r in cfg.validation.get("radii") or () if isinstance(r, (int, float))}:
-        raise ConfigError("select: claims needs validation.radii to include 0.5, 0.75 and 1 "
-                          "(where the cascade must be beaten)")
     if cfg.certificate not in CERTIFICATES:
         raise ConfigError(f"certificate: one of {', '.join(CERTIFICATES)}, got "
                           f"{cfg.certificate!r}")
@@ -193,17 +189,27 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
             est.router, backbone=None), labels=est.labels, train=est.train, seed=cfg.seed))
     except ConfigError as e:
         raise ConfigError(f"estimator.{e}") from None
+    protocol = validation_protocol(cfg)
+    if cfg.select == "claims" and not {0.5, 0.75, 1.0} <= set(protocol.radii):
+        raise ConfigError("select: claims needs validation.radii to include 0.5, 0.75 and 1 "
+                          "(where the cascade must be beaten)")
+    return cfg
+
+
+def validation_protocol(cfg: DualRSConfig) -> Protocol:
+    """The protocol (radius grid included) every round is benchmarked with on the validation
+    split. Raises ConfigError naming the key of ``validation`` that is wrong."""
     raw = cfg.validation if isinstance(cfg.validation, dict) else None
     if raw is None or set(raw) - {"inputs", "protocol", "radii"}:
         raise ConfigError("validation: a mapping of inputs, protocol and radii (the benchmark "
                           "of every round on the validation split)")
     try:
-        parse_bench_config({**raw, "name": cfg.name, "data": {"dataset": cfg.data.dataset,
-                                                              "split": "validation"},
-                            "methods": [{"type": "envelope"}, {"type": "expert", "expert": "e"}]})
+        bench = parse_bench_config({**raw, "name": cfg.name, "data": {
+            "dataset": cfg.data.dataset, "split": "validation"}, "methods": [
+                {"type": "envelope"}, {"type": "expert", "expert": "e"}]})
     except ConfigError as e:
         raise ConfigError(f"validation: {e}") from None
-    return cfg
+    return bench.protocol
 
 
 def load_dualrs_config(path: str | os.PathLike) -> DualRSConfig:

@@ -26,45 +26,39 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
 import yaml
+from tqdm.auto import tqdm
 
+from ..bench.config import parse_bench_config
+from ..bench.harness import run_bench
+from ..cards.card import ExpertCard, check_claim, read_artifact, read_card
 from ..data import load_dataset
 from ..distributed import current
 from ..errors import ConfigError
 from ..files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from ..results.tsv import plot_label
+from ..registry.core import Registry, sigma_ref
 from ..routing.config import RouterConfig
+from ..routing.router import ExpertRef, load_router, read_router_card, write_router_card
+from ..training.expert import TrainConfig, train_expert
+from ..training.router import train_router
 from .config import DualRSConfig
+from .rounds import RoundResult, write_rounds
 
 ROUND = "round-{}"
 
 
-@dataclass(frozen=True)
-class RoundResult:
-    """One round's folders and its validation summary rows (by method name)."""
-
-    round: int
-    classifier: Path
-    estimator: Path
-    bench: Path
-    rows: dict
-
-
 def classifier_refs(classifier: Path | str, sigmas) -> list[str]:
     """The experts of a round: the classifier at each candidate sigma."""
-    from ..registry.core import sigma_ref
-
     return [sigma_ref(str(classifier), s) for s in sigmas]
 
 
-def classifier_config(cfg: DualRSConfig, *, init: Path | None = None):
+def classifier_config(cfg: DualRSConfig, *, init: Path | None = None) -> TrainConfig:
     """The TrainConfig of round 0 (``init`` None) or of a fine-tuning round."""
-    from ..training.train import TrainConfig
-
     c, f = cfg.classifier, cfg.finetune
     common = dict(dataset=cfg.data.dataset, arch=c.arch, sigmas=tuple(float(s) for s in
                                                                        cfg.sigmas),
@@ -99,8 +93,6 @@ def assign_sigmas(estimator, dataset, samples: int, *, seed: int, batch_size: in
     over ``samples`` noisy draws (stream ``(seed, index, "assign")``). A training signal, not a
     certificate. Under torchrun each rank counts its share of the chunks and every rank gets
     the whole assignment (the same as one process's: the draws are seeded by input index)."""
-    from tqdm.auto import tqdm
-
     dist = current()
     out = torch.full((len(dataset),), -1, dtype=torch.long)
     mine = dist.shard(range(0, len(dataset), chunk))
@@ -115,8 +107,6 @@ def assign_sigmas(estimator, dataset, samples: int, *, seed: int, batch_size: in
         bar.update(len(idx) * dist.world)
     bar.close()
     if dist.enabled:
-        import torch.distributed as tdist
-
         tdist.all_reduce(out, op=tdist.ReduceOp.MAX)  # each input counted by exactly one rank
     return out
 
@@ -160,11 +150,6 @@ def bench_config(cfg: DualRSConfig, round_dir: Path) -> dict:
 def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None, *,
               registry, device: str, progress: bool) -> RoundResult:
     """Round ``k``: (fine-tune the classifier,) label, train the estimator, benchmark."""
-    from ..bench.config import parse_bench_config
-    from ..bench.harness import run_bench
-    from ..routing.router import load_router
-    from ..training.train import train_expert, train_router
-
     rdir = out / ROUND.format(k)
     rdir.mkdir(parents=True, exist_ok=True)
     done = rdir / "round.json"
@@ -198,9 +183,6 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     run_bench(parse_bench_config(raw, str(rdir / "bench.yaml")), rdir / "bench",
               registry=registry, progress=progress, device=device)
     if current().is_main:
-        from ..cards.card import read_card
-        from ..routing.router import read_router_card
-
         atomic_write_json(done, {"round": k, "classifier_weights_sha256":
                                  read_card(classifier).weights_sha256,
                                  "estimator_weights_sha256":
@@ -223,8 +205,6 @@ def check_pretrained(cfg: DualRSConfig, folder: Path) -> None:
         ConfigError: not a classifier folder, or another architecture / kind / sigmas / dataset.
         IntegrityError: the weights do not match the card's sha256.
     """
-    from ..cards.card import ExpertCard, check_claim, read_artifact
-
     if not (folder / "config.json").is_file():
         raise ConfigError(f"classifier.pretrained: {folder} is not a classifier folder (no "
                           "config.json); train one with rsrouter experts train --sigmas")
@@ -260,9 +240,6 @@ def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
 
 
 def _result(k: int, rdir: Path) -> RoundResult:
-    from ..cards.card import read_card
-    from ..routing.router import read_router_card
-
     done = rdir / "round.json"
     if done.is_file():  # the folders must still hold what the round trained and benchmarked
         record = json.loads(done.read_text())
@@ -288,8 +265,6 @@ def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, regi
         ConfigError: bad settings, or ``out`` holds a run of another config.
         ResumeError / LockedError: from the training steps.
     """
-    from ..registry.core import Registry
-
     if rounds < 1:
         raise ConfigError(f"--rounds must be >= 1, got {rounds}")
     out = Path(out)
@@ -317,142 +292,12 @@ def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, regi
     return results
 
 
-def dualrs_method(cfg: DualRSConfig) -> str:
-    """The benchmark row of the Dual RS certificate the config judges."""
-    return "dualrs-set" if cfg.certificate == "set" else "dualrs"
-
-
-def best_round(cfg: DualRSConfig, results: list[RoundResult]) -> int:
-    """The round the config's ``select`` rule picks on the validation results."""
-    method = dualrs_method(cfg)
-
-    def acr(r: RoundResult) -> float:
-        return float(r.rows[method]["ACR"])
-
-    if cfg.select == "acr":
-        return max(results, key=lambda r: (acr(r), -r.round)).round
-    if cfg.select == "claims":
-        return max(results, key=lambda r: (claims_margin(r, method), acr(r), -r.round)).round
-    return min(results, key=lambda r: (regret_vs_global(r, method), -acr(r), r.round)).round
-
-
-CLAIM_GAIN = 2.0  # points above each global sigma somewhere on the grid
-CLAIM_RADII = ("r=0.5", "r=0.75", "r=1")  # where the cascade must be beaten
-
-
-def claims_margin(r: RoundResult, method: str = "dualrs") -> float:
-    """The paper's two claims as one number, in points: the smallest of (a) for each global
-    sigma, the largest gain of ``method`` over it on the grid minus 2 (the claim: >= 0), and
-    (b) ``method`` minus the multiscale cascade at r = 0.5, 0.75 and 1 (the claim: > 0)."""
-    me = r.rows[method]
-    radii = [k for k in me if k.startswith("r=") and not k.endswith(("low", "high"))]
-    dominance = [max(float(me[k]) - float(row[k]) for k in radii) - CLAIM_GAIN
-                 for name, row in r.rows.items() if name.startswith("sigma-")]
-    # select: claims requires all of CLAIM_RADII (config.validate); a display may lack some
-    cascade = [float(me[k]) - float(r.rows["multiscale"][k]) for k in CLAIM_RADII if k in me]
-    return min(dominance + cascade)  # unrounded: rounding could turn a loss into a tie
-
-
-def regret_vs_global(r: RoundResult, method: str = "dualrs") -> float:
-    """The largest gap of ``method`` below the best global sigma of the round, on the grid."""
-    radii = [k for k in r.rows[method] if k.startswith("r=") and not k.endswith(("low", "high"))]
-    best = {k: max(float(row[k]) for name, row in r.rows.items() if name.startswith("sigma-"))
-            for k in radii}
-    return round(max(0.0, *(best[k] - float(r.rows[method][k]) for k in radii)), 1)
-
-
-def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> None:
-    """rounds.json, rounds.md and rounds.png: each round's validation curves and what it did."""
-    from ..routing.router import read_router_card
-
-    best = best_round(cfg, results)
-    method = dualrs_method(cfg)
-    radii = [k for k in results[0].rows["dualrs"] if k.startswith("r=")
-             and not k.endswith(("low", "high"))]
-    doc = {"name": cfg.name, "select": cfg.select, "certificate": cfg.certificate,
-           "judged": method, "best_round": best, "split": "validation", "rounds": []}
-    for r in results:
-        card = read_router_card(r.estimator)
-        doc["rounds"].append({
-            "round": r.round, "classifier": str(r.classifier.relative_to(out)),
-            "estimator": str(r.estimator.relative_to(out)),
-            "routing": card.training.get("routing", {}),
-            "label_best_share": card.labels.get("best_share"),
-            "methods": {name: {key: row[key] for key in ("ACR", "ACR se", "max regret",
-                                                         *radii) if key in row}
-                        for name, row in r.rows.items()},
-            "dualrs_regret_vs_global_sigmas": regret_vs_global(r, method),
-            "claims_margin": claims_margin(r, method),
-        })
-    atomic_write_json(out / "rounds.json", doc)
-    head = ["round", "method", *radii, "ACR", "regret vs global sigmas", "claims margin",
-            "routing"]
-    lines = [f"# {cfg.name}: Dual RS rounds on the validation split", "",
-             f"Best round by `select: {cfg.select}` on `{method}`: **{best}**. Certified accuracy "
-             "(%) per radius; regret = the largest gap below the round's best global sigma on the "
-             "grid; claims margin = the worst of (largest gain over each global sigma - 2) and "
-             "(gain over the multiscale cascade at r = 0.5, 0.75, 1): the paper's claims hold "
-             "when the first are >= 0 and the second > 0.",
-             "",
-             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for entry, r in zip(doc["rounds"], results):
-        routing = ", ".join(f"{n.rsplit('sigma', 1)[-1]}: {100 * v:.0f}%"
-                            for n, v in entry["routing"].items())
-        for name in ("dualrs", "dualrs-set", "multiscale", *[f"sigma-{s:g}" for s in cfg.sigmas],
-                     "oracle"):
-            if name not in r.rows:
-                continue
-            row = r.rows[name]
-            shown = "oracle (not a certificate)" if name == "oracle" else name
-            lines.append("| " + " | ".join([str(r.round), shown, *[f"{float(row[k]):.1f}"
-                                                                   for k in radii],
-                                            f"{float(row['ACR']):.3f}" if "ACR" in row and
-                                            row["ACR"] is not None else "-",
-                                            f"{regret_vs_global(r, name):.1f}"
-                                            if name != "oracle" else "-",
-                                            f"{claims_margin(r, name):+.1f}"
-                                            if name.startswith("dualrs") else "",
-                                            routing if name == "dualrs" else ""]) + " |")
-    atomic_write_text(out / "rounds.md", "\n".join(lines) + "\n")
-    _plot(cfg, out / "rounds.png", results, radii, method)
-
-
-def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list[str],
-          method: str = "dualrs") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs = [float(k[2:]) for k in radii]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
-        ax.plot(xs, [float(r.rows[method][k]) for k in radii], marker="o",
-                label=f"Dual RS ({cfg.certificate} certificate), round {r.round}")
-    for s in cfg.sigmas:  # the last round's classifier at each global sigma, for reference
-        row = results[-1].rows[f"sigma-{s:g}"]
-        ax.plot(xs, [float(row[k]) for k in radii], linestyle="--", alpha=0.6,
-                label=f"round {results[-1].round} classifier, global sigma {s:g}")
-    ax.set_xlabel("l2 radius (pixel units)")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_title(plot_label(f"{cfg.name}: each round on the validation split"))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def export_round(run: str | os.PathLike, k: int, classifier_out: str | os.PathLike,
                  estimator_out: str | os.PathLike) -> tuple[Path, Path]:
     """Copy round ``k``'s classifier and estimator folders elsewhere (to bundle or publish),
     pointing the estimator's records at the classifier's new place; the hashes they pin are
     unchanged, so the exported pair loads exactly the bytes the round trained and benchmarked.
     """
-    from ..routing.router import ExpertRef, read_router_card, write_router_card
-
     src = Path(run) / ROUND.format(k)
     if not (src / "estimator" / "config.json").is_file():
         raise ConfigError(f"{src}: no finished round {k} (run rsrouter dualrs train first)")

@@ -572,7 +572,7 @@ def make_unet(config: DenoiserTrainConfig, image_size: tuple[int, int, int]):
 
 
 class _EpsilonModel(nn.Module):
-    """The UNet as ``training.train.fit`` sees a model: ``net`` holds the trained weights."""
+    """The UNet as ``training.fit.fit`` sees a model: ``net`` holds the trained weights."""
 
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
@@ -609,7 +609,7 @@ def train_denoiser(images: torch.Tensor, out: str | os.PathLike, config: Denoise
         LockedError: another process is training into ``out``.
     """
     from ..data import DatasetInfo, TensorImageDataset
-    from ..training.train import cosine_lr, fit
+    from ..training.fit import cosine_lr, fit
 
     diffusers = _diffusers()
     out = Path(out)

@@ -13,11 +13,9 @@ Only the chosen expert is evaluated, so the cost is the router's plus one expert
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -38,18 +36,14 @@ from ..cards.card import (
     read_artifact,
     read_config,
 )
-from ..certify.set_certificate import join_numbers, set_certificate, split_alphas
+from ..certify.set_certificate import join_numbers
 from ..certify.smoothing import (
     ABSTAIN,
     Certificate,
     Smooth,
-    _check_count,
-    certificate_from_counts,
-    shared_counts,
 )
 from ..errors import (
     CardError,
-    ConfigError,
     IntegrityError,
     SigmaNotServedError,
     UnknownExpertError,
@@ -60,6 +54,9 @@ from ..registry.core import is_remote_source
 from ..registry.expert import Expert, check_weight_sizes
 from ..registry.weights import build_network, save_weights
 from ..urls import public_url
+
+if TYPE_CHECKING:  # load_routed's result (routed.py imports this module)
+    from .routed import RoutedClassifier
 
 # A router certifies on the experts' noise streams: one standard-normal draw per sample serves the
 # router (scaled by sigma_r) and the chosen expert (scaled by its sigma); docs/theory.md shows
@@ -339,6 +336,7 @@ def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
             ``trusted_modules`` in the user's registry file).
     """
     from ..registry.core import Registry
+    from .routed import RoutedClassifier
 
     registry = registry or Registry()
     kw = dict(device=device, compile=compile, precision=precision)
@@ -390,135 +388,6 @@ def compose(router: Certificate, expert: Certificate | None, expert_name: str, a
                              alpha_expert)
 
 
-class RoutedClassifier:
-    """Router + experts. ``alpha_split`` is the share of alpha given to the router.
-
-    Raises:
-        ConfigError: experts that do not fit the router or each other.
-    """
-
-    def __init__(self, router: Smooth, experts: Sequence[Smooth], alpha_split: float = 0.5) -> None:
-        if not 0 < alpha_split < 1:
-            raise ConfigError(f"alpha_split must be in (0, 1), got {alpha_split}")
-        if router.num_classes != len(experts):
-            raise ConfigError(f"the router chooses among {router.num_classes} experts but "
-                              f"{len(experts)} were given")
-        check_compatible(experts)
-        self.router, self.experts, self.alpha_split = router, list(experts), alpha_split
-        largest = max(e.sigma for e in experts)
-        if router.sigma < largest:
-            warnings.warn(f"router sigma {router.sigma} is below the largest expert sigma "
-                          f"{largest} (Dual RS uses sigma_r >= max sigma_k)", stacklevel=2)
-
-    def split(self, alpha: float) -> tuple[float, float]:
-        """``(alpha_router, alpha_expert)``, summing to ``alpha``."""
-        alpha_r = alpha * self.alpha_split
-        return alpha_r, alpha - alpha_r
-
-    @property
-    def mode(self) -> str:
-        return self.router.mode
-
-    def _inputs(self, xs, n0, n, batch_size, seed, indices):
-        """Checked inputs, their dataset indices and the sampling keywords of a certify call."""
-        _check_count("n0", n0)
-        _check_count("n", n)
-        indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
-        xs, indices = self.router._check_inputs(xs, indices)
-        return xs, indices, dict(batch_size=batch_size, seed=seed, indices=indices)
-
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = 1000,
-                seed: int = 0, index: int = 0) -> RoutedCertificate:
-        """Routed CERTIFY of one input ``[C, H, W]``."""
-        return self.certify_batch(x.unsqueeze(0), n0, n, alpha, batch_size=batch_size, seed=seed,
-                                  indices=[index])[0]
-
-    def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
-                      batch_size: int = 1000, seed: int = 0,
-                      indices: Sequence[int] | None = None) -> list[RoutedCertificate]:
-        """Routed CERTIFY of each input; only each input's chosen expert is evaluated, and the
-        router and that expert use the same noise draws (each scaled by its own sigma).
-
-        1. the router's ``n0`` selection samples choose the expert ``k``;
-        2. expert ``k`` selects its class on the same ``n0`` draws (drawn again: 1% of the work
-           at n0 = 100, n = 10,000);
-        3. ``n`` fresh draws are made once and counted by the router and by expert ``k``.
-        The counts equal those of separate runs of the router and of each expert (same
-        streams), so routed certificates can also be composed from stored counts.
-        """
-        xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        alpha_r, alpha_e = self.split(alpha)
-        select, estimate = ROUTER_STAGES
-        choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
-        masks = [choice == k for k in range(len(self.experts))]
-        used = [(e, m) for e, m in zip(self.experts, masks) if bool(m.any())]
-        expert_select = shared_counts(used, xs, n0, stage=select, **kw) if used else []
-        counts = shared_counts([(self.router, None), *used], xs, n, stage=estimate, **kw)
-        router_counts, expert_counts = counts[0], counts[1:]
-        out = []
-        for i, (k, index) in enumerate(zip(choice.tolist(), indices)):
-            route = certificate_from_counts(k, int(router_counts[i, k]), n, n0, self.router.sigma,
-                                            alpha_r, seed, index, self.router.mode)
-            expert = None
-            if route.prediction != ABSTAIN:
-                slot = next(s for s, (e, m) in enumerate(used) if bool(m[i]))
-                c_a = int(expert_select[slot][i].argmax())
-                chosen = self.experts[k]
-                expert = certificate_from_counts(c_a, int(expert_counts[slot][i, c_a]), n, n0,
-                                                 chosen.sigma, alpha_e, seed, index, chosen.mode)
-            out.append(compose(route, expert, self._name(route.prediction), alpha, alpha_r,
-                               alpha_e))
-        return out
-
-    def certify_set_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
-                          batch_size: int = 1000, seed: int = 0,
-                          indices: Sequence[int] | None = None) -> list[SetRoutedCertificate]:
-        """The set certificate (:mod:`rsrouter.certify.set_certificate`) of each input: the router's
-        choice need not stay put where the experts it may switch to agree. Every expert is
-        counted on every input (on the router's noise draws); the router gets
-        ``alpha * alpha_split`` (half to the lower bound on its choice, half over upper bounds
-        on the others), the experts the rest (half to the chosen one)."""
-        xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        alpha_r, alpha_e = self.split(alpha)
-        select, estimate = ROUTER_STAGES
-        everyone = [(e, None) for e in self.experts]
-        choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
-        expert_select = shared_counts(everyone, xs, n0, stage=select, **kw)
-        counts = shared_counts([(self.router, None), *everyone], xs, n, stage=estimate, **kw)
-        k_all = len(self.experts)
-        out = []
-        for i in range(len(indices)):
-            a = int(choice[i])
-            levels = split_alphas(alpha_r, alpha_e, a, k_all)[2]
-            c_a = [int(expert_select[k][i].argmax()) for k in range(k_all)]
-            n_a = [int(counts[1 + k][i, c]) for k, c in enumerate(c_a)]
-            cert = set_certificate(a, counts[0][i].tolist(), self.router.sigma, c_a, n_a,
-                                   [n] * k_all, [e.sigma for e in self.experts], alpha_r, levels)
-            out.append(SetRoutedCertificate(
-                cert.prediction, cert.radius, a, self._name(a), self._name(cert.binding),
-                tuple(counts[0][i].tolist()), self.router.sigma, tuple(c_a), tuple(n_a),
-                (n,) * k_all, n0, tuple(e.sigma for e in self.experts), alpha_r, tuple(levels),
-                seed, self.router.mode))
-        return out
-
-    def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,
-                seed: int = 0, index: int = 0) -> int:
-        """Router PREDICT at alpha_r, then the chosen expert's PREDICT at alpha_e."""
-        alpha_r, alpha_e = self.split(alpha)
-        k = self.router.predict_batch(x.unsqueeze(0), n, alpha_r, batch_size=batch_size,
-                                      seed=seed, indices=[index], stage=ROUTER_PREDICT)[0]
-        if k == ABSTAIN:
-            return ABSTAIN
-        return self.experts[k].predict(x, n, alpha_e, batch_size=batch_size, seed=seed,
-                                       index=index)
-
-    def _name(self, k: int) -> str:
-        if k == ABSTAIN:
-            return ""
-        expert = self.experts[k]
-        return getattr(expert, "name", f"expert{k}")
-
-
 @dataclass(frozen=True)
 class SetRoutedCertificate:
     """A set certificate of a routed input (:meth:`RoutedClassifier.certify_set_batch`)."""
@@ -554,25 +423,6 @@ def set_extras(cert: SetRoutedCertificate) -> dict:
             "expert_sigma": join_numbers(cert.expert_sigma),
             "expert_alpha": join_numbers(cert.expert_alpha), "n0": cert.n0, "alpha": cert.alpha,
             "seed": cert.seed, "mode": cert.mode}
-
-
-def check_compatible(experts: Sequence[Smooth]) -> None:
-    """Experts must share class count, input shape and (when carded) dataset."""
-    if len(experts) < 2:
-        raise ConfigError(f"routing needs at least 2 experts, got {len(experts)}")
-    first = experts[0]
-    for e in experts[1:]:
-        for what, a, b in (("class count", first.num_classes, e.num_classes),
-                           ("input size", first.input_shape, e.input_shape),
-                           ("dataset", getattr(getattr(first, "card", None), "dataset", None),
-                            getattr(getattr(e, "card", None), "dataset", None))):
-            if a != b:
-                raise ConfigError(f"experts: {_label(first)} and {_label(e)} differ in {what} "
-                                  f"({a} vs {b}); a router chooses among experts of one task")
-
-
-def _label(expert: Smooth) -> str:
-    return getattr(expert, "name", None) or f"sigma={expert.sigma}"
 
 
 def routed_extras(cert: RoutedCertificate) -> dict:

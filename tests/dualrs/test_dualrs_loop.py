@@ -137,21 +137,21 @@ def test_rounds_on_two_ranks_with_torchrun(tmp_path):
 
 
 def test_a_round_interrupted_in_its_benchmark_finishes_on_rerun(tmp_path, monkeypatch):
-    import rsrouter.bench.harness as harness
+    import rsrouter.dualrs.loop as loop
 
     cfg = parse_dualrs_config({**CONFIG, "classifier": {**CONFIG["classifier"], "epochs": 1}})
-    real = harness.run_bench
+    real = loop.run_bench
 
     def crash(*a, **k):
         raise KeyboardInterrupt  # as a killed process: the round's models are saved, no bench
 
-    monkeypatch.setattr(harness, "run_bench", crash)
+    monkeypatch.setattr(loop, "run_bench", crash)
     with pytest.raises(KeyboardInterrupt):
         train_dualrs(cfg, tmp_path / "run", rounds=1, progress=False)
     assert (tmp_path / "run/round-0/estimator/model.safetensors").is_file()
     assert not (tmp_path / "run/round-0/round.json").exists()
     stamp = (tmp_path / "run/round-0/estimator/model.safetensors").stat().st_mtime_ns
-    monkeypatch.setattr(harness, "run_bench", real)
+    monkeypatch.setattr(loop, "run_bench", real)
     (result,) = train_dualrs(cfg, tmp_path / "run", rounds=1, progress=False)
     assert (tmp_path / "run/round-0/estimator/model.safetensors").stat().st_mtime_ns == stamp
     assert result.rows["dualrs"]["ACR"] >= 0 and (tmp_path / "run/round-0/round.json").is_file()
@@ -160,7 +160,7 @@ def test_a_round_interrupted_in_its_benchmark_finishes_on_rerun(tmp_path, monkey
 def test_round_zero_from_a_pretrained_classifier_judged_by_the_claims(run, tmp_path):
     """classifier.pretrained: round 0 copies (and checks) the given card instead of training;
     select: claims on the set certificate picks the round by the paper's claims."""
-    from rsrouter.dualrs.loop import best_round, claims_margin
+    from rsrouter.dualrs.rounds import best_round, claims_margin
 
     out, _, _ = run
     src = out / "round-1" / "classifier"
@@ -198,7 +198,7 @@ def test_round_zero_from_a_pretrained_classifier_judged_by_the_claims(run, tmp_p
 
 
 def test_claims_margin_is_the_worst_of_the_two_claims():
-    from rsrouter.dualrs.loop import RoundResult, best_round, claims_margin
+    from rsrouter.dualrs.rounds import RoundResult, best_round, claims_margin
 
     def rows(dual, cascade):
         grid = ("r=0", "r=0.5", "r=0.75", "r=1", "r=2")
@@ -222,7 +222,7 @@ def test_claims_margin_is_the_worst_of_the_two_claims():
 def test_the_certificate_the_config_judges_picks_the_round():
     """certificate: set judges the dualrs-set row, pinned the dualrs row: with rounds where the
     two disagree, the two configs pick different rounds."""
-    from rsrouter.dualrs.loop import RoundResult, best_round, dualrs_method
+    from rsrouter.dualrs.rounds import RoundResult, best_round, dualrs_method
 
     def rows(pinned, set_):
         grid = ("r=0", "r=0.5", "r=1")

@@ -1,0 +1,75 @@
+"""The evaluation protocol: how many noise samples, at which error level, with which seed, over
+which radius grid, with or without sequential looks. Torch-free: reading results never loads a
+model.
+
+``RADII`` is the standard radius grid (benchmarks, summaries, leaderboards, the default of a
+:class:`Protocol`); ``CARD_RADII`` the shorter grid of the certified-accuracy table an expert card
+records (``rsrouter certify-card``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
+CARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Looks at growing sample sizes ``looks`` (the last is n), the error budget split over them:
+    ``final_share`` of alpha at the last look, the rest evenly over the earlier ones. An input
+    stops once every radius of the grid is decided (certified, or out of reach even at the last
+    look); its certificate is the one of the look where it stopped, at that look's share."""
+
+    looks: tuple[int, ...]
+    final_share: float = 0.5
+
+    def shares(self) -> list[float]:
+        if len(self.looks) == 1:
+            return [1.0]
+        early = (1 - self.final_share) / (len(self.looks) - 1)
+        return [early] * (len(self.looks) - 1) + [self.final_share]
+
+    def check(self, n: int) -> None:
+        """Raises ValueError unless the looks increase strictly from >= 1 to ``n`` and
+        ``final_share`` is in (0, 1] (1 with a single look)."""
+        looks = list(self.looks)
+        if not looks or looks != sorted(set(looks)) or looks[0] < 1 or looks[-1] != n:
+            raise ValueError(f"sequential looks must increase strictly from >= 1 to n = {n}, "
+                             f"got {looks}")
+        if not 0 < self.final_share <= 1 or (len(looks) == 1 and self.final_share != 1):
+            raise ValueError(f"final_share must be in (0, 1] (1 with a single look), got "
+                             f"{self.final_share}")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The statistical protocol of an evaluation, one frozen object.
+
+    Counts depend on ``n0``, ``n`` and ``seed`` (not on ``alpha``: bounds are recomputed from
+    stored counts at any alpha), and in sequential mode on the looks, the grid and alpha (they
+    decide where each input stops); ``batch_size`` changes nothing but speed. ``radii`` is the
+    grid certified accuracy is reported on.
+    """
+
+    n0: int = 100
+    n: int = 10_000
+    alpha: float = 0.001
+    seed: int = 0
+    batch_size: int = 1000
+    radii: tuple[float, ...] = RADII
+    sequential: Sequential | None = None
+
+    def counts_key(self) -> dict:
+        """What stored counts depend on (the count store's settings)."""
+        key = {"n0": self.n0, "n": self.n, "seed": self.seed}
+        if self.sequential is not None:
+            key["sequential"] = {"looks": list(self.sequential.looks),
+                                 "final_share": self.sequential.final_share,
+                                 "alpha": self.alpha, "radii": list(self.radii)}
+        return key
+
+    def record(self) -> dict:
+        """What a result records of its protocol: ``n0``, ``n``, ``alpha`` and ``seed``."""
+        return {"n0": self.n0, "n": self.n, "alpha": self.alpha, "seed": self.seed}
