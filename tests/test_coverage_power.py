@@ -39,7 +39,8 @@ from scipy.stats import beta, binom, norm
 from torch import nn
 
 from rsrouter.bench import methods
-from rsrouter.bench.store import ensure_counts, read_counts
+from rsrouter.bench.counts import read_counts
+from rsrouter.bench.store import ensure_counts
 from rsrouter.certify.smoothing import ABSTAIN, Smooth, radii_from_counts
 from rsrouter.data import DatasetInfo, TensorImageDataset
 from rsrouter.protocol import Protocol, Sequential

@@ -128,6 +128,9 @@ class Method:
 
 @dataclass
 class BenchConfig:
+    """A parsed benchmark config: the data and inputs, the protocol (with the radius grid) and
+    the methods."""
+
     name: str
     dataset: str
     split: str = "test"

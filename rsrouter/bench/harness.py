@@ -34,8 +34,9 @@ from ..urls import public_url
 from . import methods as compose
 from .aces import SmoothedEntropyRouter, fit_thresholds
 from .config import BenchConfig, Method
+from .counts import read_counts
 from .report import build_report
-from .store import count_settings, ensure_counts, read_counts
+from .store import count_settings, ensure_counts
 
 
 def expert_record(expert) -> dict:

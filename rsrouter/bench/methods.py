@@ -1,6 +1,6 @@
 """Methods composed from stored counts: no sample is drawn here.
 
-Each function takes count frames (:func:`rsrouter.bench.store.read_counts`, same inputs, same
+Each function takes count frames (:func:`rsrouter.bench.counts.read_counts`, same inputs, same
 order) and returns the method's per-input TSV rows: Cohen's columns, the method's extras, the
 forward passes it would have spent on each input alone (``forwards``) and the wall time of the
 count passes it uses (``time``). Every bound is recomputed at the method's own alpha. What each

@@ -41,8 +41,8 @@ from ..results.tsv import (
     write_tsv,
 )
 from ..routing.router import ROUTED_EXTRAS
+from .counts import read_counts
 from .methods import CASCADE_EXTRAS, cascade_bounds, envelope, oracle_frame
-from .store import read_counts
 
 CERTIFICATES = ("expert", "router", "tree", "cascade", "aces")
 

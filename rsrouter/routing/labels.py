@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 from tqdm.auto import tqdm
 
 from ..certify.smoothing import Smooth, radii_from_counts
@@ -199,8 +200,6 @@ def compute_labels(
         dist.barrier()
         counts = _cached_counts(Path(cache), key, indices, spec, len(experts))
     elif dist.enabled:  # no cache: gather every rank's rows
-        import torch.distributed as tdist
-
         tdist.all_reduce(counts, op=tdist.ReduceOp.MAX)
     if bool((counts < 0).any()):
         raise CountsError("router labels: some inputs were not counted (a rank failed?); rerun "

@@ -1,0 +1,66 @@
+"""Count files (:mod:`.store` writes them): their columns, their names, and reading them back,
+checked row by row. Torch-free: a report reads counts without loading a model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..certify.smoothing import check_counts
+from ..errors import CountsError, ResultsError
+
+COUNT_COLUMNS = ("idx", "label", "cA", "nA", "n", "n0", "sigma", "share", "seed", "mode",
+                 "counts", "time")
+
+
+def count_path(root: str | os.PathLike, name: str, settings: dict) -> Path:
+    """``ROOT/counts/NAME-FINGERPRINT.tsv``: the fingerprint of the settings the counts depend
+    on, so that a changed protocol starts a new file."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return Path(root) / "counts" / f"{safe}-{digest}.tsv"
+
+
+def read_counts(path: str | os.PathLike, indices: Sequence[int] | None = None) -> pd.DataFrame:
+    """A count file, checked row by row, indexed by ``idx`` (restricted to ``indices``).
+
+    The ``counts`` column becomes an int array per row. Raises CountsError / ResultsError naming
+    the row for impossible or inconsistent counts.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ResultsError(f"{path}: not a count file ({e})") from None
+    if list(df.columns) != list(COUNT_COLUMNS):
+        raise ResultsError(f"{path}: not a count file (columns {list(df.columns)})")
+    if df["idx"].duplicated().any():
+        raise ResultsError(f"{path}: an idx is listed more than once")
+    counts = [np.array([int(v) for v in str(s).split(",")], dtype=np.int64) for s in df["counts"]]
+    for row, vector in zip(df.itertuples(index=False), counts):
+        try:
+            check_counts(int(row.cA), int(row.nA), int(row.n), int(row.n0), float(row.sigma),
+                         0.5 * float(row.share))
+            if not 0 < float(row.share) <= 1:
+                raise CountsError(f"share={row.share} (the share of alpha of its look, in (0, 1])")
+            if not (row.cA < len(vector) and vector[row.cA] == row.nA and vector.sum() == row.n
+                    and (vector >= 0).all()):
+                raise CountsError(f"cA={row.cA}, nA={row.nA} and n={row.n} disagree with the "
+                                  f"class counts {vector.tolist()}")
+        except CountsError as e:
+            raise CountsError(f"{path}: idx {row.idx}: {e}") from None
+    df["counts"] = counts
+    df = df.set_index("idx", drop=False)
+    if indices is not None:
+        missing = sorted(set(indices) - set(df.index))
+        if missing:
+            raise ResultsError(f"{path}: no counts for inputs {missing[:5]}; rerun `bench run`")
+        df = df.loc[list(indices)]
+    return df
