@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from ..certify.smoothing import Sequential
+from ..certify.sequential import Sequential
 from ..errors import ConfigError
 from ..urls import public_url
 

@@ -21,12 +21,14 @@ import pandas as pd
 
 from .. import __version__
 from ..certify import tree
+from ..certify.cascade import cascade_bounds
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
 from ..files import FileLock, atomic_write_json
 from ..registry.core import is_remote_source
-from ..results.tsv import check_rows, write_tsv
+from ..results.rows import check_rows
+from ..results.tsv import write_tsv
 from ..routing.router import ROUTER_STAGES, load_routed
 from ..urls import public_url
 from . import methods as compose
@@ -260,8 +262,8 @@ def _compose(cfg: BenchConfig, method: Method, models: _Models, results: dict):
         rule = (f"alpha/(k+1) at stopping stage k (Jeong & Shin's certify.py): {alpha} for the "
                 "bounds of the path taken; the path depends on the data, so not alpha overall"
                 if method.alpha_rule == "faithful" else
-                f"alpha/{compose.cascade_bounds(k)} = {alpha / compose.cascade_bounds(k):g} for "
-                f"each of the {compose.cascade_bounds(k)} bounds any stopping stage can use: "
+                f"alpha/{cascade_bounds(k)} = {alpha / cascade_bounds(k):g} for "
+                f"each of the {cascade_bounds(k)} bounds any stopping stage can use: "
                 f"{alpha} in all (union bound)")
         return frame, {"experts": [expert_record(e) for e in experts], "alpha_accounting": rule,
                        "threshold": method.threshold}

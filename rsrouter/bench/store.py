@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..certify.smoothing import check_counts, sequential_counts
+from ..certify.bounds import check_counts
+from ..certify.smoothing import sequential_counts
 from ..data import data_identity
 from ..errors import CountsError, ResultsError
 from ..results.runs import group_size, model_identity, run_rows

@@ -36,7 +36,7 @@ from ..data import load_dataset
 from ..distributed import current
 from ..errors import ConfigError
 from ..files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from ..results.tsv import plot_label
+from ..results.curves import plot_label
 from ..routing.config import RouterConfig
 from .config import DualRSConfig
 

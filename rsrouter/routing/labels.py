@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..certify.smoothing import Smooth, radii_from_counts
+from ..certify.bounds import radii_from_counts
+from ..certify.smoothing import Smooth
 from ..distributed import Dist, current, parts_of
 from ..errors import CountsError
 from ..files import load_tensors, save_tensors

@@ -1,12 +1,8 @@
 """Smoothed routers and certified routing (Dual RS, Sun, Mao, Vechev 2026).
 
-A router is a classifier over experts, smoothed with its own noise ``sigma_r``. For an input x:
-
-1. the router CERTIFIES its choice ``k`` within ``R_router`` at ``alpha_r`` (else ABSTAIN);
-2. expert ``k`` CERTIFIES its class within ``R_expert`` at ``alpha_e`` (else ABSTAIN);
-3. the routed prediction is certified within ``min(R_router, R_expert)`` with probability at least
-   ``1 - alpha_r - alpha_e`` (union bound; no independence between the stages is needed).
-
+A router is a classifier over experts, smoothed with its own noise ``sigma_r``; the routed
+certificate composed from the router's and the chosen expert's counts is
+:mod:`rsrouter.certify.routed` (the set certificate: :mod:`rsrouter.certify.set_certificate`).
 Only the chosen expert is evaluated, so the cost is the router's plus one expert's.
 """
 
@@ -16,6 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +35,10 @@ from ..cards.card import (
     read_artifact,
     read_config,
 )
-from ..certify.set_certificate import join_numbers, set_certificate, split_alphas
-from ..certify.smoothing import (
-    ABSTAIN,
-    Certificate,
-    Smooth,
-    _check_count,
-    certificate_from_counts,
-    shared_counts,
-)
+from ..certify.bounds import ABSTAIN, Counts, check_count, split_alpha
+from ..certify.routed import RoutedCertificate, routed_certificate
+from ..certify.set_certificate import SetRoutedCertificate, set_routed_certificate
+from ..certify.smoothing import Smooth, shared_counts
 from ..errors import (
     CardError,
     ConfigError,
@@ -348,48 +340,6 @@ def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
     return RoutedClassifier(router, experts, alpha_split=alpha_split)
 
 
-@dataclass(frozen=True)
-class RoutedCertificate:
-    """A routed prediction: ``radius = min(router radius, expert radius)`` or ABSTAIN.
-
-    ``router`` holds the router's counts (its ``prediction`` is the chosen expert index);
-    ``expert_cert`` the chosen expert's (None when the router abstained).
-    """
-
-    prediction: int
-    radius: float
-    expert: int
-    expert_name: str
-    router: Certificate
-    expert_cert: Certificate | None
-    alpha: float
-    alpha_router: float
-    alpha_expert: float
-
-    @property
-    def abstained(self) -> bool:
-        return self.prediction == ABSTAIN
-
-    @property
-    def router_radius(self) -> float:
-        return self.router.radius
-
-    @property
-    def expert_radius(self) -> float:
-        return self.expert_cert.radius if self.expert_cert else 0.0
-
-
-def compose(router: Certificate, expert: Certificate | None, expert_name: str, alpha: float,
-            alpha_router: float, alpha_expert: float) -> RoutedCertificate:
-    """DESIGN.md's routed rule: either part abstains -> ABSTAIN; else min of the radii."""
-    if router.prediction == ABSTAIN or expert is None or expert.prediction == ABSTAIN:
-        return RoutedCertificate(ABSTAIN, 0.0, router.prediction, expert_name, router, expert,
-                                 alpha, alpha_router, alpha_expert)
-    return RoutedCertificate(expert.prediction, min(router.radius, expert.radius),
-                             router.prediction, expert_name, router, expert, alpha, alpha_router,
-                             alpha_expert)
-
-
 class RoutedClassifier:
     """Router + experts. ``alpha_split`` is the share of alpha given to the router.
 
@@ -412,8 +362,12 @@ class RoutedClassifier:
 
     def split(self, alpha: float) -> tuple[float, float]:
         """``(alpha_router, alpha_expert)``, summing to ``alpha``."""
-        alpha_r = alpha * self.alpha_split
-        return alpha_r, alpha - alpha_r
+        return split_alpha(alpha, self.alpha_split)
+
+    @property
+    def names(self) -> list[str]:
+        """The experts' names (``expert{k}`` for an expert without one)."""
+        return [getattr(e, "name", f"expert{k}") for k, e in enumerate(self.experts)]
 
     @property
     def mode(self) -> str:
@@ -421,8 +375,8 @@ class RoutedClassifier:
 
     def _inputs(self, xs, n0, n, batch_size, seed, indices):
         """Checked inputs, their dataset indices and the sampling keywords of a certify call."""
-        _check_count("n0", n0)
-        _check_count("n", n)
+        check_count("n0", n0)
+        check_count("n", n)
         indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
         xs, indices = self.router._check_inputs(xs, indices)
         return xs, indices, dict(batch_size=batch_size, seed=seed, indices=indices)
@@ -447,27 +401,26 @@ class RoutedClassifier:
         streams), so routed certificates can also be composed from stored counts.
         """
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        alpha_r, alpha_e = self.split(alpha)
         select, estimate = ROUTER_STAGES
         choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
-        masks = [choice == k for k in range(len(self.experts))]
-        used = [(e, m) for e, m in zip(self.experts, masks) if bool(m.any())]
+        chosen = [k for k in range(len(self.experts)) if bool((choice == k).any())]
+        used = [(self.experts[k], choice == k) for k in chosen]
         expert_select = shared_counts(used, xs, n0, stage=select, **kw) if used else []
         counts = shared_counts([(self.router, None), *used], xs, n, stage=estimate, **kw)
         router_counts, expert_counts = counts[0], counts[1:]
-        out = []
+
+        def counts_of(i: int, index: int, k: int) -> Counts:
+            """Expert ``k``'s counts on input ``i`` (counted only where the router chose it)."""
+            slot = chosen.index(k)
+            c_a = int(expert_select[slot][i].argmax())
+            return Counts(c_a, int(expert_counts[slot][i, c_a]), n, n0, self.experts[k].sigma,
+                          seed, index, self.experts[k].mode)
+
+        levels, names, out = self.split(alpha), self.names, []
         for i, (k, index) in enumerate(zip(choice.tolist(), indices)):
-            route = certificate_from_counts(k, int(router_counts[i, k]), n, n0, self.router.sigma,
-                                            alpha_r, seed, index, self.router.mode)
-            expert = None
-            if route.prediction != ABSTAIN:
-                slot = next(s for s, (e, m) in enumerate(used) if bool(m[i]))
-                c_a = int(expert_select[slot][i].argmax())
-                chosen = self.experts[k]
-                expert = certificate_from_counts(c_a, int(expert_counts[slot][i, c_a]), n, n0,
-                                                 chosen.sigma, alpha_e, seed, index, chosen.mode)
-            out.append(compose(route, expert, self._name(route.prediction), alpha, alpha_r,
-                               alpha_e))
+            router = Counts(k, int(router_counts[i, k]), n, n0, self.router.sigma, seed, index,
+                            self.router.mode)
+            out.append(routed_certificate(router, partial(counts_of, i, index), names, *levels))
         return out
 
     def certify_set_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
@@ -479,26 +432,22 @@ class RoutedClassifier:
         ``alpha * alpha_split`` (half to the lower bound on its choice, half over upper bounds
         on the others), the experts the rest (half to the chosen one)."""
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        alpha_r, alpha_e = self.split(alpha)
         select, estimate = ROUTER_STAGES
         everyone = [(e, None) for e in self.experts]
         choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
         expert_select = shared_counts(everyone, xs, n0, stage=select, **kw)
         counts = shared_counts([(self.router, None), *everyone], xs, n, stage=estimate, **kw)
-        k_all = len(self.experts)
-        out = []
-        for i in range(len(indices)):
+        levels, names, out = self.split(alpha), self.names, []
+        for i, index in enumerate(indices):
             a = int(choice[i])
-            levels = split_alphas(alpha_r, alpha_e, a, k_all)[2]
-            c_a = [int(expert_select[k][i].argmax()) for k in range(k_all)]
-            n_a = [int(counts[1 + k][i, c]) for k, c in enumerate(c_a)]
-            cert = set_certificate(a, counts[0][i].tolist(), self.router.sigma, c_a, n_a,
-                                   [n] * k_all, [e.sigma for e in self.experts], alpha_r, levels)
-            out.append(SetRoutedCertificate(
-                cert.prediction, cert.radius, a, self._name(a), self._name(cert.binding),
-                tuple(counts[0][i].tolist()), self.router.sigma, tuple(c_a), tuple(n_a),
-                (n,) * k_all, n0, tuple(e.sigma for e in self.experts), alpha_r, tuple(levels),
-                seed, self.router.mode))
+            experts = []
+            for k, e in enumerate(self.experts):
+                c_a = int(expert_select[k][i].argmax())
+                experts.append(Counts(c_a, int(counts[1 + k][i, c_a]), n, n0, e.sigma, seed,
+                                      index, e.mode))
+            out.append(set_routed_certificate(
+                Counts(a, int(counts[0][i, a]), n, n0, self.router.sigma, seed, index,
+                       self.router.mode), counts[0][i].tolist(), experts, names, *levels))
         return out
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,
@@ -511,49 +460,6 @@ class RoutedClassifier:
             return ABSTAIN
         return self.experts[k].predict(x, n, alpha_e, batch_size=batch_size, seed=seed,
                                        index=index)
-
-    def _name(self, k: int) -> str:
-        if k == ABSTAIN:
-            return ""
-        expert = self.experts[k]
-        return getattr(expert, "name", f"expert{k}")
-
-
-@dataclass(frozen=True)
-class SetRoutedCertificate:
-    """A set certificate of a routed input (:meth:`RoutedClassifier.certify_set_batch`)."""
-
-    prediction: int
-    radius: float
-    expert: int  # the router's top choice
-    expert_name: str
-    binding: str  # the expert whose constraint sets the radius
-    router_counts: tuple[int, ...]
-    router_sigma: float
-    expert_cA: tuple[int, ...]
-    expert_nA: tuple[int, ...]
-    expert_n: tuple[int, ...]  # equal, except in sequential mode (each expert's stopping look)
-    n0: int
-    expert_sigma: tuple[float, ...]
-    alpha_router: float
-    expert_alpha: tuple[float, ...]
-    seed: int
-    mode: str
-
-    @property
-    def alpha(self) -> float:
-        return self.alpha_router + sum(self.expert_alpha)
-
-
-def set_extras(cert: SetRoutedCertificate) -> dict:
-    """The TSV columns of a set certificate (``SET_EXTRAS``; checked on reading)."""
-    return {"expert": cert.expert_name, "binding": cert.binding, "router_cA": cert.expert,
-            "router_counts": join_numbers(cert.router_counts), "router_sigma": cert.router_sigma,
-            "alpha_router": cert.alpha_router, "expert_cA": join_numbers(cert.expert_cA),
-            "expert_nA": join_numbers(cert.expert_nA), "expert_n": join_numbers(cert.expert_n),
-            "expert_sigma": join_numbers(cert.expert_sigma),
-            "expert_alpha": join_numbers(cert.expert_alpha), "n0": cert.n0, "alpha": cert.alpha,
-            "seed": cert.seed, "mode": cert.mode}
 
 
 def check_compatible(experts: Sequence[Smooth]) -> None:
@@ -573,22 +479,3 @@ def check_compatible(experts: Sequence[Smooth]) -> None:
 
 def _label(expert: Smooth) -> str:
     return getattr(expert, "name", None) or f"sigma={expert.sigma}"
-
-
-def routed_extras(cert: RoutedCertificate) -> dict:
-    """The TSV extras of a routed certificate (both sets of counts, both alphas)."""
-    e = cert.expert_cert
-    return {"expert": cert.expert_name or "-", "sigma": e.sigma if e else 0.0,
-            "router_radius": cert.router_radius, "expert_radius": cert.expert_radius,
-            "router_cA": cert.router.cA, "router_nA": cert.router.nA,
-            "router_sigma": cert.router.sigma,
-            "router_n": cert.router.n,
-            "cA": e.cA if e else -1, "nA": e.nA if e else 0, "n": e.n if e else cert.router.n,
-            "n0": cert.router.n0, "alpha": cert.alpha, "alpha_router": cert.alpha_router,
-            "alpha_expert": cert.alpha_expert, "seed": cert.router.seed,
-            "mode": cert.router.mode}
-
-
-ROUTED_EXTRAS = ("expert", "sigma", "router_radius", "expert_radius", "router_cA", "router_nA",
-                 "router_n", "router_sigma", "cA", "nA", "n", "n0", "alpha", "alpha_router",
-                 "alpha_expert", "seed", "mode")

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..cards.card import CONFIG_FILE, ExpertCard, save_expert
-from ..certify.smoothing import noise_generator
+from ..certify.noise import noise_generator
 from ..data import TensorImageDataset, load_dataset
 from ..distributed import SINGLE, Dist, current
 from ..errors import ConfigError, ResumeError
