@@ -22,7 +22,7 @@ from ..certify.set_certificate import SET_EXTRAS, join_numbers, set_extras, set_
 from ..certify.tree import TREE_EXTRAS, split_levels, tree_certificate
 from ..errors import CountsError
 from ..results.curves import certified_accuracy
-from ..results.rows import COHEN_COLUMNS, EXPERT_EXTRAS
+from ..results.rows import COHEN_COLUMNS, EXPERT_EXTRAS, cohen_row
 
 
 def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> dict:
@@ -75,9 +75,7 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
                                   names, *levels)
         if cert.expert_cert is not None:
             used[cert.expert][pos] = True
-        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
-                     "radius": cert.radius,
-                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **routed_extras(cert)})
     out = pd.DataFrame(rows)
     cost = _cost(router, *experts, used=[np.ones(len(router), bool), *used])
@@ -94,9 +92,7 @@ def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequ
     for pos, r in enumerate(router.itertuples(index=False)):
         cert = set_routed_certificate(_counts(r, router_sigma), r.counts,
                                       [_counts(f.iloc[pos]) for f in experts], names, *levels)
-        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
-                     "radius": cert.radius,
-                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **set_extras(cert)})
     out = pd.DataFrame(rows)
     cost = _cost(router, *experts)
@@ -142,9 +138,7 @@ def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
         used_expert[k][pos] = reached
         if c_index is not None:
             used_child[c_index][pos] = cert.root_radius > 0
-        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
-                     "radius": cert.radius,
-                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      "expert": names[k] if reached else "-",
                      "sigma": float(e.sigma) if reached else 0.0, "group": g,
                      "root_counts": join_numbers(r.counts), "root_groups": join_numbers(groups),
@@ -195,9 +189,7 @@ def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: 
         for j in range(k + 1):
             used[j][pos] = True
         f = frames[k]
-        label = int(f["label"].iloc[pos])
-        rows.append({"idx": int(f["idx"].iloc[pos]), "label": label, "predict": predict,
-                     "radius": radius, "correct": int(predict != ABSTAIN and predict == label),
+        rows.append({**cohen_row(f["idx"].iloc[pos], f["label"].iloc[pos], predict, radius),
                      "stage": k, "stage_expert": names[order[k]], "stage_sigma": stages[k][2],
                      "stage_cA": stages[k][0], "stage_nA": int(stages[k][1][stages[k][0]]),
                      "stage_n": int(f["n"].iloc[pos]), "stage_n0": int(f["n0"].iloc[pos]),

@@ -26,6 +26,13 @@ EXPERT_EXTRAS = ("cA", "nA", "n", "n0", "sigma", "alpha", "seed", "mode")
 COUNT_COLUMNS = ("cA", "nA", "n", "n0", "sigma", "alpha")
 
 
+def cohen_row(idx: int, label: int, prediction: int, radius: float) -> dict:
+    """Cohen's columns of one input but ``time``: ``correct`` is 1 exactly when the prediction
+    is not ABSTAIN and is the label."""
+    return {"idx": int(idx), "label": int(label), "predict": prediction, "radius": radius,
+            "correct": int(prediction != ABSTAIN and prediction == label)}
+
+
 def certificate_extras(cert: Certificate) -> dict:
     """The TSV extras of a single-expert certificate (:data:`EXPERT_EXTRAS`): its counts and
     settings."""

@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..certify.bounds import ABSTAIN, check_settings
+from ..certify.bounds import check_settings
 from ..distributed import Dist, current, parts_of
 from ..files import FileLock, atomic_write_json, atomic_write_text
-from .rows import COHEN_COLUMNS, EXPERT_EXTRAS, certificate_extras
+from .rows import COHEN_COLUMNS, EXPERT_EXTRAS, certificate_extras, cohen_row
 from .tsv import ResumableTSV, check_resumable, own_lines, settings_path
 
 
@@ -192,8 +192,7 @@ def certify_dataset(
     def rows(xs, chunk, labels):
         certs = certifier.certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
                                         indices=chunk)
-        return [{"idx": i, "label": y, "predict": c.prediction, "radius": c.radius,
-                 "correct": int(c.prediction != ABSTAIN and c.prediction == y), **row_extras(c)}
+        return [{**cohen_row(i, y, c.prediction, c.radius), **row_extras(c)}
                 for i, y, c in zip(chunk, labels, certs)]
 
     return run_rows(rows, dataset, indices, out, [*COHEN_COLUMNS, *extras], settings,
