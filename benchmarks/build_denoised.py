@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from rsrouter.cards.card import CONFIG_FILE, ExpertCard, read_artifact, read_card, save_expert
-from rsrouter.certify.smoothing import noise_generator
+from rsrouter.certify.noise import noise_generator
 from rsrouter.data import TensorImageDataset, load_dataset
 from rsrouter.errors import ResumeError
 from rsrouter.files import FileLock, tensors_from_bytes

@@ -31,10 +31,10 @@ _LAZY = {
     "DatasetInfo": "data", "load_dataset": "data",
     "Expert": "registry.expert", "load_expert_folder": "registry.expert",
     "Registry": "registry.core", "load_expert": "registry.core",
-    "RoutedCertificate": "routing.router", "RoutedClassifier": "routing.routed",
+    "RoutedCertificate": "certify.routed", "RoutedClassifier": "routing.routed",
     "SmoothedRouter": "routing.router", "load_routed": "routing.router",
     "load_router": "routing.router",
-    "ABSTAIN": "certify.smoothing", "Certificate": "certify.smoothing",
+    "ABSTAIN": "certify.bounds", "Certificate": "certify.bounds",
     "Smooth": "certify.smoothing",
 }
 

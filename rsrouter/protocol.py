@@ -11,36 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .certify.sequential import Sequential
+
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 CARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-
-
-@dataclass(frozen=True)
-class Sequential:
-    """Looks at growing sample sizes ``looks`` (the last is n), the error budget split over them:
-    ``final_share`` of alpha at the last look, the rest evenly over the earlier ones. An input
-    stops once every radius of the grid is decided (certified, or out of reach even at the last
-    look); its certificate is the one of the look where it stopped, at that look's share."""
-
-    looks: tuple[int, ...]
-    final_share: float = 0.5
-
-    def shares(self) -> list[float]:
-        if len(self.looks) == 1:
-            return [1.0]
-        early = (1 - self.final_share) / (len(self.looks) - 1)
-        return [early] * (len(self.looks) - 1) + [self.final_share]
-
-    def check(self, n: int) -> None:
-        """Raises ValueError unless the looks increase strictly from >= 1 to ``n`` and
-        ``final_share`` is in (0, 1] (1 with a single look)."""
-        looks = list(self.looks)
-        if not looks or looks != sorted(set(looks)) or looks[0] < 1 or looks[-1] != n:
-            raise ValueError(f"sequential looks must increase strictly from >= 1 to n = {n}, "
-                             f"got {looks}")
-        if not 0 < self.final_share <= 1 or (len(looks) == 1 and self.final_share != 1):
-            raise ValueError(f"final_share must be in (0, 1] (1 with a single look), got "
-                             f"{self.final_share}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from rsrouter.cli.main import main
-from rsrouter.results.tsv import COHEN_COLUMNS, read_tsv
+from rsrouter.results.rows import COHEN_COLUMNS
+from rsrouter.results.tsv import read_tsv
 
 CERTIFY = ["certify", "--dataset", "digits", "--n0", "20", "--n", "400", "--alpha", "0.01",
            "--batch-size", "500", "--skip", "5", "--max", "300", "--no-progress"]
@@ -206,7 +207,7 @@ def test_a_trained_expert_card_names_itself(tmp_path):
 
 
 def test_tables_and_plots(digits_expert, tmp_path, capsys):
-    from rsrouter.results.tsv import curves_figure, markdown_table, summary_table
+    from rsrouter.results.curves import curves_figure, markdown_table, summary_table
 
     out = tmp_path / "c.tsv"
     assert main([*CERTIFY, "--model", digits_expert, "--out", str(out)]) == 0

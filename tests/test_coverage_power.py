@@ -41,9 +41,12 @@ from torch import nn
 from rsrouter.bench import methods
 from rsrouter.bench.counts import read_counts
 from rsrouter.bench.store import ensure_counts
-from rsrouter.certify.smoothing import ABSTAIN, Smooth, radii_from_counts
+from rsrouter.certify import cascade
+from rsrouter.certify.bounds import ABSTAIN, radii_from_counts
+from rsrouter.certify.sequential import Sequential
+from rsrouter.certify.smoothing import Smooth
 from rsrouter.data import DatasetInfo, TensorImageDataset
-from rsrouter.protocol import Protocol, Sequential
+from rsrouter.protocol import Protocol
 from rsrouter.routing.routed import RoutedClassifier
 from rsrouter.routing.router import ROUTER_STAGES
 
@@ -291,8 +294,8 @@ def test_multiscale_cascade_sound_rule(tmp_path, monkeypatch):
         return ((f["predict"] != ABSTAIN)
                 & ((f["predict"] != 0) | (f["radius"] > exact + TOL))).to_numpy()
 
-    bounds = methods.cascade_bounds
-    assert_power(*_sound_then_broken(monkeypatch, failures, methods, "cascade_bounds",
+    bounds = cascade.cascade_bounds
+    assert_power(*_sound_then_broken(monkeypatch, failures, cascade, "cascade_bounds",
                                      lambda stages: bounds(stages) / 2), 2 * ALPHA / 3)
 
 

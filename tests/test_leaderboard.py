@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from rsrouter.certify.smoothing import radii_from_counts
+from rsrouter.certify.bounds import radii_from_counts
 from rsrouter.cli.main import main
 from rsrouter.errors import ResultsError
 from rsrouter.leaderboard.board import build_site, collect_entries, import_tsv, merge, read_entry
-from rsrouter.results.tsv import counts_from_radii
+from rsrouter.results.logs import counts_from_radii
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "runs" / "test-artifacts"

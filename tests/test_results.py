@@ -14,7 +14,8 @@ import pytest
 
 from rsrouter.cli.main import main
 from rsrouter.errors import CountsError, LockedError, ResultsError, ResumeError
-from rsrouter.results.tsv import COHEN_COLUMNS, ResumableTSV, read_tsv
+from rsrouter.results.rows import COHEN_COLUMNS
+from rsrouter.results.tsv import ResumableTSV, read_tsv
 
 CERTIFY = ["certify", "--dataset", "digits", "--n0", "20", "--n", "400", "--alpha", "0.01",
            "--batch-size", "500", "--skip", "25", "--max", "300", "--no-progress"]
@@ -150,8 +151,7 @@ def routed_tsv(tmp_path_factory):
 
 
 @pytest.mark.parametrize("forge, message", [
-    (lambda df: df.drop(columns="router_sigma").assign(
-        radius=df["radius"].where(df["radius"] == 0, 5.0)), "exceeds what the chosen expert"),
+    (lambda df: df.drop(columns="router_sigma"), "needs all of"),
     (lambda df: df.assign(radius=df["radius"].where(df["radius"] == 0, df["radius"] + 0.1)),
      r"not min\(router radius, expert radius\)"),
     (lambda df: df.assign(correct=1, predict=df["label"]), "predict must be the certified class"),

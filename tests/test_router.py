@@ -12,7 +12,8 @@ from scipy.stats import norm
 from torch import nn
 
 from rsrouter.cards.card import ExpertCard, Pin
-from rsrouter.certify.smoothing import ABSTAIN, Smooth
+from rsrouter.certify.bounds import ABSTAIN
+from rsrouter.certify.smoothing import Smooth
 from rsrouter.data import DatasetInfo, TensorImageDataset
 from rsrouter.errors import ConfigError
 from rsrouter.registry.expert import Expert
@@ -321,7 +322,7 @@ def test_router_training_resumes_to_the_same_weights(tmp_path):
 
 
 def test_routed_predict_draws_the_router_noise_from_its_own_stream():
-    from rsrouter.certify.smoothing import NoiseStream, noise_generator
+    from rsrouter.certify.noise import NoiseStream, noise_generator
 
     class Recorder(nn.Module):
         def __init__(self):

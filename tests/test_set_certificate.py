@@ -14,8 +14,9 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from rsrouter.bench.methods import set_frame
-from rsrouter.certify.set_certificate import set_certificate, split_alphas, upper_confidence_bound
-from rsrouter.certify.smoothing import ABSTAIN, Smooth
+from rsrouter.certify.bounds import ABSTAIN, upper_confidence_bound
+from rsrouter.certify.set_certificate import set_certificate, split_alphas
+from rsrouter.certify.smoothing import Smooth
 from rsrouter.errors import CountsError, ResultsError
 from rsrouter.results.tsv import read_tsv, write_tsv
 

@@ -12,19 +12,15 @@ from scipy.stats import beta, norm
 from torch import nn
 
 import rsrouter
-from rsrouter.certify.smoothing import (
+from rsrouter.certify.bounds import (
     ABSTAIN,
-    NOISE_BLOCK,
-    STAGES,
-    NoiseStream,
-    Smooth,
     certificate_from_counts,
     certified_radius,
     lower_confidence_bound,
-    noise_generator,
     radii_from_counts,
-    stream_state,
 )
+from rsrouter.certify.noise import NOISE_BLOCK, STAGES, NoiseStream, noise_generator, stream_state
+from rsrouter.certify.smoothing import Smooth
 from rsrouter.errors import CountsError
 
 
@@ -284,8 +280,8 @@ def test_sequential_looks_keep_coverage_and_save_samples():
     """Sequential mode on the halfspace: the radius reported at the stopping look overstates the
     true radius on at most alpha + 3 SE of the inputs, however the stopping rule chose the look;
     and easy inputs stop early."""
+    from rsrouter.certify.sequential import Sequential
     from rsrouter.certify.smoothing import sequential_counts
-    from rsrouter.protocol import Sequential
 
     alpha, sigma, m = 0.05, 0.5, 2400
     seq = Sequential((50, 100, 200, 400, 800), final_share=0.5)

@@ -13,7 +13,8 @@ from scipy.stats import beta, norm
 from torch import nn
 
 from rsrouter.bench.methods import tree_frame
-from rsrouter.certify.smoothing import ABSTAIN, Smooth
+from rsrouter.certify.bounds import ABSTAIN
+from rsrouter.certify.smoothing import Smooth
 from rsrouter.certify.tree import groups_of, split_levels, tree_certificate
 from rsrouter.errors import CountsError, ResultsError
 from rsrouter.results.tsv import read_tsv, write_tsv

@@ -31,7 +31,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..cards.card import Pin
-from ..certify.smoothing import Smooth, noise_generator
+from ..certify.noise import noise_generator
+from ..certify.smoothing import Smooth
 from ..data import load_dataset
 from ..files import atomic_write_json
 from ..routing.labels import choose_subset, label_radii

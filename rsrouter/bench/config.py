@@ -29,9 +29,10 @@ from typing import Any
 
 import yaml
 
+from ..certify.sequential import Sequential
 from ..data import INFOS, SPLITS
 from ..errors import ConfigError
-from ..protocol import RADII, Protocol, Sequential
+from ..protocol import RADII, Protocol
 from ..urls import public_url
 
 CHOICE_SPLITS = ("none", "train", "validation", "test", "unknown")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..certify.smoothing import check_counts
+from ..certify.bounds import check_counts
 from ..errors import CountsError, ResultsError
 
 COUNT_COLUMNS = ("idx", "label", "cA", "nA", "n", "n0", "sigma", "share", "seed", "mode",

@@ -23,12 +23,14 @@ import pandas as pd
 
 from .. import __version__
 from ..certify import tree
+from ..certify.cascade import cascade_bounds
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
 from ..files import FileLock, atomic_write_json
 from ..registry.core import Registry, is_remote_source
-from ..results.tsv import check_rows, write_tsv
+from ..results.rows import check_rows
+from ..results.tsv import write_tsv
 from ..routing.router import ROUTER_STAGES, load_routed
 from ..urls import public_url
 from . import methods as compose
@@ -281,7 +283,7 @@ def _cascade(run: _Run, method: Method) -> Composed:
     frames = [run.counts(e, e.name) for e in experts]
     frame = compose.cascade_frame(frames, [e.name for e in experts], alpha, method.threshold,
                                   method.alpha_rule)
-    bounds = compose.cascade_bounds(len(experts))
+    bounds = cascade_bounds(len(experts))
     rule = (f"alpha/(k+1) at stopping stage k (Jeong & Shin's certify.py): {alpha} for the "
             "bounds of the path taken; the path depends on the data, so not alpha overall"
             if method.alpha_rule == "faithful" else

@@ -10,27 +10,19 @@ certifies, and its alpha accounting, is in docs/benchmarks.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta, norm
 
-from ..certify.set_certificate import SET_EXTRAS, join_numbers, set_certificate, split_alphas
-from ..certify.smoothing import ABSTAIN, certificate_from_counts, radii_from_counts
+from ..certify.bounds import ABSTAIN, Counts, radii_from_counts, split_alpha
+from ..certify.cascade import CASCADE_EXTRAS, cascade_one
+from ..certify.routed import ROUTED_EXTRAS, routed_certificate, routed_extras
+from ..certify.set_certificate import SET_EXTRAS, join_numbers, set_extras, set_routed_certificate
 from ..certify.tree import TREE_EXTRAS, split_levels, tree_certificate
 from ..errors import CountsError
-from ..results.runs import EXPERT_EXTRAS
-from ..results.tsv import COHEN_COLUMNS, certified_accuracy
-from ..routing.router import (
-    ROUTED_EXTRAS,
-    SetRoutedCertificate,
-    compose,
-    routed_extras,
-    set_extras,
-)
-
-CASCADE_EXTRAS = ("stage", "stage_expert", "stage_sigma", "stage_cA", "stage_nA", "stage_n",
-                  "stage_n0", "stage_alpha", "threshold", "alpha")
+from ..results.curves import certified_accuracy
+from ..results.rows import COHEN_COLUMNS, EXPERT_EXTRAS, cohen_row
 
 
 def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> dict:
@@ -39,6 +31,18 @@ def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> di
     forwards = sum(np.where(u, f["n"] + f["n0"], 0) for f, u in zip(frames, used))
     seconds = sum(np.where(u, f["time"], 0.0) for f, u in zip(frames, used))
     return {"forwards": np.asarray(forwards, dtype=np.int64), "time": np.asarray(seconds)}
+
+
+def _counts(row, sigma: float | None = None) -> Counts:
+    """The counts of one row of a count frame (``sigma``: the model's, else the row's)."""
+    return Counts(int(row.cA), int(row.nA), int(row.n), int(row.n0),
+                  float(row.sigma) if sigma is None else sigma, int(row.seed), int(row.idx),
+                  str(row.mode), float(row.share))
+
+
+def _row_counts(frames: Sequence[pd.DataFrame], pos: int, k: int) -> Counts:
+    """Model ``k``'s counts on the input at position ``pos``."""
+    return _counts(frames[k].iloc[pos])
 
 
 def expert_frame(c: pd.DataFrame, alpha: float) -> pd.DataFrame:
@@ -65,27 +69,13 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
     """Dual RS routing: the router certified at ``alpha * alpha_split``, the chosen expert at the
     rest; radius = min of both; either abstains -> ABSTAIN. Only the chosen expert is paid for."""
     rows, used = [], [np.zeros(len(router), bool) for _ in experts]
+    levels = split_alpha(alpha, alpha_split)
     for pos, r in enumerate(router.itertuples(index=False)):
-        alpha_r = alpha * alpha_split * float(r.share)
-        alpha_e = (alpha - alpha * alpha_split)  # times the expert row's share below
-        route = certificate_from_counts(int(r.cA), int(r.nA), int(r.n), int(r.n0), router_sigma,
-                                        alpha_r, int(r.seed), int(r.idx), str(r.mode))
-        expert = None
-        if route.prediction != ABSTAIN:
-            if not 0 <= route.prediction < len(experts):
-                raise CountsError(f"input idx {r.idx}: the router chose expert {route.prediction}"
-                                  f", but it has {len(experts)}")
-            e = experts[route.prediction].iloc[pos]
-            used[route.prediction][pos] = True
-            alpha_e *= float(e.share)
-            expert = certificate_from_counts(int(e.cA), int(e.nA), int(e.n), int(e.n0),
-                                             float(e.sigma), alpha_e, int(e.seed), int(e.idx),
-                                             str(e.mode))
-        cert = compose(route, expert, names[route.prediction] if expert else "",
-                       alpha_r + alpha_e, alpha_r, alpha_e)
-        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
-                     "radius": cert.radius,
-                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+        cert = routed_certificate(_counts(r, router_sigma), partial(_row_counts, experts, pos),
+                                  names, *levels)
+        if cert.expert_cert is not None:
+            used[cert.expert][pos] = True
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **routed_extras(cert)})
     out = pd.DataFrame(rows)
     cost = _cost(router, *experts, used=[np.ones(len(router), bool), *used])
@@ -98,27 +88,12 @@ def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequ
     """The set certificate (:mod:`rsrouter.certify.set_certificate`) on every input: the router at
     ``alpha * alpha_split``, every expert's certificate within the rest (each row's level times
     its look's share in sequential mode). Pays for the router and every expert."""
-    rows = []
+    rows, levels = [], split_alpha(alpha, alpha_split)
     for pos, r in enumerate(router.itertuples(index=False)):
-        e = [f.iloc[pos] for f in experts]
-        a = int(r.cA)
-        if not 0 <= a < len(experts):
-            raise CountsError(f"input idx {r.idx}: the router chose expert {a}, but it has "
-                              f"{len(experts)}")
-        alpha_r = alpha * alpha_split * float(r.share)
-        _, _, levels = split_alphas(alpha_r, alpha - alpha * alpha_split, a, len(experts))
-        levels = [lv * float(row.share) for lv, row in zip(levels, e)]
-        c_a, n_a, n = (tuple(int(getattr(x, col)) for x in e) for col in ("cA", "nA", "n"))
-        sigmas = tuple(float(x.sigma) for x in e)
-        cert = set_certificate(a, r.counts, router_sigma, c_a, n_a, n, sigmas, alpha_r, levels)
-        row = SetRoutedCertificate(
-            cert.prediction, cert.radius, a, names[a], names[cert.binding],
-            tuple(int(v) for v in r.counts), router_sigma, c_a, n_a, n, int(r.n0), sigmas,
-            alpha_r, tuple(levels), int(r.seed), str(r.mode))
-        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
-                     "radius": cert.radius,
-                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
-                     **set_extras(row)})
+        cert = set_routed_certificate(_counts(r, router_sigma), r.counts,
+                                      [_counts(f.iloc[pos]) for f in experts], names, *levels)
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
+                     **set_extras(cert)})
     out = pd.DataFrame(rows)
     cost = _cost(router, *experts)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
@@ -163,9 +138,7 @@ def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
         used_expert[k][pos] = reached
         if c_index is not None:
             used_child[c_index][pos] = cert.root_radius > 0
-        rows.append({"idx": int(r.idx), "label": int(r.label), "predict": cert.prediction,
-                     "radius": cert.radius,
-                     "correct": int(cert.prediction != ABSTAIN and cert.prediction == r.label),
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      "expert": names[k] if reached else "-",
                      "sigma": float(e.sigma) if reached else 0.0, "group": g,
                      "root_counts": join_numbers(r.counts), "root_groups": join_numbers(groups),
@@ -201,101 +174,6 @@ def tree_stats(frame: pd.DataFrame) -> dict:
                                             .mean()), 4)}
 
 
-def _cp(n_a: int, n: int, a: float) -> tuple[float, float]:
-    """One-sided Clopper-Pearson lower and upper bounds, each at level ``a``."""
-    low = float(beta.ppf(a, n_a, n - n_a + 1)) if n_a > 0 else 0.0
-    high = float(beta.ppf(1 - a, n_a + 1, n - n_a)) if n_a < n else 1.0
-    return low, high
-
-
-def _grouped(counts: np.ndarray, c: int) -> np.ndarray:
-    """Class ``c``'s count first, then the other classes largest first, those with fewer than 5
-    samples pooled until a pool reaches 5 (a leftover pool joins the last group of other classes,
-    never class ``c``'s): the grouping of Jeong & Shin's code (Goodman's intervals need it;
-    for exact bounds it means fewer of them)."""
-    rest = counts.astype(np.int64).copy()
-    first = int(rest[c])
-    rest[c] = 0
-    groups, pool = [first], 0
-    for k in np.argsort(-rest, kind="stable"):
-        if rest[k] >= 5:
-            groups.append(int(rest[k]))
-        else:
-            pool += int(rest[k])
-            if pool >= 5:
-                groups.append(pool)
-                pool = 0
-    if pool:
-        if len(groups) > 1:
-            groups[-1] += pool
-        else:
-            groups.append(pool)
-    return np.array(groups)
-
-
-def off_class_upper(counts: np.ndarray, c: int, a: float, exact: bool = True) -> float:
-    """An upper bound, at level ``a``, on the probability of every class other than ``c``
-    (each one, or a pool of them). Two groups: one minus the lower bound on ``p_c``. More:
-    ``exact`` (the sound rule), one-sided Clopper-Pearson upper bounds on each other group at
-    ``a`` over their number (Bonferroni: exact, and on the published benchmarks never looser
-    than Goodman's); otherwise Goodman's simultaneous intervals at two-sided level ``2a``, as
-    Jeong & Shin's code (asymptotic, chi-square based: not exact)."""
-    groups = _grouped(counts, c)
-    n = int(counts.sum())
-    if len(groups) <= 2:
-        return 1.0 - _cp(int(counts[c]), n, a)[0]
-    if exact:
-        share = a / (len(groups) - 1)
-        return max(_cp(int(g), n, share)[1] for g in groups[1:])
-    from statsmodels.stats.proportion import multinomial_proportions_confint
-
-    return float(multinomial_proportions_confint(groups, alpha=2 * a, method="goodman")[1:, 1]
-                 .max())
-
-
-def cascade_bounds(stages: int) -> int:
-    """How many bounds a K-stage cascade can use: a lower bound per stage (on its own selected
-    class), and at each stage j an off-class bound for each class a later stage may predict
-    (one per later stage, since each later stage's class is fixed by its selection samples):
-    ``K + K (K - 1) / 2``."""
-    return stages + stages * (stages - 1) // 2
-
-
-def cascade_one(stages: Sequence[tuple[int, np.ndarray, float]], alpha: float, threshold: float,
-                rule: str = "sound", shares: Sequence[float] | None = None
-                ) -> tuple[int, float, int, float]:
-    """The multiscale cascade of Jeong & Shin (NeurIPS 2023) on one input.
-
-    ``stages``: ``(cA, estimation counts, sigma)`` from the largest sigma to the smallest. A
-    stage whose lower bound on ``p_cA`` reaches ``threshold`` (p0) predicts ``cA`` within
-    ``sigma (Phi^-1(pA_low) - Phi^-1(p0))``, capped so that every earlier stage, which declined,
-    keeps every other class below p0: ``-sigma_j (Phi^-1(pB_high_j) - Phi^-1(p0))``. A stage
-    whose upper bound still reaches p0 is undecided: ABSTAIN. A stage below p0 declines: next.
-
-    ``rule``: "faithful" uses ``alpha / (k + 1)`` at stopping stage k, as their certify.py;
-    "sound" uses ``alpha / cascade_bounds(K)`` for every bound (a union over every bound any
-    stopping stage can use). ``shares`` (sequential mode) scale each stage's bounds by the share
-    of alpha of the look where that stage's counts stopped. Returns ``(prediction, radius,
-    stage, alpha of that stage)``.
-    """
-    big_k = len(stages)
-    shares = shares or [1.0] * big_k
-    for k, (c_a, counts, sigma) in enumerate(stages):
-        a = alpha / (k + 1) if rule == "faithful" else alpha / cascade_bounds(big_k)
-        n = int(counts.sum())
-        low, high = _cp(int(counts[c_a]), n, a * shares[k])
-        if low >= threshold:
-            radius = sigma * (norm.ppf(low) - norm.ppf(threshold))
-            for j, (_, earlier, sigma_j) in enumerate(stages[:k]):
-                upper = off_class_upper(earlier, c_a, a * shares[j], exact=rule == "sound")
-                radius = min(radius, -sigma_j * (norm.ppf(upper) - norm.ppf(threshold)))
-            a_k = a * shares[k]
-            return (int(c_a), float(radius), k, a_k) if radius >= 0 else (ABSTAIN, 0.0, k, a_k)
-        if high >= threshold:
-            return ABSTAIN, 0.0, k, a * shares[k]
-    return ABSTAIN, 0.0, big_k - 1, a * shares[-1]
-
-
 def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: float,
                   threshold: float = 0.5, rule: str = "sound") -> pd.DataFrame:
     """:func:`cascade_one` on every input; ``experts`` in any order (sorted here by sigma,
@@ -311,9 +189,7 @@ def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: 
         for j in range(k + 1):
             used[j][pos] = True
         f = frames[k]
-        label = int(f["label"].iloc[pos])
-        rows.append({"idx": int(f["idx"].iloc[pos]), "label": label, "predict": predict,
-                     "radius": radius, "correct": int(predict != ABSTAIN and predict == label),
+        rows.append({**cohen_row(f["idx"].iloc[pos], f["label"].iloc[pos], predict, radius),
                      "stage": k, "stage_expert": names[order[k]], "stage_sigma": stages[k][2],
                      "stage_cA": stages[k][0], "stage_nA": int(stages[k][1][stages[k][0]]),
                      "stage_n": int(f["n"].iloc[pos]), "stage_n0": int(f["n0"].iloc[pos]),
@@ -322,9 +198,6 @@ def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: 
     cost = _cost(*frames, used=used)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
     return out[[*COHEN_COLUMNS, *CASCADE_EXTRAS, "forwards"]]
-
-
-ORACLE = "oracle (per-input best expert; not a certificate)"
 
 
 def oracle_frame(expert_results: dict[str, pd.DataFrame]) -> pd.DataFrame:

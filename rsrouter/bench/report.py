@@ -20,29 +20,26 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..certify.cascade import CASCADE_EXTRAS, cascade_bounds
+from ..certify.checks import RADIUS_TOLERANCE
+from ..certify.routed import ROUTED_EXTRAS
 from ..certify.set_certificate import SET_EXTRAS
 from ..certify.tree import TREE_EXTRAS
 from ..errors import ResultsError
 from ..files import atomic_write_json, atomic_write_text
 from ..leaderboard.board import SCHEMA, entry_filename, entry_key
-from ..results.runs import EXPERT_EXTRAS
-from ..results.tsv import (
-    N_COLUMNS,
-    RADIUS_TOLERANCE,
-    SIGMA_COLUMNS,
+from ..results.curves import (
     average_certified_radius,
     certified_accuracy,
-    column_values,
     interval95,
     md_text,
     plot_label,
-    read_tsv,
-    settings_path,
-    write_tsv,
 )
-from ..routing.router import ROUTED_EXTRAS
+from ..results.logs import N_COLUMNS, SIGMA_COLUMNS, column_values
+from ..results.rows import EXPERT_EXTRAS
+from ..results.tsv import read_tsv, settings_path, write_tsv
 from .counts import read_counts
-from .methods import CASCADE_EXTRAS, cascade_bounds, envelope, oracle_frame
+from .methods import envelope, oracle_frame
 
 CERTIFICATES = ("expert", "router", "tree", "cascade", "aces")
 

@@ -25,7 +25,8 @@ from ..files import atomic_write_json, atomic_write_text, read_hashed
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..models import NormalizedModel, Trust
+    from ..models import Trust
+    from ..models.normalize import NormalizedModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -407,7 +408,8 @@ def build_model(architecture: str, num_classes: int, input_size, mean, std, trus
     """``Normalize(mean, std)`` + the architecture (built for ``resize`` when given, with a
     :class:`~rsrouter.models.Resize` in front); unknown names become a CardError."""
     from ..errors import UnknownArchitectureError
-    from ..models import NormalizedModel, Resize, create_model
+    from ..models import create_model
+    from ..models.normalize import NormalizedModel, Resize
 
     size = (input_size[0], *resize.size) if resize else input_size
     try:

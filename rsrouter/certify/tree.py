@@ -18,6 +18,8 @@ root's and the child's guesses), which are independent of every estimation draw;
 path's bounds fail with probability at most the sum of their levels. The router side's share
 ``alpha * split`` goes to the root alone on a path without a child and half-half to root and
 child on a path with one; the expert gets the rest (docs/theory.md, "Router trees").
+
+A path's TSV row: :data:`TREE_EXTRAS`, checked on reading by :func:`check_tree_rows`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .smoothing import ABSTAIN, certified_radius
+import numpy as np
+import pandas as pd
+
+from ..errors import CountsError
+from .bounds import ABSTAIN, certified_radius, check_counts, split_alpha
+from .checks import RADIUS_TOLERANCE, ints, one_row, require_columns, row_error
 
 TREE_EXTRAS = ("expert", "sigma", "group", "root_counts", "root_groups", "root_nA", "root_n",
                "root_sigma", "alpha_root", "child_cA", "child_nA", "child_n", "child_sigma",
@@ -62,10 +69,10 @@ def groups_of(experts: Sequence[str], children: Sequence[Sequence[str]]) -> list
 def split_levels(alpha: float, split: float, with_child: bool) -> tuple[float, float, float]:
     """``(alpha_root, alpha_child, alpha_expert)`` of one path (``alpha_child`` 0 without a
     child); they sum to ``alpha``."""
-    router = alpha * split
+    router, expert = split_alpha(alpha, split)
     if with_child:
-        return router / 2, router / 2, alpha - router
-    return router, 0.0, alpha - router
+        return (*split_alpha(router, 0.5), expert)
+    return router, 0.0, expert
 
 
 @dataclass(frozen=True)
@@ -103,3 +110,55 @@ def tree_certificate(group: int, root_nA: int, root_n: int, root_sigma: float,
         return TreeCertificate(ABSTAIN, 0.0, int(group), r_root, r_child, 0.0)
     radius = min(r_root, r_expert, r_child if r_child is not None else float("inf"))
     return TreeCertificate(int(expert[0]), radius, int(group), r_root, r_child, r_expert)
+
+
+def check_tree_rows(df: pd.DataFrame, where: str, predict: np.ndarray,
+                    radius: np.ndarray) -> None:
+    """Router-tree rows: the root's group count is its experts' counts summed, the levels sum
+    to alpha, and the prediction and radius follow from the counts on the path.
+
+    Raises:
+        ResultsError, CountsError: naming the first row that fails.
+    """
+    require_columns(df, where, TREE_EXTRAS, "a router-tree TSV")
+    for i, r in enumerate(df.itertuples(index=False)):
+        try:
+            counts, groups = ints(r.root_counts), ints(r.root_groups)
+            if len(counts) != len(groups) or int(r.group) not in groups or min(counts) < 0:
+                raise CountsError("root_counts, root_groups and group do not match")
+            # a group of several experts always has a child router (groups_of), and only a
+            # path through a child spends alpha on it
+            if groups.count(int(r.group)) > 1 and int(r.child_n) == 0 \
+                    or (int(r.child_n) == 0) != (float(r.alpha_child) == 0):
+                raise CountsError("a group of several experts goes through its child router "
+                                  "(child counts, and alpha_child > 0 exactly then)")
+            if int(r.root_nA) != sum(c for c, g in zip(counts, groups) if g == int(r.group)) \
+                    or int(r.root_n) != sum(counts):
+                raise CountsError("root_nA must be the root's counts of its group's experts")
+            if abs(float(r.alpha_root) + float(r.alpha_child) + float(r.alpha_expert)
+                   - float(r.alpha)) > 1e-9:
+                raise CountsError("alpha_root + alpha_child + alpha_expert must equal alpha")
+            check_counts(int(r.group), int(r.root_nA), int(r.root_n), int(r.n0),
+                         float(r.root_sigma), float(r.alpha_root))
+            child = None
+            if int(r.child_n) > 0:
+                check_counts(int(r.child_cA), int(r.child_nA), int(r.child_n), int(r.n0),
+                             float(r.child_sigma), float(r.alpha_child))
+                child = (int(r.child_nA), int(r.child_n), float(r.child_sigma),
+                         float(r.alpha_child))
+            reached = str(r.expert) != "-"
+            if reached:
+                check_counts(int(r.cA), int(r.nA), int(r.n), int(r.n0), float(r.sigma),
+                             float(r.alpha_expert))
+        except (CountsError, ValueError, TypeError) as e:
+            raise CountsError(f"{where}: row {i + 1} (idx {r.idx}): {e}") from None
+        cert = tree_certificate(int(r.group), int(r.root_nA), int(r.root_n), float(r.root_sigma),
+                                float(r.alpha_root), child,
+                                (int(r.cA), int(r.nA), int(r.n), float(r.sigma) or 1.0,
+                                 float(r.alpha_expert) or 0.5))
+        ok = (cert.expert_radius is not None) == reached and cert.prediction == predict[i] \
+            and abs(cert.radius - radius[i]) <= RADIUS_TOLERANCE
+        if not ok:
+            raise row_error(where, df, one_row(df, i), "its path, prediction and radius do not "
+                            f"follow from its counts (the counts give {cert.prediction} within "
+                            f"{cert.radius:.6f})")

@@ -457,7 +457,8 @@ def _check_dataset(expert, dataset) -> None:
 
 
 def _print_summary(paths: dict[str, str], plot: str | None = None) -> None:
-    from ..results.tsv import plot_curves, read_tsv, summary_table
+    from ..results.curves import plot_curves, summary_table
+    from ..results.tsv import read_tsv
 
     results = {name: read_tsv(path) for name, path in paths.items()}
     table = summary_table(results)
@@ -515,10 +516,11 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 
 def _certify_routed(args: argparse.Namespace) -> None:
-    from ..certify.set_certificate import SET_EXTRAS
+    from ..certify.routed import ROUTED_EXTRAS, routed_extras
+    from ..certify.set_certificate import SET_EXTRAS, set_extras
     from ..data import data_identity, load_dataset, subset_indices
     from ..results.runs import certify_dataset, routed_models, run_settings
-    from ..routing.router import ROUTED_EXTRAS, load_routed, routed_extras, set_extras
+    from ..routing.router import load_routed
 
     if args.sigma is not None:
         raise RsrouterError("--sigma applies to --model only; a router's experts keep their own")
@@ -574,7 +576,9 @@ def cmd_router_train(args: argparse.Namespace) -> None:
 
 def cmd_dualrs_train(args: argparse.Namespace) -> None:
     from ..distributed import current
-    from ..dualrs import best_round, load_dualrs_config, train_dualrs
+    from ..dualrs.config import load_dualrs_config
+    from ..dualrs.loop import train_dualrs
+    from ..dualrs.rounds import best_round
 
     cfg = load_dualrs_config(args.config)
     results = train_dualrs(cfg, args.out, rounds=args.rounds, device=_device(args.device),
@@ -592,7 +596,7 @@ def cmd_dualrs_train(args: argparse.Namespace) -> None:
 def cmd_dualrs_export(args: argparse.Namespace) -> None:
     import json
 
-    from ..dualrs import export_round
+    from ..dualrs.loop import export_round
 
     k = args.round
     if k is None:
@@ -805,8 +809,9 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     from ..cards.card import STANDARD_RADII, read_card, write_card
     from ..data import data_identity, load_dataset, subset_indices
     from ..registry.expert import load_expert_folder
+    from ..results.curves import certified_accuracy
     from ..results.runs import certify_dataset, run_settings
-    from ..results.tsv import certified_accuracy, read_tsv
+    from ..results.tsv import read_tsv
 
     if read_card(args.folder).shared:
         raise RsrouterError(f"{args.folder} serves several sigmas; certify-card writes one "

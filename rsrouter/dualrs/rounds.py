@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import atomic_write_json, atomic_write_text
-from ..results.tsv import plot_label
+from ..results.curves import plot_label
 from ..routing.router import read_router_card
 from .config import DualRSConfig
 

@@ -29,23 +29,18 @@ import pandas as pd
 from scipy.stats import norm
 
 from .. import __version__
-from ..certify.smoothing import radii_from_counts
+from ..certify.bounds import radii_from_counts
 from ..errors import LockedError, ResultsError
 from ..files import FileLock, atomic_write_json, atomic_write_text
-from ..results.tsv import (
-    N_COLUMNS,
-    RADII,
-    SIGMA_COLUMNS,
+from ..results.curves import (
     average_certified_radius,
     certified_accuracy,
-    column_values,
-    counts_from_radii,
-    has_counts,
     interval95,
     md_text,
     plot_label,
-    read_tsv,
 )
+from ..results.logs import N_COLUMNS, SIGMA_COLUMNS, column_values, counts_from_radii, has_counts
+from ..results.tsv import RADII, read_tsv
 from ..urls import scrub_text
 
 SCHEMA = "rsrouter-leaderboard-entry/1"

@@ -20,11 +20,11 @@ from importlib.metadata import entry_points
 
 from torch import nn
 
-from ..cards.card import check_architecture_name, is_code_reference
+from ..cards.card import RESIZE_MODES, check_architecture_name, is_code_reference
 from ..errors import UnknownArchitectureError, UntrustedCodeError
 from ..paths import user_registry
 from .cifar_resnet import CifarResNet
-from .normalize import RESIZE_MODES, Normalize, NormalizedModel, Resize
+from .normalize import Normalize, NormalizedModel, Resize
 from .small_cnn import SmallCNN
 
 Factory = Callable[..., nn.Module]

@@ -19,7 +19,8 @@ from ..cards.card import (
 )
 from ..certify.smoothing import Smooth
 from ..errors import CardError
-from ..models import NormalizedModel, Trust, known_layers
+from ..models import Trust, known_layers
+from ..models.normalize import NormalizedModel
 from .weights import build_network, check_state_dict
 
 

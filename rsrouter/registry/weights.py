@@ -11,7 +11,8 @@ from torch import nn
 from ..cards.card import WEIGHTS_FILE, ArtifactFiles
 from ..errors import CardError
 from ..files import save_tensors, sha256_file, tensors_from_bytes
-from ..models import NormalizedModel, Trust
+from ..models import Trust
+from ..models.normalize import NormalizedModel
 
 
 def build_network(card, files: ArtifactFiles, trust_code: Trust = False) -> NormalizedModel:

@@ -13,25 +13,16 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..certify.smoothing import ABSTAIN, Certificate, check_settings
+from ..certify.bounds import check_settings
 from ..distributed import Dist, current, parts_of
-from ..errors import ResumeError
 from ..files import FileLock, atomic_write_json, atomic_write_text
-from .tsv import COHEN_COLUMNS, ResumableTSV, own_lines, read_settings, settings_path
+from .rows import COHEN_COLUMNS, EXPERT_EXTRAS, certificate_extras, cohen_row
+from .tsv import ResumableTSV, check_resumable, own_lines, settings_path
 
 
 class Certifier(Protocol):
     def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int,
                       seed: int, indices: Sequence[int]) -> list: ...
-
-
-def certificate_extras(cert: Certificate) -> dict:
-    """The TSV extras of a single-expert certificate: its counts and settings."""
-    return {"cA": cert.cA, "nA": cert.nA, "n": cert.n, "n0": cert.n0, "sigma": cert.sigma,
-            "alpha": cert.alpha, "seed": cert.seed, "mode": cert.mode}
-
-
-EXPERT_EXTRAS = ("cA", "nA", "n", "n0", "sigma", "alpha", "seed", "mode")
 
 
 def model_identity(model) -> dict:
@@ -141,9 +132,7 @@ def _complete_rows(path: Path, header: str, settings: dict) -> list[str]:
     lines = own_lines(path)[1]  # a file that is not ours is refused, never rewritten
     if len(lines) <= 1:
         return []
-    if read_settings(settings_path(path)) != settings or lines[0] != header:
-        raise ResumeError(f"{path} holds rows made with other settings (or another header) "
-                          f"than this run; delete it, or choose another --out")
+    check_resumable(path, lines[0], header, settings)
     return lines[1:]
 
 
@@ -203,8 +192,7 @@ def certify_dataset(
     def rows(xs, chunk, labels):
         certs = certifier.certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
                                         indices=chunk)
-        return [{"idx": i, "label": y, "predict": c.prediction, "radius": c.radius,
-                 "correct": int(c.prediction != ABSTAIN and c.prediction == y), **row_extras(c)}
+        return [{**cohen_row(i, y, c.prediction, c.radius), **row_extras(c)}
                 for i, y, c in zip(chunk, labels, certs)]
 
     return run_rows(rows, dataset, indices, out, [*COHEN_COLUMNS, *extras], settings,

@@ -27,7 +27,8 @@ import torch
 import torch.distributed as tdist
 from tqdm.auto import tqdm
 
-from ..certify.smoothing import Smooth, radii_from_counts
+from ..certify.bounds import radii_from_counts
+from ..certify.smoothing import Smooth
 from ..distributed import Dist, current, parts_of
 from ..errors import CountsError
 from ..files import load_tensors, save_tensors

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 
-from ..certify.set_certificate import set_certificate, split_alphas
-from ..certify.smoothing import (
-    ABSTAIN,
-    Smooth,
-    _check_count,
-    certificate_from_counts,
-    shared_counts,
-)
+from ..certify.bounds import ABSTAIN, Counts, check_count, split_alpha
+from ..certify.routed import RoutedCertificate, routed_certificate
+from ..certify.set_certificate import SetRoutedCertificate, set_routed_certificate
+from ..certify.smoothing import Smooth, shared_counts
 from ..errors import ConfigError
-from .router import (
-    ROUTER_PREDICT,
-    ROUTER_STAGES,
-    RoutedCertificate,
-    SetRoutedCertificate,
-    compose,
-)
+from .router import ROUTER_PREDICT, ROUTER_STAGES
 
 
 class RoutedClassifier:
@@ -53,8 +44,12 @@ class RoutedClassifier:
 
     def split(self, alpha: float) -> tuple[float, float]:
         """``(alpha_router, alpha_expert)``, summing to ``alpha``."""
-        alpha_r = alpha * self.alpha_split
-        return alpha_r, alpha - alpha_r
+        return split_alpha(alpha, self.alpha_split)
+
+    @property
+    def names(self) -> list[str]:
+        """The experts' names (``expert{k}`` for an expert without one)."""
+        return [getattr(e, "name", f"expert{k}") for k, e in enumerate(self.experts)]
 
     @property
     def mode(self) -> str:
@@ -62,8 +57,8 @@ class RoutedClassifier:
 
     def _inputs(self, xs, n0, n, batch_size, seed, indices):
         """Checked inputs, their dataset indices and the sampling keywords of a certify call."""
-        _check_count("n0", n0)
-        _check_count("n", n)
+        check_count("n0", n0)
+        check_count("n", n)
         indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
         xs, indices = self.router._check_inputs(xs, indices)
         return xs, indices, dict(batch_size=batch_size, seed=seed, indices=indices)
@@ -88,27 +83,26 @@ class RoutedClassifier:
         streams), so routed certificates can also be composed from stored counts.
         """
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        alpha_r, alpha_e = self.split(alpha)
         select, estimate = ROUTER_STAGES
         choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
-        masks = [choice == k for k in range(len(self.experts))]
-        used = [(e, m) for e, m in zip(self.experts, masks) if bool(m.any())]
+        chosen = [k for k in range(len(self.experts)) if bool((choice == k).any())]
+        used = [(self.experts[k], choice == k) for k in chosen]
         expert_select = shared_counts(used, xs, n0, stage=select, **kw) if used else []
         counts = shared_counts([(self.router, None), *used], xs, n, stage=estimate, **kw)
         router_counts, expert_counts = counts[0], counts[1:]
-        out = []
+
+        def counts_of(i: int, index: int, k: int) -> Counts:
+            """Expert ``k``'s counts on input ``i`` (counted only where the router chose it)."""
+            slot = chosen.index(k)
+            c_a = int(expert_select[slot][i].argmax())
+            return Counts(c_a, int(expert_counts[slot][i, c_a]), n, n0, self.experts[k].sigma,
+                          seed, index, self.experts[k].mode)
+
+        levels, names, out = self.split(alpha), self.names, []
         for i, (k, index) in enumerate(zip(choice.tolist(), indices)):
-            route = certificate_from_counts(k, int(router_counts[i, k]), n, n0, self.router.sigma,
-                                            alpha_r, seed, index, self.router.mode)
-            expert = None
-            if route.prediction != ABSTAIN:
-                slot = next(s for s, (e, m) in enumerate(used) if bool(m[i]))
-                c_a = int(expert_select[slot][i].argmax())
-                chosen = self.experts[k]
-                expert = certificate_from_counts(c_a, int(expert_counts[slot][i, c_a]), n, n0,
-                                                 chosen.sigma, alpha_e, seed, index, chosen.mode)
-            out.append(compose(route, expert, self._name(route.prediction), alpha, alpha_r,
-                               alpha_e))
+            router = Counts(k, int(router_counts[i, k]), n, n0, self.router.sigma, seed, index,
+                            self.router.mode)
+            out.append(routed_certificate(router, partial(counts_of, i, index), names, *levels))
         return out
 
     def certify_set_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
@@ -120,26 +114,22 @@ class RoutedClassifier:
         ``alpha * alpha_split`` (half to the lower bound on its choice, half over upper bounds
         on the others), the experts the rest (half to the chosen one)."""
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        alpha_r, alpha_e = self.split(alpha)
         select, estimate = ROUTER_STAGES
         everyone = [(e, None) for e in self.experts]
         choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
         expert_select = shared_counts(everyone, xs, n0, stage=select, **kw)
         counts = shared_counts([(self.router, None), *everyone], xs, n, stage=estimate, **kw)
-        k_all = len(self.experts)
-        out = []
-        for i in range(len(indices)):
+        levels, names, out = self.split(alpha), self.names, []
+        for i, index in enumerate(indices):
             a = int(choice[i])
-            levels = split_alphas(alpha_r, alpha_e, a, k_all)[2]
-            c_a = [int(expert_select[k][i].argmax()) for k in range(k_all)]
-            n_a = [int(counts[1 + k][i, c]) for k, c in enumerate(c_a)]
-            cert = set_certificate(a, counts[0][i].tolist(), self.router.sigma, c_a, n_a,
-                                   [n] * k_all, [e.sigma for e in self.experts], alpha_r, levels)
-            out.append(SetRoutedCertificate(
-                cert.prediction, cert.radius, a, self._name(a), self._name(cert.binding),
-                tuple(counts[0][i].tolist()), self.router.sigma, tuple(c_a), tuple(n_a),
-                (n,) * k_all, n0, tuple(e.sigma for e in self.experts), alpha_r, tuple(levels),
-                seed, self.router.mode))
+            experts = []
+            for k, e in enumerate(self.experts):
+                c_a = int(expert_select[k][i].argmax())
+                experts.append(Counts(c_a, int(counts[1 + k][i, c_a]), n, n0, e.sigma, seed,
+                                      index, e.mode))
+            out.append(set_routed_certificate(
+                Counts(a, int(counts[0][i, a]), n, n0, self.router.sigma, seed, index,
+                       self.router.mode), counts[0][i].tolist(), experts, names, *levels))
         return out
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,
@@ -152,12 +142,6 @@ class RoutedClassifier:
             return ABSTAIN
         return self.experts[k].predict(x, n, alpha_e, batch_size=batch_size, seed=seed,
                                        index=index)
-
-    def _name(self, k: int) -> str:
-        if k == ABSTAIN:
-            return ""
-        expert = self.experts[k]
-        return getattr(expert, "name", f"expert{k}")
 
 
 def check_compatible(experts: Sequence[Smooth]) -> None:

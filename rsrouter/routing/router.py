@@ -1,12 +1,8 @@
 """Smoothed routers and certified routing (Dual RS, Sun, Mao, Vechev 2026).
 
-A router is a classifier over experts, smoothed with its own noise ``sigma_r``. For an input x:
-
-1. the router CERTIFIES its choice ``k`` within ``R_router`` at ``alpha_r`` (else ABSTAIN);
-2. expert ``k`` CERTIFIES its class within ``R_expert`` at ``alpha_e`` (else ABSTAIN);
-3. the routed prediction is certified within ``min(R_router, R_expert)`` with probability at least
-   ``1 - alpha_r - alpha_e`` (union bound; no independence between the stages is needed).
-
+A router is a classifier over experts, smoothed with its own noise ``sigma_r``; the routed
+certificate composed from the router's and the chosen expert's counts is
+:mod:`rsrouter.certify.routed` (the set certificate: :mod:`rsrouter.certify.set_certificate`).
 Only the chosen expert is evaluated, so the cost is the router's plus one expert's.
 """
 
@@ -36,12 +32,7 @@ from ..cards.card import (
     read_artifact,
     read_config,
 )
-from ..certify.set_certificate import join_numbers
-from ..certify.smoothing import (
-    ABSTAIN,
-    Certificate,
-    Smooth,
-)
+from ..certify.smoothing import Smooth
 from ..errors import (
     CardError,
     IntegrityError,
@@ -49,7 +40,8 @@ from ..errors import (
     UnknownExpertError,
 )
 from ..files import atomic_write_json, atomic_write_text
-from ..models import NormalizedModel, Trust
+from ..models import Trust
+from ..models.normalize import NormalizedModel
 from ..registry.core import is_remote_source
 from ..registry.expert import Expert, check_weight_sizes
 from ..registry.weights import build_network, save_weights
@@ -344,101 +336,3 @@ def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
     experts = [_load_ref(ref, Path(folder), registry, trust_code, **kw)
                for ref in router.card.experts]
     return RoutedClassifier(router, experts, alpha_split=alpha_split)
-
-
-@dataclass(frozen=True)
-class RoutedCertificate:
-    """A routed prediction: ``radius = min(router radius, expert radius)`` or ABSTAIN.
-
-    ``router`` holds the router's counts (its ``prediction`` is the chosen expert index);
-    ``expert_cert`` the chosen expert's (None when the router abstained).
-    """
-
-    prediction: int
-    radius: float
-    expert: int
-    expert_name: str
-    router: Certificate
-    expert_cert: Certificate | None
-    alpha: float
-    alpha_router: float
-    alpha_expert: float
-
-    @property
-    def abstained(self) -> bool:
-        return self.prediction == ABSTAIN
-
-    @property
-    def router_radius(self) -> float:
-        return self.router.radius
-
-    @property
-    def expert_radius(self) -> float:
-        return self.expert_cert.radius if self.expert_cert else 0.0
-
-
-def compose(router: Certificate, expert: Certificate | None, expert_name: str, alpha: float,
-            alpha_router: float, alpha_expert: float) -> RoutedCertificate:
-    """DESIGN.md's routed rule: either part abstains -> ABSTAIN; else min of the radii."""
-    if router.prediction == ABSTAIN or expert is None or expert.prediction == ABSTAIN:
-        return RoutedCertificate(ABSTAIN, 0.0, router.prediction, expert_name, router, expert,
-                                 alpha, alpha_router, alpha_expert)
-    return RoutedCertificate(expert.prediction, min(router.radius, expert.radius),
-                             router.prediction, expert_name, router, expert, alpha, alpha_router,
-                             alpha_expert)
-
-
-@dataclass(frozen=True)
-class SetRoutedCertificate:
-    """A set certificate of a routed input (:meth:`RoutedClassifier.certify_set_batch`)."""
-
-    prediction: int
-    radius: float
-    expert: int  # the router's top choice
-    expert_name: str
-    binding: str  # the expert whose constraint sets the radius
-    router_counts: tuple[int, ...]
-    router_sigma: float
-    expert_cA: tuple[int, ...]
-    expert_nA: tuple[int, ...]
-    expert_n: tuple[int, ...]  # equal, except in sequential mode (each expert's stopping look)
-    n0: int
-    expert_sigma: tuple[float, ...]
-    alpha_router: float
-    expert_alpha: tuple[float, ...]
-    seed: int
-    mode: str
-
-    @property
-    def alpha(self) -> float:
-        return self.alpha_router + sum(self.expert_alpha)
-
-
-def set_extras(cert: SetRoutedCertificate) -> dict:
-    """The TSV columns of a set certificate (``SET_EXTRAS``; checked on reading)."""
-    return {"expert": cert.expert_name, "binding": cert.binding, "router_cA": cert.expert,
-            "router_counts": join_numbers(cert.router_counts), "router_sigma": cert.router_sigma,
-            "alpha_router": cert.alpha_router, "expert_cA": join_numbers(cert.expert_cA),
-            "expert_nA": join_numbers(cert.expert_nA), "expert_n": join_numbers(cert.expert_n),
-            "expert_sigma": join_numbers(cert.expert_sigma),
-            "expert_alpha": join_numbers(cert.expert_alpha), "n0": cert.n0, "alpha": cert.alpha,
-            "seed": cert.seed, "mode": cert.mode}
-
-
-def routed_extras(cert: RoutedCertificate) -> dict:
-    """The TSV extras of a routed certificate (both sets of counts, both alphas)."""
-    e = cert.expert_cert
-    return {"expert": cert.expert_name or "-", "sigma": e.sigma if e else 0.0,
-            "router_radius": cert.router_radius, "expert_radius": cert.expert_radius,
-            "router_cA": cert.router.cA, "router_nA": cert.router.nA,
-            "router_sigma": cert.router.sigma,
-            "router_n": cert.router.n,
-            "cA": e.cA if e else -1, "nA": e.nA if e else 0, "n": e.n if e else cert.router.n,
-            "n0": cert.router.n0, "alpha": cert.alpha, "alpha_router": cert.alpha_router,
-            "alpha_expert": cert.alpha_expert, "seed": cert.router.seed,
-            "mode": cert.router.mode}
-
-
-ROUTED_EXTRAS = ("expert", "sigma", "router_radius", "expert_radius", "router_cA", "router_nA",
-                 "router_n", "router_sigma", "cA", "nA", "n", "n0", "alpha", "alpha_router",
-                 "alpha_expert", "seed", "mode")

@@ -19,7 +19,8 @@ from ..data import TensorImageDataset, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResumeError
 from ..files import sha256_file
-from ..models import NormalizedModel, architecture_source
+from ..models import architecture_source
+from ..models.normalize import NormalizedModel
 from ..registry.expert import expert_card
 from ..registry.weights import build_network
 from .fit import CHECKPOINT, cosine_lr, finish, finished_settings, fit, in_memory, writer_lock

@@ -22,12 +22,12 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from ..cards.card import CONFIG_FILE
-from ..certify.smoothing import noise_generator
+from ..certify.noise import noise_generator
 from ..data import TensorImageDataset
 from ..distributed import SINGLE, Dist, current
 from ..errors import ResumeError
 from ..files import FileLock, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
-from ..models import NormalizedModel
+from ..models.normalize import NormalizedModel
 
 CHECKPOINT = ".train/checkpoint.safetensors"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..certify.smoothing import noise_generator
+from ..certify.noise import noise_generator
 from ..data import TensorImageDataset, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResumeError, RsrouterError
-from ..models import NormalizedModel
+from ..models.normalize import NormalizedModel
 from ..registry.core import Registry
 from ..routing.config import RouterConfig
 from ..routing.labels import RouterLabels, cache_key, cache_path, compute_labels

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from rsrouter.bench.methods import oracle_frame, routed_frame, routing_stats
-from rsrouter.results.tsv import average_certified_radius, certified_accuracy
+from rsrouter.results.curves import average_certified_radius, certified_accuracy
 
 
 def _df(radius, correct, label=(1, 2, 3)):

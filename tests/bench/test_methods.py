@@ -7,14 +7,9 @@ import pandas as pd
 import pytest
 from scipy.stats import beta, chi2, norm
 
-from rsrouter.bench.methods import (
-    _grouped,
-    cascade_one,
-    envelope,
-    expert_frame,
-    off_class_upper,
-)
-from rsrouter.certify.smoothing import ABSTAIN
+from rsrouter.bench.methods import envelope, expert_frame
+from rsrouter.certify.bounds import ABSTAIN
+from rsrouter.certify.cascade import _grouped, cascade_one, off_class_upper
 
 
 def _goodman_upper(groups, a):
@@ -72,7 +67,7 @@ def test_cascade_abstains_when_undecided_or_all_decline():
 
 
 def test_the_sound_rule_counts_every_bound_a_stopping_stage_can_use():
-    from rsrouter.bench.methods import cascade_bounds
+    from rsrouter.certify.cascade import cascade_bounds
 
     # K lower bounds, and at stage j one off-class bound per later stage's predicted class
     assert [cascade_bounds(k) for k in (1, 2, 3, 4)] == [1, 3, 6, 10]
@@ -105,7 +100,7 @@ def test_envelope_is_the_per_radius_best_expert():
 
 
 def test_expert_frame_matches_certificate_from_counts():
-    from rsrouter.certify.smoothing import certificate_from_counts
+    from rsrouter.certify.bounds import certificate_from_counts
 
     counts = pd.DataFrame({"idx": [0, 1, 2], "label": [3, 3, 3], "cA": [3, 3, 1],
                            "nA": [999, 400, 997], "n": 1000, "n0": 100, "sigma": 0.5,
@@ -171,12 +166,13 @@ def test_the_exact_off_class_bound_covers_every_other_class_at_once():
     far below it), so U fails at most as often as class 1's own bound, at a / 3 (Bonferroni over
     three groups): within a / 3 + 3 SE over m = 3000 draws at a = 0.2. Bounds at the full a each
     (no Bonferroni) fail at about a, far above that: the check has power."""
-    from rsrouter.bench.methods import _cp
+    from rsrouter.certify.bounds import upper_confidence_bound
 
     p, n, a, m = np.array([0.45, 0.35, 0.1, 0.1]), 300, 0.2, 3000
     draws = np.random.default_rng(7).multinomial(n, p, size=m)
     sound = np.mean([off_class_upper(d, 0, a) < p[1:].max() for d in draws])
-    broken = np.mean([max(_cp(int(d[k]), n, a)[1] for k in (1, 2, 3)) < p[1:].max()
+    broken = np.mean([max(upper_confidence_bound(int(d[k]), n, a) for k in (1, 2, 3))
+                      < p[1:].max()
                       for d in draws])
     level = a / 3
     threshold = level + 3 * np.sqrt(level * (1 - level) / m)
