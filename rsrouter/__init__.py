@@ -10,6 +10,7 @@ import importlib
 
 __version__ = "0.2.0"
 
+from ._moved import install as _install_moved  # noqa: E402
 from .errors import (  # noqa: E402
     CardError,
     ConfigError,
@@ -26,6 +27,8 @@ from .errors import (  # noqa: E402
     UnknownExpertError,
     UntrustedCodeError,
 )
+
+_install_moved()  # old module paths (rsrouter.smoothing, ...) import with a DeprecationWarning
 
 _LAZY = {
     "DatasetInfo": "data", "load_dataset": "data",

@@ -1,1 +1,9 @@
-"""results."""
+"""Certificate results: TSV rows per certificate kind, and resumable runs.
+
+The old module ``rsrouter.results``'s names stay importable from here, with a
+DeprecationWarning (rsrouter._moved).
+"""
+
+from .._moved import getattr_for as _getattr_for
+
+__getattr__ = _getattr_for(__name__)
