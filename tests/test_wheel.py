@@ -10,7 +10,6 @@ among them an editable install of rsrouter, are not run), so rsrouter comes from
 
 from __future__ import annotations
 
-import os
 import shutil
 import site
 import subprocess
@@ -18,10 +17,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from rsrouter.cli.main import main
-from rsrouter.results.tsv import read_tsv
+from helpers import ROOT, certificates, subprocess_env
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+from rsrouter.cli.main import main
+
 CERTIFY = ["certify", "--model", "digits-sigma0.25", "--dataset", "digits", "--n0", "20",
            "--n", "200", "--alpha", "0.01", "--skip", "90", "--max", "450", "--no-progress"]
 
@@ -38,10 +37,10 @@ def _build_wheel(out: Path) -> Path:
     source = out / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy(CHECKOUT / name, source)
+        shutil.copy(ROOT / name, source)
     ignore = shutil.ignore_patterns("__pycache__", ".*", "*.egg-info")
     for name in ("rsrouter", "experts"):
-        shutil.copytree(CHECKOUT / name, source / name, ignore=ignore)
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
     _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "--no-index", "--disable-pip-version-check", source, "-w", out / "dist")
     [wheel] = (out / "dist").glob("rsrouter-*.whl")
@@ -55,30 +54,24 @@ def _fresh_venv(path: Path, wheel: Path) -> Path:
     _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
          "--no-index", "--disable-pip-version-check", wheel)
     purelib = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-                        env=_clean_env()).strip())
+                        env=subprocess_env()).strip())
     (purelib / "parent-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return python
-
-
-def _clean_env() -> dict[str, str]:
-    """This environment's variables (the tests' isolated config and caches), without the
-    PYTHONPATH that points at the checkout."""
-    return {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
 
 
 def test_the_wheel_carries_the_zoo_and_certifies_outside_the_checkout(tmp_path, monkeypatch):
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    zoo = {f"rsrouter/zoo/{p.relative_to(CHECKOUT / 'experts')}"
-           for p in (CHECKOUT / "experts").rglob("*") if p.is_file()}
-    modules = {str(p.relative_to(CHECKOUT)) for p in (CHECKOUT / "rsrouter").rglob("*.py")}
+    zoo = {f"rsrouter/zoo/{p.relative_to(ROOT / 'experts')}"
+           for p in (ROOT / "experts").rglob("*") if p.is_file()}
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "rsrouter").rglob("*.py")}
     assert zoo | modules <= names, f"missing from the wheel: {sorted(zoo | modules - names)}"
 
     venv = tmp_path / "venv"
     python = _fresh_venv(venv, wheel)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = _clean_env()
+    env = subprocess_env()
     where = _run(python, "-c", "import rsrouter.paths as p; print(p.__file__); print(p.ZOO)",
                  cwd=elsewhere, env=env).split()
     assert all(Path(w).is_relative_to(venv) for w in where), where
@@ -92,9 +85,9 @@ def test_the_wheel_carries_the_zoo_and_certifies_outside_the_checkout(tmp_path, 
 
     summary = _run(rsrouter, *CERTIFY, "--out", "cert.tsv", cwd=elsewhere, env=env)
     assert "digits-sigma0.25" in summary and "ACR" in summary
-    installed = read_tsv(elsewhere / "cert.tsv").drop(columns=["time"])
+    installed = certificates(elsewhere / "cert.tsv")
     assert list(installed["idx"]) == [0, 90, 180, 270, 360]
 
     monkeypatch.chdir(tmp_path)  # the same run from the checkout: the same certificates
     assert main([*CERTIFY, "--out", "checkout.tsv"]) == 0
-    assert installed.equals(read_tsv(tmp_path / "checkout.tsv").drop(columns=["time"]))
+    assert installed.equals(certificates(tmp_path / "checkout.tsv"))
