@@ -60,6 +60,12 @@ def test_old_import_statements_work_and_warn():
         new_smooth, new_registry, new_read_tsv, new_build_site, new_train_router)
 
 
+def test_old_modules_answer_as_attributes_of_the_package():
+    with pytest.warns(DeprecationWarning, match="import load_config from rsrouter.routing.config"):
+        load_config = rsrouter.config.load_config
+    assert load_config is importlib.import_module("rsrouter.routing.config").load_config
+
+
 def test_submodules_of_the_new_packages_are_not_shadowed():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
