@@ -10,6 +10,8 @@ import importlib
 
 __version__ = "0.2.0"
 
+from ._moved import MOVED as _MOVED  # noqa: E402
+from ._moved import install as _install_moved  # noqa: E402
 from .errors import (  # noqa: E402
     CardError,
     ConfigError,
@@ -26,6 +28,8 @@ from .errors import (  # noqa: E402
     UnknownExpertError,
     UntrustedCodeError,
 )
+
+_install_moved()  # old module paths (rsrouter.smoothing, ...) import with a DeprecationWarning
 
 _LAZY = {
     "DatasetInfo": "data", "load_dataset": "data",
@@ -44,6 +48,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
+    if f"{__name__}.{name}" in _MOVED:  # rsrouter.config.load_config, as docs for 0.2 wrote it
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'rsrouter' has no attribute {name!r}")
 
 

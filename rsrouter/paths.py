@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_REGISTRY = PROJECT_ROOT / "experts" / "registry.yaml"
+
+def _bundled_zoo() -> Path:
+    """The bundled zoo's folder: ``rsrouter/zoo`` of an installed wheel (package data), else the
+    ``experts/`` folder of the checkout this package is imported from."""
+    installed = resources.files(__package__) / "zoo"
+    if isinstance(installed, Path) and (installed / "registry.yaml").is_file():
+        return installed
+    return Path(__file__).resolve().parents[1] / "experts"
+
+
+ZOO = _bundled_zoo()
+PROJECT_REGISTRY = ZOO / "registry.yaml"
 
 
 def user_config_dir() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hubserver import OlahServer
 
 from rsrouter.training.expert import TrainConfig, train_expert
 
@@ -23,7 +24,7 @@ def _isolated_home(tmp_path, monkeypatch):
     """Never touch the user's config or Hub cache; never reach beyond 127.0.0.1."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
-    for name in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "RSROUTER_DATA"):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "RSROUTER_DATA"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RSROUTER_CONFIG_DIR", str(tmp_path / "rsrouter-config"))
     monkeypatch.setenv("RSROUTER_CACHE", str(tmp_path / "rsrouter-cache"))
@@ -47,6 +48,14 @@ def digits_shared(tmp_path_factory) -> str:
     train_expert(TrainConfig("digits", "cnn_tiny", sigmas=(0.25, 0.5), epochs=3, batch_size=64,
                              lr=0.05), out, name="digits-shared", progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def server(mirrors, tmp_path_factory):
+    """A Hub-compatible server (olah on 127.0.0.1) for a test module: it serves the git repos of
+    the module's own ``mirrors`` fixture (a tuple whose first item is the mirrors folder)."""
+    with OlahServer(mirrors[0], tmp_path_factory.mktemp("olah")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import edit_json
 
 from rsrouter.cards.card import Pin, read_card
 from rsrouter.errors import CardError, IntegrityError
@@ -22,13 +22,6 @@ def expert_copy(digits_expert, tmp_path):
     folder = tmp_path / "expert"
     shutil.copytree(digits_expert, folder)
     return folder
-
-
-def _edit(folder, change):
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    change(config)
-    path.write_text(json.dumps(config))
 
 
 def test_card_round_trip_and_model_card(expert_copy):
@@ -53,33 +46,35 @@ def test_card_round_trip_and_model_card(expert_copy):
     (lambda c: c["pretrained_cfg"].update(std=[0.0]), "std"),
 ])
 def test_schema_errors_name_the_field(expert_copy, change, field):
-    _edit(expert_copy, change)
+    edit_json(expert_copy / "config.json", change)
     with pytest.raises(CardError, match=field.replace(".", r"\.")):
         read_card(expert_copy)
 
 
 def test_unknown_architecture_is_a_card_error_at_load(expert_copy):
-    _edit(expert_copy, lambda c: c.update(architecture="no_such_net"))
+    edit_json(expert_copy / "config.json", lambda c: c.update(architecture="no_such_net"))
     read_card(expert_copy)  # reading a card resolves (and imports) nothing
     with pytest.raises(CardError, match="architecture.*no_such_net"):
         load_expert_folder(expert_copy)
 
 
 def test_class_count_mismatch_between_card_and_weights(expert_copy):
-    _edit(expert_copy, lambda c: c.update(num_classes=7) or c["rs_expert"].update(label_names=[]))
+    edit_json(expert_copy / "config.json",
+              lambda c: c.update(num_classes=7) or c["rs_expert"].update(label_names=[]))
     with pytest.raises(CardError, match="class-count mismatch.*num_classes=7.*10 outputs"):
         load_expert_folder(expert_copy)
 
 
 def test_input_size_mismatch(expert_copy):
-    _edit(expert_copy, lambda c: c["pretrained_cfg"].update(input_size=[1, 28, 28]))
+    edit_json(expert_copy / "config.json",
+              lambda c: c["pretrained_cfg"].update(input_size=[1, 28, 28]))
     with pytest.raises(CardError, match="input_size"):
         load_expert_folder(expert_copy)
 
 
 def test_sha256_mismatch_is_never_loaded(expert_copy):
     good = read_card(expert_copy).weights_sha256
-    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256="0" * 64))
+    edit_json(expert_copy / "config.json", lambda c: c["rs_expert"].update(weights_sha256="0" * 64))
     with pytest.raises(IntegrityError) as e:
         load_expert_folder(expert_copy)
     assert "0" * 64 in str(e.value) and good in str(e.value) and "model.safetensors" in str(e.value)
@@ -98,7 +93,7 @@ def test_pinned_hashes_are_checked_too(expert_copy):
 
 @pytest.mark.parametrize("claim", ["", None, "abc"])
 def test_an_empty_or_malformed_hash_is_an_error_not_a_skipped_check(expert_copy, claim):
-    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256=claim))
+    edit_json(expert_copy / "config.json", lambda c: c["rs_expert"].update(weights_sha256=claim))
     with pytest.raises(IntegrityError, match="weights_sha256"):
         load_expert_folder(expert_copy)
     with pytest.raises(IntegrityError, match="sha256 of model.safetensors: missing"):
@@ -108,7 +103,8 @@ def test_an_empty_or_malformed_hash_is_an_error_not_a_skipped_check(expert_copy,
 def test_truncated_weights_file(expert_copy):
     weights = expert_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    _edit(expert_copy, lambda c: c["rs_expert"].update(weights_sha256=sha256_file(weights)))
+    edit_json(expert_copy / "config.json",
+              lambda c: c["rs_expert"].update(weights_sha256=sha256_file(weights)))
     with pytest.raises(IntegrityError, match="truncated or corrupt"):
         load_expert_folder(expert_copy)
 
@@ -158,7 +154,7 @@ def test_missing_config(tmp_path):
     (lambda c: c["rs_expert"].update(resize={"size": [16, 16], "blur": 1}), "rs_expert.resize"),
 ])
 def test_malformed_card_fields_are_card_errors_not_tracebacks(expert_copy, change, field):
-    _edit(expert_copy, change)
+    edit_json(expert_copy / "config.json", change)
     with pytest.raises(CardError, match=field.replace(".", r"\.")):
         read_card(expert_copy)
 
@@ -173,7 +169,7 @@ def test_trust_is_per_call_and_never_sticks(expert_copy, tmp_path, monkeypatch):
 
     marker = untrusted.plant(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    _edit(expert_copy, lambda c: c.update(architecture="evilmod:factory"))
+    edit_json(expert_copy / "config.json", lambda c: c.update(architecture="evilmod:factory"))
     registry = Registry()
     with pytest.raises(UntrustedCodeError, match="evilmod"):
         load_expert(str(expert_copy), registry=registry)
@@ -216,7 +212,8 @@ def test_absurd_sizes_are_refused_before_anything_is_built(expert_copy, monkeypa
     import rsrouter.models as models
 
     monkeypatch.setattr(models, "resolve_architecture", lambda *a, **k: pytest.fail("built"))
-    _edit(expert_copy, lambda c: change(c) or c["rs_expert"].update(label_names=[]))
+    edit_json(expert_copy / "config.json",
+              lambda c: change(c) or c["rs_expert"].update(label_names=[]))
     with pytest.raises(CardError, match=field):
         load_expert_folder(expert_copy)
 
@@ -233,7 +230,8 @@ def test_absurd_sizes_are_refused_before_anything_is_built(expert_copy, monkeypa
 def test_card_sizes_are_checked_against_the_weights_before_building(expert_copy, monkeypatch,
                                                                     change, message):
     _no_network_built(monkeypatch)
-    _edit(expert_copy, lambda c: change(c) or c["rs_expert"].update(label_names=[]))
+    edit_json(expert_copy / "config.json",
+              lambda c: change(c) or c["rs_expert"].update(label_names=[]))
     with pytest.raises(CardError, match=message):
         load_expert_folder(expert_copy)
 
@@ -248,6 +246,6 @@ def test_a_timm_card_is_checked_by_its_pretrained_config_layer_names(tmp_path, m
     save_expert(tmp_path, create_model("test_efficientnet", 10, (1, 32, 32)), card)
     assert load_expert_folder(tmp_path).card.architecture == "test_efficientnet"
     _no_network_built(monkeypatch)
-    _edit(tmp_path, lambda c: c.update(num_classes=11))
+    edit_json(tmp_path / "config.json", lambda c: c.update(num_classes=11))
     with pytest.raises(CardError, match=r"num_classes=11, .*classifier\.weight has 10 outputs"):
         load_expert_folder(tmp_path)

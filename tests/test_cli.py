@@ -10,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+from helpers import certificates
 
 from rsrouter.cli.main import main
 from rsrouter.results.rows import COHEN_COLUMNS
@@ -17,10 +18,6 @@ from rsrouter.results.tsv import read_tsv
 
 CERTIFY = ["certify", "--dataset", "digits", "--n0", "20", "--n", "400", "--alpha", "0.01",
            "--batch-size", "500", "--skip", "5", "--max", "300", "--no-progress"]
-
-
-def _without_time(path) -> pd.DataFrame:
-    return read_tsv(path).drop(columns=["time"])
 
 
 def test_certify_writes_cohen_columns_then_counts(digits_expert, tmp_path, capsys):
@@ -55,7 +52,7 @@ def test_killed_certify_resumes_to_the_same_tsv(digits_expert, tmp_path):
     with open(resumed, "a") as f:  # and a torn last line, as a crash mid-write leaves
         f.write("999\t3\t")
     assert main([*CERTIFY, "--model", digits_expert, "--out", str(resumed)]) == 0
-    pd.testing.assert_frame_equal(_without_time(straight), _without_time(resumed))
+    pd.testing.assert_frame_equal(certificates(straight), certificates(resumed))
 
 
 def test_rerun_with_other_settings_is_refused(digits_expert, tmp_path, capsys):

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import ROOT, with_key
 
 from rsrouter.errors import ConfigError
 from rsrouter.models import architecture_source, create_model
 from rsrouter.routing.config import load_config, parse_config
 
 BASE = {"experts": ["a", "b"], "data": {"dataset": "digits"}}
-
-
-def _with(path: str, value):
-    cfg = copy.deepcopy(BASE)
-    *parents, last = path.split(".")
-    node = cfg
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[last] = value
-    return cfg
 
 
 def test_defaults_follow_the_paper():
@@ -40,23 +30,25 @@ def test_defaults_follow_the_paper():
 @pytest.mark.parametrize("raw, message", [
     ({"data": {"dataset": "digits"}}, "experts: missing key"),
     ({"experts": ["a", "b"]}, "data: missing key"),
-    (_with("experts", ["a"]), "at least 2"),
-    (_with("experts", ["a", "a"]), "duplicates"),
-    (_with("router.sigma", 0), "router.sigma: must be > 0"),
-    (_with("router.sigma", -1.0), "router.sigma: must be > 0"),
-    (_with("router.arch", "no_such_net"), "router.arch: unknown architecture"),
-    (_with("router.colour", "red"), r"router.colour: unknown key; allowed: arch, backbone, sigma"),
-    (_with("router.backbone", "c"), r"router.backbone: 'c' must be one of experts"),
-    (_with("labels.n", 0), "labels.n: must be an integer >= 1"),
-    (_with("labels.n", "many"), "labels.n: must be an integer"),
-    (_with("labels.alpha", 2), r"labels.alpha: must be in \(0, 1\)"),
-    (_with("train.optimizer", "lion"), "train.optimizer: 'lion' is not one of"),
-    (_with("train.schedule.type", "cyclic"), "train.schedule.type"),
-    (_with("train.consistency.lambda", -1), "train.consistency.lambda"),
-    (_with("train.consistency", {"lambda": 1.0, "eta": 0.5, "beta": 2}), "allowed: eta, lambda"),
-    (_with("train.class_weights", "yes"), "train.class_weights: must be true or false"),
-    (_with("data.split", "val"), "data.split"),
-    (_with("data.split", "validation"), "data.split: a router learns on train"),
+    (with_key(BASE, "experts", ["a"]), "at least 2"),
+    (with_key(BASE, "experts", ["a", "a"]), "duplicates"),
+    (with_key(BASE, "router.sigma", 0), "router.sigma: must be > 0"),
+    (with_key(BASE, "router.sigma", -1.0), "router.sigma: must be > 0"),
+    (with_key(BASE, "router.arch", "no_such_net"), "router.arch: unknown architecture"),
+    (with_key(BASE, "router.colour", "red"),
+     r"router.colour: unknown key; allowed: arch, backbone, sigma"),
+    (with_key(BASE, "router.backbone", "c"), r"router.backbone: 'c' must be one of experts"),
+    (with_key(BASE, "labels.n", 0), "labels.n: must be an integer >= 1"),
+    (with_key(BASE, "labels.n", "many"), "labels.n: must be an integer"),
+    (with_key(BASE, "labels.alpha", 2), r"labels.alpha: must be in \(0, 1\)"),
+    (with_key(BASE, "train.optimizer", "lion"), "train.optimizer: 'lion' is not one of"),
+    (with_key(BASE, "train.schedule.type", "cyclic"), "train.schedule.type"),
+    (with_key(BASE, "train.consistency.lambda", -1), "train.consistency.lambda"),
+    (with_key(BASE, "train.consistency", {"lambda": 1.0, "eta": 0.5, "beta": 2}),
+     "allowed: eta, lambda"),
+    (with_key(BASE, "train.class_weights", "yes"), "train.class_weights: must be true or false"),
+    (with_key(BASE, "data.split", "val"), "data.split"),
+    (with_key(BASE, "data.split", "validation"), "data.split: a router learns on train"),
     ({**BASE, "sed": 1}, "sed: unknown key"),
 ])
 def test_config_errors_name_the_key(raw, message):
@@ -65,7 +57,7 @@ def test_config_errors_name_the_key(raw, message):
 
 
 def test_consistency_needs_two_copies():
-    raw = _with("train.consistency", {"lambda": 1.0})
+    raw = with_key(BASE, "train.consistency", {"lambda": 1.0})
     raw["train"]["noise_copies"] = 1
     with pytest.raises(ConfigError, match="noise_copies"):
         parse_config(raw)
@@ -78,7 +70,7 @@ def test_load_config_file_errors(tmp_path):
     bad.write_text("experts: [a, b\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
-    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(_with("labels.n", 0)))
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(with_key(BASE, "labels.n", 0)))
     with pytest.raises(ConfigError, match=r"wrong.yaml: labels.n"):
         load_config(tmp_path / "wrong.yaml")
 
@@ -86,7 +78,7 @@ def test_load_config_file_errors(tmp_path):
 def test_shipped_example_configs_are_valid():
     from rsrouter.bench.config import load_bench_config
 
-    configs = sorted((Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.yaml"))
+    configs = sorted((ROOT / "benchmarks" / "configs").glob("*.yaml"))
     names = {p.name for p in configs}
     assert {"fashion-mnist.yaml", "digits.yaml", "cifar10-cohen-resnet110.yaml",
             "bench-fashion-mnist.yaml", "bench-digits.yaml"} <= names
@@ -109,11 +101,12 @@ def test_entry_point_plugin_and_module_factory(monkeypatch, tmp_path):
     net = create_model("tiny_mlp", 3, (1, 8, 8))
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 3)
     assert architecture_source("tiny_mlp") == "plugin"
-    assert parse_config(_with("router.arch", "tiny_mlp")).router.arch == "tiny_mlp"
+    assert parse_config(with_key(BASE, "router.arch", "tiny_mlp")).router.arch == "tiny_mlp"
     spec = "rsrouter_tinyplugin:tiny_mlp"
     assert create_model(spec, 4, (1, 8, 8), trust_code=True)(torch.rand(1, 1, 8, 8)).shape == \
         (1, 4)
-    assert parse_config(_with("router.arch", spec)).router.arch == spec  # the user's own config
+    # the user's own config
+    assert parse_config(with_key(BASE, "router.arch", spec)).router.arch == spec
     # the same resolution serves expert cards: an expert of a plugin architecture round-trips
     from rsrouter.cards.card import ExpertCard, save_expert
     from rsrouter.registry.expert import load_expert_folder

@@ -37,6 +37,7 @@ import pytest
 import torch
 from scipy.stats import beta, binom, norm
 from torch import nn
+from toymodels import Halfspace
 
 from rsrouter.bench import methods
 from rsrouter.bench.counts import read_counts
@@ -59,18 +60,6 @@ DELTA = 1e-5  # how far below a jump of the lower bound each probability sits
 TOL = 1e-9
 X = 0.5  # every coordinate of the input
 INFO = DatasetInfo("point", 2, (1, 1, 4), (0.5,), (0.25,))
-
-
-class Halfspace(nn.Module):
-    """Class 1 iff x[coord] > t (below t when flipped): P(class 1) = Phi((x[coord] - t) / s)."""
-
-    def __init__(self, coord: int, t: float, flip: bool = False) -> None:
-        super().__init__()
-        self.coord, self.t, self.sign = coord, t, -1.0 if flip else 1.0
-
-    def forward(self, x):
-        s = self.sign * (x.flatten(1)[:, self.coord] - self.t)
-        return torch.stack([-s, s], dim=1)
 
 
 class PooledRoot(nn.Module):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from helpers import ROOT, certificates, subprocess_env
 
 from rsrouter.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ["--dataset", "digits", "--N0", "30", "--N", "400", "--alpha", "0.01", "--skip", "10",
           "--batch-size", "500", "--no-progress"]
 
@@ -31,22 +31,12 @@ def torchrun(*args: str, cwd: Path, nproc: int = 2,
              timeout: float = 600) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node N -m rsrouter -- ARGS` as a user types it."""
     return subprocess.run(_torchrun_argv(nproc, args), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=_env())
+                          timeout=timeout, env=subprocess_env())
 
 
 def _torchrun_argv(nproc: int, args) -> list[str]:
     exe = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     return [exe, "--standalone", "--nproc-per-node", str(nproc), "-m", "rsrouter", "--", *args]
-
-
-def _env() -> dict:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def _frame(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t").drop(columns="time")
 
 
 def test_certify_on_two_ranks_equals_one_process(digits_expert, tmp_path):
@@ -56,7 +46,7 @@ def test_certify_on_two_ranks_equals_one_process(digits_expert, tmp_path):
                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     two = tmp_path / "two.tsv"
-    pd.testing.assert_frame_equal(_frame(one), _frame(two))
+    pd.testing.assert_frame_equal(certificates(one), certificates(two))
     assert json.loads((tmp_path / "one.tsv.json").read_text()) == \
         json.loads((tmp_path / "two.tsv.json").read_text())
     assert not list(tmp_path.glob("two.tsv.part*"))  # merged, parts removed
@@ -70,7 +60,7 @@ def test_a_killed_rank_loses_nothing(digits_expert, tmp_path):
     slow = [*DIGITS[:-1], "--skip", "4", "--batch-size", "20", "--no-progress"]
     assert main(["certify", "--model", digits_expert, *slow, "--out", str(reference)]) == 0
     argv = _torchrun_argv(2, ["certify", "--model", digits_expert, *slow, "--out", "two.tsv"])
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     part = tmp_path / "two.tsv.part1of2"
     deadline = time.time() + 180
@@ -84,7 +74,7 @@ def test_a_killed_rank_loses_nothing(digits_expert, tmp_path):
     proc.wait(timeout=120)
     assert proc.returncode != 0
     rows_before = sum(p.read_text().count("\n") - 1 for p in tmp_path.glob("two.tsv.part*"))
-    assert 0 < rows_before < len(_frame(reference))
+    assert 0 < rows_before < len(certificates(reference))
     # one process takes over part of the work (the parts of a 2-rank run merge into its run) ...
     assert main(["certify", "--model", digits_expert, *slow, "--max-index", "200", "--out",
                  str(tmp_path / "two.tsv")]) == 0
@@ -93,9 +83,10 @@ def test_a_killed_rank_loses_nothing(digits_expert, tmp_path):
     again = torchrun("certify", "--model", digits_expert, *slow, "--out", "two.tsv",
                      cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    merged = _frame(tmp_path / "two.tsv")
+    merged = certificates(tmp_path / "two.tsv")
     assert merged["idx"].is_unique
-    pd.testing.assert_frame_equal(_frame(reference), merged.sort_values("idx", ignore_index=True))
+    pd.testing.assert_frame_equal(certificates(reference),
+                                  merged.sort_values("idx", ignore_index=True))
 
 
 def test_bench_and_router_labels_on_two_ranks(digits_expert, digits_expert_wide, tmp_path):
@@ -115,8 +106,8 @@ def test_bench_and_router_labels_on_two_ranks(digits_expert, digits_expert_wide,
                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for name in ("d025.tsv", "d050.tsv", "cascade.tsv"):
-        pd.testing.assert_frame_equal(_frame(tmp_path / "one" / name), _frame(tmp_path / "two" /
-                                                                              name))
+        pd.testing.assert_frame_equal(certificates(tmp_path / "one" / name),
+                                      certificates(tmp_path / "two" / name))
     router = {"experts": ["d025", "d050"], "router": {"arch": "cnn_tiny"},
               "labels": {"n": 40, "alpha": 0.01, "subset": 2500, "batch_size": 2000},
               "train": {"epochs": 2, "batch_size": 64}, "data": {"dataset": "digits"}}
@@ -153,6 +144,6 @@ def test_the_documented_torchrun_lines_run_verbatim(tmp_path):
         elif argv[0] == "rsrouter":
             argv = [sys.executable, "-m", "rsrouter", *argv[1:]]
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                              env=_env())
+                              env=subprocess_env())
         assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
     assert (tmp_path / "fmnist-2procs.tsv").is_file()

@@ -35,23 +35,9 @@ def mirrors(tmp_path_factory) -> tuple[Path, list[str]]:
     return root, shas
 
 
-@pytest.fixture(scope="module")
-def server(mirrors, tmp_path_factory):
-    with OlahServer(mirrors[0], tmp_path_factory.mktemp("olah")) as running:
-        yield running
-
-
 @pytest.fixture
 def shas(mirrors) -> list[str]:
     return mirrors[1]
-
-
-@pytest.fixture(autouse=True)
-def _hub_env(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

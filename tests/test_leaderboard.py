@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import ROOT
 
 from rsrouter.certify.bounds import radii_from_counts
 from rsrouter.cli.main import main
@@ -19,7 +20,6 @@ from rsrouter.errors import ResultsError
 from rsrouter.leaderboard.board import build_site, collect_entries, import_tsv, merge, read_entry
 from rsrouter.results.logs import counts_from_radii
 
-ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "runs" / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 

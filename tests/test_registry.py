@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import untrusted
 import yaml
-from hubserver import OlahServer, make_git_repo
+from hubserver import make_git_repo
 
 from rsrouter.cli.main import main
 from rsrouter.errors import (
@@ -60,12 +60,6 @@ def mirrors(tmp_path_factory, digits_expert):
     shas["tampered"] = make_git_repo(root / "models/org/tampered", [good])
     make_git_repo(root / "models/org/evil", [_files(digits_expert, architecture="evilmod:factory")])
     return root, shas, good
-
-
-@pytest.fixture(scope="module")
-def server(mirrors, tmp_path_factory):
-    with OlahServer(mirrors[0], tmp_path_factory.mktemp("olah")) as running:
-        yield running
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.stats import norm
 from torch import nn
+from toymodels import Halfspace
 
 from rsrouter.cards.card import ExpertCard, Pin
 from rsrouter.certify.bounds import ABSTAIN
@@ -22,20 +23,6 @@ from rsrouter.routing.config import LabelSpec, parse_config
 from rsrouter.routing.routed import RoutedClassifier
 from rsrouter.routing.router import load_router
 from rsrouter.training.router import train_router
-
-
-class Halfspace(nn.Module):
-    """Class 1 iff x[coord] > t: under N(0, s^2) noise P(class 1) = Phi((x[coord] - t) / s)."""
-
-    def __init__(self, coord: int, t: float, flip: bool = False) -> None:
-        super().__init__()
-        self.coord, self.t, self.sign = coord, t, -1.0 if flip else 1.0
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += len(x)
-        s = self.sign * (x.flatten(1)[:, self.coord] - self.t)
-        return torch.stack([-s, s], dim=1)
 
 
 def _routed(alpha_split=0.5):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import untrusted
 import yaml
+from helpers import edit_json
 
 from rsrouter.certify.smoothing import Smooth
 from rsrouter.cli.main import main
@@ -154,15 +155,9 @@ def _quick_router(tmp_path, experts=("d025", "d050")) -> Path:
     return out
 
 
-def _edit_json(path: Path, change) -> None:
-    doc = json.loads(path.read_text())
-    change(doc)
-    path.write_text(json.dumps(doc))
-
-
 def test_a_router_card_naming_code_imports_nothing_without_the_opt_in(registered, tmp_path):
     out = _quick_router(tmp_path)
-    _edit_json(out / "config.json", lambda c: c.update(architecture="evilmod:factory"))
+    edit_json(out / "config.json", lambda c: c.update(architecture="evilmod:factory"))
     marker = untrusted.plant(tmp_path)
     args = ("certify", "--router", str(out), "--dataset", "digits", "--n0", "10", "--n", "50",
             "--max", "3", "--out", str(tmp_path / "routed.tsv"), "--no-progress")
@@ -186,7 +181,7 @@ def test_swapped_expert_weights_are_refused_even_with_blank_card_hashes(register
     assert [e.name for e in load_routed(out).experts] == ["digits-tiny", "digits-tiny-wide"]
     shutil.copy(b / "model.safetensors", a / "model.safetensors")  # a swap, same shapes
     for folder in (a, b):  # and the cards' own claims blanked, so that they cannot object
-        _edit_json(folder / "config.json", lambda c: c["rs_expert"].update(weights_sha256=""))
+        edit_json(folder / "config.json", lambda c: c["rs_expert"].update(weights_sha256=""))
     with pytest.raises(IntegrityError, match="model.safetensors.*recorded by router"):
         load_routed(out)
 
@@ -195,22 +190,22 @@ def test_router_records_are_checked(registered, digits_expert, tmp_path):
     out = _quick_router(tmp_path)
     card = out / "config.json"
     original = card.read_text()
-    _edit_json(card, lambda c: c["rs_router"]["experts"][1].update(sigma=0.3))
+    edit_json(card, lambda c: c["rs_router"]["experts"][1].update(sigma=0.3))
     with pytest.raises(IntegrityError, match="sigma 0.3.*has sigma 0.5"):
         load_routed(out)
     for key in ("weights_sha256", "config_sha256"):
         card.write_text(original)
-        _edit_json(card, lambda c, key=key: c["rs_router"]["experts"][0].update({key: ""}))
+        edit_json(card, lambda c, key=key: c["rs_router"]["experts"][0].update({key: ""}))
         with pytest.raises(CardError, match=rf"experts\[0\]\.{key}: missing"):
             load_routed(out)
     card.write_text(original)
-    _edit_json(card, lambda c: c["rs_router"].update(weights_sha256=""))
+    edit_json(card, lambda c: c["rs_router"].update(weights_sha256=""))
     with pytest.raises(IntegrityError, match="rs_router.weights_sha256: missing"):
         load_routed(out)
     # router training refuses an expert whose card does not pin its weights
     blank = tmp_path / "blank"
     shutil.copytree(digits_expert, blank)
-    _edit_json(blank / "config.json", lambda c: c["rs_expert"].update(weights_sha256=""))
+    edit_json(blank / "config.json", lambda c: c["rs_expert"].update(weights_sha256=""))
     with pytest.raises(ConfigError, match=r"experts\[0\].*weights_sha256: missing"):
         load_config_experts(parse_config({**CONFIG, "experts": [str(blank), "d050"]}))
 
@@ -237,6 +232,6 @@ def test_a_router_card_is_checked_like_an_expert_card_before_building(registered
             dict(c["rs_router"]["experts"][0], name="third")), "num_classes=3"),
     ]:
         card.write_text(original)
-        _edit_json(card, edit)
+        edit_json(card, edit)
         with pytest.raises(CardError, match=message):
             load_router(out)

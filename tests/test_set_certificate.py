@@ -11,7 +11,7 @@ import torch
 from countframes import counts_frame
 from scipy.optimize import brentq
 from scipy.stats import beta, norm
-from torch import nn
+from toymodels import Bands, Halfspace
 
 from rsrouter.bench.methods import set_frame
 from rsrouter.certify.bounds import ABSTAIN, upper_confidence_bound
@@ -60,27 +60,6 @@ def test_an_undecided_router_still_certifies_where_all_experts_agree():
     assert cert.prediction == 3 and cert.radius == pytest.approx(min(r), rel=1e-12)
     assert cert.entry[1] < 0  # the router may pick expert 1 at x itself
     assert upper_confidence_bound(10, 10, 0.01) == 1.0
-
-
-class Bands(nn.Module):
-    """Router on coordinate 0: expert 0 below 0.35, expert 2 above 0.65, expert 1 between."""
-
-    def forward(self, x):
-        v = x.flatten(1)[:, 0]
-        k = (v > 0.35).long() + (v > 0.65).long()
-        return nn.functional.one_hot(k, 3).float()
-
-
-class Halfspace(nn.Module):
-    """Class 1 iff x[1] > t."""
-
-    def __init__(self, t: float, flip: bool = False) -> None:
-        super().__init__()
-        self.t, self.sign = t, -1.0 if flip else 1.0
-
-    def forward(self, x):
-        s = self.sign * (x.flatten(1)[:, 1] - self.t)
-        return torch.stack([-s, s], dim=1)
 
 
 SIGMA_R = 0.3
@@ -135,7 +114,7 @@ def test_coverage_on_a_known_routed_classifier():
     xs = torch.zeros(m, 1, 1, 4)
     xs[:, 0, 0, 0], xs[:, 0, 0, 1] = torch.tensor(x0).float(), torch.tensor(x1).float()
     router = Smooth(Bands(), 3, SIGMA_R)
-    experts = [Smooth(Halfspace(t, f), 2, s) for t, s, f in EXPERTS]
+    experts = [Smooth(Halfspace(1, t, f), 2, s) for t, s, f in EXPERTS]
     r_ca, r_counts = router.count_batch(xs, n0, n, batch_size=20000, seed=1)
     e = [ex.count_batch(xs, n0, n, batch_size=20000, seed=1) for ex in experts]
     a_r = a_e = alpha / 2

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.stats import beta, norm
 from torch import nn
+from toymodels import Halfspace
 
 import rsrouter
 from rsrouter.certify.bounds import (
@@ -22,25 +23,6 @@ from rsrouter.certify.bounds import (
 from rsrouter.certify.noise import NOISE_BLOCK, STAGES, NoiseStream, noise_generator, stream_state
 from rsrouter.certify.smoothing import Smooth
 from rsrouter.errors import CountsError
-
-
-class Halfspace(nn.Module):
-    """Two classes split by the hyperplane w.x = t (|w| = 1): class 1 iff w.x > t.
-
-    Under N(0, sigma^2 I) noise, P(class 1) = Phi((w.x - t) / sigma), so the smoothed classifier's
-    true l2 radius is |w.x - t| exactly.
-    """
-
-    def __init__(self, dim: int, t: float = 0.0) -> None:
-        super().__init__()
-        w = torch.zeros(dim)
-        w[0] = 1.0
-        self.register_buffer("w", w)
-        self.t = t
-
-    def forward(self, x):
-        s = x.flatten(1) @ self.w - self.t
-        return torch.stack([-s, s], dim=1)
 
 
 def test_radius_matches_clopper_pearson_formula():
@@ -81,7 +63,7 @@ def test_coverage_on_halfspace_with_known_radius():
     margins = rng.uniform(0.0, 1.3, size=m) * sigma
     xs = torch.zeros(m, 1, 1, 4)
     xs[:, 0, 0, 0] = torch.from_numpy(margins).float()
-    smooth = Smooth(Halfspace(4), num_classes=2, sigma=sigma)
+    smooth = Smooth(Halfspace(0), num_classes=2, sigma=sigma)
     certs = smooth.certify_batch(xs, n0, n, alpha, batch_size=4096, seed=11)
     true_radius = xs[:, 0, 0, 0].double().numpy()
     violations = [c.prediction != ABSTAIN and (c.prediction != 1 or c.radius > r + 1e-6)
@@ -155,7 +137,7 @@ def test_same_certificate_for_any_batch_size():
 
 
 def test_predict_abstains_on_a_coin_and_answers_when_confident():
-    smooth = Smooth(Halfspace(4, t=0.5), 2, 0.1)
+    smooth = Smooth(Halfspace(0, 0.5), 2, 0.1)
     on_boundary = torch.full((1, 1, 4), 0.5)  # P(class 1) = 1/2
     assert smooth.predict(on_boundary, n=2000, alpha=0.001, seed=0) == ABSTAIN
     above, below = torch.full((1, 1, 4), 1.0), torch.zeros(1, 1, 4)  # 5 sigma from the boundary
@@ -289,7 +271,7 @@ def test_sequential_looks_keep_coverage_and_save_samples():
     margins = rng.uniform(-0.2, 1.3, size=m) * sigma
     xs = torch.zeros(m, 1, 1, 4)
     xs[:, 0, 0, 0] = torch.from_numpy(margins).float() + 0.5  # pixels in [0, 1]
-    smooth = Smooth(Halfspace(4, t=0.5), num_classes=2, sigma=sigma)
+    smooth = Smooth(Halfspace(0, 0.5), num_classes=2, sigma=sigma)
     grid = [0.0, 0.25, 0.5]
     c_a, counts, used, share = sequential_counts(smooth, xs, 32, seq, alpha, grid,
                                                  batch_size=4096, seed=5, indices=range(m))

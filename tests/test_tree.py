@@ -11,6 +11,7 @@ import torch
 from countframes import counts_frame
 from scipy.stats import beta, norm
 from torch import nn
+from toymodels import Bands, Halfspace
 
 from rsrouter.bench.methods import tree_frame
 from rsrouter.certify.bounds import ABSTAIN
@@ -58,31 +59,11 @@ def test_by_hand():
     assert cert.prediction == ABSTAIN and cert.expert_radius == 0.0
 
 
-class Bands(nn.Module):
-    """The root on coordinate 0: expert 0 below 0.35, expert 2 above 0.65, expert 1 between."""
-
-    def forward(self, x):
-        v = x.flatten(1)[:, 0]
-        return nn.functional.one_hot((v > 0.35).long() + (v > 0.65).long(), 3).float()
-
-
 class Split(nn.Module):
     """The child on coordinate 2: its expert 0 below 0.5, its expert 1 above."""
 
     def forward(self, x):
         return nn.functional.one_hot((x.flatten(1)[:, 2] > 0.5).long(), 2).float()
-
-
-class Halfspace(nn.Module):
-    """Class 1 iff x[1] > t (below t when flipped)."""
-
-    def __init__(self, t: float, flip: bool = False) -> None:
-        super().__init__()
-        self.t, self.sign = t, -1.0 if flip else 1.0
-
-    def forward(self, x):
-        s = self.sign * (x.flatten(1)[:, 1] - self.t)
-        return torch.stack([-s, s], dim=1)
 
 
 SIGMA_ROOT, SIGMA_CHILD = 0.3, 0.2
@@ -125,7 +106,7 @@ def test_coverage_on_a_known_routed_classifier():
     xs[:, 0, 0, 2] = torch.tensor(rng.uniform(0.0, 1.0, m)).float()
     root = Smooth(Bands(), 3, SIGMA_ROOT).count_batch(xs, n0, n, batch_size=20000, seed=1)
     child = Smooth(Split(), 2, SIGMA_CHILD).count_batch(xs, n0, n, batch_size=20000, seed=2)
-    experts = [Smooth(Halfspace(t, f), 2, s).count_batch(xs, n0, n, batch_size=20000, seed=3)
+    experts = [Smooth(Halfspace(1, t, f), 2, s).count_batch(xs, n0, n, batch_size=20000, seed=3)
                for t, s, f in EXPERTS]
     groups = np.array(GROUPS)
     bad = blind = certified = 0

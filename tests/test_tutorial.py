@@ -12,11 +12,13 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from helpers import ROOT
+
 from rsrouter.cli.main import main
 from rsrouter.paths import user_registry
 from rsrouter.results.tsv import read_tsv
 
-TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
+TUTORIAL = ROOT / "docs" / "tutorial.md"
 
 
 def _blocks(text: str, lang: str) -> list[str]:

@@ -7,10 +7,11 @@ a load with the user's opt-in succeeds.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import subprocess_env
 
 EVIL = '''
 from pathlib import Path
@@ -31,7 +32,5 @@ def plant(folder: Path) -> Path:
 
 def rsrouter(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m rsrouter ARGS`` in ``cwd`` (which Python puts first on sys.path)."""
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable, "-m", "rsrouter", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "rsrouter", *args], cwd=cwd,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=timeout)

@@ -1,1 +1,9 @@
-"""cli."""
+"""The ``rsrouter`` command line.
+
+The old module ``rsrouter.cli``'s names stay importable from here, with a
+DeprecationWarning (rsrouter._moved).
+"""
+
+from .._moved import getattr_for as _getattr_for
+
+__getattr__ = _getattr_for(__name__)

@@ -1,1 +1,9 @@
-"""leaderboard."""
+"""Leaderboards built from benchmark results, and their publishing.
+
+The old module ``rsrouter.leaderboard``'s names stay importable from here, with a
+DeprecationWarning (rsrouter._moved).
+"""
+
+from .._moved import getattr_for as _getattr_for
+
+__getattr__ = _getattr_for(__name__)

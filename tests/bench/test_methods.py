@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from countframes import counts_frame
 from scipy.stats import beta, chi2, norm
 
 from rsrouter.bench.methods import envelope, expert_frame
@@ -113,26 +114,14 @@ def test_expert_frame_matches_certificate_from_counts():
     assert out["correct"].tolist() == [1, 0, 0] and (out["forwards"] == 1100).all()
 
 
-def _count_frame(rows, sigma):
-    """A count-store frame: rows of (idx, label, class counts, n used, share)."""
-    out = []
-    for idx, label, counts, share in rows:
-        counts = np.asarray(counts, dtype=np.int64)
-        c_a = int(counts.argmax())
-        out.append({"idx": idx, "label": label, "cA": c_a, "nA": int(counts[c_a]),
-                    "n": int(counts.sum()), "n0": 100, "sigma": sigma, "share": share, "seed": 0,
-                    "mode": "fp32+seq", "counts": counts, "time": 0.1})
-    return pd.DataFrame(out)
-
-
 def test_sequential_shares_scale_every_composed_bound():
     """In sequential mode each row's bound is at alpha times the share of its stopping look:
     the expert, routed and cascade compositions all use it (by hand, Clopper-Pearson)."""
     from rsrouter.bench.methods import cascade_frame, routed_frame
 
     alpha = 0.01
-    big = _count_frame([(0, 1, [5, 995], 0.125), (1, 0, [900, 100], 0.5)], 1.0)
-    small = _count_frame([(0, 1, [2, 398], 0.25), (1, 0, [780, 20], 0.125)], 0.5)
+    big = counts_frame([(0, 1, [5, 995], 0.125), (1, 0, [900, 100], 0.5)], 1.0, "fp32+seq")
+    small = counts_frame([(0, 1, [2, 398], 0.25), (1, 0, [780, 20], 0.125)], 0.5, "fp32+seq")
     frame = expert_frame(big, alpha)
     assert frame["alpha"].tolist() == pytest.approx([alpha * 0.125, alpha * 0.5])
     assert frame["radius"].tolist() == pytest.approx(
@@ -141,7 +130,8 @@ def test_sequential_shares_scale_every_composed_bound():
     # a share of 1 would have certified more: the test can tell the two apart
     assert expert_frame(big.assign(share=1.0), alpha)["radius"].iloc[0] > frame["radius"].iloc[0]
 
-    router = _count_frame([(0, 1, [10, 390], 0.25), (1, 0, [0, 400], 0.5)], 0.3)  # route 1, 1
+    router = counts_frame([(0, 1, [10, 390], 0.25), (1, 0, [0, 400], 0.5)], 0.3,  # route 1, 1
+                          "fp32+seq")
     routed = routed_frame(router, [big, small], ["big", "small"], alpha, 0.5, 0.3)
     a_r = [alpha * 0.5 * 0.25, alpha * 0.5 * 0.5]
     a_e = [alpha * 0.5 * 0.25, alpha * 0.5 * 0.125]  # the chosen expert (small) row's share

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
+from helpers import ROOT, with_key
 from test_dualrs_loop import CONFIG
 
 from rsrouter.dualrs import load_dualrs_config, parse_dualrs_config
 from rsrouter.errors import ConfigError
-
-
-def _with(path: str, value):
-    raw = copy.deepcopy(CONFIG)
-    *parents, last = path.split(".")
-    node = raw
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value is KeyError:
-        node.pop(last)
-    else:
-        node[last] = value
-    return raw
 
 
 @pytest.mark.parametrize("path, value, message", [
@@ -45,15 +31,13 @@ def _with(path: str, value):
 ])
 def test_errors_name_the_key(path, value, message):
     with pytest.raises(ConfigError, match=message):
-        parse_dualrs_config(_with(path, value))
+        parse_dualrs_config(with_key(CONFIG, path, value))
 
 
 @pytest.mark.parametrize("name", ["dualrs-fashion-mnist.yaml", "dualrs-fashion-mnist-claims.yaml",
                                   "dualrs-cifar10-paper.yaml"])
 def test_the_shipped_configs_parse(name):
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks/configs" / name
+    path = ROOT / "benchmarks/configs" / name
     cfg = load_dualrs_config(path)
     assert cfg.sigmas == [0.25, 0.5, 1.0] and cfg.estimator.router.sigma == 1.0
     assert cfg.validation["protocol"]["alpha"] == 0.001
