@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import IntegrityError, LockedError
+from .errors import IntegrityError, LockedError, ResumeError
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,28 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_resume(path: str | os.PathLike, expected: dict, found: dict | None,
+                 fix: str) -> None:
+    """Refuse to continue ``path`` (a results file, a checkpoint, a finished run) unless the
+    settings it was made with (``found``; None when missing or unreadable) are ``expected``,
+    compared as JSON. Every resumable thing in rsrouter checks its settings here.
+
+    Raises:
+        ResumeError: naming every key that differs, with its recorded and its new value, and
+            ``fix``.
+    """
+    expected = json.loads(json.dumps(expected))
+    if found == expected:
+        return
+    if found is None:
+        raise ResumeError(f"{path} cannot be continued: the settings it was made with are "
+                          f"missing or unreadable; {fix}")
+    keys = sorted(set(found) | set(expected), key=str)
+    diff = "; ".join(f"{k}: {found.get(k)!r} recorded, {expected.get(k)!r} now" for k in keys
+                     if found.get(k) != expected.get(k))
+    raise ResumeError(f"{path} was made with other settings ({diff}); {fix}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -23,7 +23,9 @@ import pandas as pd
 
 from .. import __version__
 from ..certify import tree
+from ..certify.bounds import split_alpha
 from ..certify.cascade import cascade_bounds
+from ..certify.set_certificate import expert_levels, router_levels
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
@@ -342,15 +344,16 @@ def _envelope(run: _Run, method: Method) -> Composed:
 
 
 def _alpha_split_text(alpha: float, split: float) -> str:
-    return (f"router alpha {alpha * split:g} + expert alpha {alpha - alpha * split:g} = {alpha} "
-            "(union bound)")
+    a_r, a_e = split_alpha(alpha, split)
+    return f"router alpha {a_r:g} + expert alpha {a_e:g} = {alpha} (union bound)"
 
 
 def _set_alpha_text(alpha: float, split: float, k: int) -> str:
-    a_r, a_e = alpha * split, alpha - alpha * split
-    return (f"set certificate: router alpha {a_r:g} (lower bound on its choice {a_r / 2:g}, an "
-            f"upper bound on each of the {k - 1} others {a_r / (2 * (k - 1)):g}) + experts alpha "
-            f"{a_e:g} (the chosen expert {a_e / 2:g}, each other {a_e / (2 * (k - 1)):g}) = "
+    a_r, a_e = split_alpha(alpha, split)
+    (lower, upper), levels = router_levels(a_r, k), expert_levels(a_e, 0, k)
+    return (f"set certificate: router alpha {a_r:g} (lower bound on its choice {lower:g}, an "
+            f"upper bound on each of the {k - 1} others {upper:g}) + experts alpha "
+            f"{a_e:g} (the chosen expert {levels[0]:g}, each other {levels[1]:g}) = "
             f"{alpha} (union bound)")
 
 
@@ -396,11 +399,11 @@ def _tree(run: _Run, method: Method) -> Composed:
         [(child_counts[i], c.router.sigma, [names.index(e.name) for e in c.experts])
          for i, c in enumerate(children)], child_of_group, expert_counts,
         alpha, method.alpha_split)
-    a_r = alpha * method.alpha_split
+    a_r, a_e = split_alpha(alpha, method.alpha_split)
+    at_root, at_child, _ = tree.split_levels(alpha, method.alpha_split, True)
     rule = (f"router tree: routers alpha {a_r:g} (the root alone {a_r:g} on a path without a "
-            f"child; root {a_r / 2:g} + child {a_r / 2:g} on a path with one) + expert alpha "
-            f"{alpha - a_r:g} = {alpha} (union bound; the path depends only on the selection "
-            "draws)")
+            f"child; root {at_root:g} + child {at_child:g} on a path with one) + expert alpha "
+            f"{a_e:g} = {alpha} (union bound; the path depends only on the selection draws)")
     record = _router_record(method.router, root.router)
     record["children"] = [_router_record(ref, c.router)
                           for ref, c in zip(method.children, children)]

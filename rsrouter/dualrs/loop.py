@@ -40,7 +40,7 @@ from ..cards.card import ExpertCard, check_claim, read_artifact, read_card
 from ..data import load_dataset
 from ..distributed import current
 from ..errors import ConfigError
-from ..files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from ..files import atomic_write_json, atomic_write_text, check_resume, load_tensors, save_tensors
 from ..registry.core import Registry, sigma_ref
 from ..routing.config import RouterConfig
 from ..routing.router import ExpertRef, load_router, read_router_card, write_router_card
@@ -262,7 +262,8 @@ def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, regi
     folder was started with (its sha256 is kept in ``out/dualrs.json``).
 
     Raises:
-        ConfigError: bad settings, or ``out`` holds a run of another config.
+        ConfigError: bad settings.
+        ResumeError: ``out`` holds a run of another config.
         ResumeError / LockedError: from the training steps.
     """
     if rounds < 1:
@@ -273,10 +274,9 @@ def train_dualrs(cfg: DualRSConfig, out: str | os.PathLike, *, rounds: int, regi
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     marker = out / "dualrs.json"
     if marker.is_file():
-        started = json.loads(marker.read_text())
-        if started.get("config_sha256") != digest:
-            raise ConfigError(f"{out} holds a Dual RS run of another config (see {marker}); "
-                              "choose another --out, or delete it to start over")
+        check_resume(out, settings, json.loads(marker.read_text()).get("config"),
+                     f"a Dual RS run of another config (see {marker}): choose another --out, "
+                     "or delete it to start over")
     elif current().is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(marker, {"config": settings, "config_sha256": digest,

@@ -32,6 +32,7 @@ from .. import __version__
 from ..certify.bounds import radii_from_counts
 from ..errors import LockedError, ResultsError
 from ..files import FileLock, atomic_write_json, atomic_write_text
+from ..protocol import RADII
 from ..results.curves import (
     average_certified_radius,
     certified_accuracy,
@@ -40,7 +41,7 @@ from ..results.curves import (
     plot_label,
 )
 from ..results.logs import N_COLUMNS, SIGMA_COLUMNS, column_values, counts_from_radii, has_counts
-from ..results.tsv import RADII, read_tsv
+from ..results.tsv import read_tsv
 from ..urls import scrub_text
 
 SCHEMA = "rsrouter-leaderboard-entry/1"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..certify.bounds import lower_bounds, upper_bounds
-from .tsv import RADII
+from ..protocol import RADII
 
 
 def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ResultsError, ResumeError
-from ..files import FileLock, atomic_write_json, atomic_write_text
+from ..files import FileLock, atomic_write_json, atomic_write_text, check_resume
 from .rows import COHEN_COLUMNS, check_rows
 
-RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
 RESUME_FIX = "choose another --out, or delete the file and its .json to start over"
 
 
@@ -141,26 +140,6 @@ def read_settings(meta: Path) -> dict | None:
     return old if isinstance(old, dict) else None
 
 
-def check_resume(path: str | os.PathLike, expected: dict, found: dict | None,
-                 fix: str = RESUME_FIX) -> None:
-    """Refuse to continue ``path`` unless the settings it was made with (``found``; None when
-    missing or unreadable) are ``expected``.
-
-    Raises:
-        ResumeError: naming every key that differs, with its recorded and its new value, and
-            ``fix``.
-    """
-    if found == expected:
-        return
-    if found is None:
-        raise ResumeError(f"{path} cannot be continued: the settings it was made with are "
-                          f"missing or unreadable; {fix}")
-    keys = sorted(set(found) | set(expected), key=str)
-    diff = "; ".join(f"{k}: {found.get(k)!r} recorded, {expected.get(k)!r} now" for k in keys
-                     if found.get(k) != expected.get(k))
-    raise ResumeError(f"{path} holds results made with other settings ({diff}); {fix}")
-
-
 def check_resumable(path: Path, first_line: str, header: str, settings: dict) -> None:
     """Refuse to continue the results file ``path`` (its first line ``first_line``) unless its
     recorded settings are ``settings`` (JSON-normalized) and its header is ``header``.
@@ -168,7 +147,7 @@ def check_resumable(path: Path, first_line: str, header: str, settings: dict) ->
     Raises:
         ResumeError: see :func:`check_resume`; or another header.
     """
-    check_resume(path, settings, read_settings(settings_path(path)))
+    check_resume(path, settings, read_settings(settings_path(path)), RESUME_FIX)
     if first_line != header:
         raise ResumeError(f"{path} has another header than this run writes; {RESUME_FIX}")
 

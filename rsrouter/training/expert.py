@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 from ..cards.card import CONFIG_FILE, ExpertCard, read_artifact, save_expert
 from ..data import TensorImageDataset, load_dataset
 from ..distributed import current
-from ..errors import ConfigError, ResumeError
-from ..files import sha256_file
+from ..errors import ConfigError
+from ..files import check_resume, sha256_file
 from ..models import architecture_source
 from ..models.normalize import NormalizedModel
 from ..registry.expert import expert_card
@@ -158,10 +158,9 @@ def _train_expert(
     assigned = None if assigned is None else torch.as_tensor(assigned, dtype=torch.long)
     settings = _run_settings(config, assigned)
     if (out / CONFIG_FILE).is_file() and not (out / CHECKPOINT).is_file():
-        if finished_settings(out, "rs_expert") == settings:
-            return out
-        raise ResumeError(f"{out} already holds an expert trained with other settings; choose "
-                          "another --out or delete the folder")
+        check_resume(out, settings, finished_settings(out, "rs_expert"),
+                     "choose another --out or delete the folder")
+        return out
     train = _training_set(config, dataset or load_dataset(config.dataset, "train", data_root,
                                                           augment=True), assigned)
     info = train.info

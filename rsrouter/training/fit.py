@@ -25,8 +25,14 @@ from ..cards.card import CONFIG_FILE
 from ..certify.noise import noise_generator
 from ..data import TensorImageDataset
 from ..distributed import SINGLE, Dist, current
-from ..errors import ResumeError
-from ..files import FileLock, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from ..files import (
+    FileLock,
+    check_resume,
+    load_tensors,
+    optimizer_tensors,
+    restore_optimizer,
+    save_tensors,
+)
 from ..models.normalize import NormalizedModel
 
 CHECKPOINT = ".train/checkpoint.safetensors"
@@ -113,9 +119,8 @@ def fit(
     start_epoch, stats = 0, {}
     if ckpt_path.is_file():
         tensors, meta = load_tensors(ckpt_path)
-        if meta.get("settings") != json.loads(json.dumps(settings)):
-            raise ResumeError(f"{ckpt_path} was written by a run with other settings; delete "
-                              f"{out / '.train'} to start over")
+        check_resume(ckpt_path, settings, meta.get("settings"),
+                     f"delete {out / '.train'} to start over")
         model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         restore_optimizer(optimizer, tensors, meta["optimizer"])
         start_epoch, stats = meta["epoch"], meta["stats"]

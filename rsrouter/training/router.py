@@ -3,7 +3,6 @@ classifier over experts on noisy copies at the router's sigma, save it with its 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -16,7 +15,8 @@ from torch.utils.data import Dataset
 from ..certify.noise import noise_generator
 from ..data import TensorImageDataset, load_dataset
 from ..distributed import current
-from ..errors import ConfigError, ResumeError, RsrouterError
+from ..errors import ConfigError, RsrouterError
+from ..files import check_resume
 from ..models.normalize import NormalizedModel
 from ..registry.core import Registry
 from ..routing.config import RouterConfig
@@ -141,10 +141,8 @@ def _train_router(
     settings = cfg.to_dict()
     finished = finished_settings(out, "rs_router")
     if finished is not None:
-        if finished == json.loads(json.dumps(settings)):
-            return out
-        raise ResumeError(f"{out} already holds a router trained with other settings; choose "
-                          "another --out or delete the folder")
+        check_resume(out, settings, finished, "choose another --out or delete the folder")
+        return out
     experts = experts or load_config_experts(cfg, registry, device)
     sigma_r = router_sigma(cfg, experts)
     if cfg.router.backbone is not None:  # before the expensive labels

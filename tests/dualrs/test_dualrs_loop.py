@@ -13,7 +13,7 @@ import yaml
 from rsrouter.cards.card import read_card
 from rsrouter.cli.main import main
 from rsrouter.dualrs import export_round, parse_dualrs_config, train_dualrs
-from rsrouter.errors import ConfigError
+from rsrouter.errors import ConfigError, ResumeError
 from rsrouter.results.tsv import read_tsv
 from rsrouter.routing.router import load_routed, read_router_card
 
@@ -91,7 +91,7 @@ def test_a_finished_round_is_not_redone(run):
 def test_another_config_is_refused_in_the_same_folder(run, tmp_path):
     out, _, _ = run
     other = parse_dualrs_config({**CONFIG, "seed": 1})
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ResumeError, match="another config"):
         train_dualrs(other, out, rounds=1, progress=False)
 
 
