@@ -32,8 +32,8 @@ _LAZY = {
     "Expert": "registry.expert", "load_expert_folder": "registry.expert",
     "Registry": "registry.core", "load_expert": "registry.core",
     "RoutedCertificate": "routing.router", "RoutedClassifier": "routing.router",
-    "SmoothedRouter": "routing.router", "load_routed": "routing.router",
-    "load_router": "routing.router",
+    "SmoothedRouter": "routing.router", "load_routed": "routing.load",
+    "load_router": "routing.load",
     "ABSTAIN": "certify.smoothing", "Certificate": "certify.smoothing",
     "Smooth": "certify.smoothing",
 }

@@ -11,14 +11,16 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
-from rsrouter.cards.card import ExpertCard, Pin
+from rsrouter.cards.expert import ExpertCard
+from rsrouter.cards.pins import Pin
 from rsrouter.certify.smoothing import ABSTAIN, Smooth
 from rsrouter.data import DatasetInfo, TensorImageDataset
 from rsrouter.errors import ConfigError
 from rsrouter.registry.expert import Expert
 from rsrouter.routing import labels as labels_mod
 from rsrouter.routing.config import LabelSpec, parse_config
-from rsrouter.routing.router import RoutedClassifier, load_router
+from rsrouter.routing.load import load_router
+from rsrouter.routing.router import RoutedClassifier
 from rsrouter.training.train import train_router
 
 

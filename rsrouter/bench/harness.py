@@ -20,14 +20,15 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
+from ..cards.refs import is_remote_source
 from ..certify import tree
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
 from ..files import FileLock, atomic_write_json
-from ..registry.core import is_remote_source
 from ..results.tsv import check_rows, write_tsv
-from ..routing.router import ROUTER_STAGES, load_routed
+from ..routing.load import load_routed
+from ..routing.router import ROUTER_STAGES
 from ..urls import public_url
 from . import methods as compose
 from .config import BenchConfig, Method

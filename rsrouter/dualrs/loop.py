@@ -56,7 +56,7 @@ class RoundResult:
 
 def classifier_refs(classifier: Path | str, sigmas) -> list[str]:
     """The experts of a round: the classifier at each candidate sigma."""
-    from ..registry.core import sigma_ref
+    from ..cards.refs import sigma_ref
 
     return [sigma_ref(str(classifier), s) for s in sigmas]
 
@@ -162,7 +162,7 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     """Round ``k``: (fine-tune the classifier,) label, train the estimator, benchmark."""
     from ..bench.config import parse_bench_config
     from ..bench.harness import run_bench
-    from ..routing.router import load_router
+    from ..routing.load import load_router
     from ..training.train import train_expert, train_router
 
     rdir = out / ROUND.format(k)
@@ -198,8 +198,8 @@ def run_round(cfg: DualRSConfig, out: Path, k: int, previous: RoundResult | None
     run_bench(parse_bench_config(raw, str(rdir / "bench.yaml")), rdir / "bench",
               registry=registry, progress=progress, device=device)
     if current().is_main:
-        from ..cards.card import read_card
-        from ..routing.router import read_router_card
+        from ..cards.expert import read_card
+        from ..cards.router import read_router_card
 
         atomic_write_json(done, {"round": k, "classifier_weights_sha256":
                                  read_card(classifier).weights_sha256,
@@ -223,7 +223,8 @@ def check_pretrained(cfg: DualRSConfig, folder: Path) -> None:
         ConfigError: not a classifier folder, or another architecture / kind / sigmas / dataset.
         IntegrityError: the weights do not match the card's sha256.
     """
-    from ..cards.card import ExpertCard, check_claim, read_artifact
+    from ..cards.expert import ExpertCard
+    from ..cards.pins import check_claim, read_artifact
 
     if not (folder / "config.json").is_file():
         raise ConfigError(f"classifier.pretrained: {folder} is not a classifier folder (no "
@@ -260,8 +261,8 @@ def copy_pretrained(cfg: DualRSConfig, classifier: Path) -> None:
 
 
 def _result(k: int, rdir: Path) -> RoundResult:
-    from ..cards.card import read_card
-    from ..routing.router import read_router_card
+    from ..cards.expert import read_card
+    from ..cards.router import read_router_card
 
     done = rdir / "round.json"
     if done.is_file():  # the folders must still hold what the round trained and benchmarked
@@ -363,7 +364,7 @@ def regret_vs_global(r: RoundResult, method: str = "dualrs") -> float:
 
 def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> None:
     """rounds.json, rounds.md and rounds.png: each round's validation curves and what it did."""
-    from ..routing.router import read_router_card
+    from ..cards.router import read_router_card
 
     best = best_round(cfg, results)
     method = dualrs_method(cfg)
@@ -451,7 +452,7 @@ def export_round(run: str | os.PathLike, k: int, classifier_out: str | os.PathLi
     pointing the estimator's records at the classifier's new place; the hashes they pin are
     unchanged, so the exported pair loads exactly the bytes the round trained and benchmarked.
     """
-    from ..routing.router import ExpertRef, read_router_card, write_router_card
+    from ..cards.router import ExpertRef, read_router_card, write_router_card
 
     src = Path(run) / ROUND.format(k)
     if not (src / "estimator" / "config.json").is_file():

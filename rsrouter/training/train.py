@@ -23,13 +23,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..cards.card import CONFIG_FILE, ExpertCard, save_expert
+from ..cards.expert import ExpertCard, expert_card
+from ..cards.pins import CONFIG_FILE, read_artifact
+from ..cards.router import ExpertRef, RouterCard
 from ..certify.smoothing import noise_generator
 from ..data import TensorImageDataset, load_dataset
 from ..distributed import SINGLE, Dist, current
 from ..errors import ConfigError, ResumeError
 from ..files import FileLock, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from ..models import NormalizedModel, architecture_source
+from ..registry.core import Registry
+from ..registry.weights import build_model, build_network, save_expert, save_router
 from ..routing.config import RouterConfig
 from ..routing.labels import RouterLabels, cache_key, cache_path, compute_labels
 
@@ -250,9 +254,6 @@ class _WithSigma(Dataset):
 def _read_init(config: TrainConfig):
     """The classifier folder ``config.init``, read and verified once (its card's weights hash):
     (its files, its card)."""
-    from ..cards.card import read_artifact
-    from ..registry.expert import expert_card
-
     files = read_artifact(config.init)
     card = expert_card(files)
     if card.architecture != config.arch:
@@ -263,8 +264,6 @@ def _read_init(config: TrainConfig):
 def _init_weights(model: NormalizedModel, config: TrainConfig, files, card) -> dict:
     """Start ``model`` from the init classifier (:func:`_read_init`); returns the record the
     new card keeps."""
-    from ..registry.weights import build_network
-
     model.net.load_state_dict(build_network(card, files, trust_code=True).net.state_dict())
     return {"from": str(config.init), "weights_sha256": files.weights_sha256}
 
@@ -362,7 +361,7 @@ def _train_expert(
         init_files, init_card = _read_init(config)
         card = replace(card, mean=init_card.mean, std=init_card.std, resize=init_card.resize)
     torch.manual_seed(config.seed)
-    model = card.build_model(trust_code=True).to(device)  # the user's own --arch
+    model = build_model(card.header, trust_code=True).to(device)  # the user's own --arch
     init = None
     if init_files is not None:
         init = _init_weights(model, config, init_files, init_card)
@@ -509,7 +508,6 @@ def router_sigma(cfg: RouterConfig, experts) -> float:
 def load_config_experts(cfg: RouterConfig, registry=None, device: str = "cpu") -> list:
     """Load the config's experts, naming the failing entry; check they share one task."""
     from ..errors import RsrouterError
-    from ..registry.core import Registry
     from ..routing.router import check_compatible
 
     registry = registry or Registry()
@@ -555,8 +553,6 @@ def _train_router(
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> Path:
-    from ..routing.router import ExpertRef, RouterCard, save_router
-
     settings = cfg.to_dict()
     finished = _finished_settings(out, "rs_router")
     if finished is not None:
@@ -583,7 +579,7 @@ def _train_router(
                       std=info.std, sigma=sigma_r, dataset=info.name,
                       experts=[ExpertRef.of(e, out) for e in experts])
     torch.manual_seed(cfg.seed)
-    model = card.build_model(trust_code=True).to(device)  # router.arch of the user's config
+    model = build_model(card.header, trust_code=True).to(device)  # router.arch of the user's config
     backbone = None if cfg.router.backbone is None else init_from_backbone(
         model, cfg.router.arch, experts[cfg.experts.index(cfg.router.backbone)], sigma_r)
     t = cfg.train
