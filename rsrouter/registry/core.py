@@ -23,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
 
 from ..cards.expert import ExpertCard, expert_card
 from ..cards.pins import (
@@ -44,14 +45,11 @@ from ..urls import public_url
 from .entries import Catalog, Entry, read_registry_file, write_registry_file
 from .expert import Expert, build_base, build_expert
 
-if TYPE_CHECKING:
-    import torch
-
 
 @dataclass(frozen=True)
 class Verified:
-    """An expert's files after the check step: read once, hashed, pinned; its card parsed and
-    chosen at one sigma."""
+    """An expert's files after the check step: read once, hashed and pinned, its card parsed
+    (every sigma it serves; :meth:`Registry.build` chooses one)."""
 
     resolved: Resolved
     files: ArtifactFiles
