@@ -4,7 +4,7 @@
         [--epochs-denoiser 20] [--epochs-classifier 10] [--device cpu] [--threads 1]
 
 Two parts, both trained here on the Fashion-MNIST "train" split (the validation hold-out stays
-unseen): a small DDPM denoiser (diffusers UNet2DModel, rsrouter.registry.denoised.train_denoiser) in
+unseen): a small DDPM denoiser (diffusers UNet2DModel, rsrouter.training.denoiser.train_denoiser) in
 ``OUT/denoiser/`` and a clean cnn_small (plain cross-entropy, no noise) whose card is ``OUT``
 (kind "denoised", sigmas 0.25 / 0.5 / 1.0, the denoiser pinned file by file). Rerunning skips
 finished parts and resumes interrupted ones (checkpoints under ``.train/``). The card records
@@ -30,22 +30,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rsrouter.cards.card import CONFIG_FILE, ExpertCard, read_artifact, read_card, save_expert
+from rsrouter.cards.denoiser import denoiser_block, read_denoiser
+from rsrouter.cards.expert import ExpertCard, read_card
+from rsrouter.cards.pins import CONFIG_FILE, read_artifact
 from rsrouter.certify.noise import noise_generator
 from rsrouter.data import TensorImageDataset, load_dataset
 from rsrouter.errors import ResumeError
 from rsrouter.files import FileLock, tensors_from_bytes
 from rsrouter.models import create_classifier
-from rsrouter.registry.denoised import (
-    TRAINING_FILE,
-    DenoisedClassifier,
-    DenoiserParts,
-    DenoiserTrainConfig,
-    build_parts,
-    denoiser_block,
-    read_denoiser,
-    train_denoiser,
-)
+from rsrouter.registry.denoised import DenoisedClassifier, DenoiserParts, build_parts
+from rsrouter.registry.weights import save_expert
+from rsrouter.training.denoiser import TRAINING_FILE, DenoiserTrainConfig, train_denoiser
 from rsrouter.training.fit import CHECKPOINT, cosine_lr, fit
 
 ROOT = Path(__file__).resolve().parents[1] / "experts" / "fashion-mnist" / "denoised"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from rsrouter.data import load_dataset
-from rsrouter.routing.router import load_routed
+from rsrouter.routing.load import load_routed
 from rsrouter.runtime import tune_allocator
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,8 +36,8 @@ _LAZY = {
     "Expert": "registry.expert", "load_expert_folder": "registry.expert",
     "Registry": "registry.core", "load_expert": "registry.core",
     "RoutedCertificate": "certify.routed", "RoutedClassifier": "routing.routed",
-    "SmoothedRouter": "routing.router", "load_routed": "routing.router",
-    "load_router": "routing.router",
+    "SmoothedRouter": "routing.router", "load_routed": "routing.load",
+    "load_router": "routing.load",
     "ABSTAIN": "certify.bounds", "Certificate": "certify.bounds",
     "Smooth": "certify.smoothing",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +12,8 @@ import torch
 import yaml
 from helpers import edit_json
 
-from rsrouter.cards.card import Pin, read_card
+from rsrouter.cards.expert import read_card
+from rsrouter.cards.pins import Pin
 from rsrouter.errors import CardError, IntegrityError
 from rsrouter.files import sha256_file
 from rsrouter.registry.expert import load_expert_folder
@@ -111,10 +113,10 @@ def test_truncated_weights_file(expert_copy):
 
 def test_weights_are_loaded_from_the_bytes_that_were_hashed(expert_copy, monkeypatch):
     """No second read: swapping the file after the hash check cannot change what is loaded."""
-    import rsrouter.cards.card as card_module
+    import rsrouter.cards.pins as pins_module
 
     good = load_expert_folder(expert_copy)
-    real = card_module.read_hashed
+    real = pins_module.read_hashed
     weights = expert_copy / "model.safetensors"
 
     def read_then_swap(path):
@@ -123,7 +125,7 @@ def test_weights_are_loaded_from_the_bytes_that_were_hashed(expert_copy, monkeyp
             weights.write_bytes(b"\0" * len(out[0]))
         return out
 
-    monkeypatch.setattr(card_module, "read_hashed", read_then_swap)
+    monkeypatch.setattr(pins_module, "read_hashed", read_then_swap)
     swapped = load_expert_folder(expert_copy)
     for a, b in zip(good.model.state_dict().values(), swapped.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -191,15 +193,15 @@ def test_trust_is_per_call_and_never_sticks(expert_copy, tmp_path, monkeypatch):
 
 def _no_network_built(monkeypatch):
     """Make every real (not meta-device) network build fail the test."""
-    import rsrouter.models as models
+    import rsrouter.registry.weights as weights
 
-    real = models.create_model
+    real = weights.create_model
 
     def create_model(*args, **kw):
         assert torch.get_default_device().type == "meta", "a network was built"
         return real(*args, **kw)
 
-    monkeypatch.setattr(models, "create_model", create_model)
+    monkeypatch.setattr(weights, "create_model", create_model)
 
 
 @pytest.mark.parametrize("change, field", [
@@ -237,8 +239,9 @@ def test_card_sizes_are_checked_against_the_weights_before_building(expert_copy,
 
 
 def test_a_timm_card_is_checked_by_its_pretrained_config_layer_names(tmp_path, monkeypatch):
-    from rsrouter.cards.card import ExpertCard, save_expert
+    from rsrouter.cards.expert import ExpertCard
     from rsrouter.models import create_model, known_layers
+    from rsrouter.registry.weights import save_expert
 
     assert known_layers("test_efficientnet") == (("classifier",), "conv_stem")
     card = ExpertCard(architecture="test_efficientnet", num_classes=10, input_size=(1, 32, 32),
@@ -249,3 +252,44 @@ def test_a_timm_card_is_checked_by_its_pretrained_config_layer_names(tmp_path, m
     edit_json(tmp_path / "config.json", lambda c: c.update(num_classes=11))
     with pytest.raises(CardError, match=r"num_classes=11, .*classifier\.weight has 10 outputs"):
         load_expert_folder(tmp_path)
+
+
+def _router_config(**pretrained) -> dict:
+    """A router card's config.json choosing between two pinned expert folders."""
+    ref = {"name": "a", "source": "a", "revision": None, "weights_sha256": "0" * 64,
+           "config_sha256": "1" * 64, "sigma": 0.25}
+    return {"architecture": "cnn_tiny", "num_classes": 2,
+            "pretrained_cfg": {"input_size": [1, 8, 8], "mean": [0.5], "std": [0.5],
+                               **pretrained},
+            "rs_router": {"sigma": 0.5, "dataset": "digits",
+                          "experts": [ref, {**ref, "name": "b", "source": "b"}]}}
+
+
+@pytest.mark.parametrize("pretrained, message", [
+    ({"std": [0, 1], "input_size": [1, 8]}, r"pretrained_cfg\.input_size must be \[C, H, W\]"),
+    ({"std": [0, 1], "mean": [0.5, 0.5], "input_size": [2, 8, 8]},
+     r"pretrained_cfg\.std must be positive, got \[0, 1\]"),
+    ({"std": [0.5, 0.5]}, r"one value per input channel \(1\)"),
+    ({"std": [float("nan")]}, r"pretrained_cfg\.std must be positive"),
+    ({"mean": [float("inf")]}, r"pretrained_cfg\.mean must be finite"),
+    ({"input_size": [1, 8, 10**6]}, "beyond rsrouter's limits"),
+])
+def test_a_router_card_gets_the_header_checks_of_an_expert_card(tmp_path, pretrained, message):
+    """One header validator for every card kind: a router card with std [0, 1] and input_size
+    [1, 8] is refused, by name, before anything is read beyond its JSON."""
+    from rsrouter.cards.router import RouterCard, read_router_card
+
+    assert RouterCard.from_config(_router_config(), "router").num_experts == 2
+    (tmp_path / "config.json").write_text(json.dumps(_router_config(**pretrained)))
+    with pytest.raises(CardError, match=message):
+        read_router_card(tmp_path)
+
+
+def test_a_router_sigma_must_be_a_positive_number():
+    from rsrouter.cards.router import RouterCard
+
+    config = _router_config()
+    for sigma in (0, float("inf"), float("nan")):
+        config["rs_router"]["sigma"] = sigma
+        with pytest.raises(CardError, match=r"rs_router\.sigma must be > 0"):
+            RouterCard.from_config(config, "router")

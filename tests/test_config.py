@@ -108,8 +108,9 @@ def test_entry_point_plugin_and_module_factory(monkeypatch, tmp_path):
     # the user's own config
     assert parse_config(with_key(BASE, "router.arch", spec)).router.arch == spec
     # the same resolution serves expert cards: an expert of a plugin architecture round-trips
-    from rsrouter.cards.card import ExpertCard, save_expert
+    from rsrouter.cards.expert import ExpertCard
     from rsrouter.registry.expert import load_expert_folder
+    from rsrouter.registry.weights import save_expert
 
     card = ExpertCard("tiny_mlp", 10, (1, 8, 8), (0.3,), (0.4,), 0.25, "digits",
                       arch_source="plugin")

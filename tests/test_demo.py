@@ -8,7 +8,7 @@ from pathlib import Path
 from rsrouter.bench.demo import DEMO_PROTOCOL, ROUTER, run_demo
 from rsrouter.registry.core import Registry
 from rsrouter.results.tsv import read_tsv
-from rsrouter.routing.router import load_routed
+from rsrouter.routing.load import load_routed
 
 
 def test_bundled_zoo_is_registered_and_verifies():

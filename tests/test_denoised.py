@@ -11,26 +11,27 @@ from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 from torch import nn
 
-from rsrouter.errors import CardError, HubError, IntegrityError, ResumeError
-from rsrouter.models import create_classifier
-from rsrouter.registry.denoised import (
-    CHECKPOINT,
+from rsrouter.cards.denoiser import (
     DENOISER_FILES,
     SCHEDULER_CONFIG,
     UNET_CONFIG,
     UNET_WEIGHTS,
-    DenoisedClassifier,
-    DenoiserTrainConfig,
-    build_parts,
     check_denoiser_block,
     denoiser_block,
+    read_denoiser,
+)
+from rsrouter.errors import CardError, HubError, IntegrityError, ResumeError
+from rsrouter.models import create_classifier
+from rsrouter.registry.denoised import (
+    DenoisedClassifier,
+    build_parts,
     denoiser_folder,
     load_denoiser,
-    read_denoiser,
     save_denoiser,
     timestep_for_sigma,
-    train_denoiser,
 )
+from rsrouter.training.denoiser import DenoiserTrainConfig, train_denoiser
+from rsrouter.training.fit import CHECKPOINT
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -289,7 +290,8 @@ def _card(folder, tmp_path, block=None):
     its denoiser named by ``block`` (default: ``folder`` copied beside it as ``denoiser/``)."""
     import shutil
 
-    from rsrouter.cards.card import ExpertCard, save_expert
+    from rsrouter.cards.expert import ExpertCard
+    from rsrouter.registry.weights import save_expert
 
     card_dir = tmp_path / "card"
     if block is None:
@@ -369,7 +371,7 @@ def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, t
                                                                        digits_expert):
     from hubserver import OlahServer, make_git_repo
 
-    from rsrouter.cards.card import read_card
+    from rsrouter.cards.expert import read_card
     from rsrouter.cli.main import main
     from rsrouter.registry.core import Registry
 
@@ -398,10 +400,11 @@ def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, t
 def test_a_resized_classifier_keeps_its_resize_behind_the_denoiser(folder, tmp_path):
     """A 16-pixel classifier on 8-pixel images (a 224-pixel ViT on CIFAR-10 in small): the
     family's card keeps the resize, and the expert resizes the denoised image, not the input."""
-    from rsrouter.cards.card import ResizeSpec, read_card
+    from rsrouter.cards.expert import read_card
+    from rsrouter.cards.header import ResizeSpec
     from rsrouter.models import create_model
     from rsrouter.registry.core import Registry
-    from rsrouter.registry.denoised import make_denoised_card
+    from rsrouter.registry.denoised_card import make_denoised_card
     from rsrouter.registry.importers import import_checkpoint
 
     torch.manual_seed(4)

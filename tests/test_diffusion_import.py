@@ -12,15 +12,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
+from rsrouter.cards.denoiser import UNET_CONFIG, read_denoiser
 from rsrouter.errors import CardError
 from rsrouter.models import create_classifier
-from rsrouter.registry.denoised import (
-    UNET_CONFIG,
-    DenoisedClassifier,
-    build_parts,
-    read_denoiser,
-    timestep_for_sigma,
-)
+from rsrouter.registry.denoised import DenoisedClassifier, build_parts, timestep_for_sigma
 from rsrouter.registry.diffusion import (
     PRESETS,
     ImprovedDiffusionConfig,

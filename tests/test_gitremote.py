@@ -77,7 +77,7 @@ def test_push_register_certify_round_trip(digits_expert, remote, tmp_path, capsy
 
 
 def test_a_router_record_mismatch_keeps_a_valid_cache(digits_expert, remote):
-    from rsrouter.cards.card import Pin
+    from rsrouter.cards.pins import Pin
     from rsrouter.sources.publish import push_to_git
 
     sha = push_to_git(digits_expert, str(remote))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hubserver import OlahServer, make_git_repo
 
+from rsrouter.cards.pins import ARTIFACT_FILES
 from rsrouter.errors import HubError
 from rsrouter.sources import hub
 
@@ -120,7 +121,7 @@ def test_cached_sha_needs_no_request_nor_server(mirrors, tmp_path, cache, monkey
     with OlahServer(mirrors[0], tmp_path / "olah") as own:
         hub.download_files(REPO, sha, endpoint=own.endpoint, cache_dir=cache)
         after_first = own.request_count()
-        assert after_first >= len(hub.EXPERT_FILES)  # huggingface_hub 2.x: a HEAD and a GET each
+        assert after_first >= len(ARTIFACT_FILES)  # huggingface_hub 2.x: a HEAD and a GET each
         folder = hub.download_files(REPO, sha, endpoint=own.endpoint, cache_dir=cache)
         assert own.request_count() == after_first
         endpoint = own.endpoint
@@ -188,7 +189,9 @@ def test_push_folder_creates_then_uploads(tmp_path, monkeypatch):
             calls.append(("upload", kw))
             return type("CommitInfo", (), {"oid": "a" * 40})()
 
-    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    import huggingface_hub  # rsrouter.sources.hub imports it on first use
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     assert hub.push_folder(tmp_path, "org/x", endpoint="http://127.0.0.1:1/", token="t") == "a" * 40
     assert calls[0] == ("init", "http://127.0.0.1:1", "t")
     assert calls[1] == ("create", "org/x", {"private": False, "repo_type": "model",

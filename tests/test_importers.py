@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from rsrouter.cards.card import ResizeSpec, read_card
+from rsrouter.cards.expert import read_card
+from rsrouter.cards.header import ResizeSpec
 from rsrouter.errors import CardError
 from rsrouter.models import create_model
 from rsrouter.registry.expert import load_expert_folder

@@ -355,7 +355,7 @@ def test_a_router_on_a_hub_expert_pins_its_commit(server, mirrors, digits_expert
     import shutil
     import subprocess
 
-    from rsrouter.routing.router import load_routed
+    from rsrouter.routing.load import load_routed
     from rsrouter.sources.publish import push_to_git
 
     remote = mirrors[0] / "models" / "org" / "moving"

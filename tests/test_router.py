@@ -12,7 +12,8 @@ from scipy.stats import norm
 from torch import nn
 from toymodels import Halfspace
 
-from rsrouter.cards.card import ExpertCard, Pin
+from rsrouter.cards.expert import ExpertCard
+from rsrouter.cards.pins import Pin
 from rsrouter.certify.bounds import ABSTAIN
 from rsrouter.certify.smoothing import Smooth
 from rsrouter.data import DatasetInfo, TensorImageDataset
@@ -20,8 +21,8 @@ from rsrouter.errors import ConfigError
 from rsrouter.registry.expert import Expert
 from rsrouter.routing import labels as labels_mod
 from rsrouter.routing.config import LabelSpec, parse_config
+from rsrouter.routing.load import load_router
 from rsrouter.routing.routed import RoutedClassifier
-from rsrouter.routing.router import load_router
 from rsrouter.training.router import train_router
 
 

@@ -18,8 +18,8 @@ from rsrouter.models import create_classifier
 from rsrouter.registry.core import Registry
 from rsrouter.results.tsv import read_tsv
 from rsrouter.routing.config import parse_config
+from rsrouter.routing.load import load_routed, load_router
 from rsrouter.routing.routed import check_compatible
-from rsrouter.routing.router import load_routed, load_router
 from rsrouter.training.router import load_config_experts
 
 CONFIG = {
@@ -214,7 +214,7 @@ def test_a_router_card_is_checked_like_an_expert_card_before_building(registered
                                                                       monkeypatch):
     """A router card's header (sizes, normalization) and its number of experts against the
     weights' head are checked before any network is built."""
-    from rsrouter.routing import router as router_mod
+    from rsrouter.routing import load as load_mod
 
     out = _quick_router(tmp_path)
     card = out / "config.json"
@@ -223,7 +223,7 @@ def test_a_router_card_is_checked_like_an_expert_card_before_building(registered
     def no_build(*args, **kw):
         raise AssertionError("a network was built")
 
-    monkeypatch.setattr(router_mod, "build_network", no_build)
+    monkeypatch.setattr(load_mod, "build_network", no_build)
     for edit, message in [
         (lambda c: c["pretrained_cfg"].update(std=[0]), "std must be positive"),
         (lambda c: c["pretrained_cfg"].update(input_size=[1, 8]), r"must be \[C, H, W\]"),

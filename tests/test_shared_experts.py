@@ -9,13 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsrouter.cards.card import ResizeSpec, read_card
+from rsrouter.cards.expert import read_card
+from rsrouter.cards.header import ResizeSpec
+from rsrouter.cards.refs import split_sigma
 from rsrouter.cli.main import main
 from rsrouter.errors import CardError, RegistryError, SigmaNotServedError, UnknownExpertError
 from rsrouter.registry import expert as expert_module
-from rsrouter.registry.core import Registry, split_sigma
+from rsrouter.registry.core import Registry
 from rsrouter.registry.expert import load_expert_folder
-from rsrouter.routing.router import load_routed
+from rsrouter.routing.load import load_routed
 from rsrouter.training.expert import TrainConfig, train_expert
 from rsrouter.training.fit import CHECKPOINT
 

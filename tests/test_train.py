@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rsrouter.cards.card import read_card
+from rsrouter.cards.expert import read_card
 from rsrouter.errors import ResumeError
 from rsrouter.registry.expert import load_expert_folder
 from rsrouter.training.expert import TrainConfig, train_expert
@@ -53,12 +53,13 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 def test_a_router_starts_from_an_expert_backbone(digits_expert, digits_expert_wide):
     """router.backbone: every tensor but the last layer comes from the expert; the expert must
     share the router's architecture and sigma."""
-    from rsrouter.cards.card import build_model
+    from rsrouter.cards.header import Header
     from rsrouter.errors import ConfigError
+    from rsrouter.registry.weights import build_model
     from rsrouter.training.router import init_from_backbone
 
     wide = load_expert_folder(digits_expert_wide)
-    router = build_model("cnn_tiny", 2, (1, 8, 8), (0.3,), (0.37,), True, "test")
+    router = build_model(Header("cnn_tiny", 2, (1, 8, 8), (0.3,), (0.37,)), True, "test")
     record = init_from_backbone(router, "cnn_tiny", wide, 0.5)
     mine, theirs = router.net.state_dict(), wide.model.net.state_dict()
     same = [k for k in mine if torch.equal(mine[k], theirs[k].to(mine[k].dtype))

@@ -30,7 +30,7 @@ from scipy.stats import norm
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cards.card import Pin
+from ..cards.pins import Pin
 from ..certify.noise import noise_generator
 from ..certify.smoothing import Smooth
 from ..data import load_dataset

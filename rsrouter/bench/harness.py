@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
+from ..cards.refs import is_remote_source
 from ..certify import tree
 from ..certify.bounds import split_alpha
 from ..certify.cascade import cascade_bounds
@@ -30,10 +31,11 @@ from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
 from ..files import FileLock, atomic_write_json
-from ..registry.core import Registry, is_remote_source
+from ..registry.core import Registry
 from ..results.rows import check_rows
 from ..results.tsv import write_tsv
-from ..routing.router import ROUTER_STAGES, load_routed
+from ..routing.load import load_routed
+from ..routing.router import ROUTER_STAGES
 from ..urls import public_url
 from . import methods as compose
 from .aces import SmoothedEntropyRouter, fit_thresholds

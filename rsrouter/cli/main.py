@@ -429,6 +429,14 @@ def _registry(args: argparse.Namespace):
                     trust_code=getattr(args, "trust_code", False))
 
 
+def _catalog(args: argparse.Namespace):
+    """The registered experts as listed (loads nothing: no torch)."""
+    from ..registry.entries import Catalog
+
+    return Catalog(endpoint=getattr(args, "endpoint", None),
+                   offline=getattr(args, "offline", None))
+
+
 def _table(rows: list[dict]) -> str:
     """A plain text table (no pandas: `experts list` answers at once)."""
     cols = list(rows[0])
@@ -520,7 +528,7 @@ def _certify_routed(args: argparse.Namespace) -> None:
     from ..certify.set_certificate import SET_EXTRAS, set_extras
     from ..data import data_identity, load_dataset, subset_indices
     from ..results.runs import certify_dataset, routed_models, run_settings
-    from ..routing.router import load_routed
+    from ..routing.load import load_routed
 
     if args.sigma is not None:
         raise RsrouterError("--sigma applies to --model only; a router's experts keep their own")
@@ -547,8 +555,8 @@ def _certify_routed(args: argparse.Namespace) -> None:
 
 
 def cmd_router_train(args: argparse.Namespace) -> None:
+    from ..cards.router import read_router_card
     from ..routing.config import load_config
-    from ..routing.router import read_router_card
     from ..training.router import train_router
 
     cfg = load_config(args.config)
@@ -644,7 +652,7 @@ def cmd_experts_train(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_make_denoised(args: argparse.Namespace) -> None:
-    from ..registry.denoised import make_denoised_card
+    from ..registry.denoised_card import make_denoised_card
 
     for s in args.sigmas:
         _check_sigma(s)
@@ -676,7 +684,7 @@ def cmd_experts_register(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_list(args: argparse.Namespace) -> None:
-    reg = _registry(args)
+    reg = _catalog(args)
     rows = [{"name": e.name, "dataset": e.dataset, "arch": e.architecture,
              "sigma": e.sigma if e.sigmas is None else ",".join(f"{s:g}" for s in e.sigmas)
              + (" (denoised)" if e.kind == "denoised" else ""),
@@ -692,7 +700,7 @@ def cmd_experts_list(args: argparse.Namespace) -> None:
 def cmd_experts_show(args: argparse.Namespace) -> None:
     import json
 
-    reg = _registry(args)
+    reg = _catalog(args)
     entry = reg.get(args.name)
     card = reg.show(entry)
     print(f"name: {entry.name}\nsource: {entry.uri}\nregistry: {entry.registry}\n"
@@ -723,7 +731,7 @@ def cmd_experts_import(args: argparse.Namespace) -> None:
     _check_sigma(args.sigma)
     resize = None
     if args.resize:
-        from ..cards.card import ResizeSpec
+        from ..cards.header import ResizeSpec
 
         size = args.resize * 2 if len(args.resize) == 1 else args.resize
         resize = ResizeSpec(tuple(size), args.resize_mode, args.resize_antialias)
@@ -770,9 +778,9 @@ def cmd_experts_import_denoiser(args: argparse.Namespace) -> None:
 def cmd_experts_push(args: argparse.Namespace) -> None:
     import json
 
-    from ..cards.card import CONFIG_FILE
+    from ..cards.pins import CONFIG_FILE
     from ..registry.expert import verify_folder
-    from ..routing.router import load_router
+    from ..routing.load import load_router
     from ..sources.git import git_uri_for
     from ..sources.publish import push_expert
 
@@ -806,7 +814,7 @@ def cmd_experts_push(args: argparse.Namespace) -> None:
 
 
 def cmd_experts_certify_card(args: argparse.Namespace) -> None:
-    from ..cards.card import STANDARD_RADII, read_card, write_card
+    from ..cards.expert import STANDARD_RADII, read_card, write_card
     from ..data import data_identity, load_dataset, subset_indices
     from ..registry.expert import load_expert_folder
     from ..results.curves import certified_accuracy

@@ -36,14 +36,17 @@ from tqdm.auto import tqdm
 
 from ..bench.config import parse_bench_config
 from ..bench.harness import run_bench
-from ..cards.card import ExpertCard, check_claim, read_artifact, read_card
+from ..cards.expert import ExpertCard, read_card
+from ..cards.pins import check_claim, read_artifact
+from ..cards.refs import sigma_ref
+from ..cards.router import ExpertRef, read_router_card, write_router_card
 from ..data import load_dataset
 from ..distributed import current
 from ..errors import ConfigError
 from ..files import atomic_write_json, atomic_write_text, check_resume, load_tensors, save_tensors
-from ..registry.core import Registry, sigma_ref
+from ..registry.core import Registry
 from ..routing.config import RouterConfig
-from ..routing.router import ExpertRef, load_router, read_router_card, write_router_card
+from ..routing.load import load_router
 from ..training.expert import TrainConfig, train_expert
 from ..training.router import train_router
 from .config import DualRSConfig

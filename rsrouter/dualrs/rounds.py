@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cards.router import read_router_card
 from ..files import atomic_write_json, atomic_write_text
 from ..results.curves import plot_label
-from ..routing.router import read_router_card
 from .config import DualRSConfig
 
 

@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 
 from torch import nn
 
-from ..cards.card import RESIZE_MODES, check_architecture_name, is_code_reference
+from ..cards.header import check_architecture_name, is_code_reference
 from ..errors import UnknownArchitectureError, UntrustedCodeError
 from ..paths import user_registry
 from .cifar_resnet import CifarResNet

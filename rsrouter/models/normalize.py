@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..cards.card import RESIZE_MODES  # one list for the card and the module
+from ..cards.header import RESIZE_MODES  # one list for the card and the module
 
 
 class Normalize(nn.Module):

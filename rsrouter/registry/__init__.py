@@ -1,4 +1,5 @@
-"""The expert registry: resolve a name, fetch its files, verify the pins, build the expert.
+"""Registry: registered names and the one load path of every expert, resolve -> fetch -> check
+-> build (core), with plain, shared-weight and denoised experts as kinds plugged in at build.
 
 The old module ``rsrouter.registry``'s names stay importable from here, with a
 DeprecationWarning (rsrouter._moved).

@@ -1,224 +1,64 @@
-"""The expert registry: names -> pinned, verifiable experts (local folders or Hub revisions).
+"""The expert registry: names -> pinned, verifiable experts (local folders or remote commits).
 
-Two registry files are merged: the project's ``experts/registry.yaml`` (the bundled zoo; sources
-relative to it) and the user's ``registry.yaml`` in ``$RSROUTER_CONFIG_DIR`` (default
-``$XDG_CONFIG_HOME/rsrouter`` or ``~/.config/rsrouter``). A name in both is an error. Each entry
-records where the expert lives, the commit sha it is pinned to (Hub sources) and the sha256 of the
-``config.json`` and weights that registration read; every later load must match both.
+Registered names come from two files (:mod:`.entries`): the project's ``experts/registry.yaml``
+and the user's ``registry.yaml``. Every load takes one path, one step after the other:
 
-Every load takes one path: **resolve** (a registered name, ``hf://org/name[@rev]`` or a folder)
--> **fetch** (the Hub cache, for Hub sources) -> **verify** (read each file once, hash those bytes,
-compare with the pin and the card's claim) -> **build** (architecture, then weights parsed from
-the very bytes that were hashed). Nothing named by a card is imported without the user's opt-in:
-``trust_code=True`` or the module listed under ``trusted_modules:`` in the user's registry file.
+1. **resolve** (:meth:`Registry.resolve`): a registered name (its entry), a reference of a
+   source's scheme (``hf://``, ``git+``: a branch or tag becomes a commit sha) or a folder;
+2. **fetch** (:meth:`Registry.fetch`): the source's files into its cache (no request when
+   cached; a folder is its own);
+3. **check** (:meth:`Registry.check`): read each file once, hash those bytes, compare with the
+   registration's pin, a router's record and the card's claim; parse the card;
+4. **build** (:meth:`Registry.build`): architecture, then weights parsed from the very bytes that
+   were hashed, made the base of the card's kind (:mod:`.kinds`) once for every sigma.
+
+Nothing named by a card is imported without the user's opt-in: ``trust_code=True`` or the module
+listed under ``trusted_modules:`` in the user's registry file.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import yaml
+import torch
 
-from ..cards.card import (
+from ..cards.expert import ExpertCard, expert_card
+from ..cards.pins import (
+    ARTIFACT_FILES,
     CONFIG_FILE,
     WEIGHTS_FILE,
-    ExpertCard,
+    ArtifactFiles,
     Pin,
     check_pin,
-    check_sha256,
-    is_commit_sha,
     read_artifact,
-    read_card,
 )
-from ..errors import CardError, IntegrityError, RegistryError, UnknownExpertError
-from ..files import atomic_write_text
-from ..paths import PROJECT_REGISTRY, user_config_dir, user_registry
-from ..sources.git import GIT_PREFIX
+from ..cards.refs import is_remote_source, sigma_label, split_sigma
+from ..errors import IntegrityError, RegistryError, UnknownExpertError
+from ..models import Trust
+from ..sources.base import Resolved
+from ..sources.folder import FolderSource, folder_path
 from ..urls import public_url
-
-if TYPE_CHECKING:
-    import torch
-
-    from ..models import Trust
-    from .expert import Expert
-
-__all__ = ["Entry", "Registry", "Resolved", "load_expert", "user_config_dir", "PROJECT_REGISTRY"]
-
-HF_PREFIX = "hf://"
-_SIGMA_SUFFIX = re.compile(r"#sigma=([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
-
-
-def split_sigma(ref: str) -> tuple[str, float | None]:
-    """``(reference, sigma)`` of ``REF#sigma=S`` (sigma None without the suffix): how one expert
-    of weights that serve several sigmas is named (``fm-dualrs#sigma=0.5``)."""
-    match = _SIGMA_SUFFIX.search(ref)
-    if match is None:
-        if "#sigma" in ref:
-            raise UnknownExpertError(f"{ref!r}: write the sigma as REF#sigma=0.5 (a number in "
-                                     "pixel units)")
-        return ref, None
-    return ref[:match.start()], float(match.group(1))
-
-
-def sigma_ref(ref: str, sigma: float) -> str:
-    """``ref`` naming its expert at ``sigma`` (exact: the shortest repr of the float)."""
-    return f"{split_sigma(ref)[0]}#sigma={float(sigma)!r}"
-
-
-def sigma_label(sigma: float) -> str:
-    """``0.25`` -> ``"0.25"``, ``1.0`` -> ``"1.00"`` (as the zoo's names), other values exact."""
-    return f"{sigma:.2f}" if round(sigma, 2) == sigma else repr(float(sigma))
-
-
-def is_remote_source(ref: str) -> bool:
-    """Whether ``ref`` names a Hub repo (``hf://``) or a git remote (``git+``)."""
-    return ref.startswith((HF_PREFIX, GIT_PREFIX))
-
-
-def split_remote(ref: str) -> tuple[str, str | None]:
-    """``(source, revision)`` of ``hf://org/name[@rev]`` or ``git+URL[@rev]``; ValueError if bad."""
-    if ref.startswith(HF_PREFIX):
-        from ..sources import hub
-
-        parsed = hub.parse_hf_uri(ref)
-        return f"{HF_PREFIX}{parsed.repo_id}", parsed.revision
-    from ..sources import git as gitremote
-
-    parsed = gitremote.parse_git_uri(ref)
-    return f"{GIT_PREFIX}{parsed.url}", parsed.revision
-
-
-@dataclass
-class Entry:
-    """One registered expert. ``source`` is a folder or ``hf://org/name``; ``revision`` the sha."""
-
-    name: str
-    source: str
-    revision: str | None
-    weights_sha256: str
-    config_sha256: str
-    dataset: str
-    architecture: str
-    sigma: float | None
-    num_classes: int
-    sigmas: list[float] | None = None  # weights that serve several sigmas (then sigma is None)
-    kind: str | None = None  # "denoised" for a denoiser + classifier (None: gaussian)
-    registry: str = ""  # the file that lists it (not saved)
-
-    @property
-    def is_remote(self) -> bool:
-        return is_remote_source(self.source)
-
-    @property
-    def uri(self) -> str:
-        return f"{self.source}@{self.revision}" if self.is_remote else self.source
-
-    @property
-    def pin(self) -> Pin:
-        return Pin(self.weights_sha256, self.config_sha256,
-                   f"the registration of {self.name!r} in {self.registry}")
-
-    def folder(self) -> Path:
-        """The local folder of a folder source (relative paths are relative to the registry)."""
-        path = Path(self.source)
-        return path if path.is_absolute() else Path(self.registry).parent / path
-
-    def to_yaml(self) -> dict:
-        d = asdict(self)
-        d.pop("name")
-        d.pop("registry")
-        for key in ("sigmas", "kind"):  # written only when set: older files stay as they were
-            if d[key] is None:
-                d.pop(key)
-        return d
+from .entries import Catalog, Entry, read_registry_file, write_registry_file
+from .expert import Expert, build_base, build_expert
 
 
 @dataclass(frozen=True)
-class Resolved:
-    """Where a reference points: a local folder, or a remote (Hub repo or git remote) at a
-    commit sha; and its pin."""
+class Verified:
+    """An expert's files after the check step: read once, hashed and pinned, its card parsed
+    (every sigma it serves; :meth:`Registry.build` chooses one)."""
 
-    name: str  # the registered name ("" otherwise: the card's name is used)
-    uri: str  # pinned: the folder, or "<source>@<commit sha>"
-    pin: Pin | None = None
-    folder: Path | None = None
-    source: str | None = None  # hf://org/name or git+URL (remotes only)
-    revision: str | None = None  # the commit sha (remotes only)
-
-    @property
-    def is_remote(self) -> bool:
-        return self.source is not None
+    resolved: Resolved
+    files: ArtifactFiles
+    card: ExpertCard
 
 
-_KNOWN = {f.name for f in fields(Entry)} - {"name", "registry"}
-
-
-def _read(path: Path, *, user: bool = False) -> tuple[dict[str, Entry], list[str]]:
-    """The entries and the trusted modules of one registry file (both empty if it is absent)."""
-    if not path.is_file():
-        return {}, []
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RegistryError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(doc, dict) or set(doc) - {"experts", "trusted_modules"}:
-        raise RegistryError(f"{path}: the top level holds 'experts:' and, in the user's file, "
-                            "'trusted_modules:'")
-    trusted = doc.get("trusted_modules") or []
-    if trusted and not user:
-        raise RegistryError(f"{path}: trusted_modules belongs in the user's registry file "
-                            f"({user_registry()}), not in a project file")
-    if not isinstance(trusted, list) or not all(isinstance(m, str) and m for m in trusted):
-        raise RegistryError(f"{path}: trusted_modules must be a list of module names")
-    experts = doc.get("experts") or {}
-    if not isinstance(experts, dict):
-        raise RegistryError(f"{path}: 'experts' must map names to entries")
-    out = {}
-    for name, raw in experts.items():
-        if not isinstance(raw, dict):
-            raise RegistryError(f"{path}: entry {name!r} must be a mapping")
-        unknown = set(raw) - _KNOWN
-        if unknown:
-            raise RegistryError(f"{path}: entry {name!r} has unknown keys {sorted(unknown)}")
-        missing = sorted(k for k in ("source", "weights_sha256", "config_sha256")
-                         if not raw.get(k))
-        if missing:
-            again = raw.get("source", "SOURCE") + (f"@{raw['revision']}" if raw.get("revision")
-                                                   else "")
-            raise RegistryError(
-                f"{path}: entry {name!r} has no {', '.join(missing)} (registered by an older "
-                "rsrouter, or edited by hand); every byte an expert loads must be pinned. "
-                f"Re-register it: rsrouter experts remove {name} && rsrouter experts register "
-                f"{again} --name {name}")
-        entry = Entry(name=name, registry=str(path), **{k: raw.get(k) for k in _KNOWN})
-        try:
-            check_sha256(entry.weights_sha256, "weights_sha256")
-            check_sha256(entry.config_sha256, "config_sha256")
-        except IntegrityError as e:
-            raise RegistryError(f"{path}: entry {name!r}: {e}") from None
-        if entry.is_remote:
-            if not is_commit_sha(entry.revision):
-                raise RegistryError(f"{path}: entry {name!r} must pin a full commit sha as "
-                                    f"revision, got {entry.revision!r}")
-        out[name] = entry
-    return out, list(trusted)
-
-
-def _write(path: Path, entries: dict[str, Entry], trusted: list[str]) -> None:
-    doc: dict = {"experts": {name: e.to_yaml() for name, e in sorted(entries.items())}}
-    if trusted:
-        doc["trusted_modules"] = trusted
-    header = "# rsrouter expert registry (written by `rsrouter experts register/remove`)\n"
-    atomic_write_text(path, header + yaml.safe_dump(doc, sort_keys=False))
-
-
-class Registry:
-    """Registered experts from the project file and the user file (merged; conflicts raise).
+class Registry(Catalog):
+    """Registered experts from the project file and the user file (merged; conflicts raise),
+    and the one load path of every expert.
 
     Args:
         project_file: the project registry (default: ``experts/registry.yaml`` of this checkout).
@@ -234,25 +74,10 @@ class Registry:
                  user_file: str | os.PathLike | None = None, *, endpoint: str | None = None,
                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                  trust_code: bool = False) -> None:
-        self.project_file = Path(project_file) if project_file else PROJECT_REGISTRY
-        self.user_file = Path(user_file) if user_file else user_registry()
-        self.endpoint = endpoint
-        self.cache_dir = cache_dir
-        self.offline = offline
+        super().__init__(project_file, user_file, endpoint=endpoint, cache_dir=cache_dir,
+                         offline=offline)
         self.trust_code = trust_code
         self._bases: dict[tuple, object] = {}  # built weights, by the sha256 of their bytes
-
-    # ---- reading --------------------------------------------------------------------------
-
-    def entries(self) -> dict[str, Entry]:
-        """All entries, merged. Raises RegistryError on a name listed in both files."""
-        project, _ = _read(self.project_file)
-        user, _ = _read(self.user_file, user=True)
-        both = sorted(set(project) & set(user))
-        if both:
-            raise RegistryError(f"expert name(s) {both} are registered both in {self.project_file} "
-                                f"and in {self.user_file}; remove one (`rsrouter experts remove`)")
-        return {**project, **user}
 
     @property
     def trust(self) -> Trust:
@@ -263,40 +88,9 @@ class Registry:
         """The trust of one call: True if it or the registry opts in, else the trusted modules."""
         if trust_code or self.trust_code:
             return True
-        return frozenset(_read(self.user_file, user=True)[1])
+        return self.trusted_modules()
 
-    def get(self, name: str) -> Entry:
-        """The entry for ``name``. Raises UnknownExpertError listing the known names."""
-        entries = self.entries()
-        if name not in entries:
-            known = ", ".join(sorted(entries)) or "(none)"
-            raise UnknownExpertError(f"unknown expert {name!r}; registered: {known}. Register "
-                                     "one with `rsrouter experts register SOURCE --name NAME`")
-        return entries[name]
-
-    def cached_folder(self, entry: Entry) -> Path | None:
-        """The local folder of ``entry`` if its files are on disk (no request, no check)."""
-        if not entry.is_remote:
-            folder = entry.folder()
-            return folder if (folder / WEIGHTS_FILE).is_file() else None
-        if entry.source.startswith(HF_PREFIX):
-            from ..sources import hub
-
-            repo_id = entry.source[len(HF_PREFIX):]
-            if not hub.is_cached(repo_id, entry.revision, cache_dir=self.cache_dir):
-                return None
-            return hub.snapshot_folder(repo_id, entry.revision, cache_dir=self.cache_dir)
-        from ..sources import git as gitremote
-
-        url = entry.source[len(GIT_PREFIX):]
-        if not gitremote.is_cached(url, entry.revision):
-            return None
-        return gitremote.cached_folder(url, entry.revision)
-
-    def is_cached(self, entry: Entry) -> bool:
-        return self.cached_folder(entry) is not None
-
-    # ---- the load path: resolve -> fetch -> verify -> build ------------------------------
+    # ---- the load path: resolve -> fetch -> check -> build -------------------------------
 
     def resolve(self, ref: str, *, base: str | os.PathLike | None = None) -> Resolved:
         """Where ``ref`` points, pinned.
@@ -310,91 +104,72 @@ class Registry:
             HubError: the revision cannot be resolved.
         """
         if is_remote_source(ref):
-            try:
-                source, revision = split_remote(ref)
-            except ValueError as e:
-                raise UnknownExpertError(str(e)) from None
-            sha = self._resolve_revision(source, revision)
-            return Resolved("", f"{source}@{sha}", source=source, revision=sha)
+            return self.sources.for_ref(ref).resolve(ref)
         entries = self.entries()
         if ref in entries:
-            entry = entries[ref]
-            if entry.is_remote:
-                return Resolved(entry.name, entry.uri, entry.pin, source=entry.source,
-                                revision=entry.revision)
-            return Resolved(entry.name, str(entry.folder()), entry.pin, folder=entry.folder())
-        path = Path(ref).expanduser()
-        if base is not None and not path.is_absolute():
-            path = Path(base) / path
+            return entries[ref].resolved()
+        path = folder_path(ref, base)
         if path.is_dir():
-            if not (path / CONFIG_FILE).is_file() and _is_git_repository(path):
-                raise UnknownExpertError(
-                    f"{ref} is a git repository, not an expert folder; register the commit you "
-                    f"mean: rsrouter experts register git+{path.resolve().as_uri()}@<sha> "
-                    "--name NAME")
-            return Resolved("", str(path), folder=path)
+            return FolderSource().resolve(str(path))
         known = ", ".join(sorted(entries)) or "(none)"
         raise UnknownExpertError(
             f"{ref!r} is neither a registered expert name (registered: {known}) nor an expert "
             f"folder{f' (looked in {path})' if base is not None else ''} nor an hf://org/name or "
             "git+URL source")
 
-    def _resolve_revision(self, source: str, revision: str | None) -> str:
-        if source.startswith(HF_PREFIX):
-            from ..sources import hub
-
-            return hub.resolve_revision(source[len(HF_PREFIX):], revision or "main",
-                                        endpoint=self.endpoint, offline=self.offline)
-        from ..sources import git as gitremote
-
-        return gitremote.resolve_revision(source[len(GIT_PREFIX):], revision,
-                                          offline=self.offline)
-
-    def fetch(self, resolved: Resolved) -> Path:
+    def fetch(self, resolved: Resolved, filenames: Sequence[str] = ARTIFACT_FILES) -> Path:
         """The local folder of ``resolved``: a remote commit is downloaded into a cache (the Hub
         cache, or rsrouter's for git remotes; no request when cached). Raises HubError."""
-        if not resolved.is_remote:
-            return resolved.folder
-        if resolved.source.startswith(HF_PREFIX):
-            from ..sources import hub
+        return self._source(resolved).fetch(resolved, filenames)
 
-            return hub.download_files(resolved.source[len(HF_PREFIX):], resolved.revision,
-                                      endpoint=self.endpoint, cache_dir=self.cache_dir,
-                                      offline=self.offline)
-        from ..sources import git as gitremote
+    def check(self, resolved: Resolved, folder: Path, *, pin: Pin | None = None) -> Verified:
+        """Read the expert in the fetched ``folder`` once: its hashes must match the
+        registration's pin and ``pin`` (a router's record), its card the schema and its own
+        weights hash.
 
-        return gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision,
-                                     offline=self.offline)
+        Raises:
+            CardError, IntegrityError (bytes that fail the registration or their own card: a
+            remote's cached copy is deleted).
+        """
+        with self._discarding(resolved):  # bytes that fail the registration: never reuse them
+            files = read_artifact(folder, *([resolved.pin] if resolved.pin else []))
+        if pin is not None:  # a router's record: a mismatch says nothing about the cache
+            check_pin(files, pin)
+        with self._discarding(resolved):  # bytes that fail their own card
+            card = expert_card(files)
+        return Verified(resolved, files, card)
 
-    @contextmanager
-    def _discarding(self, resolved: Resolved):
-        """On an IntegrityError, delete a remote's cached copy and say so."""
-        try:
-            yield
-        except IntegrityError as e:
-            if not resolved.is_remote:
-                raise
-            self._discard(resolved)
-            raise IntegrityError(f"{resolved.uri}: {e}; the cached copy was deleted") from e
+    def build(self, verified: Verified, *, sigma: float | None = None, trust_code: bool = False,
+              device: str | torch.device = "cpu", **kw) -> Expert:
+        """The expert at ``sigma`` (None: the card's only one) of checked files; their weights
+        are built once per registry, device and trust, however many of their sigmas are loaded
+        (``kw``: compile, precision).
 
-    def _discard(self, resolved: Resolved) -> None:
-        """Delete the cached copy of a remote commit whose bytes failed verification."""
-        if resolved.source.startswith(HF_PREFIX):
-            from ..sources import hub
-
-            for filename in (WEIGHTS_FILE, CONFIG_FILE):
-                hub.discard_cached(resolved.source[len(HF_PREFIX):], resolved.revision, filename,
-                                   cache_dir=self.cache_dir)
-            return
-        from ..sources import git as gitremote
-
-        gitremote.discard_cached(resolved.source[len(GIT_PREFIX):], resolved.revision)
+        Raises:
+            SigmaNotServedError (before anything is built), CardError, UntrustedCodeError,
+            IntegrityError (a denoiser's files, see
+            :func:`~rsrouter.registry.denoised.load_denoiser`).
+        """
+        files, resolved = verified.files, verified.resolved
+        card = verified.card.at_sigma(sigma, str(files.folder / CONFIG_FILE))
+        trust = self.trust_for(trust_code)
+        key = (files.weights_sha256, files.config_sha256, str(device), repr(trust))
+        if key not in self._bases:  # the hashed bytes are the key: the same bytes, one build
+            self._bases[key] = build_base(files, card, trust_code=trust, device=device,
+                                          endpoint=self.endpoint, cache_dir=self.cache_dir,
+                                          offline=self.offline,
+                                          origin=resolved if resolved.is_remote else None)
+        name = resolved.name
+        if name and card.shared:  # a registered name: one expert per sigma of its weights
+            name = f"{name}-sigma{sigma_label(card.sigma)}"
+        return build_expert(files, card=card, uri=resolved.uri, name=name,
+                            base=self._bases[key], device=device, **kw)
 
     def load(self, ref: str, *, pin: Pin | None = None, base: str | os.PathLike | None = None,
              trust_code: bool = False, device: str | torch.device = "cpu",
              compile: bool = False, precision: str = "fp32", sigma: float | None = None) -> Expert:
         """A ready smoothed expert from a registered name, an ``hf://``/``git+`` source or a
-        folder.
+        folder: resolve -> fetch -> check -> build.
 
         Weights that serve several sigmas (a classifier trained across sigmas, a denoiser +
         classifier) are one expert per sigma: name it ``REF#sigma=0.5`` or pass ``sigma``. The
@@ -415,65 +190,20 @@ class Registry:
                           device=device, compile=compile, precision=precision,
                           sigma=suffix if sigma is None else float(sigma))
 
-    def _load(self, resolved: Resolved, pin: Pin | None = None, *, trust_code: bool = False,
-              sigma: float | None = None, device: str | torch.device = "cpu", **kw) -> Expert:
-        """fetch -> verify (the registration's pin and the card's claim, then ``pin``) -> build
-        (weights built once per registry: every sigma they serve shares them)."""
-        from .expert import build_base, build_expert, expert_card
+    def _load(self, resolved: Resolved, pin: Pin | None = None, **kw) -> Expert:
+        """fetch -> check -> build of a resolved reference (``kw``: as :meth:`build`)."""
+        return self.build(self.check(resolved, self.fetch(resolved), pin=pin), **kw)
 
-        folder = self.fetch(resolved)
-        with self._discarding(resolved):  # bytes that fail the registration: never reuse them
-            files = read_artifact(folder, *([resolved.pin] if resolved.pin else []))
-        if pin is not None:  # a router's record: a mismatch says nothing about the cache
-            check_pin(files, pin)
-        with self._discarding(resolved):  # bytes that fail their own card
-            card = expert_card(files)
-        where = str(files.folder / CONFIG_FILE)
-        card = card.at_sigma(sigma, where)
-        trust = self.trust_for(trust_code)
-        key = (files.weights_sha256, files.config_sha256, str(device), repr(trust))
-        if key not in self._bases:  # the hashed bytes are the key: the same bytes, one build
-            beside = resolved.is_remote and card.kind == "denoised" and self._fetch_denoiser(
-                resolved, card)
-            # a denoiser that fails its pins is never reused: one fetched beside the card goes
-            # with the card's cached copy; a Hub denoiser's own block deletes its files
-            with self._discarding(resolved) if beside else nullcontext():
-                self._bases[key] = build_base(files, card, trust_code=trust, device=device,
-                                              endpoint=self.endpoint, cache_dir=self.cache_dir,
-                                              offline=self.offline)
-        name = resolved.name
-        if name and card.shared:  # a registered name: one expert per sigma of its weights
-            name = f"{name}-sigma{sigma_label(card.sigma)}"
-        return build_expert(files, card=card, uri=resolved.uri, name=name,
-                            base=self._bases[key], device=device, **kw)
-
-    def _fetch_denoiser(self, resolved: Resolved, card: ExpertCard) -> bool:
-        """The denoiser files of a remote denoised card whose denoiser lives in the same
-        repository (a folder source): fetched beside the card, at the card's commit. Returns
-        whether they were (False: a Hub denoiser, fetched and pinned by its own block)."""
-        from .denoised import DENOISER_FILES, check_denoiser_block
-
-        check_denoiser_block(card.denoiser, f"{resolved.uri}: {CONFIG_FILE}")
-        source = card.denoiser["source"]
-        if source.startswith(HF_PREFIX):
-            return False
-        rel = Path(source)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise CardError(f"{resolved.uri}: rs_expert.denoiser.source {source!r} must be a "
-                            "folder inside the expert's repository (or hf://org/name)")
-        names = [f"{rel.as_posix()}/{f}" for f in DENOISER_FILES]
-        if resolved.source.startswith(HF_PREFIX):
-            from ..sources import hub
-
-            hub.download_files(resolved.source[len(HF_PREFIX):], resolved.revision, names,
-                               endpoint=self.endpoint, cache_dir=self.cache_dir,
-                               offline=self.offline)
-        else:
-            from ..sources import git as gitremote
-
-            gitremote.fetch_files(resolved.source[len(GIT_PREFIX):], resolved.revision, names,
-                                  offline=self.offline)
-        return True
+    @contextmanager
+    def _discarding(self, resolved: Resolved) -> Iterator[None]:
+        """On an IntegrityError, delete a remote's cached copy and say so."""
+        try:
+            yield
+        except IntegrityError as e:
+            if not resolved.is_remote:
+                raise
+            self._source(resolved).discard(resolved, (WEIGHTS_FILE, CONFIG_FILE))
+            raise IntegrityError(f"{resolved.uri}: {e}; the cached copy was deleted") from e
 
     # ---- writing --------------------------------------------------------------------------
 
@@ -546,9 +276,9 @@ class Registry:
                     "replace it, or choose another name")
             if same and (old.source, old.revision) == (entry.source, entry.revision):
                 return old
-        own, trusted = _read(target, user=not project)
+        own, trusted = read_registry_file(target, user=not project)
         own[name] = entry
-        _write(target, own, trusted)
+        write_registry_file(target, own, trusted)
         return entry
 
     def remove(self, name: str, *, project: bool = False) -> Entry:
@@ -566,9 +296,9 @@ class Registry:
             raise RegistryError(f"{name!r} is listed in the project's registry {path} (the bundled "
                                 "zoo), not in yours; pass --project (project=True) to remove it "
                                 "from there")
-        own, trusted = _read(path, user=path == self.user_file)
+        own, trusted = read_registry_file(path, user=path == self.user_file)
         own.pop(name)
-        _write(path, own, trusted)
+        write_registry_file(path, own, trusted)
         return entry
 
     # ---- convenience ----------------------------------------------------------------------
@@ -580,32 +310,18 @@ class Registry:
         return self.fetch(resolved)
 
     def _load_every_sigma(self, resolved: Resolved) -> Expert:
-        """Verify and build ``resolved`` at every sigma its card serves; returns the first."""
-        from .expert import expert_card
-
-        folder = self.fetch(resolved)
-        with self._discarding(resolved):
-            files = read_artifact(folder, *([resolved.pin] if resolved.pin else []))
-            sigmas = expert_card(files).served_sigmas
-        return [self._load(resolved, sigma=s) for s in sigmas][0]
+        """Check ``resolved`` and build it at every sigma its card serves; returns the first."""
+        verified = self.check(resolved, self.fetch(resolved))
+        return [self.build(verified, sigma=s) for s in verified.card.served_sigmas][0]
 
     def verify(self, name: str) -> ExpertCard:
         """Check card schema, sha256 (card and registration) and strict loading of ``name`` (at
         every sigma it serves)."""
         return self._load_every_sigma(self.resolve(split_sigma(name)[0])).card
 
-    def show(self, entry: Entry) -> ExpertCard | None:
-        """The card of ``entry`` if cached (read for display: no hash check), else None."""
-        folder = self.cached_folder(entry)
-        return read_card(folder) if folder is not None else None
-
 
 def _pins(entry: Entry) -> tuple[str, str]:
     return entry.weights_sha256, entry.config_sha256
-
-
-def _is_git_repository(path: Path) -> bool:
-    return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
 
 
 def _relative_to(folder: Path, base: Path) -> str:
@@ -625,8 +341,3 @@ def load_expert(name_or_path: str, *, device: str | torch.device = "cpu", compil
     """
     return (registry or Registry()).load(name_or_path, trust_code=trust_code, device=device,
                                          compile=compile, precision=precision)
-
-
-def user_trusted_modules(user_file: str | os.PathLike | None = None) -> frozenset[str]:
-    """The modules listed under ``trusted_modules:`` in the user's registry file."""
-    return frozenset(_read(Path(user_file) if user_file else user_registry(), user=True)[1])

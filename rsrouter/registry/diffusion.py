@@ -4,10 +4,11 @@ Carlini et al. (2023) and the Dual RS paper denoise CIFAR-10 with improved-diffu
 ``cifar10_uncond_50M_500K.pt``: a pickled state dict of its ``UNetModel``. This module maps that
 state dict onto diffusers' ``UNet2DModel`` (same computation: scale-shift ResBlocks, GroupNorm 32,
 multi-head attention at the given resolutions, conv up/down-sampling) and writes the folder
-:func:`..denoised.read_denoiser` reads: ``unet/``, ``scheduler/`` (a ``DDPMScheduler``
-with the checkpoint's schedule) and ``model_index.json``. The checkpoint is read with
-``torch.load(weights_only=True)`` (tensors only, no code) by :func:`rsrouter.registry.importers.
-read_checkpoint`; every source key must be used and every target key filled.
+:func:`rsrouter.cards.denoiser.read_denoiser` reads: ``unet/``, ``scheduler/`` (a
+``DDPMScheduler`` with the checkpoint's schedule) and ``model_index.json``. The checkpoint is
+read with ``torch.load(weights_only=True)`` (tensors only, no code) by
+:func:`rsrouter.registry.importers.read_checkpoint`; every source key must be used and every
+target key filled.
 
 improved-diffusion feeds its network ``t * 1000 / T`` when trained with ``rescale_timesteps``
 (their default; T = 4000 for the CIFAR-10 model): the folder's ``unet/config.json`` then carries
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CardError
-from .denoised import _diffusers, save_denoiser
+from .denoised import import_diffusers, save_denoiser
 from .importers import read_checkpoint
 
 TIMESTEP_SCALE_KEY = "rsrouter_timestep_scale"
@@ -251,7 +252,7 @@ def convert_improved_diffusion(checkpoint: str | os.PathLike, out: str | os.Path
         CardError: unreadable checkpoint (not weights-only), flags that do not match it.
         ImportError: diffusers is not installed.
     """
-    diffusers = _diffusers()
+    diffusers = import_diffusers()
     raw = read_checkpoint(checkpoint)
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]

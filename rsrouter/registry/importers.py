@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ..cards.card import ExpertCard, ResizeSpec, save_expert
+from ..cards.expert import ExpertCard
+from ..cards.header import ResizeSpec
 from ..data import dataset_info
 from ..errors import CardError
 from ..models import architecture_source, create_model
-from .weights import check_state_dict
+from .weights import check_state_dict, save_expert
 
 FORMATS = ("cohen", "smoothadv", "state_dict")
 # Cohen et al.'s / SmoothAdv's architecture names -> rsrouter / timm names
@@ -122,7 +123,7 @@ def import_checkpoint(
     card.validate("imported card")
     # arch is the user's --arch or an alias from ARCH_ALIASES: never a name read from the file
     net = create_model(arch, num_classes, card.model_input_size, trust_code=True)
-    check_state_dict(net, net_sd, card, str(checkpoint))
+    check_state_dict(net, net_sd, card.header, str(checkpoint))
     net.load_state_dict(net_sd, strict=True)
     return save_expert(out, net, card)
 

@@ -8,7 +8,8 @@ later loads find them without touching the network. The URL forms are pip's:
 ``git+file:///srv/experts/name.git@<sha>``, ``git+https://host/org/name.git@v1``,
 ``git+ssh://git@host/org/name.git@main``. Offline mode (``--offline`` or ``HF_HUB_OFFLINE=1``)
 uses the cache only, except for ``file://`` URLs: a repository on a local or mounted disk needs
-no network, so its branches resolve and its commits are fetched offline too.
+no network, so its branches resolve and its commits are fetched offline too. :class:`GitSource`
+puts these functions behind the :class:`~rsrouter.sources.base.Source` interface.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from ..cards.card import is_commit_sha
-from ..errors import HubError
+from ..cards.pins import ARTIFACT_FILES, is_commit_sha
+from ..cards.refs import GIT_PREFIX
+from ..errors import HubError, UnknownExpertError
 from ..paths import cache_dir as rsrouter_cache
 from ..paths import offline_mode as is_offline
 from ..urls import public_url
+from .base import Resolved
 
-GIT_PREFIX = "git+"
-EXPERT_FILES = ("config.json", "model.safetensors", "README.md")
-_SCHEMES = ("file://", "https://", "http://", "ssh://", "git://")
+GIT_SCHEMES = ("file://", "https://", "http://", "ssh://", "git://")
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,12 @@ def parse_git_uri(uri: str) -> GitRef:
     """Parse ``git+<url>[@revision]`` with pip's rule: the revision follows the last ``@`` of the
     URL's path (so ``user@host`` is not a revision, and a branch may contain ``/``); raises
     ValueError saying what is wrong."""
-    from urllib.parse import urlsplit, urlunsplit
-
     if not uri.startswith(GIT_PREFIX):
         raise ValueError(f"not a git URI: {uri!r} (expected git+<url>[@revision])")
     url = uri[len(GIT_PREFIX):]
-    if not url.startswith(_SCHEMES):
+    if not url.startswith(GIT_SCHEMES):
         raise ValueError(f"bad git URI {uri!r}: the URL must start with one of "
-                         f"{', '.join(_SCHEMES)} (for a local repository: "
+                         f"{', '.join(GIT_SCHEMES)} (for a local repository: "
                          f"git+file:///absolute/path/name.git@<revision>)")
     parts = urlsplit(url)
     revision = None
@@ -72,7 +72,7 @@ def parse_git_uri(uri: str) -> GitRef:
 
 def git_uri_for(remote: str) -> str:
     """The ``git+`` URL of a remote given as git accepts it (a path, a URL, ``user@host:path``)."""
-    if remote.startswith(_SCHEMES):
+    if remote.startswith(GIT_SCHEMES):
         return f"{GIT_PREFIX}{remote}"
     scp = re.fullmatch(r"([^/@:]+@)?([^/:]+):(.+)", remote)
     if scp and not Path(remote).exists():  # git's user@host:path is relative to the home folder
@@ -133,7 +133,7 @@ def _folder(url: str, sha: str, cache: str | os.PathLike | None) -> Path:
     return Path(cache or rsrouter_cache()) / "git" / key / sha
 
 
-def is_cached(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES,
+def is_cached(url: str, sha: str, filenames: Sequence[str] = ARTIFACT_FILES,
               cache_dir: str | os.PathLike | None = None) -> bool:
     folder = _folder(url, sha, cache_dir)
     return all((folder / f).is_file() for f in filenames)
@@ -143,7 +143,7 @@ def cached_folder(url: str, sha: str, cache_dir: str | os.PathLike | None = None
     return _folder(url, sha, cache_dir)
 
 
-def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
+def fetch_files(url: str, sha: str, filenames: Sequence[str] = ARTIFACT_FILES, *,
                 cache_dir: str | os.PathLike | None = None,
                 offline: bool | None = None) -> Path:
     """The files of commit ``sha`` of ``url``, in rsrouter's cache; returns their folder.
@@ -190,3 +190,40 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = EXPERT_FILES, *,
 def discard_cached(url: str, sha: str, cache_dir: str | os.PathLike | None = None) -> None:
     """Delete the cached files of commit ``sha`` (after a hash mismatch)."""
     shutil.rmtree(_folder(url, sha, cache_dir), ignore_errors=True)
+
+
+class GitSource:
+    """``git+URL[@rev]`` references: any git remote, its commits cached in rsrouter's cache
+    (``cache_dir``, default ``$RSROUTER_CACHE``); ``offline`` as HF_HUB_OFFLINE when None."""
+
+    def __init__(self, offline: bool | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        self.offline, self.cache_dir = offline, cache_dir
+
+    def resolve(self, ref: str) -> Resolved:
+        """``ref`` at the commit sha of its revision (default: the remote's HEAD)."""
+        try:
+            git = parse_git_uri(ref)
+        except ValueError as e:
+            raise UnknownExpertError(str(e)) from None
+        sha = resolve_revision(git.url, git.revision, offline=self.offline)
+        return Resolved("", f"{GIT_PREFIX}{git.url}@{sha}", source=f"{GIT_PREFIX}{git.url}",
+                        revision=sha)
+
+    def fetch(self, resolved: Resolved, filenames: Sequence[str] = ARTIFACT_FILES) -> Path:
+        return fetch_files(_url(resolved), resolved.revision, filenames,
+                           cache_dir=self.cache_dir, offline=self.offline)
+
+    def cached_folder(self, resolved: Resolved,
+                      filenames: Sequence[str] = ARTIFACT_FILES) -> Path | None:
+        if not is_cached(_url(resolved), resolved.revision, filenames, self.cache_dir):
+            return None
+        return cached_folder(_url(resolved), resolved.revision, self.cache_dir)
+
+    def discard(self, resolved: Resolved, filenames: Sequence[str]) -> None:
+        """Delete the whole cached commit (its files are fetched together)."""
+        discard_cached(_url(resolved), resolved.revision, self.cache_dir)
+
+
+def _url(resolved: Resolved) -> str:
+    return resolved.source[len(GIT_PREFIX):]

@@ -7,39 +7,37 @@ where a later call finds them without any request. Failures are raised as ``HubE
 The endpoint is the ``endpoint`` argument, else ``HF_ENDPOINT``, else huggingface.co; the cache
 is the ``cache_dir`` argument, else ``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
 huggingface_hub's default. Both, like ``HF_HUB_OFFLINE``, are read at each call (huggingface_hub
-itself reads them once, at import).
+itself reads them once, at import, which happens on the first call that needs it).
+:class:`HubSource` puts these functions behind the :class:`~rsrouter.sources.base.Source`
+interface.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import huggingface_hub
-from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
-from huggingface_hub.file_download import repo_folder_name
-from huggingface_hub.utils import (
-    EntryNotFoundError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-    validate_repo_id,
-)
+from ..cards.pins import ARTIFACT_FILES
+from ..cards.pins import COMMIT_SHA as _SHA
+from ..cards.refs import HF_PREFIX, HUB_REPO_ID
+from ..errors import HubError, UnknownExpertError
+from ..paths import offline_mode as is_offline
+from .base import Resolved
 
-from rsrouter.cards.card import COMMIT_SHA as _SHA
-from rsrouter.errors import HubError
-from rsrouter.paths import offline_mode as is_offline
-
-HF_PREFIX = "hf://"
-EXPERT_FILES = ("config.json", "model.safetensors", "README.md")
-
-_REPO_ID = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+")
 _PULL_HINT = "run once online (without HF_HUB_OFFLINE / --offline) or `rsrouter experts pull {uri}`"
+
+
+def _hf():
+    """huggingface_hub, imported by the first call that talks to the Hub or reads its cache (it
+    takes 0.2 s: commands that never touch the Hub do not pay for it)."""
+    import huggingface_hub
+    import huggingface_hub.file_download
+    import huggingface_hub.utils
+
+    return huggingface_hub
 
 
 @dataclass(frozen=True)
@@ -60,18 +58,19 @@ def parse_hf_uri(uri: str) -> HubRef:
     if not isinstance(uri, str) or not uri.startswith(HF_PREFIX):
         raise ValueError(f"not a Hub URI: {uri!r} (expected {HF_PREFIX}org/name[@revision])")
     repo_id, at, revision = uri[len(HF_PREFIX):].partition("@")
-    if not _REPO_ID.fullmatch(repo_id):
+    if not HUB_REPO_ID.fullmatch(repo_id):
         raise ValueError(
             f"bad repo id in {uri!r}: expected {HF_PREFIX}org/name[@revision], "
             "letters, digits, '.', '_' and '-' only"
         )
     try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
+        _hf().utils.validate_repo_id(repo_id)
+    except _hf().utils.HFValidationError as error:
         raise ValueError(f"bad repo id in {uri!r}: {error}") from None
     if at and (not revision or any(c.isspace() for c in revision)):
         raise ValueError(f"bad revision in {uri!r}: give a branch, tag or commit sha after '@'")
     return HubRef(repo_id, revision or None)
+
 
 
 def _endpoint(endpoint: str | None) -> str | None:
@@ -80,7 +79,7 @@ def _endpoint(endpoint: str | None) -> str | None:
 
 
 def _shown(endpoint: str | None) -> str:
-    return endpoint or constants.ENDPOINT
+    return endpoint or _hf().constants.ENDPOINT
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
@@ -91,7 +90,7 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
         return str(Path(env).expanduser())
     if os.environ.get("HF_HOME"):
         return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
-    return str(constants.HF_HUB_CACHE)
+    return str(_hf().constants.HF_HUB_CACHE)
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -106,7 +105,7 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 def _drop_connections() -> None:
     """After a server error the pooled keep-alive connection may be dead: start afresh."""
-    close = getattr(huggingface_hub, "close_session", None)
+    close = getattr(_hf(), "close_session", None)
     if callable(close):
         close()
 
@@ -114,18 +113,20 @@ def _drop_connections() -> None:
 def _hub_error(what: str, repo_id: str, revision: str, endpoint: str | None,
                error: BaseException) -> HubError:
     where = f"{repo_id}@{revision} on {_shown(endpoint)}"
-    if isinstance(error, RevisionNotFoundError):
+    errors = _hf().utils
+    if isinstance(error, errors.RevisionNotFoundError):
         return HubError(f"{what}: revision {revision!r} not found in {repo_id} on "
                         f"{_shown(endpoint)}; check the branch, tag or sha")
-    if isinstance(error, RepositoryNotFoundError):
+    if isinstance(error, errors.RepositoryNotFoundError):
         return HubError(f"{what}: {where}: repository, revision or file not found (a private or "
                         "gated repo also needs a token: HF_TOKEN or `hf auth login`)")
-    if isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError):
+    if (isinstance(error, errors.EntryNotFoundError)
+            and not isinstance(error, errors.LocalEntryNotFoundError)):
         return HubError(f"{what}: {where}: file not found in that revision")
     status = getattr(getattr(error, "response", None), "status_code", None)
     if status is None or status >= 500:
         _drop_connections()
-    if isinstance(error, LocalEntryNotFoundError):
+    if isinstance(error, errors.LocalEntryNotFoundError):
         return HubError(f"{what}: {where}: no answer from the Hub (unreachable or server error) "
                         "and the file is not cached")
     detail = f"HTTP {status}" if status is not None else type(error).__name__
@@ -158,8 +159,8 @@ def resolve_revision(
         )
     endpoint = _endpoint(endpoint)
     try:
-        info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision)
-    except HFValidationError as error:
+        info = _hf().HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision)
+    except _hf().utils.HFValidationError as error:
         raise HubError(f"invalid repo id or revision {repo_id!r}@{revision!r}: {error}") from error
     except _network_errors() as error:
         raise _hub_error("resolve", repo_id, revision, endpoint, error) from error
@@ -178,7 +179,7 @@ def _check_filename(filename: str) -> PurePosixPath:
 
 
 def _cached_path(repo_id: str, sha: str, filename: str, cache: str) -> str | None:
-    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=sha)
+    found = _hf().try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=sha)
     return found if isinstance(found, str) else None
 
 
@@ -188,8 +189,12 @@ def snapshot_folder(repo_id: str, sha: str,
     return _snapshot_dir(repo_id, sha, _cache_dir(cache_dir))
 
 
+def _repo_folder(repo_id: str) -> str:
+    return _hf().file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
 def _snapshot_dir(repo_id: str, sha: str, cache: str) -> Path:
-    return Path(cache) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / sha
+    return Path(cache) / _repo_folder(repo_id) / "snapshots" / sha
 
 
 def _require_sha(repo_id: str, sha: str) -> None:
@@ -201,7 +206,7 @@ def _require_sha(repo_id: str, sha: str) -> None:
 def download_files(
     repo_id: str,
     sha: str,
-    filenames: Sequence[str] = EXPERT_FILES,
+    filenames: Sequence[str] = ARTIFACT_FILES,
     *,
     endpoint: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -227,9 +232,9 @@ def download_files(
     endpoint = _endpoint(endpoint)
     for filename in missing:
         try:
-            hf_hub_download(repo_id, filename, revision=sha, cache_dir=cache, endpoint=endpoint,
-                            token=token)
-        except HFValidationError as error:
+            _hf().hf_hub_download(repo_id, filename, revision=sha, cache_dir=cache,
+                                  endpoint=endpoint, token=token)
+        except _hf().utils.HFValidationError as error:
             raise HubError(f"invalid repo id {repo_id!r}: {error}") from error
         except _network_errors() as error:
             raise _hub_error(f"download {filename}", repo_id, sha, endpoint, error) from error
@@ -239,7 +244,7 @@ def download_files(
 def is_cached(
     repo_id: str,
     sha: str,
-    filenames: Sequence[str] = EXPERT_FILES,
+    filenames: Sequence[str] = ARTIFACT_FILES,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> bool:
     """Whether every file of commit ``sha`` is in the Hub cache (no request made)."""
@@ -262,7 +267,7 @@ def discard_cached(
     """
     _require_sha(repo_id, sha)
     rel = _check_filename(filename)
-    storage = Path(_cache_dir(cache_dir)) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    storage = Path(_cache_dir(cache_dir)) / _repo_folder(repo_id)
     pointer = storage / "snapshots" / sha / Path(*rel.parts)
     blob: Path | None = None
     if pointer.is_symlink():
@@ -295,13 +300,59 @@ def push_folder(
     if not Path(folder).is_dir():
         raise HubError(f"push: {folder} is not a folder")
     endpoint = _endpoint(endpoint)
-    api = HfApi(endpoint=endpoint, token=token)
+    api = _hf().HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
                                    commit_message=commit_message)
-    except HFValidationError as error:
+    except _hf().utils.HFValidationError as error:
         raise HubError(f"invalid repo id {repo_id!r}: {error}") from error
     except _network_errors() as error:
         raise _hub_error("push", repo_id, "main", endpoint, error) from error
     return str(commit.oid)
+
+
+class HubSource:
+    """``hf://org/name[@rev]`` references: the Hub at ``endpoint``, its cache at ``cache_dir``
+    (both default as above), ``offline`` as HF_HUB_OFFLINE when None."""
+
+    def __init__(self, endpoint: str | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 offline: bool | None = None) -> None:
+        self.endpoint, self.cache_dir, self.offline = endpoint, cache_dir, offline
+
+    def resolve(self, ref: str) -> Resolved:
+        """``ref`` at the commit sha of its revision (default ``main``)."""
+        try:
+            hub = parse_hf_uri(ref)
+        except ValueError as e:
+            raise UnknownExpertError(str(e)) from None
+        sha = resolve_revision(hub.repo_id, hub.revision or "main", endpoint=self.endpoint,
+                               offline=self.offline)
+        return self.pinned(f"{HF_PREFIX}{hub.repo_id}", sha)
+
+    @staticmethod
+    def pinned(source: str, sha: str) -> Resolved:
+        """``hf://org/name`` at the commit ``sha`` (already resolved)."""
+        return Resolved("", f"{source}@{sha}", source=source, revision=sha)
+
+    def fetch(self, resolved: Resolved, filenames: Sequence[str] = ARTIFACT_FILES) -> Path:
+        return download_files(_repo_id(resolved), resolved.revision, filenames,
+                              endpoint=self.endpoint, cache_dir=self.cache_dir,
+                              offline=self.offline)
+
+    def cached_folder(self, resolved: Resolved,
+                      filenames: Sequence[str] = ARTIFACT_FILES) -> Path | None:
+        repo_id = _repo_id(resolved)
+        if not is_cached(repo_id, resolved.revision, filenames, cache_dir=self.cache_dir):
+            return None
+        return snapshot_folder(repo_id, resolved.revision, cache_dir=self.cache_dir)
+
+    def discard(self, resolved: Resolved, filenames: Sequence[str]) -> None:
+        for filename in filenames:
+            discard_cached(_repo_id(resolved), resolved.revision, filename,
+                           cache_dir=self.cache_dir)
+
+
+def _repo_id(resolved: Resolved) -> str:
+    return resolved.source[len(HF_PREFIX):]

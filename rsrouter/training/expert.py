@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..cards.card import CONFIG_FILE, ExpertCard, read_artifact, save_expert
+from ..cards.expert import ExpertCard, expert_card
+from ..cards.pins import CONFIG_FILE, read_artifact
 from ..data import TensorImageDataset, load_dataset
 from ..distributed import current
 from ..errors import ConfigError
 from ..files import check_resume, sha256_file
 from ..models import architecture_source
 from ..models.normalize import NormalizedModel
-from ..registry.expert import expert_card
-from ..registry.weights import build_network
+from ..registry.weights import build_model, build_network, save_expert
 from .fit import CHECKPOINT, cosine_lr, finish, finished_settings, fit, in_memory, writer_lock
 from .loss import router_loss
 
@@ -175,7 +175,7 @@ def _train_expert(
         init_files, init_card = _read_init(config)
         card = replace(card, mean=init_card.mean, std=init_card.std, resize=init_card.resize)
     torch.manual_seed(config.seed)
-    model = card.build_model(trust_code=True).to(device)  # the user's own --arch
+    model = build_model(card.header, trust_code=True).to(device)  # the user's own --arch
     init = None
     if init_files is not None:
         init = _init_weights(model, config, init_files, init_card)

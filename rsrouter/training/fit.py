@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..cards.card import CONFIG_FILE
+from ..cards.pins import CONFIG_FILE
 from ..certify.noise import noise_generator
 from ..data import TensorImageDataset
 from ..distributed import SINGLE, Dist, current

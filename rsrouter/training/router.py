@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..cards.router import ExpertRef, RouterCard
 from ..certify.noise import noise_generator
 from ..data import TensorImageDataset, load_dataset
 from ..distributed import current
@@ -19,10 +20,10 @@ from ..errors import ConfigError, RsrouterError
 from ..files import check_resume
 from ..models.normalize import NormalizedModel
 from ..registry.core import Registry
+from ..registry.weights import build_model, save_router
 from ..routing.config import RouterConfig
 from ..routing.labels import RouterLabels, cache_key, cache_path, compute_labels
 from ..routing.routed import check_compatible
-from ..routing.router import ExpertRef, RouterCard, save_router
 from .fit import cosine_lr, finish, finished_settings, fit, writer_lock
 from .loss import router_loss
 
@@ -162,7 +163,7 @@ def _train_router(
                       std=info.std, sigma=sigma_r, dataset=info.name,
                       experts=[ExpertRef.of(e, out) for e in experts])
     torch.manual_seed(cfg.seed)
-    model = card.build_model(trust_code=True).to(device)  # router.arch of the user's config
+    model = build_model(card.header, trust_code=True).to(device)  # router.arch of the user's config
     backbone = None if cfg.router.backbone is None else init_from_backbone(
         model, cfg.router.arch, experts[cfg.experts.index(cfg.router.backbone)], sigma_r)
     t = cfg.train

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsrouter.cards.card import read_card
+from rsrouter.cards.expert import read_card
+from rsrouter.cards.router import read_router_card
 from rsrouter.cli.main import main
 from rsrouter.dualrs import export_round, parse_dualrs_config, train_dualrs
 from rsrouter.errors import ConfigError, ResumeError
 from rsrouter.results.tsv import read_tsv
-from rsrouter.routing.router import load_routed, read_router_card
+from rsrouter.routing.load import load_routed
 
 CONFIG = {
     "name": "digits-dualrs-test",
@@ -127,7 +128,7 @@ def test_rounds_on_two_ranks_with_torchrun(tmp_path):
 
     from rsrouter.data import load_dataset
     from rsrouter.dualrs.loop import assign_sigmas
-    from rsrouter.routing.router import load_router
+    from rsrouter.routing.load import load_router
 
     sharded = load_file(tmp_path / "run" / "round-1" / "assigned.safetensors")["assigned"]
     alone = assign_sigmas(load_router(tmp_path / "run" / "round-0" / "estimator"),
