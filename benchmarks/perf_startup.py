@@ -7,7 +7,7 @@ published results (benchmarks/results/), next to baselines measured in the same 
 that only imports rsrouter, `rsrouter --help`, and a process that imports torch and timm (what a
 command that loads a model pays). Targets: every command below, the ones that run no model
 (summary, leaderboard import-tsv and build, bench report) and their error messages included,
-answers in under 1 s; those never import torch (tests/test_torch_free.py).
+answers in under 1 s; those never import torch (tests/test_commands_without_torch.py).
 """
 
 from __future__ import annotations
