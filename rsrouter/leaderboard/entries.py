@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from ..errors import ResultsError
 from ..results.tsv import interval95
@@ -143,7 +143,7 @@ def max_radius(entry: dict) -> float:
     p0 >= 0.5) is at most its chosen expert's radius, at a level no larger than alpha."""
     protocol = entry["protocol"]
     tail = -math.expm1(math.log(protocol["alpha"]) / protocol["n"])  # 1 - alpha^(1/n)
-    return max(entry_sigmas(entry)) * float(norm.isf(tail))
+    return max(entry_sigmas(entry)) * float(-ndtri(tail))  # norm.isf, without scipy.stats
 
 
 def check_date(value: object, where: str) -> None:
