@@ -94,12 +94,12 @@ def _commands(tmp: Path) -> dict[str, tuple[list[list[str]], list[int]]]:
     }
 
 
-# until the count-based certificates live in a torch-free module (certify/bounds.py) and
-# bench/report's readback no longer imports results.runs, routing.router and data: the
-# test names the chain that still imports torch
-PENDING = pytest.mark.xfail(strict=True, reason="torch still reached through results/tsv -> "
-                                                "certify/smoothing (and, for bench report, "
-                                                "results/runs, routing/router, data)")
+# strict: remove once merged with the torch-free certify/bounds (and results/curves, logs, rows)
+# and, for bench report, a torch-free reader of count files (bench/store imports data and
+# results/runs); the failure names the chain of modules that still imports torch
+PENDING = pytest.mark.xfail(strict=True, reason="results/tsv imports certify/smoothing (torch); "
+                                                "bench report also reads counts through "
+                                                "bench/store (data, results/runs)")
 
 
 @pytest.mark.parametrize("command", [

@@ -320,7 +320,7 @@ def _remote_board(remote: Path) -> list[dict]:
 def test_concurrent_git_publishes_lose_nothing(results, tmp_path, monkeypatch):
     """Publisher A reads the board, B publishes in between, then A pushes: A's push is refused
     (compare-and-swap on the branch) and redone on B's commit, so both rows stay."""
-    from rsrouter.leaderboard import publish as leaderboard
+    from rsrouter.leaderboard import publishing as leaderboard
 
     remote = tmp_path / "board.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)

@@ -1,8 +1,8 @@
 """What every command group of ``rsrouter`` shares: argument types (a bad value is refused
 before anything is loaded or written), common options, warnings, the device and the registry.
 
-Only the standard library is imported here; torch and the registry are imported by the
-helpers that need them, when a command runs.
+Only the standard library and rsrouter.errors are imported here; torch and the registry are
+imported by the helpers that need them, when a command runs.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def cmd_leaderboard_import(args: argparse.Namespace) -> None:
 
 
 def cmd_leaderboard_publish(args: argparse.Namespace) -> None:
-    from ..leaderboard.publish import publish
+    from ..leaderboard.publishing import publish
 
     where = publish(args.site, to=args.to, git_remote=args.git_remote, hub=args.hub,
                     endpoint=args.endpoint, replace=args.replace)
