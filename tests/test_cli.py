@@ -184,7 +184,7 @@ def test_remove_is_symmetric_with_register(capsys, tmp_path):
 def test_a_trained_expert_card_names_itself(tmp_path):
     import json
 
-    from rsrouter.cli.main import _every
+    from rsrouter.bench.expert_runs import every_nth
 
     out = tmp_path / "my-expert"
     assert main(["experts", "train", "--dataset", "digits", "--arch", "cnn_tiny", "--sigma",
@@ -197,7 +197,7 @@ def test_a_trained_expert_card_names_itself(tmp_path):
     from rsrouter import load_expert
 
     assert load_expert("my-expert").name == "my-expert"  # the card's snippet works
-    assert [_every(k) for k in (1, 2, 3, 11, 20, 21, 22)] == [
+    assert [every_nth(k) for k in (1, 2, 3, 11, 20, 21, 22)] == [
         "every test image", "every 2nd test image", "every 3rd test image",
         "every 11th test image", "every 20th test image", "every 21st test image",
         "every 22nd test image"]

@@ -17,7 +17,9 @@ from helpers import ROOT
 from rsrouter.certify.bounds import radii_from_counts
 from rsrouter.cli.main import main
 from rsrouter.errors import ResultsError
-from rsrouter.leaderboard.board import build_site, collect_entries, import_tsv, merge, read_entry
+from rsrouter.leaderboard.board import build_site, collect_entries, merge
+from rsrouter.leaderboard.entries import read_entry
+from rsrouter.leaderboard.logs import import_tsv
 from rsrouter.results.logs import counts_from_radii
 
 ARTIFACTS = ROOT / "runs" / "test-artifacts"
@@ -318,7 +320,7 @@ def _remote_board(remote: Path) -> list[dict]:
 def test_concurrent_git_publishes_lose_nothing(results, tmp_path, monkeypatch):
     """Publisher A reads the board, B publishes in between, then A pushes: A's push is refused
     (compare-and-swap on the branch) and redone on B's commit, so both rows stay."""
-    from rsrouter.leaderboard import board as leaderboard
+    from rsrouter.leaderboard import publishing as leaderboard
 
     remote = tmp_path / "board.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)

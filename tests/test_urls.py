@@ -10,7 +10,7 @@ import pytest
 from rsrouter.bench.config import parse_bench_config
 from rsrouter.bench.harness import expert_record
 from rsrouter.cards.router import ExpertRef
-from rsrouter.leaderboard.board import import_tsv
+from rsrouter.leaderboard.logs import import_tsv
 from rsrouter.registry.core import Registry
 from rsrouter.urls import public_url, scrub_text
 

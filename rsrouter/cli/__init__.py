@@ -1,4 +1,5 @@
-"""The ``rsrouter`` command line.
+"""The ``rsrouter`` command: :mod:`.main` (entry point, top-level parser), :mod:`.common`
+(argument types, shared options and helpers) and one module per command group.
 
 The old module ``rsrouter.cli``'s names stay importable from here, with a
 DeprecationWarning (rsrouter._moved).

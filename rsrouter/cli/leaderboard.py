@@ -1,0 +1,65 @@
+"""``rsrouter leaderboard build``, ``import-tsv`` and ``publish``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import COUNT, POSITIVE, PROBABILITY, REPLACE_HELP
+
+
+def add_leaderboard(sub) -> None:
+    """``leaderboard`` and its subcommands."""
+    board = sub.add_parser("leaderboard", help="build, extend and publish a leaderboard")
+    lsub = board.add_subparsers(dest="leaderboard_command", required=True)
+    p = lsub.add_parser("build", help="merge entries into leaderboard.json/.md and index.html")
+    p.add_argument("sources", nargs="+", help="results folders, entry folders or entry files")
+    p.add_argument("--out", required=True, help="site folder to write")
+    p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
+    p.set_defaults(func=cmd_leaderboard_build)
+    p = lsub.add_parser("import-tsv", help="add a published certification log (Cohen's format)")
+    p.add_argument("log", help="TSV with idx label predict radius correct")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True, help="name shown on the leaderboard")
+    p.add_argument("--benchmark", help="benchmark name (default: DATASET-external)")
+    p.add_argument("--source", default="", help="where the log comes from (paper, URL)")
+    p.add_argument("--n", "--N", dest="n", type=COUNT,
+                   help="estimation samples, as the source states (needed for a log without "
+                   "counts: each radius is recomputed from the counts it implies)")
+    p.add_argument("--n0", "--N0", dest="n0", type=COUNT, help="selection samples (recorded)")
+    p.add_argument("--alpha", type=PROBABILITY, help="failure probability, as the source states")
+    p.add_argument("--sigma", type=POSITIVE, help="the model's noise level, as the source states")
+    p.add_argument("--out", required=True, help="folder for the entry")
+    p.set_defaults(func=cmd_leaderboard_import)
+    p = lsub.add_parser("publish", help="publish a built site (merging what is already there)")
+    p.add_argument("site", help="folder written by `leaderboard build`")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", help="a folder (e.g. a web root)")
+    where.add_argument("--git-remote", help="a git remote (branch main)")
+    where.add_argument("--hub", help="a Hub dataset repo: hf://datasets/org/name")
+    p.add_argument("--endpoint")
+    p.add_argument("--replace", action="store_true", help=REPLACE_HELP)
+    p.set_defaults(func=cmd_leaderboard_publish)
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> None:
+    from ..leaderboard.board import build_site
+
+    site = build_site(args.sources, args.out, replace=args.replace)
+    print(f"leaderboard: {site / 'index.html'} ({site / 'leaderboard.md'})")
+
+
+def cmd_leaderboard_import(args: argparse.Namespace) -> None:
+    from ..leaderboard.logs import import_tsv
+
+    path = import_tsv(args.log, dataset=args.dataset, method=args.method,
+                      benchmark=args.benchmark, source=args.source, n=args.n, n0=args.n0,
+                      alpha=args.alpha, sigma=args.sigma, out=args.out)
+    print(f"entry written to {path}")
+
+
+def cmd_leaderboard_publish(args: argparse.Namespace) -> None:
+    from ..leaderboard.publishing import publish
+
+    where = publish(args.site, to=args.to, git_remote=args.git_remote, hub=args.hub,
+                    endpoint=args.endpoint, replace=args.replace)
+    print(f"published to {where}")

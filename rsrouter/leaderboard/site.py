@@ -1,0 +1,197 @@
+"""A leaderboard's pages: ``leaderboard.md`` and a self-contained ``index.html`` (a tab per
+dataset, a table sortable by any column, the curves as inline SVG; no network, no CDN).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+
+import numpy as np
+
+from .. import __version__
+from ..results.curves import md_text, plot_label
+from .entries import entry_sigmas, is_number
+
+
+def _flags(entry: dict) -> list[str]:
+    flags = []
+    if entry["kind"] != "certificate":
+        flags.append(entry["kind"].split(":")[0])
+    if entry.get("chosen_on_test") and entry["kind"] == "certificate":
+        flags.append("choices made on the test inputs")
+    return flags
+
+
+def _radii(entries: list[dict]) -> list[float]:
+    return sorted({float(r) for e in entries for r in e["radii"]})
+
+
+def _acc_at(entry: dict, r: float) -> tuple[float, float, float] | None:
+    for radius, acc, (low, high) in zip(entry["radii"], entry["accuracy"], entry["ci95"]):
+        if float(radius) == r:
+            return acc, low, high
+    return None
+
+
+def _protocol(entry: dict) -> str:
+    p = entry.get("protocol") or {}
+    parts = [f"{entry['inputs'].get('count')} inputs"]
+    parts += [f"{k} = {p[k]}" for k in ("n", "alpha") if p.get(k) is not None]
+    sigmas = sorted({float(v) for v in entry_sigmas(entry) if is_number(v)})
+    if sigmas:
+        parts.append("sigma = " + ", ".join(f"{v:g}" for v in sigmas))
+    return ", ".join(parts)
+
+
+def markdown(entries: list[dict]) -> str:
+    """``leaderboard.md``: a table per dataset (certified accuracy at every radius any of its
+    entries reports, ACR, max regret, where choices were made, flags)."""
+    lines = ["# Leaderboard", "", "Certified accuracy (%) at l2 radius r (pixels in [0, 1]), "
+             "exact 95% interval over the inputs in the JSON; rows from `rsrouter bench` were "
+             "checked against their count store; rows marked external were imported from "
+             "certification logs, their radii recomputed from counts (the log's own, or "
+             "recovered from its printed radii under the protocol shown). \"choices made on\": "
+             "the split on which a method's settings were chosen (none: it has none; test: "
+             "flagged).", ""]
+    for dataset in sorted({e["dataset"] for e in entries}):
+        rows = [e for e in entries if e["dataset"] == dataset]
+        radii = _radii(rows)
+        head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
+                "choices made on", "flags"]
+        lines += [f"## {md_text(dataset)}", "", "| " + " | ".join(head) + " |",
+                  "|" + " --- |" * len(head)]
+        for e in rows:
+            cells = [md_text(e["method"]), md_text(f"{e['benchmark']} ({_protocol(e)})")]
+            for r in radii:
+                got = _acc_at(e, r)
+                cells.append("–" if got is None else f"{100 * got[0]:.1f}")
+            cells += ["–" if e.get("acr") is None else f"{e['acr']:.3f}",
+                      "–" if e.get("max_regret") is None else f"{e['max_regret']:.1f}",
+                      md_text(str(e.get("chosen_on", "unknown"))), md_text("; ".join(_flags(e)))]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _svg(rows: list[dict], title: str) -> str:
+    """The curves of one dataset's entries as inline SVG (drawn from the stored grids)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    for e in rows:
+        style = {}
+        if e.get("external"):
+            style = {"linestyle": "-.", "alpha": 0.8}
+        elif e.get("type") == "envelope":
+            style = {"linestyle": ":", "color": "black"}
+        elif e["kind"] != "certificate":
+            style = {"linestyle": "--", "color": "0.5"}
+        flags = _flags(e)
+        acc = 100 * np.asarray(e["accuracy"])
+        ax.plot(e["radii"], acc, marker="o", markersize=2.5,
+                label=plot_label(f"{e['method']} [{e['benchmark']}]"
+                                 + (f" ({flags[0]})" if flags else "")), **style)
+    ax.set_xlabel("l2 radius")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylim(0, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    ax.set_title(plot_label(title), fontsize=9)
+    fig.tight_layout()
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "rsrouter"}):  # the same entries, the same bytes
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
+.tabs button{font-size:1rem;padding:.4rem .9rem;margin-right:.3rem;border:1px solid #999;
+background:#f4f4f4;cursor:pointer}
+.tabs button.active{background:#335;color:#fff}
+.tab{display:none}.tab.active{display:block}
+table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+td:first-child,th:first-child,td.text{text-align:left}
+th{background:#eee;cursor:pointer;user-select:none}
+tr.external td{color:#555;font-style:italic}
+.flag{font-size:.75rem;color:#a33}
+.curves svg{max-width:100%;height:auto}
+"""
+
+_SCRIPT = """
+function showTab(name){
+  document.querySelectorAll('.tab').forEach(t=>t.classList.toggle('active',t.dataset.tab===name));
+  document.querySelectorAll('.tabs button').forEach(b=>b.classList.toggle('active',
+    b.dataset.tab===name));
+}
+function sortBy(th){
+  const table=th.closest('table'), col=[...th.parentNode.children].indexOf(th);
+  const down=th.dataset.dir!=='desc'; th.dataset.dir=down?'desc':'asc';
+  const rows=[...table.tBodies[0].rows];
+  const key=r=>{const v=r.cells[col].dataset.v;return v===undefined?r.cells[col].textContent:
+    (v===''?-Infinity:parseFloat(v));};
+  rows.sort((a,b)=>{const x=key(a),y=key(b);const c=(typeof x==='number')?x-y:
+    String(x).localeCompare(String(y));return down?-c:c;});
+  rows.forEach(r=>table.tBodies[0].appendChild(r));
+}
+document.addEventListener('DOMContentLoaded',()=>{
+  document.querySelectorAll('th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
+  document.querySelectorAll('.tabs button').forEach(b=>b.addEventListener('click',
+    ()=>showTab(b.dataset.tab)));
+  const first=document.querySelector('.tabs button'); if(first) showTab(first.dataset.tab);
+});
+"""
+
+
+def page(entries: list[dict]) -> str:
+    """The self-contained index.html (inline CSS, JS and SVG; nothing fetched)."""
+    esc = html.escape
+    datasets = sorted({e["dataset"] for e in entries})
+    tabs = "".join(f'<button data-tab="{esc(d)}">{esc(d)}</button>' for d in datasets)
+    sections = []
+    for d in datasets:
+        rows = [e for e in entries if e["dataset"] == d]
+        radii = _radii(rows)
+        head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
+                "forwards / input", "choices made on", "flags"]
+        body = []
+        for e in rows:
+            cells = [f'<td class="text">{esc(e["method"])}</td>',
+                     f'<td class="text">{esc(e["benchmark"])} ({esc(_protocol(e))})</td>']
+            for r in radii:
+                got = _acc_at(e, r)
+                cells.append('<td data-v="">–</td>' if got is None else
+                             f'<td data-v="{got[0]:.4f}" title="95% interval '
+                             f'{100 * got[1]:.1f}–{100 * got[2]:.1f}">{100 * got[0]:.1f}</td>')
+            for key, fmt in (("acr", "{:.3f}"), ("max_regret", "{:.1f}"),
+                             ("forwards_per_input", "{:,.0f}")):
+                value = e.get(key)
+                cells.append('<td data-v="">–</td>' if value is None else
+                             f'<td data-v="{value}">{fmt.format(value)}</td>')
+            cells.append(f'<td class="text">{esc(str(e.get("chosen_on", "unknown")))}</td>')
+            cells.append(f'<td class="text"><span class="flag">{esc("; ".join(_flags(e)))}'
+                         "</span></td>")
+            css = ' class="external"' if e.get("external") else ""
+            body.append(f"<tr{css}>{''.join(cells)}</tr>")
+        sections.append(
+            f'<section class="tab" data-tab="{esc(d)}"><h2>{esc(d)}</h2>'
+            f"<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>"
+            f'<div class="curves">{_svg(rows, f"{d}: certified accuracy versus radius")}</div>'
+            "</section>")
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>rsrouter leaderboard"
+            f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
+            "<h1>Certified robustness leaderboard</h1><p>Certified accuracy (%) at l2 radius r "
+            "(pixels in [0, 1]); hover a cell for its exact 95% interval; click a column to "
+            "sort. Rows from <code>rsrouter bench</code> were checked against their count "
+            "store; rows marked external were imported from certification logs, their radii "
+            "recomputed from counts stored or recovered under the protocol shown.</p>"
+            f"<div class=\"tabs\">{tabs}</div>{''.join(sections)}"
+            f"<p><small>built by rsrouter {__version__}</small></p></body></html>\n")
