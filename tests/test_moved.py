@@ -51,12 +51,11 @@ def test_old_import_statements_work_and_warn():
     with pytest.warns(DeprecationWarning, match="import train_router from rsrouter.training"):
         import rsrouter.train
         train_router = rsrouter.train.train_router
-    from rsrouter.training.train import train_router as new_train_router
-
     from rsrouter.certify.smoothing import Smooth as new_smooth
     from rsrouter.leaderboard.board import build_site as new_build_site
     from rsrouter.registry.core import Registry as new_registry
     from rsrouter.results.tsv import read_tsv as new_read_tsv
+    from rsrouter.training.router import train_router as new_train_router
     assert (Smooth, Registry, read_tsv, build_site, train_router) == (
         new_smooth, new_registry, new_read_tsv, new_build_site, new_train_router)
 

@@ -15,6 +15,7 @@ from helpers import certificates
 
 from rsrouter.cli.main import main
 from rsrouter.errors import CountsError, LockedError, ResultsError, ResumeError
+from rsrouter.protocol import Protocol
 from rsrouter.results.rows import COHEN_COLUMNS
 from rsrouter.results.tsv import ResumableTSV, read_tsv
 
@@ -187,7 +188,7 @@ def test_time_is_the_group_time_shared_among_its_inputs(digits_expert, tmp_path)
     assert df["idx"].tolist() == [0, 1, 2, 3, 4] and calls == [2, 2, 1]  # idx 3 once
     assert df["time"].iloc[0] == df["time"].iloc[1] and (df["time"] >= 0.02).all()
     assert df["time"].sum() == pytest.approx(0.02 * 5, rel=0.5)
-    assert group_size(100, 10_000, 2500) == 25
+    assert group_size(Protocol(n0=100, n=10_000, batch_size=2500)) == 25
 
 
 def test_a_file_certify_refuses_is_left_as_it_was(digits_expert, tmp_path, capsys):

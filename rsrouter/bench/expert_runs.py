@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cards.expert import STANDARD_RADII, read_card, write_card
+from ..cards.expert import read_card, write_card
 from ..data import data_identity, load_dataset, subset_indices
 from ..errors import RsrouterError, SigmaNotServedError
+from ..protocol import CARD_RADII, Protocol
 from ..registry.core import Registry
 from ..registry.entries import Entry
 from ..registry.expert import Expert, load_expert_folder
@@ -68,19 +69,20 @@ def every_nth(k: int) -> str:
     return f"every {k}{suffix} test image"
 
 
-def certified_record(rows: pd.DataFrame, *, n0: int, n: int, alpha: float, num_inputs: int,
+def certified_record(rows: pd.DataFrame, protocol: Protocol, *, num_inputs: int,
                      step: int) -> dict:
     """What a card records of its certification (``certified``): the accuracy of ``rows`` at
     the standard radii (4 decimals), the protocol and which test inputs were certified."""
-    acc = certified_accuracy(rows, STANDARD_RADII)
+    acc = certified_accuracy(rows, CARD_RADII)
     return {"accuracy": {str(r): round(float(a), 4) for r, a in acc.items()},
-            "n0": n0, "n": n, "alpha": alpha, "num_inputs": num_inputs, "split": "test",
+            "n0": protocol.n0, "n": protocol.n, "alpha": protocol.alpha,
+            "num_inputs": num_inputs, "split": "test",
             "inputs": every_nth(step)}
 
 
-def certify_card(folder: str | os.PathLike, out: str | os.PathLike, *, num: int, n0: int,
-                 n: int, alpha: float, batch_size: int, data_root: str | None = None,
-                 trust_code=None, progress: bool = True) -> pd.Series:
+def certify_card(folder: str | os.PathLike, out: str | os.PathLike, protocol: Protocol, *,
+                 num: int, data_root: str | None = None, trust_code=None,
+                 progress: bool = True) -> pd.Series:
     """Certify the expert in ``folder`` on ``num`` evenly spaced test inputs (rows in ``out``,
     resumable), record the results in its card (config.json and README.md) and return its
     certified accuracy at the standard radii.
@@ -96,17 +98,15 @@ def certify_card(folder: str | os.PathLike, out: str | os.PathLike, *, num: int,
     dataset = load_dataset(expert.card.dataset, "test", data_root)
     step = max(1, len(dataset) // num)
     indices = subset_indices(len(dataset), step)[:num]
-    settings = run_settings({"expert": expert}, data_identity(dataset), n0=n0, n=n,
-                            alpha=alpha, seed=0, mode=expert.mode)
-    certify_dataset(expert, dataset, indices, out, n0=n0, n=n, alpha=alpha,
-                    batch_size=batch_size, seed=0, settings=settings, progress=progress,
-                    desc=f"certify {expert.name}")
+    settings = run_settings({"expert": expert}, data_identity(dataset), protocol,
+                            mode=expert.mode)
+    certify_dataset(expert, dataset, indices, out, protocol, settings=settings,
+                    progress=progress, desc=f"certify {expert.name}")
     rows = read_tsv(out)
     card = read_card(folder)
-    card.certified = certified_record(rows, n0=n0, n=n, alpha=alpha, num_inputs=len(indices),
-                                      step=step)
+    card.certified = certified_record(rows, protocol, num_inputs=len(indices), step=step)
     write_card(folder, card)
-    return certified_accuracy(rows, STANDARD_RADII)
+    return certified_accuracy(rows, CARD_RADII)
 
 
 def registrations_of(registry: Registry, folder: str | os.PathLike) -> list[Entry]:

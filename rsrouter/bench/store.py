@@ -56,5 +56,5 @@ def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str |
                 for i, y, c, row, m, s in zip(chunk, labels, c_a, counts, used, share)]
 
     return run_rows(rows, dataset, indices, path, COUNT_COLUMNS, settings,
-                    group=group_size(n0, n, protocol.batch_size), progress=progress,
+                    group=group_size(protocol), progress=progress,
                     desc=f"counts {name}")

@@ -33,7 +33,6 @@ from .header import (
 )
 from .pins import CONFIG_FILE, README_FILE, ArtifactFiles, check_claim, read_config
 
-STANDARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 EXPERT_KINDS = ("gaussian", "denoised")
 
 

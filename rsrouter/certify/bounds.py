@@ -9,7 +9,9 @@ if ``pA_lower <= 0.5`` the smoothed classifier ABSTAINs, else it is certified wi
 
 Stored counts are checked before any bound is computed (:func:`check_counts`): a count that no
 certification could have produced raises :class:`~rsrouter.errors.CountsError`. A level is
-divided between the parts of a composed certificate by :func:`split_alpha` only.
+divided between the parts of a composed certificate by :func:`split_alpha` only. The beta and
+normal quantiles come from ``scipy.special`` (``betaincinv``, ``ndtri``): bit for bit
+``scipy.stats.beta.ppf`` and ``norm.ppf``, without importing ``scipy.stats`` (0.8 s).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import beta, norm
+from scipy.special import betaincinv, ndtri
 
 from ..errors import CountsError
 
@@ -30,7 +32,7 @@ def lower_bounds(n_a, n, alpha) -> np.ndarray:
     broadcast): 0 where ``n_a`` is 0, NaN for impossible counts (``n_a > n``)."""
     n_a, n = np.asarray(n_a, dtype=float), np.asarray(n, dtype=float)
     with np.errstate(all="ignore"):
-        return np.where(n_a > 0, beta.ppf(alpha, np.maximum(n_a, 1), n - n_a + 1), 0.0)
+        return np.where(n_a > 0, betaincinv(np.maximum(n_a, 1), n - n_a + 1, alpha), 0.0)
 
 
 def upper_bounds(n_a, n, alpha) -> np.ndarray:
@@ -38,7 +40,7 @@ def upper_bounds(n_a, n, alpha) -> np.ndarray:
     broadcast): 1 where ``n_a`` is ``n``."""
     n_a, n = np.asarray(n_a, dtype=float), np.asarray(n, dtype=float)
     with np.errstate(all="ignore"):
-        return np.where(n_a < n, beta.ppf(1 - alpha, n_a + 1, np.maximum(n - n_a, 1)), 1.0)
+        return np.where(n_a < n, betaincinv(n_a + 1, np.maximum(n - n_a, 1), 1 - alpha), 1.0)
 
 
 def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
@@ -55,7 +57,7 @@ def radii_from_bounds(p_lower, sigma, abstain: float = 0.0) -> np.ndarray:
     """``sigma * Phi^-1(p_lower)`` where ``p_lower > 0.5``, ``abstain`` elsewhere (NaN
     included); arrays broadcast."""
     with np.errstate(all="ignore"):
-        radius = np.asarray(sigma, dtype=float) * norm.ppf(np.clip(p_lower, 0.5, 1.0))
+        radius = np.asarray(sigma, dtype=float) * ndtri(np.clip(p_lower, 0.5, 1.0))
     return np.where(p_lower > 0.5, radius, abstain)
 
 
@@ -73,7 +75,7 @@ def certified_radius(n_a: int, n: int, alpha: float, sigma: float) -> float | No
     p_lower = lower_confidence_bound(n_a, n, alpha)
     if not p_lower > 0.5:
         return None
-    return float(sigma * norm.ppf(p_lower))
+    return float(sigma * ndtri(p_lower))
 
 
 def split_alpha(alpha: float, share: float) -> tuple[float, float]:

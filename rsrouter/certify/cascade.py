@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from ..errors import ResultsError
 from .bounds import ABSTAIN, lower_bounds, lower_confidence_bound, upper_confidence_bound
@@ -106,10 +106,10 @@ def cascade_one(stages: Sequence[tuple[int, np.ndarray, float]], alpha: float, t
         n = int(counts.sum())
         low = lower_confidence_bound(int(counts[c_a]), n, a * shares[k])
         if low >= threshold:
-            radius = sigma * (norm.ppf(low) - norm.ppf(threshold))
+            radius = sigma * (ndtri(low) - ndtri(threshold))
             for j, (_, earlier, sigma_j) in enumerate(stages[:k]):
                 upper = off_class_upper(earlier, c_a, a * shares[j], exact=rule == "sound")
-                radius = min(radius, -sigma_j * (norm.ppf(upper) - norm.ppf(threshold)))
+                radius = min(radius, -sigma_j * (ndtri(upper) - ndtri(threshold)))
             a_k = a * shares[k]
             return (int(c_a), float(radius), k, a_k) if radius >= 0 else (ABSTAIN, 0.0, k, a_k)
         if upper_confidence_bound(int(counts[c_a]), n, a * shares[k]) >= threshold:
@@ -137,7 +137,7 @@ def check_cascade_rows(df: pd.DataFrame, where: str, predict: np.ndarray,
                        df["stage_alpha"].to_numpy())
     p0 = df["threshold"].to_numpy()
     with np.errstate(all="ignore"):
-        stage = df["stage_sigma"].to_numpy() * (norm.ppf(np.clip(low, p0, 1)) - norm.ppf(p0))
+        stage = df["stage_sigma"].to_numpy() * (ndtri(np.clip(low, p0, 1)) - ndtri(p0))
     certified = low >= p0
     bad = (predict != ABSTAIN) & (~certified | (predict != df["stage_cA"].to_numpy()))
     if bad.any():

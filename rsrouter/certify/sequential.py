@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from .bounds import lower_bounds, lower_confidence_bound, radii_from_bounds, upper_bounds
 
@@ -43,7 +43,7 @@ class Sequential:
         """The largest radius the last look can certify (every draw on the class, at its share
         of ``alpha``): a grid radius beyond it is out of reach."""
         final = self.looks[-1]
-        return sigma * norm.ppf(lower_confidence_bound(final, final, alpha * self.shares()[-1]))
+        return sigma * ndtri(lower_confidence_bound(final, final, alpha * self.shares()[-1]))
 
 
 def decided(n_a: np.ndarray, look: int, level: float, sigma: float, cap: float,

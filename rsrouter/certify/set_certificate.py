@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from ..errors import CountsError
 from .bounds import (
@@ -115,7 +115,7 @@ def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: 
             continue
         p_up = upper_confidence_bound(int(router_counts[k]), n_r, up_level)
         # p_low = 0 gives -inf (k may win anywhere); p_up < 1 unless k took every vote
-        e_k = router_sigma / 2 * (float(norm.ppf(p_low)) - float(norm.ppf(p_up)))
+        e_k = router_sigma / 2 * (float(ndtri(p_low)) - float(ndtri(p_up)))
         entry[k] = e_k
         agrees = radii[k] is not None and int(expert_cA[k]) == c
         limit = max(e_k, radii[k] if agrees else -math.inf)

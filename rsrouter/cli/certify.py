@@ -19,6 +19,7 @@ from .common import (
     device_name,
     int_at_least,
     pick_device,
+    protocol_of,
     registry_of,
     warn,
 )
@@ -140,13 +141,13 @@ def cmd_certify(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     check_dataset(expert, dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
-    settings = run_settings({"expert": expert}, data_identity(dataset), n0=args.n0, n=args.n,
-                            alpha=args.alpha, seed=args.seed, mode=expert.mode)
+    protocol = protocol_of(args)
+    settings = run_settings({"expert": expert}, data_identity(dataset), protocol,
+                            mode=expert.mode)
     if expert.mode != "fp32":
         print(f"note: {expert.mode} mode is not floating-point exact; the TSV's mode column "
               "says so", file=sys.stderr)
-    certify_dataset(expert, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
-                    batch_size=args.batch_size, seed=args.seed, settings=settings,
+    certify_dataset(expert, dataset, indices, args.out, protocol, settings=settings,
                     progress=not args.no_progress, desc=f"certify {expert.name}")
     print_summary({expert.name: args.out})
 
@@ -168,16 +169,15 @@ def _certify_routed(args: argparse.Namespace) -> None:
     check_dataset(routed.experts[0], dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
     extra = {"certificate": "set"} if args.certificate == "set" else {}
-    settings = run_settings(routed_models(routed), data_identity(dataset), n0=args.n0, n=args.n,
-                            alpha=args.alpha, seed=args.seed, mode=routed.mode,
-                            alpha_split=args.alpha_split, **extra)
+    protocol = protocol_of(args)
+    settings = run_settings(routed_models(routed), data_identity(dataset), protocol,
+                            mode=routed.mode, alpha_split=args.alpha_split, **extra)
     if args.certificate == "set":
         certifier = SimpleNamespace(certify_batch=routed.certify_set_batch)
         extras, row_extras = SET_EXTRAS, set_extras
     else:
         certifier, extras, row_extras = routed, ROUTED_EXTRAS, routed_extras
-    certify_dataset(certifier, dataset, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
-                    batch_size=args.batch_size, seed=args.seed, settings=settings,
+    certify_dataset(certifier, dataset, indices, args.out, protocol, settings=settings,
                     extras=extras, row_extras=row_extras,
                     progress=not args.no_progress, desc=f"certify routed ({args.certificate})")
     print_summary({"routed": args.out})

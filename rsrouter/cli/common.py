@@ -13,6 +13,7 @@ import re
 import sys
 
 from ..errors import RsrouterError
+from ..protocol import Protocol
 
 # ---- argument types ----------------------------------------------------------------------------
 
@@ -151,6 +152,12 @@ def registry_of(args: argparse.Namespace):
     return Registry(endpoint=getattr(args, "endpoint", None),
                     offline=getattr(args, "offline", None),
                     trust_code=getattr(args, "trust_code", False))
+
+
+def protocol_of(args: argparse.Namespace) -> Protocol:
+    """The protocol of the command's --n0, --n, --alpha, --seed and --batch-size."""
+    return Protocol(n0=args.n0, n=args.n, alpha=args.alpha, seed=getattr(args, "seed", 0),
+                    batch_size=args.batch_size)
 
 
 def catalog_of(args: argparse.Namespace):

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import RsrouterError
-from .common import COUNT, PROBABILITY, add_trust_opt, registry_of, warn
+from .common import COUNT, PROBABILITY, add_trust_opt, protocol_of, registry_of, warn
 
 
 def add_publish(esub) -> None:
@@ -68,9 +68,9 @@ def cmd_experts_certify_card(args: argparse.Namespace) -> None:
     from ..bench.expert_runs import certify_card, registrations_of
 
     reg = registry_of(args)
-    acc = certify_card(args.folder, args.out, num=args.num, n0=args.n0, n=args.n,
-                       alpha=args.alpha, batch_size=args.batch_size, data_root=args.data_root,
-                       trust_code=reg.trust, progress=not args.no_progress)
+    acc = certify_card(args.folder, args.out, protocol_of(args), num=args.num,
+                       data_root=args.data_root, trust_code=reg.trust,
+                       progress=not args.no_progress)
     print(" ".join(f"r={r}: {100 * a:.1f}%" for r, a in acc.items()))
     for entry in registrations_of(reg, args.folder):
         warn(f"{args.folder}/config.json now records these results, so its sha256 changed "

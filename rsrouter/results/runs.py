@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch.utils.data import Dataset
@@ -16,11 +16,12 @@ from tqdm.auto import tqdm
 from ..certify.bounds import check_settings
 from ..distributed import Dist, current, parts_of
 from ..files import FileLock, atomic_write_json, atomic_write_text
+from ..protocol import Protocol
 from .rows import COHEN_COLUMNS, EXPERT_EXTRAS, certificate_extras, cohen_row
 from .tsv import ResumableTSV, check_resumable, own_lines, settings_path
 
 
-class Certifier(Protocol):
+class Certifier(typing.Protocol):
     def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int,
                       seed: int, indices: Sequence[int]) -> list: ...
 
@@ -33,14 +34,13 @@ def model_identity(model) -> dict:
             "config_sha256": pin.config_sha256 if pin else None, "sigma": model.sigma}
 
 
-def run_settings(models: dict, data: dict, *, n0: int, n: int, alpha: float, seed: int,
-                 mode: str, **extra) -> dict:
+def run_settings(models: dict, data: dict, protocol: Protocol, *, mode: str, **extra) -> dict:
     """The settings a resumed run must match: the models (:func:`model_identity` of each), the
     data (:func:`rsrouter.data.data_identity`: name, split, the folder read, length, a hash of
-    the labels), the statistical settings and the compute mode. Which inputs are certified is not
-    among them: a rerun with more inputs continues the same file."""
-    return {"models": {k: model_identity(m) for k, m in models.items()}, "data": data, "n0": n0,
-            "n": n, "alpha": alpha, "seed": seed, "mode": mode, **extra}
+    the labels), the protocol's ``n0``, ``n``, ``alpha`` and ``seed`` and the compute mode. Which
+    inputs are certified is not among them: a rerun with more inputs continues the same file."""
+    return {"models": {k: model_identity(m) for k, m in models.items()}, "data": data,
+            **protocol.record(), "mode": mode, **extra}
 
 
 def routed_models(routed) -> dict:
@@ -163,9 +163,9 @@ def merge_parts(out: str | os.PathLike, columns: Sequence[str], settings: dict,
     return out
 
 
-def group_size(n0: int, n: int, batch_size: int) -> int:
+def group_size(protocol: Protocol) -> int:
     """How many inputs to process together so that small sample sizes still fill a batch."""
-    return max(1, min(64, batch_size // max(1, min(n0, n))))
+    return max(1, min(64, protocol.batch_size // max(1, min(protocol.n0, protocol.n))))
 
 
 def certify_dataset(
@@ -173,12 +173,8 @@ def certify_dataset(
     dataset: Dataset,
     indices: Sequence[int],
     out: str | os.PathLike,
+    protocol: Protocol,
     *,
-    n0: int,
-    n: int,
-    alpha: float,
-    batch_size: int,
-    seed: int,
     settings: dict,
     extras: Sequence[str] = EXPERT_EXTRAS,
     row_extras: Callable[[object], dict] = certificate_extras,
@@ -186,14 +182,16 @@ def certify_dataset(
     desc: str = "certify",
 ) -> Path:
     """Certify ``dataset[i]`` for ``i`` in ``indices`` into the TSV ``out`` (Cohen's columns,
-    then ``extras``); returns ``out``. Resumable and growable (see :func:`run_rows`)."""
-    check_settings(n0, n, alpha, batch_size)  # before any file is created
+    then ``extras``) under ``protocol``; returns ``out``. Resumable and growable (see
+    :func:`run_rows`)."""
+    p = protocol
+    check_settings(p.n0, p.n, p.alpha, p.batch_size)  # before any file is created
 
     def rows(xs, chunk, labels):
-        certs = certifier.certify_batch(xs, n0, n, alpha, batch_size=batch_size, seed=seed,
-                                        indices=chunk)
+        certs = certifier.certify_batch(xs, p.n0, p.n, p.alpha, batch_size=p.batch_size,
+                                        seed=p.seed, indices=chunk)
         return [{**cohen_row(i, y, c.prediction, c.radius), **row_extras(c)}
                 for i, y, c in zip(chunk, labels, certs)]
 
     return run_rows(rows, dataset, indices, out, [*COHEN_COLUMNS, *extras], settings,
-                    group=group_size(n0, n, batch_size), progress=progress, desc=desc)
+                    group=group_size(p), progress=progress, desc=desc)

@@ -18,6 +18,7 @@ import pytest
 from rsrouter.bench.expert_runs import certified_record
 from rsrouter.cli.main import main
 from rsrouter.leaderboard.entries import read_entry
+from rsrouter.protocol import Protocol
 from rsrouter.results.tsv import read_tsv, settings_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ def test_a_cards_certified_accuracy_follows_from_its_log(log):
     card = json.loads((ROOT / "experts" / dataset / f"sigma-{sigma}" / "config.json").read_text())
     settings = json.loads(settings_path(log).read_text())
     rows = read_tsv(log)
-    assert certified_record(rows, n0=settings["n0"], n=settings["n"], alpha=settings["alpha"],
-                            num_inputs=len(rows),
+    protocol = Protocol(n0=settings["n0"], n=settings["n"], alpha=settings["alpha"])
+    assert certified_record(rows, protocol, num_inputs=len(rows),
                             step=max(1, settings["data"]["length"] // len(rows))) == \
         card["rs_expert"]["certified"]
