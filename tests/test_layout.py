@@ -229,6 +229,46 @@ def test_imports_are_read_wherever_they_are(tmp_path):
         ["rsrouter.sub.b", "rsrouter.c", "rsrouter.a", "rsrouter.sub"]]
 
 
+# The layers of rsrouter, lowest first: a module imports only from its own layer or lower ones
+# (docs/design.md). Names on one line share a layer (they import none of each other's).
+LAYERS = [
+    ("errors",),
+    ("files", "urls", "runtime", "paths", "distributed", "data"),
+    ("certify",),
+    ("protocol",),
+    ("results",),
+    ("cards",),
+    ("sources",),
+    ("models",),
+    ("registry",),
+    ("routing",),
+    ("training",),
+    ("leaderboard",),
+    ("bench",),
+    ("dualrs",),
+    ("cli", "__main__"),
+]
+# the package itself (lazy public names) and the compatibility table sit outside the layers:
+# both reach their targets through importlib, by name, only when a name is used
+OUTSIDE = {"rsrouter", "rsrouter._moved"}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1]
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def test_every_module_imports_downward_only():
+    """No module imports one of a higher layer, at top level or inside a function."""
+    modules = module_files()
+    assert {m.split(".")[1] for m in modules if m not in OUTSIDE} <= {
+        name for names in LAYERS for name in names}, "a new top-level module needs a layer"
+    upward = [str(e) for e in import_edges(modules)
+              if e.source not in OUTSIDE and e.target not in OUTSIDE
+              and _layer(e.target) > _layer(e.source)]
+    assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
+
+
 def _line_count(path: Path) -> int:
     return len(path.read_text().splitlines())
 

@@ -15,7 +15,7 @@ from toymodels import Bands, Halfspace
 
 from rsrouter.bench.methods import set_frame
 from rsrouter.certify.bounds import ABSTAIN, upper_confidence_bound
-from rsrouter.certify.set_certificate import set_certificate, split_alphas
+from rsrouter.certify.set_certificate import expert_levels, router_levels, set_certificate
 from rsrouter.certify.smoothing import Smooth
 from rsrouter.errors import CountsError, ResultsError
 from rsrouter.results.tsv import read_tsv, write_tsv
@@ -27,7 +27,7 @@ def test_by_hand():
     e_k = sigma_r / 2 (Phi^-1(pA_low) - Phi^-1(pk_up)); radius = min(R_1, max(e_0, R_0),
     max(e_2, R_2)), every bound one-sided Clopper-Pearson at its share of alpha."""
     a_r, a_e = 0.0005, 0.0005
-    low, up, levels = split_alphas(a_r, a_e, 1, 3)
+    (low, up), levels = router_levels(a_r, 3), expert_levels(a_e, 1, 3)
     assert (low, up) == (a_r / 2, a_r / 4) and levels == [a_e / 4, a_e / 2, a_e / 4]
     p_low = beta.ppf(low, 9000, 1001)
     e0 = 0.5 * (norm.ppf(p_low) - norm.ppf(beta.ppf(1 - up, 301, 9700)))
@@ -52,7 +52,7 @@ def test_by_hand():
 
 
 def test_an_undecided_router_still_certifies_where_all_experts_agree():
-    levels = split_alphas(0.0005, 0.0005, 0, 2)[2]
+    levels = expert_levels(0.0005, 0, 2)
     cert = set_certificate(0, [5000, 5000], 1.0, [3, 3], [990, 980], [1000, 1000], [0.25, 0.5],
                            0.0005, levels)
     r = [s * norm.ppf(beta.ppf(lv, na, 1000 - na + 1))
@@ -121,7 +121,7 @@ def test_coverage_on_a_known_routed_classifier():
     bad = naive = certified = 0
     for i in range(m):
         a = int(r_ca[i])
-        levels = split_alphas(a_r, a_e, a, 3)[2]
+        levels = expert_levels(a_e, a, 3)
         c_a = [int(ca[i]) for ca, _ in e]
         n_a = [int(cnt[i, c]) for (_, cnt), c in zip(e, c_a)]
         cert = set_certificate(a, r_counts[i].tolist(), SIGMA_R, c_a, n_a, [n] * 3,

@@ -72,12 +72,6 @@ def expert_levels(alpha_expert: float, chosen: int, experts: int) -> list[float]
     return [first if k == chosen else rest / (experts - 1) for k in range(experts)]
 
 
-def split_alphas(alpha_router: float, alpha_expert: float, chosen: int,
-                 experts: int) -> tuple[float, float, list[float]]:
-    """``(lower, upper, per_expert)``: :func:`router_levels` and :func:`expert_levels`."""
-    return (*router_levels(alpha_router, experts), expert_levels(alpha_expert, chosen, experts))
-
-
 @dataclass(frozen=True)
 class SetCertificate:
     prediction: int  # the chosen expert's certified class, or ABSTAIN
@@ -95,7 +89,7 @@ def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: 
 
     ``alpha_router`` is the router's whole level (split here: half to the lower bound on
     ``router_cA``, half over the upper bounds); ``expert_alpha[k]`` is expert ``k``'s level
-    (see :func:`split_alphas`).
+    (see :func:`expert_levels`).
     """
     k_all, a = len(expert_cA), int(router_cA)
     if k_all < 2 or min(int(v) for v in router_counts) < 0:

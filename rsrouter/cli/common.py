@@ -13,7 +13,6 @@ import re
 import sys
 
 from ..errors import RsrouterError
-from ..protocol import Protocol
 
 # ---- argument types ----------------------------------------------------------------------------
 
@@ -154,8 +153,11 @@ def registry_of(args: argparse.Namespace):
                     trust_code=getattr(args, "trust_code", False))
 
 
-def protocol_of(args: argparse.Namespace) -> Protocol:
-    """The protocol of the command's --n0, --n, --alpha, --seed and --batch-size."""
+def protocol_of(args: argparse.Namespace):
+    """The :class:`~rsrouter.protocol.Protocol` of the command's --n0, --n, --alpha, --seed and
+    --batch-size."""
+    from ..protocol import Protocol
+
     return Protocol(n0=args.n0, n=args.n, alpha=args.alpha, seed=getattr(args, "seed", 0),
                     batch_size=args.batch_size)
 

@@ -1,1 +1,2 @@
-"""training."""
+"""Training: the shared epoch loop with checkpoints (fit), losses (loss), experts (expert),
+routers (router) and denoisers (denoiser)."""
