@@ -4,7 +4,7 @@ model.
 
 ``RADII`` is the standard radius grid (benchmarks, summaries, leaderboards, the default of a
 :class:`Protocol`); ``CARD_RADII`` the shorter grid of the certified-accuracy table an expert card
-records (``rsrouter certify-card``).
+records (``rsrouter experts certify-card``).
 """
 
 from __future__ import annotations
