@@ -68,16 +68,17 @@ def _model_key(record: dict) -> tuple:
     return record.get("weights_sha256"), record.get("config_sha256"), record.get("sigma")
 
 
-def _store(out: Path, bench: dict) -> dict[tuple, pd.DataFrame]:
+def _store(out: Path, bench: dict) -> dict[tuple, dict[int, dict]]:
     """The run's count files (each checked by :func:`read_counts`), by the model they count:
-    ``(weights sha256, config sha256, sigma)``."""
+    ``(weights sha256, config sha256, sigma)``, each as its rows by ``idx``."""
     if "counts" not in bench:
         raise ResultsError(f"{out}/bench.json lists no count files: rerun `rsrouter bench run` "
                            "(a report checks every certificate against the counts it used)")
     store = {}
     for name in bench["counts"]:
         settings = json.loads(settings_path(out / name).read_text())
-        store[_model_key(settings["model"])] = read_counts(out / name, bench["inputs"])
+        counts = read_counts(out / name, bench["inputs"])
+        store[_model_key(settings["model"])] = counts.to_dict("index")
     return store
 
 
@@ -102,7 +103,7 @@ def check_against_store(df: pd.DataFrame, info: dict, store: dict, where: str) -
 
 def _counted(store: dict, record: dict | None, idx: int):
     counts = store.get(_model_key(record)) if record else None
-    return None if counts is None or idx not in counts.index else counts.loc[idx]
+    return None if counts is None else counts.get(idx)
 
 
 def _triple(row, names: tuple[str, str, str], stored) -> bool:

@@ -22,11 +22,14 @@ from .. import __version__
 from ..files import atomic_write_json, atomic_write_text
 from ..leaderboard.entries import SCHEMA, entry_filename, entry_key
 from ..results.curves import (
+    accuracy_figure,
     average_certified_radius,
     certified_accuracy,
+    finish_figure,
     interval95,
     md_text,
     plot_label,
+    save_png,
 )
 from ..results.tsv import write_tsv
 from .counts import read_counts
@@ -194,15 +197,10 @@ def _routing_text(routing: dict) -> str:
 
 
 def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     frames = [df for _, df in methods if df is not None and len(df)]
     top = max([float(df["radius"].max()) for df in frames] + [0.5]) * 1.05
     grid = np.linspace(0, top, 240)
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    fig, ax = accuracy_figure((7.2, 4.6))
     for info, df in methods:
         if info["type"] == "envelope":
             if pool:
@@ -219,13 +217,6 @@ def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
         line, = ax.plot(grid, acc * 100, label=plot_label(info["method"]))
         ax.fill_between(grid, low * 100, high * 100, color=line.get_color(), alpha=0.12,
                         linewidth=0)
-    ax.set_xlabel("l2 radius (pixels in [0, 1])")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_ylim(0, 103)
-    ax.set_xlim(0, top)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(plot_label(f"{title}: {n_inputs} inputs, 95% intervals shaded"), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_figure(fig, ax, f"{title}: {n_inputs} inputs, 95% intervals shaded", top=top,
+                  legend=7)
+    save_png(fig, path)

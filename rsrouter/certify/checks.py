@@ -66,13 +66,13 @@ def count_radii(df: pd.DataFrame, where: str, c_a: str, n_a: str, sigma: str, al
         CountsError: naming the first row with impossible counts.
     """
     numeric(df, where, [c_a, n_a, "n", "n0", sigma, alpha])
+    columns = [df[c].to_numpy() for c in (c_a, n_a, "n", "n0", sigma, alpha)]
     for i in np.flatnonzero(rows):
-        r = df.iloc[i]
+        ca, na, n, n0, s, a = (c[i] for c in columns)
         try:
-            check_counts(_int(r[c_a]), _int(r[n_a]), _int(r["n"]), _int(r["n0"]),
-                         float(r[sigma]), float(r[alpha]))
+            check_counts(_int(ca), _int(na), _int(n), _int(n0), float(s), float(a))
         except CountsError as e:
-            raise CountsError(f"{where}: row {i + 1} (idx {r['idx']}): {e}") from None
+            raise CountsError(f"{where}: row {i + 1} (idx {df['idx'].iloc[i]}): {e}") from None
     radius = radii_from_counts(df[n_a].to_numpy(), df["n"].to_numpy(), df[alpha].to_numpy(),
                                df[sigma].to_numpy())
     return np.where(rows, radius, 0.0)

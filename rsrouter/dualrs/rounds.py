@@ -3,13 +3,12 @@ paper's claims as one margin, and ``rounds.json`` / ``rounds.md`` / ``rounds.png
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..cards.router import read_router_card
 from ..files import atomic_write_json, atomic_write_text
-from ..results.curves import plot_label
+from ..results.curves import accuracy_figure, finish_figure, save_png
 from .config import DualRSConfig
 
 
@@ -124,13 +123,8 @@ def write_rounds(cfg: DualRSConfig, out: Path, results: list[RoundResult]) -> No
 
 def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list[str],
           method: str = "dualrs") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     xs = [float(k[2:]) for k in radii]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = accuracy_figure((7, 4.5))
     for r in results:
         ax.plot(xs, [float(r.rows[method][k]) for k in radii], marker="o",
                 label=f"Dual RS ({cfg.certificate} certificate), round {r.round}")
@@ -138,13 +132,6 @@ def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list
         row = results[-1].rows[f"sigma-{s:g}"]
         ax.plot(xs, [float(row[k]) for k in radii], linestyle="--", alpha=0.6,
                 label=f"round {results[-1].round} classifier, global sigma {s:g}")
-    ax.set_xlabel("l2 radius (pixel units)")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_title(plot_label(f"{cfg.name}: each round on the validation split"))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    finish_figure(fig, ax, f"{cfg.name}: each round on the validation split",
+                  xlabel="l2 radius (pixel units)", title_size=None)
+    save_png(fig, path)

@@ -10,7 +10,7 @@ import io
 import numpy as np
 
 from .. import __version__
-from ..results.curves import md_text, plot_label
+from ..results.curves import accuracy_figure, finish_figure, md_text, plot_label
 from .entries import entry_sigmas, is_number
 
 
@@ -78,10 +78,7 @@ def _svg(rows: list[dict], title: str) -> str:
     """The curves of one dataset's entries as inline SVG (drawn from the stored grids)."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    fig, ax = accuracy_figure((7.0, 4.0))
     for e in rows:
         style = {}
         if e.get("external"):
@@ -95,17 +92,10 @@ def _svg(rows: list[dict], title: str) -> str:
         ax.plot(e["radii"], acc, marker="o", markersize=2.5,
                 label=plot_label(f"{e['method']} [{e['benchmark']}]"
                                  + (f" ({flags[0]})" if flags else "")), **style)
-    ax.set_xlabel("l2 radius")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_ylim(0, 103)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    ax.set_title(plot_label(title), fontsize=9)
-    fig.tight_layout()
+    finish_figure(fig, ax, title, xlabel="l2 radius", legend=6, title_size=9)
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": "rsrouter"}):  # the same entries, the same bytes
         fig.savefig(buf, format="svg", metadata={"Date": None})
-    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
 

@@ -72,31 +72,54 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def accuracy_figure(figsize: tuple[float, float]):
+    """``(figure, axes)`` of an empty certified-accuracy plot: every plot rsrouter draws starts
+    here and ends with :func:`finish_figure` (a matplotlib ``Figure`` on Agg, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
+
+def finish_figure(fig, ax, title: str = "", *, top: float | None = None,
+                  xlabel: str = "l2 radius (pixels in [0, 1])", legend: float = 8,
+                  title_size: float | None = 10) -> None:
+    """Axes labels, the 0-103% range (a curve at 100% stays visible above the frame's top
+    line), the radius range ``[0, top]``, grid, legend and title (``$`` shown as typed)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylim(0, 103)
+    if top is not None:
+        ax.set_xlim(0, top)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend)
+    if title:
+        ax.set_title(plot_label(title), fontsize=title_size)
+    fig.tight_layout()
+
+
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` as PNG (120 dpi), atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    return path
+
+
 def curves_figure(results: dict[str, pd.DataFrame], title: str = "",
                   max_radius: float | None = None, baselines: Sequence[str] = ()):
-    """The matplotlib Figure of :func:`plot_curves` (caller closes it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The matplotlib Figure of :func:`plot_curves`."""
     top = max_radius or max([float(df["radius"].max()) for df in results.values() if len(df)]
                             + [0.5]) * 1.05
     grid = np.linspace(0, top, 300)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = accuracy_figure((6.4, 4.2))
     for name, df in results.items():
         style = {"linestyle": "--", "color": "0.45"} if name in baselines else {}
         ax.plot(grid, certified_accuracy(df, grid).to_numpy() * 100, label=plot_label(name),
                 **style)
-    ax.set_xlabel("l2 radius (pixels in [0, 1])")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_ylim(0, 103)  # a curve at 100% stays visible above the frame's top line
-    ax.set_xlim(0, top)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(plot_label(title), fontsize=10)
-    fig.tight_layout()
+    finish_figure(fig, ax, title, top=top)
     return fig
 
 
@@ -107,11 +130,4 @@ def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title
     ``baselines`` (methods that are not certificates, such as the per-input oracle) are drawn
     dashed and grey, and their names say so.
     """
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(results, title, max_radius, baselines)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(curves_figure(results, title, max_radius, baselines), path)
