@@ -57,11 +57,25 @@ MOVED: dict[str, tuple[str, ...]] = {
     "rsrouter.leaderboard": ("rsrouter.leaderboard.board", "rsrouter.leaderboard.entries",
                              "rsrouter.leaderboard.logs", "rsrouter.leaderboard.site",
                              "rsrouter.leaderboard.publishing"),
-    "rsrouter.cli": ("rsrouter.cli.main", "rsrouter.cli.common", "rsrouter.cli.certify",
+    "rsrouter.cli": ("rsrouter.cli.app", "rsrouter.cli.common", "rsrouter.cli.certify",
                      "rsrouter.cli.experts", "rsrouter.cli.experts_import",
                      "rsrouter.cli.experts_publish", "rsrouter.cli.router", "rsrouter.cli.bench",
                      "rsrouter.cli.leaderboard", "rsrouter.cli.dualrs"),
     "rsrouter.demo": ("rsrouter.bench.demo",),
+    # modules that stayed, whose names moved on
+    "rsrouter.bench.store": ("rsrouter.bench.counts",),
+    "rsrouter.bench.methods": ("rsrouter.certify.cascade",),
+    "rsrouter.bench.report": ("rsrouter.bench.readback",),
+    "rsrouter.bench.config": ("rsrouter.protocol",),
+    "rsrouter.dualrs.loop": ("rsrouter.dualrs.rounds",),
+}
+
+# names that moved under another name: (old module, old name) -> (new module, new name)
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    ("rsrouter.card", "STANDARD_RADII"): ("rsrouter.protocol", "CARD_RADII"),
+    ("rsrouter.bench.config", "DEFAULT_RADII"): ("rsrouter.protocol", "RADII"),
+    ("rsrouter.hub", "EXPERT_FILES"): ("rsrouter.cards.pins", "ARTIFACT_FILES"),
+    ("rsrouter.gitremote", "EXPERT_FILES"): ("rsrouter.cards.pins", "ARTIFACT_FILES"),
 }
 
 
@@ -70,6 +84,10 @@ def moved_attribute(old: str, name: str) -> Any:
 
     Raises AttributeError if none has it, or if ``name`` is a submodule of the package ``old``
     (so that ``from rsrouter.registry import core`` imports the submodule)."""
+    if (old, name) in RENAMED:
+        new, new_name = RENAMED[old, name]
+        _warn(f"{old}.{name} has moved: import {new_name} from {new}")
+        return getattr(importlib.import_module(new), new_name)
     if not (name.startswith("__") and name.endswith("__")) and not _is_submodule(old, name):
         for new in MOVED[old]:
             module = importlib.import_module(new)
@@ -80,7 +98,8 @@ def moved_attribute(old: str, name: str) -> Any:
 
 
 def getattr_for(package: str) -> Callable[[str], Any]:
-    """The ``__getattr__`` of a package that replaced the old module of the same name."""
+    """The ``__getattr__`` of a package that replaced the old module of the same name, or of
+    a module some of whose names moved on."""
     def __getattr__(name: str) -> Any:
         return moved_attribute(package, name)
     return __getattr__

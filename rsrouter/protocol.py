@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .certify.bounds import check_settings
 from .certify.sequential import Sequential
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
@@ -34,6 +35,18 @@ class Protocol:
     batch_size: int = 1000
     radii: tuple[float, ...] = RADII
     sequential: Sequential | None = None
+
+    def __post_init__(self) -> None:
+        """Raises ValueError for an impossible protocol: ``n0``, ``n`` or ``batch_size`` below 1,
+        ``alpha`` outside (0, 1), a grid that is not increasing radii >= 0, looks that do not end
+        at ``n``."""
+        check_settings(self.n0, self.n, self.alpha, self.batch_size)
+        radii = list(self.radii)
+        if not radii or min(radii) < 0 or radii != sorted(set(radii)):
+            raise ValueError(f"radii must be a non-empty increasing list of numbers >= 0, got "
+                             f"{radii}")
+        if self.sequential is not None:
+            self.sequential.check(self.n)
 
     def counts_key(self) -> dict:
         """What stored counts depend on (the count store's settings)."""

@@ -46,8 +46,3 @@ def public_url(uri: str) -> str:
 def scrub_text(text: str) -> str:
     """Free text (a ``--source`` note) with every URL in it as :func:`public_url` records it."""
     return _URL.sub(lambda m: public_url(m.group(0)), text)
-
-
-def has_credentials(uri: str) -> bool:
-    """Whether :func:`public_url` would change ``uri``."""
-    return public_url(uri) != uri

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from helpers import certificates
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.results.rows import COHEN_COLUMNS
 from rsrouter.results.tsv import read_tsv
 
@@ -37,7 +37,7 @@ def test_killed_certify_resumes_to_the_same_tsv(digits_expert, tmp_path):
     straight = tmp_path / "straight.tsv"
     assert main([*CERTIFY, "--model", digits_expert, "--out", str(straight)]) == 0
     resumed = tmp_path / "resumed.tsv"
-    cmd = [sys.executable, "-m", "rsrouter.cli.main", *CERTIFY, "--batch-size", "20",
+    cmd = [sys.executable, "-m", "rsrouter.cli.app", *CERTIFY, "--batch-size", "20",
            "--model", digits_expert, "--out", str(resumed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -136,7 +136,7 @@ def test_cli_start_up_imports_no_torch(tmp_path):
     in benchmarks/perf_startup.py)."""
     code = (
         "import sys\n"
-        "from rsrouter.cli.main import main\n"
+        "from rsrouter.cli import main\n"
         "assert 'torch' not in sys.modules\n"
         "for argv in (['--version'], ['--help'], ['experts', 'list'],\n"
         "             ['experts', 'show', 'digits-sigma0.25'],\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CARD_LOG = RESULTS / "cards" / "digits" / "digits-sigma0.25.tsv"
 
@@ -39,7 +39,7 @@ class Watch:
 
 
 sys.meta_path.insert(0, Watch())
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 
 codes = [main(argv) for argv in json.loads(sys.argv[1])]
 print(json.dumps({"codes": codes, "torch": "torch" in sys.modules,

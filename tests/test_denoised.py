@@ -372,7 +372,7 @@ def test_make_denoised_from_a_registered_classifier_and_a_hub_denoiser(folder, t
     from hubserver import OlahServer, make_git_repo
 
     from rsrouter.cards.expert import read_card
-    from rsrouter.cli.main import main
+    from rsrouter.cli import main
     from rsrouter.registry.core import Registry
 
     assert main(["experts", "register", digits_expert, "--name", "clean"]) == 0

@@ -276,7 +276,7 @@ def test_a_bad_timestep_scale_in_a_folder_is_refused(tmp_path):
 
 
 def test_the_cli_converts_with_flags_and_names_a_missing_preset(tmp_path, capsys):
-    from rsrouter.cli.main import main
+    from rsrouter.cli import main
 
     torch.save(improved_state(TINY), tmp_path / "ckpt.pt")
     assert main(["experts", "import-denoiser", str(tmp_path / "ckpt.pt"), "--image-size", "8",

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from helpers import ROOT, certificates, subprocess_env
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 
 DIGITS = ["--dataset", "digits", "--N0", "30", "--N", "400", "--alpha", "0.01", "--skip", "10",
           "--batch-size", "500", "--no-progress"]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 import re
 import warnings
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
+from helpers import ROOT
+
+# changes.md names the old paths on purpose: it is the table of what moved
+DOCS = sorted([*(p for p in (ROOT / "docs").glob("*.md") if p.name != "changes.md"),
+               ROOT / "README.md"])
 
 # Names that are not Python objects: entry-point groups.
 NOT_PYTHON = {"rsrouter.architectures"}

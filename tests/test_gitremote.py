@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import HubError, IntegrityError, UnknownExpertError
 from rsrouter.registry.core import Registry
 from rsrouter.sources import git as gitremote

@@ -124,7 +124,7 @@ def test_pickled_objects_are_refused(tmp_path):
 def test_a_network_trained_at_another_resolution_is_imported_with_a_resize(tmp_path):
     """A 16-pixel network on 8-pixel digits: the card resizes the (noisy) input in front of it,
     the certificate stays in the dataset's pixels, and the family keeps the resize."""
-    from rsrouter.cli.main import main
+    from rsrouter.cli import main
 
     torch.manual_seed(0)
     net = create_model("cnn_tiny", 10, (1, 16, 16)).eval()

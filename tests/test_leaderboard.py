@@ -15,7 +15,7 @@ import yaml
 from helpers import ROOT
 
 from rsrouter.certify.bounds import radii_from_counts
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import ResultsError
 from rsrouter.leaderboard.board import build_site, collect_entries, merge
 from rsrouter.leaderboard.entries import read_entry

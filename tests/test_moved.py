@@ -30,8 +30,9 @@ def test_every_name_of_the_new_homes_answers_to_the_old_path(old):
     package = hasattr(module, "__path__")  # a package replaced the old module
     for new in MOVED[old]:
         for name in _defined_names(new):
-            if package and importlib.util.find_spec(f"{old}.{name}"):
-                continue  # its submodule of that name wins (rsrouter.cli.main)
+            if name in vars(module) or (package and importlib.util.find_spec(f"{old}.{name}")):
+                continue  # the module holds the name itself (rsrouter.cli.main, the entry
+                # point as in 0.2; bench.store's imports), or its submodule of that name wins
             with pytest.warns(DeprecationWarning, match=rf"{old}\.{name} has moved") as caught:
                 value = getattr(module, name)
             home = next(m for m in MOVED[old] if hasattr(importlib.import_module(m), name))
@@ -94,8 +95,27 @@ def test_old_paths_and_new_packages_import_no_heavy_module():
     code = ("import sys, warnings; warnings.simplefilter('ignore')\n"
             "import rsrouter.registry, rsrouter.results, rsrouter.leaderboard, rsrouter.cli\n"
             "import rsrouter.smoothing, rsrouter.card\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('torch', 'rsrouter.'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('torch', 'rsrouter.', 'numpy'))"
+            " and not m.startswith('rsrouter.cli.')))")  # the parser's modules: argparse only
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert eval(done.stdout) == ["rsrouter._moved", "rsrouter.card", "rsrouter.cli",
                                  "rsrouter.errors", "rsrouter.leaderboard", "rsrouter.registry",
                                  "rsrouter.results", "rsrouter.smoothing"]
+
+
+def test_renamed_names_answer_under_their_old_names():
+    import rsrouter.bench.config
+    import rsrouter.bench.store
+    from rsrouter.cards.pins import ARTIFACT_FILES
+    from rsrouter.protocol import CARD_RADII, RADII
+
+    with pytest.warns(DeprecationWarning, match="import CARD_RADII from rsrouter.protocol"):
+        from rsrouter.card import STANDARD_RADII
+    with pytest.warns(DeprecationWarning, match="import ARTIFACT_FILES from rsrouter.cards.pins"):
+        from rsrouter.hub import EXPERT_FILES
+    with pytest.warns(DeprecationWarning, match="import read_counts from rsrouter.bench.counts"):
+        read_counts = rsrouter.bench.store.read_counts
+    with pytest.warns(DeprecationWarning, match="import RADII from rsrouter.protocol"):
+        assert rsrouter.bench.config.DEFAULT_RADII is RADII
+    assert STANDARD_RADII is CARD_RADII and EXPERT_FILES is ARTIFACT_FILES
+    assert read_counts is importlib.import_module("rsrouter.bench.counts").read_counts

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import HubError
 from rsrouter.sources.publish import publishable_files, push_to_git
 

@@ -13,7 +13,7 @@ import untrusted
 import yaml
 from hubserver import make_git_repo
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import (
     CardError,
     HubError,

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from helpers import certificates
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import CountsError, LockedError, ResultsError, ResumeError
 from rsrouter.protocol import Protocol
 from rsrouter.results.rows import COHEN_COLUMNS

@@ -12,7 +12,7 @@ import yaml
 from helpers import edit_json
 
 from rsrouter.certify.smoothing import Smooth
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import CardError, ConfigError, IntegrityError
 from rsrouter.models import create_classifier
 from rsrouter.registry.core import Registry

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from rsrouter.cards.expert import read_card
 from rsrouter.cards.header import ResizeSpec
 from rsrouter.cards.refs import split_sigma
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import CardError, RegistryError, SigmaNotServedError, UnknownExpertError
 from rsrouter.registry import expert as expert_module
 from rsrouter.registry.core import Registry

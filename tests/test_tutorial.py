@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers import ROOT
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.paths import user_registry
 from rsrouter.results.tsv import read_tsv
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from helpers import ROOT, certificates, subprocess_env
 
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 
 CERTIFY = ["certify", "--model", "digits-sigma0.25", "--dataset", "digits", "--n0", "20",
            "--n", "200", "--alpha", "0.01", "--skip", "90", "--max", "450", "--no-progress"]

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from .._moved import getattr_for as _getattr_for
 from ..certify.sequential import Sequential
 from ..data import INFOS, SPLITS
 from ..errors import ConfigError
@@ -364,3 +365,6 @@ def load_bench_config(path: str | os.PathLike) -> BenchConfig:
         return parse_bench_config(raw, str(path))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+__getattr__ = _getattr_for(__name__)  # names of rsrouter 0.2 that moved on (rsrouter._moved)

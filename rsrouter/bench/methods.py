@@ -15,6 +15,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from .._moved import getattr_for as _getattr_for
 from ..certify.bounds import ABSTAIN, Counts, radii_from_counts, split_alpha
 from ..certify.cascade import CASCADE_EXTRAS, cascade_one
 from ..certify.routed import ROUTED_EXTRAS, routed_certificate, routed_extras
@@ -261,3 +262,6 @@ def envelope(expert_results: dict[str, pd.DataFrame], radii: Sequence[float]) ->
                          "certified_accuracy": table.max(axis=1).to_numpy(),
                          "correct": np.rint(table.max(axis=1).to_numpy() * n).astype(int),
                          "inputs": n})
+
+
+__getattr__ = _getattr_for(__name__)  # names of rsrouter 0.2 that moved on (rsrouter._moved)

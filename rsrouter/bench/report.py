@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from .._moved import getattr_for as _getattr_for
 from ..files import atomic_write_json, atomic_write_text
 from ..leaderboard.entries import SCHEMA, entry_filename, entry_key
 from ..results.curves import (
@@ -29,7 +30,7 @@ from ..results.curves import (
     interval95,
     md_text,
     plot_label,
-    save_png,
+    save_figure,
 )
 from ..results.tsv import write_tsv
 from .counts import read_counts
@@ -219,4 +220,7 @@ def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
                         linewidth=0)
     finish_figure(fig, ax, f"{title}: {n_inputs} inputs, 95% intervals shaded", top=top,
                   legend=7)
-    save_png(fig, path)
+    save_figure(fig, path)
+
+
+__getattr__ = _getattr_for(__name__)  # names of rsrouter 0.2 that moved on (rsrouter._moved)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._moved import getattr_for as _getattr_for
 from ..certify.smoothing import sequential_counts
 from ..data import data_identity
 from ..protocol import Protocol
@@ -58,3 +59,6 @@ def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str |
     return run_rows(rows, dataset, indices, path, COUNT_COLUMNS, settings,
                     group=group_size(protocol), progress=progress,
                     desc=f"counts {name}")
+
+
+__getattr__ = _getattr_for(__name__)  # names of rsrouter 0.2 that moved on (rsrouter._moved)

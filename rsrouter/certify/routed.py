@@ -8,7 +8,7 @@ A router is a classifier over experts, smoothed with its own noise ``sigma_r``. 
    ``1 - alpha_r - alpha_e`` (union bound; no independence between the stages is needed).
 
 :func:`routed_certificate` is the one composition: the live path
-(:class:`rsrouter.routing.router.RoutedClassifier`) and the bench's composition from stored
+(:class:`rsrouter.routing.routed.RoutedClassifier`) and the bench's composition from stored
 counts (:func:`rsrouter.bench.methods.routed_frame`) both call it. Its TSV row:
 :data:`ROUTED_EXTRAS`, :func:`routed_extras`, checked on reading by :func:`check_routed_rows`.
 """
@@ -76,12 +76,13 @@ def compose(router: Certificate, expert: Certificate | None, expert_name: str, a
 
 
 def routed_certificate(router: Counts, expert_counts: Callable[[int], Counts],
-                       names: Sequence[str], alpha_router: float,
-                       alpha_expert: float) -> RoutedCertificate:
+                       names: Sequence[str], alpha_router: float, alpha_expert: float,
+                       alpha: float | None = None) -> RoutedCertificate:
     """The routed certificate of one input from counts: the router at ``alpha_router``, the
     chosen expert (``expert_counts(k)``, asked only when the router certifies ``k``) at
     ``alpha_expert`` (the two parts of :func:`~rsrouter.certify.bounds.split_alpha`), each level
-    times its counts' share; ``alpha`` of the result is the sum of the levels used.
+    times its counts' share; ``alpha`` of the result is the sum of the levels used, unless the
+    caller names the level it split (``alpha``: the live path records the level it was asked).
 
     Raises:
         CountsError: impossible counts, or a router choice that is not one of ``names``.
@@ -95,8 +96,9 @@ def routed_certificate(router: Counts, expert_counts: Callable[[int], Counts],
                               f"{route.prediction}, but it has {len(names)}")
         expert = expert_counts(route.prediction).certificate(alpha_e)
         alpha_e = expert.alpha
-    return compose(route, expert, names[route.prediction] if expert else "", alpha_r + alpha_e,
-                   alpha_r, alpha_e)
+    total = alpha_r + alpha_e if alpha is None else alpha
+    return compose(route, expert, names[route.prediction] if expert else "", total, alpha_r,
+                   alpha_e)
 
 
 def routed_extras(cert: RoutedCertificate) -> dict:

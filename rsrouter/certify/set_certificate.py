@@ -20,7 +20,7 @@ half split over the others). Given the selection draws, every bound used is one 
 whole certificate fails with probability at most ``alpha_router + alpha_expert``.
 
 :func:`set_routed_certificate` is the one composition from counts (the live path of
-:meth:`rsrouter.routing.router.RoutedClassifier.certify_set_batch` and the bench's
+:meth:`rsrouter.routing.routed.RoutedClassifier.certify_set_batch` and the bench's
 :func:`rsrouter.bench.methods.set_frame` both call it). Its TSV row: :data:`SET_EXTRAS`,
 :func:`set_extras`, checked on reading by :func:`check_set_rows`.
 """

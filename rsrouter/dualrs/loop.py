@@ -34,6 +34,7 @@ import torch.distributed as tdist
 import yaml
 from tqdm.auto import tqdm
 
+from .._moved import getattr_for as _getattr_for
 from ..bench.config import parse_bench_config
 from ..bench.harness import run_bench
 from ..cards.expert import ExpertCard, read_card
@@ -314,3 +315,6 @@ def export_round(run: str | os.PathLike, k: int, classifier_out: str | os.PathLi
     card.experts = [ExpertRef(**{**vars(e), "source": source}) for e in card.experts]
     write_router_card(estimator_out, card)
     return classifier_out, estimator_out
+
+
+__getattr__ = _getattr_for(__name__)  # names of rsrouter 0.2 that moved on (rsrouter._moved)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..cards.router import read_router_card
 from ..files import atomic_write_json, atomic_write_text
-from ..results.curves import accuracy_figure, finish_figure, save_png
+from ..results.curves import accuracy_figure, finish_figure, save_figure
 from .config import DualRSConfig
 
 
@@ -134,4 +134,4 @@ def _plot(cfg: DualRSConfig, path: Path, results: list[RoundResult], radii: list
                 label=f"round {results[-1].round} classifier, global sigma {s:g}")
     finish_figure(fig, ax, f"{cfg.name}: each round on the validation split",
                   xlabel="l2 radius (pixel units)", title_size=None)
-    save_png(fig, path)
+    save_figure(fig, path)

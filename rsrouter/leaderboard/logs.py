@@ -34,7 +34,7 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
     (an rsrouter TSV: checked by :func:`rsrouter.results.tsv.read_tsv`) or, for a published log
     without counts, recovered under the declared protocol (``n``, ``alpha``, ``sigma``): the
     smallest ``nA`` whose radius prints as the logged one
-    (:func:`rsrouter.results.tsv.counts_from_radii`). Returns the entry file.
+    (:func:`rsrouter.results.logs.counts_from_radii`). Returns the entry file.
 
     Raises:
         ResultsError: a log that is not a certification TSV, a protocol missing or at odds with

@@ -98,11 +98,12 @@ def finish_figure(fig, ax, title: str = "", *, top: float | None = None,
     fig.tight_layout()
 
 
-def save_png(fig, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` as PNG (120 dpi), atomically; returns the path."""
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` (120 dpi; the format its suffix names, PNG by default),
+    atomically; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, path)
     return path
@@ -130,4 +131,4 @@ def plot_curves(results: dict[str, pd.DataFrame], path: str | os.PathLike, title
     ``baselines`` (methods that are not certificates, such as the per-input oracle) are drawn
     dashed and grey, and their names say so.
     """
-    return save_png(curves_figure(results, title, max_radius, baselines), path)
+    return save_figure(curves_figure(results, title, max_radius, baselines), path)

@@ -29,6 +29,7 @@ import yaml
 
 from ..errors import ConfigError, UnknownArchitectureError
 from ..models import resolve_architecture
+from ..protocol import RADII
 from ..urls import public_url
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -48,8 +49,7 @@ class LabelSpec:
     alpha: float = 0.001
     temperature: float = 1.0
     target: str = "softmax"  # softmax: softmax(R / T); bands: credit per grid radius (labels.py)
-    bands: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5,
-                                                        2.0, 2.5])
+    bands: list[float] = field(default_factory=lambda: list(RADII))
     subset: int | None = None  # None: every training input
     batch_size: int = 2500
     certify_n: int | None = None  # radii projected to a certification with this n (labels.py)

@@ -102,7 +102,8 @@ class RoutedClassifier:
         for i, (k, index) in enumerate(zip(choice.tolist(), indices)):
             router = Counts(k, int(router_counts[i, k]), n, n0, self.router.sigma, seed, index,
                             self.router.mode)
-            out.append(routed_certificate(router, partial(counts_of, i, index), names, *levels))
+            out.append(routed_certificate(router, partial(counts_of, i, index), names, *levels,
+                                          alpha=alpha))
         return out
 
     def certify_set_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,

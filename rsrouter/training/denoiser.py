@@ -19,8 +19,7 @@ from torch import nn
 
 from ..cards.denoiser import DENOISER_FILES
 from ..data import DatasetInfo, TensorImageDataset
-from ..errors import ResumeError
-from ..files import FileLock, atomic_write_json
+from ..files import FileLock, atomic_write_json, check_resume
 from ..registry.denoised import import_diffusers, save_denoiser, timestep_for_sigma
 from .fit import CHECKPOINT, cosine_lr, fit
 
@@ -152,11 +151,10 @@ def train_denoiser(images: torch.Tensor, out: str | os.PathLike, config: Denoise
     settings = json.loads(json.dumps(settings))
     with FileLock(Path(os.path.realpath(out)) / ".lock", str(out)):
         if _finished(out):
-            recorded = json.loads((out / TRAINING_FILE).read_text()).get("settings")
-            if recorded == settings:
-                return out
-            raise ResumeError(f"{out} already holds a denoiser trained with other settings; "
-                              "choose another folder or delete it")
+            check_resume(out, settings,
+                         json.loads((out / TRAINING_FILE).read_text()).get("settings"),
+                         "choose another folder or delete it")
+            return out
         scheduler = diffusers.DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
                                             beta_schedule=config.beta_schedule)
         abar = scheduler.alphas_cumprod.to(torch.float32)

@@ -15,7 +15,7 @@ from helpers import ROOT, certificates
 from rsrouter.bench.config import load_bench_config, parse_bench_config
 from rsrouter.certify.bounds import radii_from_counts
 from rsrouter.certify.smoothing import Smooth
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.errors import ConfigError
 from rsrouter.results.tsv import read_tsv
 

@@ -4,6 +4,9 @@ Each benchmark under benchmarks/results/ (and each round's benchmark of the Dual
 copied, its report removed and rebuilt with `rsrouter bench report` (every row re-checked
 against its counts and the count store, the oracle recomputed): the summary and the leaderboard
 entries must come back byte for byte (entries of an earlier report: every field they have).
+Every certificate method's rows (and the oracle's) are recomposed from the folder's count store
+with rsrouter.bench.methods, as `bench run` composed them, and written as it writes them: the
+published TSV must be that text, every column but ``time``.
 Each expert card's certified accuracy must follow from its published log.
 """
 
@@ -15,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from rsrouter.bench import methods
+from rsrouter.bench.counts import read_counts
 from rsrouter.bench.expert_runs import certified_record
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.leaderboard.entries import read_entry
 from rsrouter.protocol import Protocol
-from rsrouter.results.tsv import read_tsv, settings_path
+from rsrouter.results.tsv import read_tsv, settings_path, write_tsv
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -66,6 +71,94 @@ def _within(old, new) -> bool:
         return isinstance(new, dict) and all(k in new and _within(v, new[k])
                                              for k, v in old.items())
     return old == new
+
+
+@pytest.mark.parametrize("folder", BENCHMARKS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_a_published_benchmarks_rows_recompose_from_its_counts(folder, tmp_path):
+    assert _recomposed_differences(folder, tmp_path) == []
+
+
+def _recomposed_differences(folder: Path, tmp: Path) -> list[str]:
+    """Each method of the benchmark in ``folder`` whose published TSV is not, but for ``time``,
+    the text of its rows recomposed from the count store (the first differing lines of each)."""
+    bench = json.loads((folder / "bench.json").read_text())
+    alpha = bench["config"]["protocol"]["alpha"]
+    store = {}
+    for name in bench["counts"]:
+        settings = json.loads(settings_path(folder / name).read_text())
+        store[_model_key(settings["model"])] = read_counts(folder / name, bench["inputs"])
+    composed, differences = {}, []
+    for spec in bench["config"]["methods"]:  # experts come before the oracles that use them
+        info = json.loads((folder / f"{spec['name']}.method.json").read_text())
+        frame = _recompose(info, spec, store, alpha, composed)
+        if frame is None:  # an envelope: a selection the report rebuilds (checked above)
+            continue
+        composed[spec["name"]] = frame
+        published = _without_time(folder / f"{spec['name']}.tsv")
+        ours = _without_time(write_tsv(frame, tmp / f"{spec['name']}.tsv"))
+        if published != ours:
+            lines = [f"  line {i + 1}: published {a!r}\n          recomposed {b!r}"
+                     for i, (a, b) in enumerate(zip(published, ours)) if a != b]
+            differences.append(f"{spec['name']} ({info['type']}): {len(published)} lines "
+                               f"published, {len(ours)} recomposed, {len(lines)} differ\n"
+                               + "\n".join(lines[:3]))
+    return differences
+
+
+def _model_key(record: dict) -> tuple:
+    """The count store's key of a model (as rsrouter.bench.readback keys it)."""
+    return record.get("weights_sha256"), record.get("config_sha256"), record.get("sigma")
+
+
+def _recompose(info: dict, spec: dict, store: dict, alpha: float, composed: dict):
+    """A method's rows from the count store, as rsrouter.bench.harness composes them from the
+    method's metadata (its models, in their recorded order) and its config."""
+    kind = info["type"]
+    if kind == "envelope":
+        return None
+    if kind == "oracle":
+        pool = {name: composed[name] for name in info["pool"]}
+        frame = methods.oracle_frame(pool)
+        frame.insert(5, "time", sum(df["time"].to_numpy() for df in pool.values()))
+        frame["forwards"] = sum(df["forwards"].to_numpy() for df in pool.values())
+        return frame
+    experts = [store[_model_key(e)] for e in info["experts"]]
+    names = [e["name"] for e in info["experts"]]
+    if kind == "expert":
+        return methods.expert_frame(experts[0], alpha)
+    if kind == "cascade":
+        return methods.cascade_frame(experts, names, alpha, spec["threshold"],
+                                     spec["alpha_rule"])
+    router = info["router"]
+    if kind == "tree":
+        return _tree(router, store, experts, names, alpha, spec["alpha_split"])
+    assert kind in ("router", "aces"), f"{info['method']}: no recomposition for a {kind}"
+    compose = methods.set_frame if info.get("certificate") == "set" else methods.routed_frame
+    return compose(store[_model_key(router)], experts, names, alpha, spec["alpha_split"],
+                   router["sigma"])
+
+
+def _tree(router: dict, store: dict, experts: list, names: list, alpha: float, split: float):
+    """A router tree. Its metadata records the groups, not each child's experts: a group of
+    several experts is a child's (in the children's order), its experts in the root's order."""
+    groups = [next(g for g, members in enumerate(router["groups"]) if name in members)
+              for name in names]
+    shared = [g for g, members in enumerate(router["groups"]) if len(members) > 1]
+    assert len(shared) == len(router["children"]), router["groups"]
+    children = [(store[_model_key(child)], child["sigma"],
+                 [names.index(name) for name in router["groups"][g]])
+                for child, g in zip(router["children"], shared)]
+    return methods.tree_frame(store[_model_key(router)], router["sigma"], groups, names,
+                              children, {g: i for i, g in enumerate(shared)}, experts, alpha,
+                              split)
+
+
+def _without_time(path: Path) -> list[list[str]]:
+    """A TSV's lines as written (floats as text), split into fields, the ``time`` column left
+    out."""
+    lines = [line.split("\t") for line in path.read_text().splitlines()]
+    drop = lines[0].index("time")
+    return [fields[:drop] + fields[drop + 1:] for fields in lines]
 
 
 @pytest.mark.parametrize("log", CARD_LOGS, ids=lambda p: p.name)

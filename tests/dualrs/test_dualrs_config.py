@@ -41,3 +41,14 @@ def test_the_shipped_configs_parse(name):
     cfg = load_dualrs_config(path)
     assert cfg.sigmas == [0.25, 0.5, 1.0] and cfg.estimator.router.sigma == 1.0
     assert cfg.validation["protocol"]["alpha"] == 0.001
+
+
+def test_claims_are_judged_on_the_grid_the_rounds_are_benchmarked_on():
+    """Without validation.radii the rounds use the standard grid, which holds 0.5, 0.75 and 1:
+    select: claims is accepted there, and refused on a grid without them."""
+    validation = {k: v for k, v in CONFIG["validation"].items() if k != "radii"}
+    cfg = parse_dualrs_config({**CONFIG, "select": "claims", "validation": validation})
+    assert cfg.select == "claims"
+    with pytest.raises(ConfigError, match="select: claims needs validation.radii"):
+        parse_dualrs_config({**CONFIG, "select": "claims",
+                             "validation": {**validation, "radii": [0.0, 0.5, 1.0]}})

@@ -12,7 +12,7 @@ import yaml
 
 from rsrouter.cards.expert import read_card
 from rsrouter.cards.router import read_router_card
-from rsrouter.cli.main import main
+from rsrouter.cli import main
 from rsrouter.dualrs import export_round, parse_dualrs_config, train_dualrs
 from rsrouter.errors import ConfigError, ResumeError
 from rsrouter.results.tsv import read_tsv
