@@ -35,10 +35,12 @@ def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> di
 
 
 def _counts(row, sigma: float | None = None) -> Counts:
-    """The counts of one row of a count frame (``sigma``: the model's, else the row's)."""
+    """The counts of one row of a count frame (a tuple of ``itertuples`` or a Series; ``sigma``:
+    the model's, else the row's)."""
+    mode = row["mode"] if isinstance(row, pd.Series) else row.mode  # Series.mode is a method
     return Counts(int(row.cA), int(row.nA), int(row.n), int(row.n0),
                   float(row.sigma) if sigma is None else sigma, int(row.seed), int(row.idx),
-                  str(row.mode), float(row.share))
+                  str(mode), float(row.share))
 
 
 def _row_counts(frames: Sequence[pd.DataFrame], pos: int, k: int) -> Counts:
