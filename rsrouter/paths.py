@@ -17,6 +17,7 @@ def _bundled_zoo() -> Path:
 
 
 ZOO = _bundled_zoo()
+ZOO_INSTALLED = ZOO.name == "zoo"  # package data of an installed wheel: a reinstall replaces it
 PROJECT_REGISTRY = ZOO / "registry.yaml"
 
 

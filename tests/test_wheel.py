@@ -82,6 +82,10 @@ def test_the_wheel_carries_the_zoo_and_certifies_outside_the_checkout(tmp_path, 
     for name in ("digits-sigma0.25", "fashion-mnist-sigma1.00", "fashion-mnist-denoised"):
         assert name in listing
     assert f"{where[1]}/registry.yaml (project)" in listing
+    refused = subprocess.run([rsrouter, "experts", "register", str(ROOT / "experts" / "digits" /
+                              "sigma-0.25"), "--name", "mine", "--project"], cwd=elsewhere,
+                             env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "bundled zoo of an installed rsrouter" in refused.stderr
 
     summary = _run(rsrouter, *CERTIFY, "--out", "cert.tsv", cwd=elsewhere, env=env)
     assert "digits-sigma0.25" in summary and "ACR" in summary

@@ -39,6 +39,7 @@ from ..cards.pins import (
 from ..cards.refs import is_remote_source, sigma_label, split_sigma
 from ..errors import IntegrityError, RegistryError, UnknownExpertError
 from ..models import Trust
+from ..paths import PROJECT_REGISTRY, ZOO_INSTALLED
 from ..sources.base import Resolved
 from ..sources.folder import FolderSource, folder_path
 from ..urls import public_url
@@ -207,6 +208,14 @@ class Registry(Catalog):
 
     # ---- writing --------------------------------------------------------------------------
 
+    def _check_project_writable(self) -> None:
+        """Raises RegistryError when the project file is the zoo of an installed rsrouter: it
+        lives inside the installed package, and a reinstall would replace it."""
+        if ZOO_INSTALLED and self.project_file == PROJECT_REGISTRY:
+            raise RegistryError(f"{self.project_file} is the bundled zoo of an installed rsrouter "
+                                "(inside the package; a reinstall replaces it): register in your "
+                                "own registry (drop --project), or work in a checkout")
+
     def register(self, source: str, name: str, *, project: bool = False,
                  replace: bool = False) -> Entry:
         """Verify ``source`` (a folder, ``hf://org/name[@rev]`` or ``git+URL[@rev]``) and record
@@ -238,6 +247,8 @@ class Registry(Catalog):
                                     "folder, an hf://org/name or a git+URL source")
             source = f"./{source}"  # the folder (a name has no '/')
         target = self.project_file if project else self.user_file
+        if project:
+            self._check_project_writable()
         if split_sigma(source)[1] is not None:
             raise RegistryError(f"register the weights ({split_sigma(source)[0]}), not one of "
                                 "their sigmas: every sigma the card serves is registered with it")
@@ -296,6 +307,8 @@ class Registry(Catalog):
             raise RegistryError(f"{name!r} is listed in the project's registry {path} (the bundled "
                                 "zoo), not in yours; pass --project (project=True) to remove it "
                                 "from there")
+        if path == self.project_file:
+            self._check_project_writable()
         own, trusted = read_registry_file(path, user=path == self.user_file)
         own.pop(name)
         write_registry_file(path, own, trusted)
