@@ -101,3 +101,48 @@ def test_commands_that_run_no_model_never_import_torch(command, tmp_path):
     got = run_without_torch(runs, tmp_path)
     assert got["codes"] == expected
     assert not got["torch"], f"`rsrouter {command}` imported torch: {' -> '.join(got['chain'])}"
+
+
+# Runs `rsrouter ARGV` (JSON) in this process; prints its exit status and which of the libraries
+# that cost start-up time it imported.
+IMPORTS = r"""
+import json, sys
+from rsrouter.cli import main
+code = main(json.loads(sys.argv[1]))
+print(json.dumps({"code": code, "imported": sorted(m for m in ("pandas", "matplotlib", "torch")
+                                                   if m in sys.modules)}))
+"""
+
+
+def _imports(argv: list[str], cwd: Path) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", IMPORTS, json.dumps(argv)], capture_output=True,
+                          text=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["code"] == 0
+    return got["imported"]
+
+
+def test_leaderboard_build_draws_its_curves_without_pandas(tmp_path):
+    site = tmp_path / "site"
+    assert _imports(["leaderboard", "build", str(RESULTS / "digits"), "--out", str(site)],
+                    tmp_path) == ["matplotlib"]
+    assert "<svg" in (site / "index.html").read_text()
+
+
+def test_bench_report_draws_curves_png_again_only_when_its_lines_change(tmp_path):
+    from PIL import Image
+
+    bench = tmp_path / "digits"
+    shutil.copytree(RESULTS / "digits", bench)
+    png = bench / "curves.png"
+    shutil.copy(RESULTS / "fashion-mnist" / "curves.png", png)  # drawn from other lines
+    assert _imports(["bench", "report", str(bench)], tmp_path) == ["matplotlib", "pandas"]
+    with Image.open(png) as drawn, Image.open(RESULTS / "digits" / "curves.png") as published:
+        assert drawn.tobytes() == published.tobytes()  # the digits curves, pixel for pixel
+    before = png.read_bytes()
+    assert _imports(["bench", "report", str(bench)], tmp_path) == ["pandas"]  # not drawn again
+    assert png.read_bytes() == before
+    png.write_bytes(b"not a png")
+    assert _imports(["bench", "report", str(bench)], tmp_path) == ["matplotlib", "pandas"]
+    assert png.read_bytes() == before

@@ -218,3 +218,20 @@ def test_a_file_certify_refuses_is_left_as_it_was(digits_expert, tmp_path, capsy
     assert main([*CERTIFY, "--model", digits_expert, "--out", str(mine)]) == 2
     assert "is not a certification TSV of rsrouter's" in capsys.readouterr().err
     assert mine.read_text() == "my notes, one line\n" and part.exists()
+
+
+def test_a_figure_key_names_everything_the_figure_is_drawn_from():
+    import numpy as np
+
+    from rsrouter.results.figures import figure_key
+
+    grid = np.linspace(0, 1, 5)
+    key = figure_key(grid, "title", ("label", {"color": "k"}))
+    assert key == figure_key(grid.copy(), "title", ("label", {"color": "k"}))
+    changed = grid.copy()
+    changed[3] += 1e-12
+    assert len({key, figure_key(changed, "title", ("label", {"color": "k"})),
+                figure_key(grid.astype(np.float32), "title", ("label", {"color": "k"})),
+                figure_key(grid, "title ", ("label", {"color": "k"})),
+                figure_key(grid, "title", ("label", {"color": "r"})),
+                figure_key(grid, "title", ("label", {"color": "k"}), code=(__file__,))}) == 6

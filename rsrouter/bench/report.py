@@ -22,10 +22,11 @@ from .. import __version__
 from .._moved import getattr_for as _getattr_for
 from ..files import atomic_write_json, atomic_write_text
 from ..leaderboard.entries import SCHEMA, entry_filename, entry_key
-from ..results.curves import (
+from ..results.curves import average_certified_radius, certified_accuracy
+from ..results.figures import (
     accuracy_figure,
-    average_certified_radius,
-    certified_accuracy,
+    drawn,
+    figure_key,
     finish_figure,
     interval95,
     md_text,
@@ -197,29 +198,42 @@ def _routing_text(routing: dict) -> str:
 
 
 def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
+    """curves.png: one line per method, 95% bands on certificates; not drawn again (nor
+    matplotlib imported) when the PNG there was drawn from the same lines (its key)."""
     frames = [df for _, df in methods if df is not None and len(df)]
     top = max([float(df["radius"].max()) for df in frames] + [0.5]) * 1.05
     grid = np.linspace(0, top, 240)
-    fig, ax = accuracy_figure((7.2, 4.6))
+    lines = []  # (label, accuracy %, style, 95% band or None)
     for info, df in methods:
         if info["type"] == "envelope":
             if pool:
                 env = envelope(pool, grid)["certified_accuracy"].to_numpy() * 100
-                ax.plot(grid, env, ":", color="black",
-                        label=plot_label(f"{info['method']} (not a classifier)"))
+                lines.append((f"{info['method']} (not a classifier)", env,
+                              {"linestyle": ":", "color": "black"}, None))
             continue
         acc = certified_accuracy(df, grid).to_numpy()
-        low, high = interval95(np.rint(acc * len(df)), len(df))
         if info["type"] == "oracle":
-            ax.plot(grid, acc * 100, "--", color="0.45",
-                    label=plot_label(f"{info['method']} (not a certificate)"))
+            lines.append((f"{info['method']} (not a certificate)", acc * 100,
+                          {"linestyle": "--", "color": "0.45"}, None))
             continue
-        line, = ax.plot(grid, acc * 100, label=plot_label(info["method"]))
-        ax.fill_between(grid, low * 100, high * 100, color=line.get_color(), alpha=0.12,
-                        linewidth=0)
-    finish_figure(fig, ax, f"{title}: {n_inputs} inputs, 95% intervals shaded", top=top,
-                  legend=7)
-    save_figure(fig, path)
+        low, high = interval95(np.rint(acc * len(df)), len(df))
+        lines.append((info["method"], acc * 100, {}, (low * 100, high * 100)))
+    title = f"{title}: {n_inputs} inputs, 95% intervals shaded"
+    key = figure_key(grid, title, *[x for line in lines for x in _flat(line)], code=(__file__,))
+    if drawn(path, key):
+        return
+    fig, ax = accuracy_figure((7.2, 4.6))
+    for label, acc, style, band in lines:
+        line, = ax.plot(grid, acc, label=plot_label(label), **style)
+        if band is not None:
+            ax.fill_between(grid, *band, color=line.get_color(), alpha=0.12, linewidth=0)
+    finish_figure(fig, ax, title, top=top, legend=7)
+    save_figure(fig, path, key)
+
+
+def _flat(line: tuple) -> list:
+    label, acc, style, band = line
+    return [label, acc, sorted(style.items()), *(band or ("no band",))]
 
 
 __getattr__ = _getattr_for(__name__)  # names of rsrouter 0.2 that moved on (rsrouter._moved)

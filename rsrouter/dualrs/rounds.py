@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..cards.router import read_router_card
 from ..files import atomic_write_json, atomic_write_text
-from ..results.curves import accuracy_figure, finish_figure, save_figure
+from ..results.figures import accuracy_figure, finish_figure, save_figure
 from .config import DualRSConfig
 
 

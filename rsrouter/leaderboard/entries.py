@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from ..errors import ResultsError
-from ..results.curves import interval95
+from ..results.figures import interval95
 
 SCHEMA = "rsrouter-leaderboard-entry/1"
 MAX_SIGMA = 16.0  # pixel units (inputs in [0, 1]): far beyond any noise level anyone certifies

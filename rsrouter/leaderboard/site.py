@@ -10,7 +10,7 @@ import io
 import numpy as np
 
 from .. import __version__
-from ..results.curves import accuracy_figure, finish_figure, md_text, plot_label
+from ..results.figures import accuracy_figure, finish_figure, md_text, plot_label
 from .entries import entry_sigmas, is_number
 
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import html
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..certify.bounds import lower_bounds, upper_bounds
 from ..protocol import RADII
-
-
-def interval95(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact two-sided 95% (Clopper-Pearson) interval of ``k`` successes in ``n`` trials."""
-    return lower_bounds(k, n, 0.025), upper_bounds(k, n, 0.025)
+from .figures import (  # noqa: F401  (re-exported: the plotting frame lives in figures.py)
+    accuracy_figure,
+    finish_figure,
+    interval95,
+    md_text,
+    plot_label,
+    save_figure,
+)
 
 
 def certified_accuracy(df: pd.DataFrame, radii: Sequence[float] = RADII) -> pd.Series:
@@ -49,18 +49,8 @@ def summary_table(results: dict[str, pd.DataFrame], radii: Sequence[float] = RAD
     return table
 
 
-def md_text(text: object) -> str:
-    """``text`` as plain text in markdown (a table cell): HTML and markdown's own characters
-    escaped, one line."""
-    text = html.escape(str(text), quote=False).replace("\n", " ").replace("\r", " ")
-    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
 
 
-def plot_label(text: object) -> str:
-    """``text`` as plain text in a matplotlib label: ``$`` starts no math, a leading ``_`` hides
-    nothing from the legend."""
-    text = str(text).replace("$", r"\$")
-    return " " + text if text.startswith("_") else text
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -72,41 +62,10 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def accuracy_figure(figsize: tuple[float, float]):
-    """``(figure, axes)`` of an empty certified-accuracy plot: every plot rsrouter draws starts
-    here and ends with :func:`finish_figure` (a matplotlib ``Figure`` on Agg, no pyplot state)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots()
 
 
-def finish_figure(fig, ax, title: str = "", *, top: float | None = None,
-                  xlabel: str = "l2 radius (pixels in [0, 1])", legend: float = 8,
-                  title_size: float | None = 10) -> None:
-    """Axes labels, the 0-103% range (a curve at 100% stays visible above the frame's top
-    line), the radius range ``[0, top]``, grid, legend and title (``$`` shown as typed)."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_ylim(0, 103)
-    if top is not None:
-        ax.set_xlim(0, top)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend)
-    if title:
-        ax.set_title(plot_label(title), fontsize=title_size)
-    fig.tight_layout()
 
 
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` (120 dpi; the format its suffix names, PNG by default),
-    atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-    return path
 
 
 def curves_figure(results: dict[str, pd.DataFrame], title: str = "",
