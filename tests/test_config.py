@@ -36,7 +36,7 @@ def test_defaults_follow_the_paper():
     (with_key(BASE, "router.sigma", -1.0), "router.sigma: must be > 0"),
     (with_key(BASE, "router.arch", "no_such_net"), "router.arch: unknown architecture"),
     (with_key(BASE, "router.colour", "red"),
-     r"router.colour: unknown key; allowed: arch, backbone, sigma"),
+     r"router.colour: unknown key; allowed: arch, backbone, frozen, sigma"),
     (with_key(BASE, "router.backbone", "c"), r"router.backbone: 'c' must be one of experts"),
     (with_key(BASE, "labels.n", 0), "labels.n: must be an integer >= 1"),
     (with_key(BASE, "labels.n", "many"), "labels.n: must be an integer"),

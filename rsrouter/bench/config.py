@@ -22,6 +22,7 @@ Relative paths (expert and router folders) are relative to the config file.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from .._moved import getattr_for as _getattr_for
+from ..cards.router import CERTIFICATES
 from ..certify.sequential import Sequential
 from ..data import INFOS, SPLITS
 from ..errors import ConfigError
@@ -53,7 +55,7 @@ class MethodSchema:
 # one per method type; each is run by the function registered for it in bench.harness.METHODS
 METHOD_SCHEMAS = {
     "expert": MethodSchema(frozenset({"expert"}), frozenset({"expert"})),
-    "router": MethodSchema(frozenset({"router", "alpha_split", "certificate"}),
+    "router": MethodSchema(frozenset({"router", "alpha_split", "certificate", "margin"}),
                            frozenset({"router"}), "routed"),
     "tree": MethodSchema(frozenset({"router", "children", "alpha_split"}),
                          frozenset({"router", "children"}), "tree"),
@@ -122,7 +124,10 @@ class Method:
     alpha_split: float = 0.5  # router, tree, aces: share of alpha given to the router(s)
     threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
     alpha_rule: str = "sound"  # cascade
-    certificate: str = "pinned"  # router: pinned (Dual RS) or set (certify.set_certificate)
+    # router: pinned (Dual RS), set (certify.set_certificate) or lazy-set (certify.lazy_set);
+    # None: the one the router's card names (pinned if it names none)
+    certificate: str | None = None
+    margin: float | None = None  # lazy-set: the plan's margin (None: the card's, else 0)
     fit: Fit = field(default_factory=Fit)  # aces
     chosen_on: str | None = None  # where this method's choices were made (default: config's)
     note: str = ""
@@ -264,8 +269,21 @@ def _method(raw: Any, i: int) -> Method:
                   alpha_split=_prob(raw, "alpha_split", path, 0.5), threshold=float(threshold),
                   alpha_rule=_str(raw, "alpha_rule", path, "sound", _ALPHA_RULES), fit=fit,
                   chosen_on=_str(raw, "chosen_on", path, None, CHOICE_SPLITS),
-                  certificate=_str(raw, "certificate", path, "pinned", ("pinned", "set")),
+                  certificate=_str(raw, "certificate", path, None, CERTIFICATES),
+                  margin=_margin(raw, path),
                   note=_str(raw, "note", path) or "")
+
+
+def _margin(raw: dict, path: str) -> float | None:
+    margin = raw.get("margin")
+    if margin is None:
+        return None
+    if raw.get("certificate", "lazy-set") != "lazy-set":
+        raise ConfigError(f"{path}.margin: only the lazy-set certificate has a margin")
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) \
+            or not math.isfinite(margin):
+        raise ConfigError(f"{path}.margin: a number (radius units), got {margin!r}")
+    return float(margin)
 
 
 def parse_inputs(raw: Any) -> Inputs:

@@ -17,7 +17,9 @@ from ..certify.bounds import check_counts
 from ..errors import CountsError, ResultsError
 
 COUNT_COLUMNS = ("idx", "label", "cA", "nA", "n", "n0", "sigma", "share", "seed", "mode",
-                 "counts", "time")
+                 "counts", "select", "time")
+# rsrouter 0.2's count files: no selection votes (every method but the lazy set certificate)
+COUNT_COLUMNS_02 = tuple(c for c in COUNT_COLUMNS if c != "select")
 
 
 def count_path(root: str | os.PathLike, name: str, settings: dict) -> Path:
@@ -31,20 +33,25 @@ def count_path(root: str | os.PathLike, name: str, settings: dict) -> Path:
 def read_counts(path: str | os.PathLike, indices: Sequence[int] | None = None) -> pd.DataFrame:
     """A count file, checked row by row, indexed by ``idx`` (restricted to ``indices``).
 
-    The ``counts`` column becomes an int array per row. Raises CountsError / ResultsError naming
-    the row for impossible or inconsistent counts.
+    The ``counts`` column becomes an int array per row, and so does ``select`` (the selection
+    votes; None where the file has none: rsrouter 0.2's files, sequential looks). Raises
+    CountsError / ResultsError naming the row for impossible or inconsistent counts.
     """
     path = Path(path)
     try:
         df = pd.read_csv(path, sep="\t")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise ResultsError(f"{path}: not a count file ({e})") from None
-    if list(df.columns) != list(COUNT_COLUMNS):
+    if list(df.columns) not in (list(COUNT_COLUMNS), list(COUNT_COLUMNS_02)):
         raise ResultsError(f"{path}: not a count file (columns {list(df.columns)})")
+    if "select" not in df.columns:
+        df.insert(len(COUNT_COLUMNS) - 2, "select", None)
     if df["idx"].duplicated().any():
         raise ResultsError(f"{path}: an idx is listed more than once")
     counts = [np.array([int(v) for v in str(s).split(",")], dtype=np.int64) for s in df["counts"]]
-    for row, vector in zip(df.itertuples(index=False), counts):
+    votes = [None if not isinstance(s, str) or not s else
+             np.array([int(v) for v in s.split(",")], dtype=np.int64) for s in df["select"]]
+    for row, vector, select in zip(df.itertuples(index=False), counts, votes):
         try:
             check_counts(int(row.cA), int(row.nA), int(row.n), int(row.n0), float(row.sigma),
                          0.5 * float(row.share))
@@ -54,9 +61,14 @@ def read_counts(path: str | os.PathLike, indices: Sequence[int] | None = None) -
                     and (vector >= 0).all()):
                 raise CountsError(f"cA={row.cA}, nA={row.nA} and n={row.n} disagree with the "
                                   f"class counts {vector.tolist()}")
+            if select is not None and not (len(select) == len(vector) and (select >= 0).all()
+                                           and select.sum() == row.n0
+                                           and int(np.argmax(select)) == row.cA):
+                raise CountsError(f"the selection votes {select.tolist()} do not sum to "
+                                  f"n0={row.n0} with cA={row.cA} on top")
         except CountsError as e:
             raise CountsError(f"{path}: idx {row.idx}: {e}") from None
-    df["counts"] = counts
+    df["counts"], df["select"] = counts, votes
     df = df.set_index("idx", drop=False)
     if indices is not None:
         missing = sorted(set(indices) - set(df.index))

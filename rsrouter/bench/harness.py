@@ -26,7 +26,6 @@ from ..cards.refs import is_remote_source
 from ..certify import tree
 from ..certify.bounds import split_alpha
 from ..certify.cascade import cascade_bounds
-from ..certify.set_certificate import expert_levels, router_levels
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
@@ -257,23 +256,35 @@ def _expert(run: _Run, method: Method) -> Composed:
 
 @register("router", _load_router)
 def _router(run: _Run, method: Method) -> Composed:
-    """A trained router over its experts: the pinned (Dual RS) or the set certificate."""
+    """A trained router over its experts: the pinned (Dual RS), set or lazy set certificate
+    (by default the one its card names)."""
     alpha = run.cfg.protocol.alpha
     routed = run.router(method.router)
+    card = routed.router.card
+    kind = method.certificate or card.certificate_kind
     router_counts = run.counts(routed.router, method.name, ROUTER_STAGES)
     expert_counts = [run.counts(e, e.name) for e in routed.experts]
     names = [e.name for e in routed.experts]
-    if method.certificate == "set":
-        frame = compose.set_frame(router_counts, expert_counts, names, alpha,
-                                  method.alpha_split, routed.router.sigma)
+    shares = None if card.shares_forward_with is None else names.index(card.shares_forward_with)
+    args = (router_counts, expert_counts, names, alpha, method.alpha_split, routed.router.sigma)
+    extra = {}
+    if kind == "lazy-set":
+        margin = method.margin if method.margin is not None else float(
+            card.certificate.get("margin", 0.0))
+        frame = compose.lazy_set_frame(*args, margin=margin, shares=shares)
+        routing = {**compose.set_stats(frame), **compose.lazy_stats(frame)}
+        rule = compose.set_alpha_text(alpha, method.alpha_split, len(names), lazy=True)
+        extra["margin"] = margin
+    elif kind == "set":
+        frame = compose.set_frame(*args, shares=shares)
         routing = compose.set_stats(frame)
-        rule = _set_alpha_text(alpha, method.alpha_split, len(names))
+        rule = compose.set_alpha_text(alpha, method.alpha_split, len(names))
     else:
-        frame = compose.routed_frame(router_counts, expert_counts, names, alpha,
-                                     method.alpha_split, routed.router.sigma)
-        routing, rule = compose.routing_stats(frame), _alpha_split_text(alpha, method.alpha_split)
+        frame = compose.routed_frame(*args, shares=shares)
+        routing = compose.routing_stats(frame)
+        rule = compose.alpha_split_text(alpha, method.alpha_split)
     return frame, {
-        "certificate": method.certificate,
+        "certificate": kind, **extra,
         "experts": [expert_record(e) for e in routed.experts],
         "router": _router_record(method.router, routed.router),
         "routing": routing, "alpha_accounting": rule}
@@ -319,7 +330,7 @@ def _aces(run: _Run, method: Method) -> Composed:
                    "weights_sha256": router.pin.weights_sha256,
                    "config_sha256": router.pin.config_sha256, "fit": report},
         "routing": compose.routing_stats(frame),
-        "alpha_accounting": _alpha_split_text(cfg.protocol.alpha, method.alpha_split)}
+        "alpha_accounting": compose.alpha_split_text(cfg.protocol.alpha, method.alpha_split)}
 
 
 def _pool_meta(run: _Run, method: Method) -> dict:
@@ -345,24 +356,14 @@ def _envelope(run: _Run, method: Method) -> Composed:
     return None, _pool_meta(run, method)
 
 
-def _alpha_split_text(alpha: float, split: float) -> str:
-    a_r, a_e = split_alpha(alpha, split)
-    return f"router alpha {a_r:g} + expert alpha {a_e:g} = {alpha} (union bound)"
-
-
-def _set_alpha_text(alpha: float, split: float, k: int) -> str:
-    a_r, a_e = split_alpha(alpha, split)
-    (lower, upper), levels = router_levels(a_r, k), expert_levels(a_e, 0, k)
-    return (f"set certificate: router alpha {a_r:g} (lower bound on its choice {lower:g}, an "
-            f"upper bound on each of the {k - 1} others {upper:g}) + experts alpha "
-            f"{a_e:g} (the chosen expert {levels[0]:g}, each other {levels[1]:g}) = "
-            f"{alpha} (union bound)")
-
-
 def _router_record(path: str, router) -> dict:
-    return {"name": Path(path).name, "sigma": router.sigma,
-            "architecture": router.card.architecture,
-            "weights_sha256": router.pin.weights_sha256, "config_sha256": router.pin.config_sha256}
+    record = {"name": Path(path).name, "sigma": router.sigma,
+              "architecture": router.card.architecture,
+              "weights_sha256": router.pin.weights_sha256,
+              "config_sha256": router.pin.config_sha256}
+    if router.card.shares_forward_with is not None:
+        record["shares_forward_with"] = router.card.shares_forward_with
+    return record
 
 
 def _tree_structure(run: _Run, method: Method):

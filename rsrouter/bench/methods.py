@@ -18,8 +18,16 @@ import pandas as pd
 from .._moved import getattr_for as _getattr_for
 from ..certify.bounds import ABSTAIN, Counts, radii_from_counts, split_alpha
 from ..certify.cascade import CASCADE_EXTRAS, cascade_one
+from ..certify.lazy_set import LAZY_SET_EXTRAS, lazy_set_extras, lazy_set_routed_certificate
 from ..certify.routed import ROUTED_EXTRAS, routed_certificate, routed_extras
-from ..certify.set_certificate import SET_EXTRAS, join_numbers, set_extras, set_routed_certificate
+from ..certify.set_certificate import (
+    SET_EXTRAS,
+    expert_levels,
+    join_numbers,
+    router_levels,
+    set_extras,
+    set_routed_certificate,
+)
 from ..certify.tree import TREE_EXTRAS, split_levels, tree_certificate
 from ..errors import CountsError
 from ..results.curves import certified_accuracy
@@ -32,6 +40,28 @@ def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> di
     forwards = sum(np.where(u, f["n"] + f["n0"], 0) for f, u in zip(frames, used))
     seconds = sum(np.where(u, f["time"], 0.0) for f, u in zip(frames, used))
     return {"forwards": np.asarray(forwards, dtype=np.int64), "time": np.asarray(seconds)}
+
+
+def _routed_cost(router: pd.DataFrame, experts: Sequence[pd.DataFrame],
+                 select: Sequence[np.ndarray], estimate: Sequence[np.ndarray],
+                 shares: int | None = None) -> dict:
+    """Forward passes and time of a routed method on each input: the router's ``n0 + n``, and
+    each expert's ``n0`` where ``select`` and ``n`` where ``estimate`` says it runs. A router
+    that shares expert ``shares``'s forward pass (its card's ``shares_forward_with``) costs
+    nothing where that expert runs on the same draws (time: each pass's share of its model's)."""
+    def part(f: pd.DataFrame, sel, est) -> tuple[np.ndarray, np.ndarray]:
+        n0, n = f["n0"].to_numpy(), f["n"].to_numpy()
+        forwards = np.where(sel, n0, 0) + np.where(est, n, 0)
+        return forwards, f["time"].to_numpy() * (forwards / (n0 + n))  # exact when all run
+
+    ones = np.ones(len(router), bool)
+    if shares is None:
+        parts = [part(router, ones, ones)]
+    else:
+        parts = [part(router, ~np.asarray(select[shares]), ~np.asarray(estimate[shares]))]
+    parts += [part(f, sel, est) for f, sel, est in zip(experts, select, estimate)]
+    return {"forwards": np.asarray(sum(f for f, _ in parts), dtype=np.int64),
+            "time": np.asarray(sum(t for _, t in parts), dtype=float)}
 
 
 def _counts(row, sigma: float | None = None) -> Counts:
@@ -68,9 +98,11 @@ def expert_frame(c: pd.DataFrame, alpha: float) -> pd.DataFrame:
 
 
 def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
-                 alpha: float, alpha_split: float, router_sigma: float) -> pd.DataFrame:
+                 alpha: float, alpha_split: float, router_sigma: float,
+                 shares: int | None = None) -> pd.DataFrame:
     """Dual RS routing: the router certified at ``alpha * alpha_split``, the chosen expert at the
-    rest; radius = min of both; either abstains -> ABSTAIN. Only the chosen expert is paid for."""
+    rest; radius = min of both; either abstains -> ABSTAIN. Only the chosen expert is paid for
+    (and the router not at all where it shares that expert's forward pass: ``shares``)."""
     rows, used = [], [np.zeros(len(router), bool) for _ in experts]
     levels = split_alpha(alpha, alpha_split)
     for pos, r in enumerate(router.itertuples(index=False)):
@@ -81,13 +113,14 @@ def routed_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: S
         rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **routed_extras(cert)})
     out = pd.DataFrame(rows)
-    cost = _cost(router, *experts, used=[np.ones(len(router), bool), *used])
+    cost = _routed_cost(router, experts, used, used, shares)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
     return out[[*COHEN_COLUMNS, *ROUTED_EXTRAS, "forwards"]]
 
 
 def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
-              alpha: float, alpha_split: float, router_sigma: float) -> pd.DataFrame:
+              alpha: float, alpha_split: float, router_sigma: float,
+              shares: int | None = None) -> pd.DataFrame:
     """The set certificate (:mod:`rsrouter.certify.set_certificate`) on every input: the router at
     ``alpha * alpha_split``, every expert's certificate within the rest (each row's level times
     its look's share in sequential mode). Pays for the router and every expert."""
@@ -98,9 +131,46 @@ def set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequ
         rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **set_extras(cert)})
     out = pd.DataFrame(rows)
-    cost = _cost(router, *experts)
+    everyone = [np.ones(len(router), bool)] * len(experts)
+    cost = _routed_cost(router, experts, everyone, everyone, shares)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
     return out[[*COHEN_COLUMNS, *SET_EXTRAS, "forwards"]]
+
+
+def lazy_set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
+                   alpha: float, alpha_split: float, router_sigma: float, margin: float = 0.0,
+                   shares: int | None = None) -> pd.DataFrame:
+    """The lazy set certificate (:mod:`rsrouter.certify.lazy_set`) on every input: the plan from
+    the selection votes of the router and of every expert (their count files' ``select``), then
+    the set certificate from the estimation counts of the planned experts only. Pays for every
+    expert's ``n0`` selection draws and for the planned experts' ``n`` (and the router's, unless
+    it shares a planned expert's forward pass: ``shares``).
+
+    Raises:
+        CountsError: a count file without selection votes (rsrouter 0.2's, or sequential).
+    """
+    rows, levels = [], split_alpha(alpha, alpha_split)
+    planned = np.zeros((len(experts), len(router)), bool)
+    for pos, r in enumerate(router.itertuples(index=False)):
+        own = [f.iloc[pos] for f in experts]
+        votes = [r.select, *(e["select"] for e in own)]
+        if any(v is None for v in votes):
+            raise CountsError(f"input idx {r.idx}: a count file without selection votes "
+                              "(rsrouter 0.2's, or sequential looks); the lazy set certificate "
+                              "plans from them: rerun `rsrouter bench run` with fixed n")
+        c_a = [int(e.cA) for e in own]
+        cert = lazy_set_routed_certificate(
+            _counts(r, router_sigma), r.counts, r.select, c_a,
+            [int(e["select"][c]) for e, c in zip(own, c_a)], [_counts(e) for e in own],
+            [float(e.sigma) for e in own], names, *levels, margin=margin)
+        planned[:, pos] = cert.counted
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
+                     **lazy_set_extras(cert)})
+    out = pd.DataFrame(rows)
+    cost = _routed_cost(router, experts, [np.ones(len(router), bool)] * len(experts),
+                        list(planned), shares)
+    out["time"], out["forwards"] = cost["time"], cost["forwards"]
+    return out[[*COHEN_COLUMNS, *LAZY_SET_EXTRAS, "forwards"]]
 
 
 def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
@@ -250,6 +320,35 @@ def set_stats(frame: pd.DataFrame) -> dict:
                 (certified & (frame["binding"] == frame["expert"])).mean()), 4),
             "radius_set_by_another_expert": round(float(
                 (certified & (frame["binding"] != frame["expert"])).mean()), 4)}
+
+
+def alpha_split_text(alpha: float, split: float) -> str:
+    """The alpha accounting of a pinned routed certificate, in words."""
+    a_r, a_e = split_alpha(alpha, split)
+    return f"router alpha {a_r:g} + expert alpha {a_e:g} = {alpha} (union bound)"
+
+
+def set_alpha_text(alpha: float, split: float, k: int, lazy: bool = False) -> str:
+    """The alpha accounting of a (lazy) set certificate over ``k`` experts, in words."""
+    a_r, a_e = split_alpha(alpha, split)
+    (lower, upper), levels = router_levels(a_r, k), expert_levels(a_e, 0, k)
+    if lazy:
+        return (f"lazy set certificate: router alpha {a_r:g} (lower bound on its choice "
+                f"{lower:g}, an upper bound on each of the {k - 1} others {upper:g}) + experts "
+                f"alpha {a_e:g} (the chosen expert {levels[0]:g} and the others counted on that "
+                f"input {levels[0]:g} split evenly; all {a_e:g} to the chosen one when none "
+                f"is; the plan is fixed by the selection draws) = {alpha} (union bound)")
+    return (f"set certificate: router alpha {a_r:g} (lower bound on its choice {lower:g}, an "
+            f"upper bound on each of the {k - 1} others {upper:g}) + experts alpha "
+            f"{a_e:g} (the chosen expert {levels[0]:g}, each other {levels[1]:g}) = "
+            f"{alpha} (union bound)")
+
+
+def lazy_stats(frame: pd.DataFrame) -> dict:
+    """The lazy set certificate's plan: how many experts besides the chosen one it counted."""
+    others = frame["counted"].map(lambda v: sum(int(c) for c in str(v).split(",")) - 1)
+    return {"other_experts_counted_per_input": round(float(others.mean()), 4),
+            "inputs_with_another_expert_counted": round(float((others > 0).mean()), 4)}
 
 
 def envelope(expert_results: dict[str, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..certify.cascade import CASCADE_EXTRAS, cascade_bounds
 from ..certify.checks import RADIUS_TOLERANCE
+from ..certify.lazy_set import LAZY_SET_EXTRAS
 from ..certify.routed import ROUTED_EXTRAS
 from ..certify.set_certificate import SET_EXTRAS
 from ..certify.tree import TREE_EXTRAS
@@ -126,6 +127,8 @@ def _row_against_store(row, info, experts, router, children, store) -> str | Non
     if not math.isclose(float(getattr(row, "router_sigma", getattr(row, "root_sigma", 0))),
                         router.get("sigma", -1)):
         return "the router's sigma"
+    if info.get("certificate") == "lazy-set":
+        return _lazy_against_store(row, info, router, store, idx)
     if info.get("certificate") == "set":
         stored = _counted(store, router, idx)
         if stored is None or row.router_counts != ",".join(map(str, stored["counts"])):
@@ -159,12 +162,42 @@ def _row_against_store(row, info, experts, router, children, store) -> str | Non
     return None
 
 
+def _votes(stored) -> str | None:
+    return None if stored is None or stored["select"] is None else \
+        ",".join(map(str, stored["select"]))
+
+
+def _lazy_against_store(row, info, router, store, idx: int) -> str | None:
+    """A lazy set row: the router's estimation counts and selection votes, each expert's
+    selection (its class and votes) and, where counted, its counts, all the store's."""
+    stored = _counted(store, router, idx)
+    if stored is None or row.router_counts != ",".join(map(str, stored["counts"])) \
+            or str(row.router_select) != _votes(stored):
+        return "router_counts or router_select"
+    columns = [[int(float(v)) for v in str(getattr(row, c)).split(",")]
+               for c in ("expert_cA", "expert_select_nA", "counted", "expert_nA", "expert_n")]
+    sigmas = [float(v) for v in str(row.expert_sigma).split(",")]
+    if not all(len(c) == len(info["experts"]) for c in [*columns, sigmas]):
+        return "the experts' columns"
+    for k, record in enumerate(info["experts"]):
+        stored = _counted(store, record, idx)
+        c_a, votes, counted, n_a, n = (c[k] for c in columns)
+        if stored is None or stored["select"] is None or c_a != int(stored["cA"]) \
+                or votes != int(stored["select"][c_a]) \
+                or not math.isclose(sigmas[k], record["sigma"]) \
+                or (n_a, n) != ((int(stored["nA"]), int(stored["n"])) if counted else (0, 0)):
+            return f"expert {record['name']}'s selection, counts or sigma"
+    return None
+
+
 def _required_columns(info: dict) -> tuple[str, ...]:
     """The count columns a method's rows must carry for its radii to be checked."""
     if info["type"] == "expert":
         return EXPERT_EXTRAS
     if info["type"] == "router" and info.get("certificate") == "set":
         return SET_EXTRAS
+    if info["type"] == "router" and info.get("certificate") == "lazy-set":
+        return LAZY_SET_EXTRAS
     if info["type"] in ("router", "aces"):
         return ROUTED_EXTRAS
     return {"tree": TREE_EXTRAS, "cascade": CASCADE_EXTRAS}.get(info["type"], ())

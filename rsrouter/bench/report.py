@@ -194,6 +194,10 @@ def _routing_text(routing: dict) -> str:
         text += (f"; the radius is set by the chosen expert on "
                  f"{100 * routing['radius_set_by_chosen_expert']:.1f}% of inputs and by another "
                  f"expert it may switch to on {100 * routing['radius_set_by_another_expert']:.1f}%")
+    if "other_experts_counted_per_input" in routing:
+        text += (f"; the plan counts another expert on "
+                 f"{100 * routing['inputs_with_another_expert_counted']:.1f}% of inputs "
+                 f"({routing['other_experts_counted_per_input']:.2f} per input)")
     return text
 
 

@@ -1,8 +1,9 @@
 """The count store: each model certified once per input, its counts kept, every method composed
 from them.
 
-A count file holds, per input, the class ``cA`` chosen on ``n0`` selection samples and the class
-counts of ``n`` fresh estimation samples (all classes, so that any bound at any alpha, or any
+A count file holds, per input, the class ``cA`` chosen on ``n0`` selection samples (and, at a
+fixed ``n``, the selection votes ``select`` it was chosen by) and the class counts of ``n`` fresh
+estimation samples (all classes, so that any bound at any alpha, or any
 other test, can be recomputed), with the settings they depend on in its ``.json``: the model's
 hashes and sigma, the noise stages, ``n0``, ``n``, the seed, the data as read and the mode. The
 file name carries a fingerprint of those settings, so a changed protocol starts a new file and a
@@ -27,7 +28,7 @@ from .counts import COUNT_COLUMNS, count_path
 def count_settings(model, stages: Sequence[str], protocol: Protocol, data: dict) -> dict:
     """What a model's counts depend on (alpha is not among them)."""
     return {"model": model_identity(model), "stages": list(stages), **protocol.counts_key(),
-            "data": data, "mode": model.mode}
+            "data": data, "mode": model.mode, "select_votes": protocol.sequential is None}
 
 
 def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str | os.PathLike,
@@ -45,16 +46,18 @@ def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str |
         kw = dict(batch_size=protocol.batch_size, seed=protocol.seed, indices=chunk,
                   stages=tuple(stages))
         if seq is None:
-            c_a, counts = model.count_batch(xs, n0, n, **kw)
+            select, counts = model.vote_batch(xs, n0, n, **kw)
+            c_a, votes = select.argmax(dim=1), [",".join(map(str, v)) for v in select.tolist()]
             used, share, mode = [n] * len(chunk), [1.0] * len(chunk), model.mode
         else:  # stops each input once the grid is decided (opt-in, labelled in the mode)
             c_a, counts, used, share = sequential_counts(model, xs, n0, seq, protocol.alpha,
                                                          protocol.radii, **kw)
             used, share, mode = used.tolist(), share.tolist(), f"{model.mode}+seq"
+            votes = [""] * len(chunk)  # the looks' counts are what a sequential file holds
         return [{"idx": i, "label": y, "cA": int(c), "nA": int(row[int(c)]), "n": int(m),
                  "n0": n0, "sigma": model.sigma, "share": float(s), "seed": protocol.seed,
-                 "mode": mode, "counts": ",".join(map(str, row.tolist()))}
-                for i, y, c, row, m, s in zip(chunk, labels, c_a, counts, used, share)]
+                 "mode": mode, "counts": ",".join(map(str, row.tolist())), "select": v}
+                for i, y, c, row, m, s, v in zip(chunk, labels, c_a, counts, used, share, votes)]
 
     return run_rows(rows, dataset, indices, path, COUNT_COLUMNS, settings,
                     group=group_size(protocol), progress=progress,

@@ -110,6 +110,12 @@ class RouterCard:
     labels: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    # the expert whose feature layers the router's network holds unchanged (same sigma): its
+    # vote and that expert's come from one forward pass (rsrouter.routing.load ties them)
+    shares_forward_with: str | None = None
+    # the certificate chosen for it on validation: {"kind": pinned | set | lazy-set, "margin",
+    # "alpha_split", "chosen_on"}; empty: pinned (what rsrouter 0.2 certified)
+    certificate: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_experts(self) -> int:
@@ -128,7 +134,8 @@ class RouterCard:
                 "experts": [vars(e) for e in self.experts],
                 "weights_sha256": self.weights_sha256, "labels": self.labels,
                 "training": self.training, "results": self.results,
-                "rsrouter_version": __version__,
+                "shares_forward_with": self.shares_forward_with,
+                "certificate": self.certificate, "rsrouter_version": __version__,
             },
         }
 
@@ -164,7 +171,10 @@ class RouterCard:
                    weights_sha256=optional(rs, "weights_sha256", str, "", where, "rs_router."),
                    labels=optional(rs, "labels", dict, {}, where, "rs_router."),
                    training=optional(rs, "training", dict, {}, where, "rs_router."),
-                   results=optional(rs, "results", dict, {}, where, "rs_router."))
+                   results=optional(rs, "results", dict, {}, where, "rs_router."),
+                   shares_forward_with=optional(rs, "shares_forward_with", str, None, where,
+                                                "rs_router."),
+                   certificate=optional(rs, "certificate", dict, {}, where, "rs_router."))
         if config.get("num_classes") != len(experts) or len(experts) < 2:
             raise CardError(f"{where}: num_classes ({config.get('num_classes')}) must equal the "
                             f"number of experts ({len(experts)}), at least 2")
@@ -176,6 +186,43 @@ class RouterCard:
         check_header(self.header, where)
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise CardError(f"{where}: rs_router.sigma must be > 0, got {self.sigma}")
+        if self.shares_forward_with is not None:
+            ref = next((e for e in self.experts if e.name == self.shares_forward_with), None)
+            if ref is None or ref.sigma != self.sigma:
+                raise CardError(f"{where}: rs_router.shares_forward_with must name one of its "
+                                f"experts at the router's sigma {self.sigma}, got "
+                                f"{self.shares_forward_with!r}")
+        check_certificate(self.certificate, where)
+
+    @property
+    def certificate_kind(self) -> str:
+        """The certificate the card names (pinned when it names none)."""
+        return self.certificate.get("kind", "pinned")
+
+
+CERTIFICATES = ("pinned", "set", "lazy-set")
+
+
+def check_certificate(spec: dict[str, Any], where: str) -> None:
+    """A card's ``certificate`` block: a known kind, a finite margin, alpha_split in (0, 1).
+
+    Raises:
+        CardError: naming the key.
+    """
+    unknown = set(spec) - {"kind", "margin", "alpha_split", "chosen_on"}
+    if unknown:
+        raise CardError(f"{where}: rs_router.certificate has unknown keys {sorted(unknown)}")
+    if spec and spec.get("kind") not in CERTIFICATES:
+        raise CardError(f"{where}: rs_router.certificate.kind must be one of "
+                        f"{', '.join(CERTIFICATES)}, got {spec.get('kind')!r}")
+    margin = spec.get("margin", 0.0)
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) \
+            or not math.isfinite(margin):
+        raise CardError(f"{where}: rs_router.certificate.margin must be a number, got {margin!r}")
+    split = spec.get("alpha_split", 0.5)
+    if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 < split < 1:
+        raise CardError(f"{where}: rs_router.certificate.alpha_split must be in (0, 1), got "
+                        f"{split!r}")
 
 
 def router_card(files: ArtifactFiles) -> RouterCard:
@@ -211,6 +258,13 @@ def write_router_card(folder: str | os.PathLike, card: RouterCard) -> None:
     lines += ["", "```python", "import rsrouter",
               'routed = rsrouter.load_routed("path/to/this/folder")',
               "cert = routed.certify(x, n0=100, n=10_000, alpha=0.001)", "```", ""]
+    if card.shares_forward_with:
+        lines += [f"Its feature layers are {card.shares_forward_with}'s, unchanged: the router's "
+                  "vote and that expert's come from one forward pass.", ""]
+    if card.certificate:
+        lines += ["## Certificate", "", f"`{card.certificate_kind}` (what `rsrouter certify "
+                  "--router` and `bench run` use by default):", "", "```yaml",
+                  yaml.safe_dump(card.certificate, sort_keys=False).rstrip(), "```", ""]
     for title, block in (("Labels", card.labels), ("Training", card.training)):
         if block:
             lines += [f"## {title}", "", "```yaml", yaml.safe_dump(block, sort_keys=False).rstrip(),

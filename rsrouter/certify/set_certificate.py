@@ -84,12 +84,15 @@ class SetCertificate:
 def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: float,
                     expert_cA: Sequence[int], expert_nA: Sequence[int], expert_n: Sequence[int],
                     expert_sigma: Sequence[float], alpha_router: float,
-                    expert_alpha: Sequence[float]) -> SetCertificate:
+                    expert_alpha: Sequence[float],
+                    counted: Sequence[bool] | None = None) -> SetCertificate:
     """The set certificate from counts (all estimation counts; ``*_cA`` from selection).
 
     ``alpha_router`` is the router's whole level (split here: half to the lower bound on
     ``router_cA``, half over the upper bounds); ``expert_alpha[k]`` is expert ``k``'s level
-    (see :func:`expert_levels`).
+    (see :func:`expert_levels`). ``counted`` (the lazy set certificate, :func:`lazy_plan`): the
+    experts whose estimation counts exist; any other is treated as certifying nothing, so only
+    its entry radius ``e_k`` protects the input from it.
     """
     k_all, a = len(expert_cA), int(router_cA)
     if k_all < 2 or min(int(v) for v in router_counts) < 0:
@@ -97,8 +100,12 @@ def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: 
     n_r = int(sum(router_counts))
     low_level, up_level = router_levels(alpha_router, k_all)
     p_low = lower_confidence_bound(int(router_counts[a]), n_r, low_level)
+    counted = [True] * k_all if counted is None else [bool(v) for v in counted]
+    if not counted[a]:
+        raise ValueError("the set certificate needs the chosen expert's counts")
     radii = [certified_radius(int(expert_nA[k]), int(expert_n[k]), float(expert_alpha[k]),
-                              float(expert_sigma[k])) for k in range(k_all)]
+                              float(expert_sigma[k])) if counted[k] else None
+             for k in range(k_all)]
     entry = [0.0] * k_all
     if radii[a] is None:
         return SetCertificate(ABSTAIN, 0.0, a, a, tuple(entry))

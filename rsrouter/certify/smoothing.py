@@ -73,6 +73,10 @@ class Smooth:
         self.compiled = bool(compile)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self._forward = torch.compile(self.base_model, dynamic=False) if compile else base_model
+        # (trunk, head) with base_model(x) == head(trunk(x)), and the model whose trunk this one
+        # runs on (rsrouter.routing.load sets both for a router that shares an expert's forward)
+        self.split: tuple[nn.Module, nn.Module] | None = None
+        self.trunk_owner: Smooth | None = None
         self._checked_output = False
         self._warned_range = False
         params = list(base_model.parameters()) + list(base_model.buffers())
@@ -128,6 +132,18 @@ class Smooth:
         ``cA`` is the top class of ``n0`` selection samples, the counts are of ``n`` fresh
         estimation samples (all classes, so that any bound can be recomputed later).
         """
+        select, estimate = self.vote_batch(xs, n0, n, batch_size=batch_size, seed=seed,
+                                           indices=indices, stages=stages)
+        return select.argmax(dim=1), estimate
+
+    def vote_batch(
+        self, xs: torch.Tensor, n0: int, n: int, *, batch_size: int = 1000, seed: int = 0,
+        indices: Sequence[int] | None = None,
+        stages: tuple[str, str] = ("select", "estimate"),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(selection counts [B, num_classes], estimation counts [B, num_classes])``: the
+        votes of the ``n0`` selection samples (their top class is :meth:`count_batch`'s ``cA``)
+        and of the ``n`` fresh estimation samples."""
         if stages[0] == stages[1]:
             raise ValueError(f"selection and estimation must use different noise stages, got "
                              f"{stages[0]!r} twice")
@@ -138,7 +154,7 @@ class Smooth:
                                     stage=stages[0])
         estimate = self.sample_counts(xs, n, batch_size=batch_size, seed=seed, indices=indices,
                                       stage=stages[1])
-        return select.argmax(dim=1), estimate
+        return select, estimate
 
     def predict(
         self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000, seed: int = 0,
@@ -175,7 +191,19 @@ class Smooth:
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _classify(self, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def _trunk(self, batch: torch.Tensor) -> torch.Tensor:
+        """The trunk's output on a noisy batch (:attr:`split`)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            return self.split[0](batch)
+
+    def _classify(self, batch: torch.Tensor, batch_size: int, features: bool = False
+                  ) -> torch.Tensor:
+        """Top classes of a noisy batch (or, with ``features``, of its trunk's output)."""
+        if features:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.precision == "bf16"):
+                return self.split[1](batch).argmax(dim=1)
         real = batch.shape[0]
         if self.compiled and real < batch_size:  # one static shape: pad to the full batch
             batch = torch.cat([batch, batch.new_zeros((batch_size - real, *batch.shape[1:]))])
@@ -237,7 +265,9 @@ def shared_counts(
     (one per input) instead of starting them afresh.
 
     ``models``: ``(smooth, mask)`` pairs; a model counts the inputs of its boolean ``mask``
-    ([B], None: all). Returns one ``[B, num_classes]`` int64 CPU tensor per model (zeros off its
+    ([B], None: all). A router that runs on an expert's trunk (``trunk_owner``, same sigma), with
+    that expert among ``models``, takes the trunk's output from one forward pass for both.
+    Returns one ``[B, num_classes]`` int64 CPU tensor per model (zeros off its
     mask). Each input's draws come from its own stream ``(seed, index, stage)`` in fixed blocks,
     so a model's counts are those it gets alone; the draws are made once, however many models
     use them. Memory is bounded by ``batch_size`` noisy copies.
@@ -258,30 +288,64 @@ def shared_counts(
     z = torch.empty((size, *xs.shape[1:]), device=device)
     alone = len(models) == 1  # one model: make the noisy batch in place, no second buffer
     noisy = z if alone else torch.empty_like(z)
+    shared = _trunk_partners(models)
     for owners, sizes in _batches(b, num, batch_size):
         start = 0
         for j, k in zip(owners, sizes):
             streams[j].fill(z[start : start + k])
             start += k
-        for (smooth, _), mask, count in zip(models, masks, counts):
-            pos, kept, kept_sizes = 0, [], []
+        trunks: dict[int, tuple[dict[int, tuple[int, int]], torch.Tensor]] = {}
+        for m, ((smooth, _), mask, count) in enumerate(zip(models, masks, counts)):
+            pos, kept, kept_sizes, where = 0, [], [], {}
             offset = 0
             for j, k in zip(owners, sizes):
                 if mask[j]:
-                    torch.add(xs[j], z[offset : offset + k], alpha=smooth.sigma,
-                              out=noisy[pos : pos + k])
+                    where[j] = (pos, k)
                     kept.append(j)
                     kept_sizes.append(k)
                     pos += k
                 offset += k
             if not pos:
                 continue
-            predictions = smooth._classify(noisy[:pos], batch_size)
+            owner = shared.get(m)
+            cached = trunks.get(owner) if owner is not None else None
+            if cached is not None and all(j in cached[0] for j in kept):
+                rows = torch.cat([torch.arange(cached[0][j][0], cached[0][j][0] + k)
+                                  for j, k in zip(kept, kept_sizes)]).to(device)
+                predictions = smooth._classify(cached[1][rows], batch_size, features=True)
+            else:
+                offset = 0
+                for j, k in zip(owners, sizes):
+                    if mask[j]:
+                        torch.add(xs[j], z[offset : offset + k], alpha=smooth.sigma,
+                                  out=noisy[where[j][0] : where[j][0] + k])
+                    offset += k
+                if owner is None:
+                    predictions = smooth._classify(noisy[:pos], batch_size)
+                else:  # the trunk's output, kept for the model that shares it
+                    features = smooth._trunk(noisy[:pos])
+                    trunks[owner] = (where, features)
+                    predictions = smooth._classify(features, batch_size, features=True)
             owner_ids = torch.repeat_interleave(torch.tensor(kept, device=device),
                                                 torch.tensor(kept_sizes, device=device))
             count += torch.bincount(owner_ids * smooth.num_classes + predictions,
                                     minlength=b * smooth.num_classes)
     return [c.view(b, s.num_classes).cpu() for c, (s, _) in zip(counts, models)]
+
+
+def _trunk_partners(models: Sequence[tuple[Smooth, torch.Tensor | None]]) -> dict[int, int]:
+    """Position in ``models`` -> a key shared by the models that run on one trunk: a router whose
+    ``trunk_owner`` is among ``models`` at the same sigma, and that owner (not compiled, both
+    with their ``split``)."""
+    position = {id(s): m for m, (s, _) in enumerate(models)}
+    out = {}
+    for m, (smooth, _) in enumerate(models):
+        owner = smooth.trunk_owner
+        if owner is not None and id(owner) in position and owner.sigma == smooth.sigma \
+                and smooth.split is not None and owner.split is not None \
+                and not (smooth.compiled or owner.compiled) and owner is not smooth:
+            out[m] = out[position[id(owner)]] = id(owner)
+    return out
 
 
 def sequential_counts(

@@ -23,6 +23,15 @@ def add_bench(sub) -> None:
     p = bsub.add_parser("report", help="rebuild the summary, curves and entries from the TSVs")
     p.add_argument("dir", help="results folder of `bench run`")
     p.set_defaults(func=cmd_bench_report)
+    p = bsub.add_parser("choose", help="apply the validation rule to a validation benchmark: "
+                                       "the routed variant to ship")
+    p.add_argument("dir", help="results folder of a benchmark on the validation split")
+    p.add_argument("--methods", nargs="+", help="candidates (default: every router method)")
+    p.add_argument("--acr-slack", type=float, default=0.02,
+                   help="ACR may be this far below the best single expert's (default 0.02)")
+    p.add_argument("--cost-cap", type=float, default=1.3,
+                   help="at most this many times one expert's forwards per input (default 1.3)")
+    p.set_defaults(func=cmd_bench_choose)
 
 
 def cmd_bench_run(args: argparse.Namespace) -> None:
@@ -42,3 +51,10 @@ def cmd_bench_report(args: argparse.Namespace) -> None:
 
     build_report(args.dir)
     print((Path(args.dir) / "summary.md").read_text())
+
+
+def cmd_bench_choose(args: argparse.Namespace) -> None:
+    from ..bench.choose import choose
+
+    print(choose(args.dir, args.methods, acr_slack=args.acr_slack,
+                 cost_cap=args.cost_cap).text())

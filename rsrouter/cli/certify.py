@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,10 +76,16 @@ def add_certify(sub) -> None:
     which.add_argument("--router", help="router folder: certify the routed ensemble")
     p.add_argument("--alpha-split", type=PROBABILITY, default=0.5,
                    help="share of alpha given to the router (default 0.5)")
-    p.add_argument("--certificate", choices=("pinned", "set"), default="pinned",
-                   help="with --router: pinned (Dual RS: the router keeps its choice; only the "
-                        "chosen expert runs) or set (the router may switch among experts that "
-                        "agree; every expert runs). See docs/theory.md")
+    p.add_argument("--certificate", choices=("pinned", "set", "lazy-set"),
+                   help="with --router (default: the one the router's card names, else "
+                        "pinned): pinned (Dual RS: the router keeps its choice; only the chosen "
+                        "expert runs), set (the router may switch among experts that agree; "
+                        "every expert runs) or lazy-set (the set certificate running other "
+                        "experts only where their selection votes say they can matter). See "
+                        "docs/theory.md")
+    p.add_argument("--margin", type=float,
+                   help="with --certificate lazy-set: the plan's margin in radius units "
+                        "(default: the card's, else 0)")
     p.add_argument("--sigma", type=POSITIVE, help="noise level (default: the expert card's)")
     add_hub_opts(p)
     add_trust_opt(p)
@@ -129,9 +136,9 @@ def cmd_certify(args: argparse.Namespace) -> None:
     from ..data import data_identity, load_dataset, subset_indices
     from ..results.runs import certify_dataset, run_settings
 
-    if args.certificate != "pinned":
-        raise RsrouterError("--certificate applies to --router only (an expert's certificate is "
-                            "Cohen et al.'s)")
+    if args.certificate is not None or args.margin is not None:
+        raise RsrouterError("--certificate and --margin apply to --router only (an expert's "
+                            "certificate is Cohen et al.'s)")
     check_sigma(args.sigma)
     registry, kw = registry_of(args), dict(device=pick_device(args.device),
                                            compile=args.compile, precision=args.precision)
@@ -154,6 +161,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 def _certify_routed(args: argparse.Namespace) -> None:
     from ..bench.expert_runs import check_dataset
+    from ..certify.lazy_set import LAZY_SET_EXTRAS, lazy_set_extras
     from ..certify.routed import ROUTED_EXTRAS, routed_extras
     from ..certify.set_certificate import SET_EXTRAS, set_extras
     from ..data import data_identity, load_dataset, subset_indices
@@ -168,16 +176,27 @@ def _certify_routed(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, args.split, args.data_root)
     check_dataset(routed.experts[0], dataset)
     indices = subset_indices(len(dataset), args.skip, args.max)
-    extra = {"certificate": "set"} if args.certificate == "set" else {}
+    card = routed.router.card
+    kind = args.certificate or card.certificate_kind
+    margin = args.margin if args.margin is not None else float(card.certificate.get("margin", 0))
+    if args.margin is not None and kind != "lazy-set":
+        raise RsrouterError(f"--margin applies to the lazy-set certificate only, not {kind}")
+    extra = {} if kind == "pinned" else {"certificate": kind}
+    if kind == "lazy-set":
+        extra["margin"] = margin
     protocol = protocol_of(args)
     settings = run_settings(routed_models(routed), data_identity(dataset), protocol,
                             mode=routed.mode, alpha_split=args.alpha_split, **extra)
-    if args.certificate == "set":
+    if kind == "set":
         certifier = SimpleNamespace(certify_batch=routed.certify_set_batch)
         extras, row_extras = SET_EXTRAS, set_extras
+    elif kind == "lazy-set":
+        certifier = SimpleNamespace(certify_batch=partial(routed.certify_lazy_batch,
+                                                          margin=margin))
+        extras, row_extras = LAZY_SET_EXTRAS, lazy_set_extras
     else:
         certifier, extras, row_extras = routed, ROUTED_EXTRAS, routed_extras
     certify_dataset(certifier, dataset, indices, args.out, protocol, settings=settings,
                     extras=extras, row_extras=row_extras,
-                    progress=not args.no_progress, desc=f"certify routed ({args.certificate})")
+                    progress=not args.no_progress, desc=f"certify routed ({kind})")
     print_summary({"routed": args.out})

@@ -1,4 +1,4 @@
-"""``rsrouter router train``."""
+"""``rsrouter router train`` and ``rsrouter router certificate``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def add_router(sub) -> None:
     add_hub_opts(p)
     add_trust_opt(p)
     p.set_defaults(func=cmd_router_train)
+    p = rsub.add_parser("certificate", help="record in a router's card the certificate chosen "
+                                            "for it (the default of certify --router and bench)")
+    p.add_argument("router", help="router folder")
+    p.add_argument("--kind", required=True, choices=("pinned", "set", "lazy-set"))
+    p.add_argument("--margin", type=float, help="lazy-set: the plan's margin (radius units)")
+    p.add_argument("--alpha-split", type=float, default=0.5)
+    p.add_argument("--chosen-on", required=True,
+                   help="where the choice was made, e.g. the validation benchmark's folder")
+    p.set_defaults(func=cmd_router_certificate)
 
 
 def cmd_router_train(args: argparse.Namespace) -> None:
@@ -47,3 +56,23 @@ def cmd_router_train(args: argparse.Namespace) -> None:
                  "docs/routers.md)")
     print(f"router written to {out}; certify with: rsrouter certify --router {out} "
           f"--dataset {cfg.data.dataset} --out routed.tsv")
+
+
+def cmd_router_certificate(args: argparse.Namespace) -> None:
+    from ..cards.router import check_certificate, read_router_card, write_router_card
+    from ..errors import CardError, RsrouterError
+
+    if args.margin is not None and args.kind != "lazy-set":
+        raise RsrouterError("--margin applies to --kind lazy-set only")
+    card = read_router_card(args.router)
+    spec = {"kind": args.kind, "alpha_split": args.alpha_split, "chosen_on": args.chosen_on}
+    if args.kind == "lazy-set":
+        spec["margin"] = args.margin if args.margin is not None else 0.0
+    try:
+        check_certificate(spec, args.router)
+    except CardError as e:
+        raise RsrouterError(str(e)) from None
+    card.certificate = spec
+    write_router_card(args.router, card)
+    print(f"{args.router}: certificate {args.kind} recorded (certify --router and bench run use "
+          "it unless told otherwise)")

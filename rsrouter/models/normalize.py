@@ -70,3 +70,15 @@ class NormalizedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x if self.resize is None else self.resize(x)))
+
+
+def feature_split(model: NormalizedModel) -> tuple[nn.Module, nn.Module] | None:
+    """``(trunk, head)`` with ``model(x) == head(trunk(x))``: the input layers and the network's
+    ``features``, then its ``head``; None for a network without that split (cnn_small and
+    cnn_tiny have it)."""
+    net = model.net
+    if not (isinstance(getattr(net, "features", None), nn.Module)
+            and isinstance(getattr(net, "head", None), nn.Module)):
+        return None
+    front = [model.normalize] if model.resize is None else [model.resize, model.normalize]
+    return nn.Sequential(*front, net.features), net.head

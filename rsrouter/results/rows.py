@@ -2,9 +2,9 @@
 
 Every kind's extra columns, its row (``*_extras``) and its row check sit next to its maths:
 an expert's here, a routed one's in :mod:`rsrouter.certify.routed`, a set certificate's in
-:mod:`rsrouter.certify.set_certificate`, a router tree's in :mod:`rsrouter.certify.tree`, a
-cascade's in :mod:`rsrouter.certify.cascade`. :func:`check_rows` checks Cohen's columns and
-hands a frame to its kind's check.
+:mod:`rsrouter.certify.set_certificate`, a lazy one's in :mod:`rsrouter.certify.lazy_set`, a
+router tree's in :mod:`rsrouter.certify.tree`, a cascade's in :mod:`rsrouter.certify.cascade`.
+:func:`check_rows` checks Cohen's columns and hands a frame to its kind's check.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pandas as pd
 from ..certify.bounds import ABSTAIN, Certificate
 from ..certify.cascade import check_cascade_rows
 from ..certify.checks import RADIUS_TOLERANCE, check_prediction, count_radii, row_error
+from ..certify.lazy_set import check_lazy_set_rows
 from ..certify.routed import ROUTED_COUNT_COLUMNS, check_routed_rows
 from ..certify.set_certificate import check_set_rows
 from ..certify.tree import check_tree_rows
@@ -80,6 +81,8 @@ def check_rows(df: pd.DataFrame, where: str) -> None:
         raise row_error(where, df, bad, "radius must be >= 0, and 0 when abstaining")
     if "stage_nA" in df.columns:
         return check_cascade_rows(df, where, predict, radius)
+    if "counted" in df.columns:
+        return check_lazy_set_rows(df, where, predict, radius)
     if "expert_nA" in df.columns:
         return check_set_rows(df, where, predict, radius)
     if "root_groups" in df.columns:

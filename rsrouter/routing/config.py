@@ -41,6 +41,7 @@ class RouterSpec:
     arch: str = "cnn_tiny"
     sigma: float | None = None  # None: the largest expert sigma
     backbone: str | None = None  # one of experts: start from its weights (same arch and sigma)
+    frozen: bool = False  # backbone's feature layers kept as they are: a head on its features
 
 
 @dataclass
@@ -192,6 +193,9 @@ def validate(cfg: RouterConfig) -> RouterConfig:
     if cfg.router.backbone is not None and cfg.router.backbone not in cfg.experts:
         raise ConfigError(f"router.backbone: {cfg.router.backbone!r} must be one of experts "
                           f"({', '.join(cfg.experts)})")
+    if cfg.router.frozen and cfg.router.backbone is None:
+        raise ConfigError("router.frozen: a frozen router is a head on an expert's features; "
+                          "name that expert as router.backbone")
     if cfg.router.sigma is not None and not cfg.router.sigma > 0:
         raise ConfigError(f"router.sigma: must be > 0 (pixel units), got {cfg.router.sigma}")
     checks = [

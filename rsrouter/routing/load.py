@@ -23,6 +23,7 @@ from ..cards.refs import is_remote_source
 from ..cards.router import ExpertRef, RouterCard, router_card
 from ..errors import IntegrityError, SigmaNotServedError, UnknownExpertError
 from ..models import Trust
+from ..models.normalize import feature_split
 from ..registry.core import Registry, Verified
 from ..registry.entries import user_trusted_modules
 from ..registry.expert import Expert
@@ -94,7 +95,37 @@ def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
                           **kw)
     experts = [_build(ref, v, router_dir, registry, trust_code, **kw)
                for ref, v in zip(card.experts, verified)]
+    if card.shares_forward_with is not None:
+        share_trunk(router, experts[[e.name for e in card.experts].index(
+            card.shares_forward_with)], str(folder))
     return RoutedClassifier(router, experts, alpha_split=alpha_split)
+
+
+def share_trunk(router: SmoothedRouter, expert: Expert, where: str) -> None:
+    """Make ``router`` run on ``expert``'s trunk (its card's ``shares_forward_with``): one
+    module for both, so that one forward pass gives both votes (same sigma, same noise draw).
+
+    Raises:
+        IntegrityError: the router's feature layers are not the expert's, byte for byte, or the
+            sigmas differ.
+    """
+    mine, theirs = feature_split(router.model), feature_split(expert.model)
+    if mine is None or theirs is None or router.sigma != expert.sigma:
+        raise IntegrityError(f"router {where} says it shares {expert.name}'s forward pass, but "
+                             "their networks have no common trunk at one sigma")
+    same_input = (str(router.model.resize) == str(expert.model.resize)
+                  and torch.equal(router.model.normalize.mean, expert.model.normalize.mean)
+                  and torch.equal(router.model.normalize.std, expert.model.normalize.std))
+    if not same_input:
+        raise IntegrityError(f"router {where} says it shares {expert.name}'s forward pass, but "
+                             "their input normalization differs")
+    a, b = router.model.net.features.state_dict(), expert.model.net.features.state_dict()
+    if a.keys() != b.keys() or not all(torch.equal(a[k], b[k].to(a[k].device)) for k in a):
+        raise IntegrityError(f"router {where}: its feature layers differ from {expert.name}'s, "
+                             "which it says it shares; retrain it with router.frozen")
+    router.model.net.features = expert.model.net.features
+    router.split, expert.split = feature_split(router.model), theirs
+    router.trunk_owner = expert
 
 
 def _target(ref: ExpertRef, router_dir: Path, registry: Registry) -> str:

@@ -15,6 +15,7 @@ from functools import partial
 import torch
 
 from ..certify.bounds import ABSTAIN, Counts, check_count, split_alpha
+from ..certify.lazy_set import LazySetRoutedCertificate, lazy_plan, lazy_set_routed_certificate
 from ..certify.routed import RoutedCertificate, routed_certificate
 from ..certify.set_certificate import SetRoutedCertificate, set_routed_certificate
 from ..certify.smoothing import Smooth, shared_counts
@@ -131,6 +132,42 @@ class RoutedClassifier:
             out.append(set_routed_certificate(
                 Counts(a, int(counts[0][i, a]), n, n0, self.router.sigma, seed, index,
                        self.router.mode), counts[0][i].tolist(), experts, names, *levels))
+        return out
+
+    def certify_lazy_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
+                           margin: float = 0.0, batch_size: int = 1000, seed: int = 0,
+                           indices: Sequence[int] | None = None
+                           ) -> list[LazySetRoutedCertificate]:
+        """The lazy set certificate (:mod:`rsrouter.certify.lazy_set`) of each input: the router
+        and every expert vote on the ``n0`` selection draws; the plan (from those votes alone,
+        with ``margin``) says which experts run on the ``n`` estimation draws: the router's
+        choice and the others that can raise the radius. A router that shares an expert's
+        forward pass (its card's ``shares_forward_with``) costs nothing where that expert
+        runs."""
+        xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
+        select, estimate = ROUTER_STAGES
+        everyone = [(self.router, None), *((e, None) for e in self.experts)]
+        votes = shared_counts(everyone, xs, n0, stage=select, **kw)
+        r_sel, e_sel = votes[0], votes[1:]
+        sigmas = [e.sigma for e in self.experts]
+        c_a = [sel.argmax(dim=1) for sel in e_sel]
+        plans = [lazy_plan(r_sel[i].tolist(), [int(c[i]) for c in c_a],
+                           [int(sel[i, int(c[i])]) for sel, c in zip(e_sel, c_a)], n0,
+                           self.router.sigma, sigmas, margin) for i in range(len(xs))]
+        masks = [torch.tensor([p[k] for p in plans]) for k in range(len(self.experts))]
+        counts = shared_counts([(self.router, None), *zip(self.experts, masks)], xs, n,
+                               stage=estimate, **kw)
+        levels, names, out = self.split(alpha), self.names, []
+        for i, index in enumerate(indices):
+            a = int(r_sel[i].argmax())
+            experts = [Counts(int(c[i]), int(counts[1 + k][i, int(c[i])]), n, n0, e.sigma, seed,
+                              index, e.mode) if masks[k][i] else None
+                       for k, (e, c) in enumerate(zip(self.experts, c_a))]
+            out.append(lazy_set_routed_certificate(
+                Counts(a, int(counts[0][i, a]), n, n0, self.router.sigma, seed, index,
+                       self.router.mode), counts[0][i].tolist(), r_sel[i].tolist(),
+                [int(c[i]) for c in c_a], [int(sel[i, int(c[i])]) for sel, c in zip(e_sel, c_a)],
+                experts, sigmas, names, *levels, margin=margin))
         return out
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,

@@ -28,13 +28,18 @@ from .fit import cosine_lr, finish, finished_settings, fit, writer_lock
 from .loss import router_loss
 
 
-def _router_step(cfg: RouterConfig, sigma_r: float, weights: torch.Tensor | None):
+def _router_step(cfg: RouterConfig, sigma_r: float, weights: torch.Tensor | None,
+                 frozen: torch.nn.Module | None = None):
     """The training step of :func:`.fit.fit`: ``noise_copies`` noisy copies at ``sigma_r``,
-    class-weighted soft cross-entropy on the labels (plus consistency)."""
+    class-weighted soft cross-entropy on the labels (plus consistency). A ``frozen`` trunk is
+    put back in eval mode at each step (fit puts the model in train mode every epoch), so its
+    batch-norm statistics stay the expert's."""
     t = cfg.train
     copies = t.noise_copies
 
     def step(forward, x, y, gen, local):
+        if frozen is not None:
+            frozen.eval()
         noise = torch.randn((copies, *x.shape), generator=gen)  # the whole batch's noise
         noise = torch.stack([local(n) for n in noise]).flatten(0, 1).to(x.device)
         x, y = local(x), local(y)
@@ -70,6 +75,28 @@ def init_from_backbone(model: NormalizedModel, arch: str, expert, sigma_r: float
     model.net.load_state_dict(taken, strict=False)
     return {"expert": expert.name, "weights_sha256": expert.pin.weights_sha256,
             "tensors_taken": len(taken), "tensors_new": len(mine) - len(taken)}
+
+
+def freeze_trunk(model: NormalizedModel, expert) -> torch.nn.Module:
+    """Freeze the router's feature layers (``net.features``, taken from ``expert``) and return
+    them: the router becomes a head on the expert's features.
+
+    Raises:
+        ConfigError: an architecture without a ``features`` / ``head`` split, or features that
+            differ from the expert's.
+    """
+    trunk = getattr(model.net, "features", None)
+    theirs = getattr(expert.model.net, "features", None)
+    if not isinstance(trunk, torch.nn.Module) or not hasattr(model.net, "head") or theirs is None:
+        raise ConfigError("router.frozen needs an architecture with `features` and `head` "
+                          "layers (cnn_small, cnn_tiny)")
+    mine, ref = trunk.state_dict(), theirs.state_dict()
+    if mine.keys() != ref.keys() or not all(torch.equal(mine[k], ref[k].to(mine[k].device))
+                                            for k in mine):
+        raise ConfigError(f"router.frozen: the router's features differ from {expert.name}'s")
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    return trunk.eval()
 
 
 def check_backbone(arch: str, expert, sigma_r: float) -> None:
@@ -166,15 +193,20 @@ def _train_router(
     model = build_model(card.header, trust_code=True).to(device)  # router.arch of the user's config
     backbone = None if cfg.router.backbone is None else init_from_backbone(
         model, cfg.router.arch, experts[cfg.experts.index(cfg.router.backbone)], sigma_r)
+    frozen = None
+    if cfg.router.frozen:
+        frozen = freeze_trunk(model, experts[cfg.experts.index(cfg.router.backbone)])
+        card.shares_forward_with = experts[cfg.experts.index(cfg.router.backbone)].name
     t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
+        optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum,
                                     weight_decay=t.weight_decay, nesterov=True)
     train_set = TensorImageDataset(images, targets, info)
     steps = math.ceil(len(train_set) / t.batch_size)
-    step = _router_step(cfg, sigma_r, weights)
+    step = _router_step(cfg, sigma_r, weights, frozen)
     stats = fit(model, optimizer, train_set, t.batch_size, step,
                 _router_lr(cfg, steps), epochs=t.epochs, steps_per_epoch=steps, seed=cfg.seed,
                 out=out, settings=settings, device=device,

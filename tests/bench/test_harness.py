@@ -42,6 +42,8 @@ def setup(tmp_path, digits_expert, digits_expert_wide):
                            "chosen_on": "train"},
                           {"type": "router", "router": "router", "name": "routed-set",
                            "certificate": "set", "chosen_on": "train"},
+                          {"type": "router", "router": "router", "name": "routed-lazy",
+                           "certificate": "lazy-set", "margin": 0.1, "chosen_on": "train"},
                           {"type": "envelope"}, {"type": "oracle"},
                           {"type": "cascade", "name": "multiscale"},
                           {"type": "aces", "name": "entropy",
@@ -53,13 +55,13 @@ def setup(tmp_path, digits_expert, digits_expert_wide):
 
 def _spy(monkeypatch) -> list[tuple[str, int]]:
     """Record every count pass (stages, number of inputs): the passes themselves still run."""
-    calls, real = [], Smooth.count_batch
+    calls, real = [], Smooth.vote_batch
 
     def count_batch(self, xs, *args, **kw):
         calls.append((kw.get("stages", ("select", "estimate"))[0], len(xs)))
         return real(self, xs, *args, **kw)
 
-    monkeypatch.setattr(Smooth, "count_batch", count_batch)
+    monkeypatch.setattr(Smooth, "vote_batch", count_batch)
     return calls
 
 
@@ -80,17 +82,25 @@ def test_counts_once_compose_all_and_equal_direct_runs(setup, tmp_path, monkeypa
                  str(tmp_path / "r.tsv"), *args]) == 0
     assert main(["certify", "--router", str(tmp_path / "router"), "--certificate", "set",
                  "--out", str(tmp_path / "s.tsv"), *args]) == 0
+    assert main(["certify", "--router", str(tmp_path / "router"), "--certificate", "lazy-set",
+                 "--margin", "0.1", "--out", str(tmp_path / "l.tsv"), *args]) == 0
     cols = ["idx", "predict", "radius", "correct", "cA", "nA"]
     set_cols = ["idx", "predict", "radius", "correct", "expert", "binding", "router_counts",
                 "expert_nA", "expert_alpha", "alpha"]
+    lazy_cols = [*set_cols, "counted", "router_select", "expert_select_nA", "margin"]
     for direct, composed in (("d.tsv", "d025.tsv"), ("r.tsv", "routed.tsv"),
-                             ("s.tsv", "routed-set.tsv")):
-        cols = set_cols if direct == "s.tsv" else cols
+                             ("s.tsv", "routed-set.tsv"), ("l.tsv", "routed-lazy.tsv")):
+        cols = {"s.tsv": set_cols, "l.tsv": lazy_cols}.get(direct, cols)
         a = read_tsv(tmp_path / direct)[cols]
         b = read_tsv(out / composed)[cols]
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
                                       check_exact=False, rtol=1e-9)
+    # the lazy set certificate pays for fewer experts than the set certificate, never more
+    lazy, full = read_tsv(out / "routed-lazy.tsv"), read_tsv(out / "routed-set.tsv")
+    assert (lazy["forwards"] <= full["forwards"]).all()
+    assert (lazy["forwards"] < full["forwards"]).any()
     summary = (out / "summary.md").read_text()
+    assert "the plan counts another expert on" in summary
     for name in ("d025", "routed", "envelope", "oracle", "multiscale", "entropy"):
         assert f"| {name}" in summary
     assert "not a certificate" in summary and "not a classifier" in summary
@@ -126,7 +136,7 @@ def test_more_inputs_compute_only_the_new_ones_and_a_crash_loses_nothing(setup, 
     assert sum(n for _, n in calls) == 4 * 8
     calls.clear()
     path.write_text(yaml.safe_dump(config))  # 20 inputs: 12 new ones per model
-    real = Smooth.count_batch
+    real = Smooth.vote_batch
 
     def crash_once(self, xs, *args, **kw):  # dies in the middle of the third model's pass
         calls.append(len(xs))
@@ -134,9 +144,9 @@ def test_more_inputs_compute_only_the_new_ones_and_a_crash_loses_nothing(setup, 
             raise KeyboardInterrupt
         return real(self, xs, *args, **kw)
 
-    monkeypatch.setattr(Smooth, "count_batch", crash_once)
+    monkeypatch.setattr(Smooth, "vote_batch", crash_once)
     assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 130
-    monkeypatch.setattr(Smooth, "count_batch", real)
+    monkeypatch.setattr(Smooth, "vote_batch", real)
     assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
     for counts in (out / "counts").glob("*.tsv"):
         df = pd.read_csv(counts, sep="\t")

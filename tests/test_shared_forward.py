@@ -1,0 +1,132 @@
+"""A router that is a head on an expert's frozen features (router.frozen): trained without
+touching those features, loaded on the very module of the expert, counted in one forward pass
+for both, with counts equal to separate passes; its bench cost counts that pass once."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from rsrouter.bench.methods import routed_frame
+from rsrouter.certify.smoothing import shared_counts
+from rsrouter.cli import main
+from rsrouter.errors import ConfigError, IntegrityError
+from rsrouter.results.tsv import read_tsv
+from rsrouter.routing.config import parse_config
+from rsrouter.routing.load import load_routed
+
+
+@pytest.fixture
+def head_router(tmp_path, digits_expert, digits_expert_wide):
+    """A head on d025's features (cnn_tiny, sigma 0.25), choosing between d025 and d050."""
+    for folder, name in ((digits_expert, "d025"), (digits_expert_wide, "d050")):
+        assert main(["experts", "register", folder, "--name", name]) == 0
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({
+        "experts": ["d025", "d050"],
+        "router": {"arch": "cnn_tiny", "sigma": 0.25, "backbone": "d025", "frozen": True},
+        "labels": {"n": 30, "alpha": 0.01, "subset": 200},
+        "train": {"epochs": 2, "batch_size": 64, "lr": 0.01}, "data": {"dataset": "digits"}}))
+    with pytest.warns(UserWarning, match="below the largest expert sigma"):
+        assert main(["router", "train", "--config", str(config), "--out",
+                     str(tmp_path / "router"), "--no-progress"]) == 0
+    return tmp_path / "router", digits_expert
+
+
+def test_frozen_needs_a_backbone():
+    with pytest.raises(ConfigError, match="router.frozen"):
+        parse_config({"experts": ["a", "b"], "router": {"arch": "cnn_tiny", "frozen": True},
+                      "data": {"dataset": "digits"}})
+
+
+def test_the_head_trains_on_untouched_features_and_loads_on_the_experts_module(head_router):
+    router_dir, expert_dir = head_router
+    card = json.loads((router_dir / "config.json").read_text())["rs_router"]
+    assert card["shares_forward_with"] == "d025"
+    mine, theirs = (load_file(f"{d}/model.safetensors") for d in (router_dir, expert_dir))
+    features = [k for k in theirs if k.startswith("features.")]
+    assert features and all(torch.equal(mine[k], theirs[k]) for k in features)  # BN stats too
+    assert not torch.equal(mine["head.3.weight"][:2], theirs["head.3.weight"][:2])
+    with pytest.warns(UserWarning):
+        routed = load_routed(router_dir)
+    router, expert = routed.router, routed.experts[0]
+    assert router.trunk_owner is expert
+    assert router.model.net.features is expert.model.net.features
+
+
+def test_one_forward_pass_gives_both_votes_and_the_counts_of_separate_passes(head_router):
+    router_dir, _ = head_router
+    with pytest.warns(UserWarning):
+        routed = load_routed(router_dir)
+    router, expert = routed.router, routed.experts[0]
+    rows = []
+    expert.model.net.features.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    xs = torch.rand(6, 1, 8, 8)
+    mask = torch.tensor([True, False, True, True, False, True])
+    kw = dict(batch_size=500, seed=2, indices=list(range(6)), stage="estimate")
+    both = shared_counts([(router, None), (expert, mask)], xs, 300, **kw)
+    assert sum(rows) == 6 * 300  # the trunk ran once per noisy copy, for both
+    rows.clear()
+    alone = [shared_counts([(m, k)], xs, 300, **kw)[0] for m, k in ((router, None),
+                                                                    (expert, mask))]
+    assert sum(rows) == 6 * 300 + 4 * 300
+    assert all(torch.equal(a, b) for a, b in zip(both, alone))
+
+
+def test_a_router_whose_features_were_changed_is_refused(head_router, tmp_path):
+    from safetensors.torch import save_file
+
+    from rsrouter.cards.router import RouterCard, write_router_card
+    from rsrouter.files import sha256_file
+
+    router_dir, _ = head_router
+    tensors = load_file(router_dir / "model.safetensors")
+    tensors["features.0.weight"] = tensors["features.0.weight"] * 1.001
+    save_file(tensors, router_dir / "model.safetensors")
+    raw = json.loads((router_dir / "config.json").read_text())
+    card = RouterCard.from_config(raw, "config.json")
+    card.weights_sha256 = sha256_file(router_dir / "model.safetensors")
+    write_router_card(router_dir, card)
+    with pytest.warns(UserWarning), pytest.raises(IntegrityError, match="feature layers differ"):
+        load_routed(router_dir)
+
+
+def test_the_bench_counts_the_shared_pass_once(head_router, tmp_path):
+    router_dir, _ = head_router
+    config = {"name": "head", "data": {"dataset": "digits"}, "inputs": {"every": 40},
+              "protocol": {"n0": 20, "n": 200, "alpha": 0.01, "seed": 3, "batch_size": 1000},
+              "radii": [0.0, 0.25], "methods": [
+                  {"type": "expert", "expert": "d025"}, {"type": "expert", "expert": "d050"},
+                  {"type": "router", "router": str(router_dir), "name": "head",
+                   "chosen_on": "train"},
+                  {"type": "router", "router": str(router_dir), "name": "head-lazy",
+                   "certificate": "lazy-set", "chosen_on": "train"}]}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning):
+        assert main(["bench", "run", "--config", str(path), "--out", str(out),
+                     "--no-progress"]) == 0
+    pinned = read_tsv(out / "head.tsv")
+    one = 20 + 200
+    on_d025 = pinned["expert"] == "d025"
+    assert on_d025.any()
+    assert (pinned.loc[on_d025, "forwards"] == one).all()  # the router rode on d025's pass
+    assert (pinned.loc[pinned["expert"] == "d050", "forwards"] == 2 * one).all()
+    # without the shared pass the same rows cost a router pass more
+    frames = {p.name.split("-")[0]: p for p in (out / "counts").glob("*.tsv")}
+    from rsrouter.bench.counts import read_counts
+
+    router_counts = read_counts(frames["head"])
+    experts = [read_counts(frames[n]) for n in ("d025", "d050")]
+    unshared = routed_frame(router_counts, experts, ["d025", "d050"], 0.01, 0.5, 0.25)
+    assert (unshared["forwards"] - pinned["forwards"].to_numpy() >= 0).all()
+    assert (unshared.loc[on_d025.to_numpy(), "forwards"] == 2 * one).all()
+    pd.testing.assert_series_equal(unshared["radius"], pinned["radius"], check_names=False)
+    lazy = read_tsv(out / "head-lazy.tsv")
+    assert (lazy["forwards"] >= 20 * 2).all() and (lazy["forwards"] <= 2 * one + 20).all()
