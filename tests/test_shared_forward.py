@@ -23,19 +23,18 @@ from rsrouter.routing.load import load_routed
 
 @pytest.fixture
 def head_router(tmp_path, digits_expert, digits_expert_wide):
-    """A head on d025's features (cnn_tiny, sigma 0.25), choosing between d025 and d050."""
+    """A head on d050's features (cnn_tiny, sigma 0.5), choosing between d025 and d050."""
     for folder, name in ((digits_expert, "d025"), (digits_expert_wide, "d050")):
         assert main(["experts", "register", folder, "--name", name]) == 0
     config = tmp_path / "router.yaml"
     config.write_text(yaml.safe_dump({
         "experts": ["d025", "d050"],
-        "router": {"arch": "cnn_tiny", "sigma": 0.25, "backbone": "d025", "frozen": True},
+        "router": {"arch": "cnn_tiny", "sigma": 0.5, "backbone": "d050", "frozen": True},
         "labels": {"n": 30, "alpha": 0.01, "subset": 200},
         "train": {"epochs": 2, "batch_size": 64, "lr": 0.01}, "data": {"dataset": "digits"}}))
-    with pytest.warns(UserWarning, match="below the largest expert sigma"):
-        assert main(["router", "train", "--config", str(config), "--out",
-                     str(tmp_path / "router"), "--no-progress"]) == 0
-    return tmp_path / "router", digits_expert
+    assert main(["router", "train", "--config", str(config), "--out",
+                 str(tmp_path / "router"), "--no-progress"]) == 0
+    return tmp_path / "router", digits_expert_wide
 
 
 def test_frozen_needs_a_backbone():
@@ -47,23 +46,21 @@ def test_frozen_needs_a_backbone():
 def test_the_head_trains_on_untouched_features_and_loads_on_the_experts_module(head_router):
     router_dir, expert_dir = head_router
     card = json.loads((router_dir / "config.json").read_text())["rs_router"]
-    assert card["shares_forward_with"] == "d025"
+    assert card["shares_forward_with"] == "d050"
     mine, theirs = (load_file(f"{d}/model.safetensors") for d in (router_dir, expert_dir))
     features = [k for k in theirs if k.startswith("features.")]
     assert features and all(torch.equal(mine[k], theirs[k]) for k in features)  # BN stats too
     assert not torch.equal(mine["head.3.weight"][:2], theirs["head.3.weight"][:2])
-    with pytest.warns(UserWarning):
-        routed = load_routed(router_dir)
-    router, expert = routed.router, routed.experts[0]
+    routed = load_routed(router_dir)
+    router, expert = routed.router, routed.experts[1]
     assert router.trunk_owner is expert
     assert router.model.net.features is expert.model.net.features
 
 
 def test_one_forward_pass_gives_both_votes_and_the_counts_of_separate_passes(head_router):
     router_dir, _ = head_router
-    with pytest.warns(UserWarning):
-        routed = load_routed(router_dir)
-    router, expert = routed.router, routed.experts[0]
+    routed = load_routed(router_dir)
+    router, expert = routed.router, routed.experts[1]
     rows = []
     expert.model.net.features.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
     xs = torch.rand(6, 1, 8, 8)
@@ -92,7 +89,7 @@ def test_a_router_whose_features_were_changed_is_refused(head_router, tmp_path):
     card = RouterCard.from_config(raw, "config.json")
     card.weights_sha256 = sha256_file(router_dir / "model.safetensors")
     write_router_card(router_dir, card)
-    with pytest.warns(UserWarning), pytest.raises(IntegrityError, match="feature layers differ"):
+    with pytest.raises(IntegrityError, match="feature layers differ"):
         load_routed(router_dir)
 
 
@@ -109,24 +106,22 @@ def test_the_bench_counts_the_shared_pass_once(head_router, tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
-    with pytest.warns(UserWarning):
-        assert main(["bench", "run", "--config", str(path), "--out", str(out),
-                     "--no-progress"]) == 0
+    assert main(["bench", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
     pinned = read_tsv(out / "head.tsv")
     one = 20 + 200
-    on_d025 = pinned["expert"] == "d025"
-    assert on_d025.any()
-    assert (pinned.loc[on_d025, "forwards"] == one).all()  # the router rode on d025's pass
-    assert (pinned.loc[pinned["expert"] == "d050", "forwards"] == 2 * one).all()
+    on_shared = (pinned["expert"] == "d050").to_numpy()
+    assert on_shared.any()
+    assert (pinned.loc[on_shared, "forwards"] == one).all()  # the router rode on d050's pass
+    assert (pinned.loc[pinned["expert"] == "d025", "forwards"] == 2 * one).all()
     # without the shared pass the same rows cost a router pass more
     frames = {p.name.split("-")[0]: p for p in (out / "counts").glob("*.tsv")}
     from rsrouter.bench.counts import read_counts
 
     router_counts = read_counts(frames["head"])
     experts = [read_counts(frames[n]) for n in ("d025", "d050")]
-    unshared = routed_frame(router_counts, experts, ["d025", "d050"], 0.01, 0.5, 0.25)
+    unshared = routed_frame(router_counts, experts, ["d025", "d050"], 0.01, 0.5, 0.5)
     assert (unshared["forwards"] - pinned["forwards"].to_numpy() >= 0).all()
-    assert (unshared.loc[on_d025.to_numpy(), "forwards"] == 2 * one).all()
+    assert (unshared.loc[on_shared, "forwards"] == 2 * one).all()
     pd.testing.assert_series_equal(unshared["radius"], pinned["radius"], check_names=False)
     lazy = read_tsv(out / "head-lazy.tsv")
     assert (lazy["forwards"] >= 20 * 2).all() and (lazy["forwards"] <= 2 * one + 20).all()

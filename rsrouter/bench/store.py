@@ -17,18 +17,23 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from .._moved import getattr_for as _getattr_for
 from ..certify.smoothing import sequential_counts
 from ..data import data_identity
+from ..errors import CountsError
+from ..files import FileLock, atomic_write_text
 from ..protocol import Protocol
 from ..results.runs import group_size, model_identity, run_rows
-from .counts import COUNT_COLUMNS, count_path
+from .counts import COUNT_COLUMNS, COUNT_COLUMNS_02, count_path
 
 
 def count_settings(model, stages: Sequence[str], protocol: Protocol, data: dict) -> dict:
     """What a model's counts depend on (alpha is not among them)."""
     return {"model": model_identity(model), "stages": list(stages), **protocol.counts_key(),
-            "data": data, "mode": model.mode, "select_votes": protocol.sequential is None}
+            "data": data, "mode": model.mode}
 
 
 def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str | os.PathLike,
@@ -39,6 +44,8 @@ def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str |
     settings = count_settings(model, stages, protocol, data_identity(dataset))
     path = count_path(root, name, settings)
     n0, n = protocol.n0, protocol.n
+    if path.is_file():
+        add_select_votes(model, path, dataset, protocol, stages=stages)
 
     seq = protocol.sequential
 
@@ -62,6 +69,44 @@ def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str |
     return run_rows(rows, dataset, indices, path, COUNT_COLUMNS, settings,
                     group=group_size(protocol), progress=progress,
                     desc=f"counts {name}")
+
+
+def add_select_votes(model, path: Path, dataset, protocol: Protocol, *,
+                     stages: Sequence[str] = ("select", "estimate")) -> bool:
+    """Give a count file of rsrouter 0.2 (no ``select`` column) its selection votes, in place:
+    one pass of the ``n0`` selection draws per input (1% of its counts' cost at ``n0 = 100``,
+    ``n = 10,000``; none in sequential mode, whose files keep no votes). Each input's votes
+    must give its stored ``cA``. Returns whether the file was rewritten (atomically, under the
+    file's lock).
+
+    Raises:
+        CountsError: votes that do not give the stored ``cA``: the file is not this model's.
+    """
+    lines = path.read_text().splitlines()
+    head = lines[0].split("\t") if lines else []
+    if "select" in head or head != list(COUNT_COLUMNS_02):
+        return False
+    with FileLock(f"{os.path.realpath(path)}.lock", str(path)):
+        rows = [line.split("\t") for line in lines[1:] if line]
+        at, votes = head.index("time"), {}
+        if protocol.sequential is None:
+            idx = [int(r[0]) for r in rows]
+            for start in range(0, len(idx), group_size(protocol)):
+                chunk = idx[start:start + group_size(protocol)]
+                xs = torch.stack([dataset[i][0] for i in chunk])
+                counts = model.sample_counts(xs, protocol.n0, batch_size=protocol.batch_size,
+                                             seed=protocol.seed, indices=chunk, stage=stages[0])
+                votes.update(zip(chunk, counts.tolist()))
+        for r in rows:
+            v = votes.get(int(r[0]))
+            if v is not None and int(np.argmax(v)) != int(r[head.index("cA")]):
+                raise CountsError(f"{path}: idx {r[0]}: the selection votes {v} do not give "
+                                  f"the stored cA {r[head.index('cA')]}; the file is not this "
+                                  "model's counts")
+            r.insert(at, "" if v is None else ",".join(map(str, v)))
+        head.insert(at, "select")
+        atomic_write_text(path, "\n".join("\t".join(r) for r in [head, *rows]) + "\n")
+    return True
 
 
 __getattr__ = _getattr_for(__name__)  # names of rsrouter 0.2 that moved on (rsrouter._moved)

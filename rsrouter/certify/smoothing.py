@@ -286,7 +286,8 @@ def shared_counts(
                    for i in indices]
     size = min(batch_size, b * num)
     z = torch.empty((size, *xs.shape[1:]), device=device)
-    alone = len(models) == 1  # one model: make the noisy batch in place, no second buffer
+    # one model on every input: make the noisy batch in place, no second buffer
+    alone = len(models) == 1 and models[0][1] is None
     noisy = z if alone else torch.empty_like(z)
     shared = _trunk_partners(models)
     for owners, sizes in _batches(b, num, batch_size):
