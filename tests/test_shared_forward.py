@@ -125,3 +125,29 @@ def test_the_bench_counts_the_shared_pass_once(head_router, tmp_path):
     pd.testing.assert_series_equal(unshared["radius"], pinned["radius"], check_names=False)
     lazy = read_tsv(out / "head-lazy.tsv")
     assert (lazy["forwards"] >= 20 * 2).all() and (lazy["forwards"] <= 2 * one + 20).all()
+
+
+def test_the_card_names_the_certificate_certify_and_bench_use(head_router, tmp_path, capsys):
+    router_dir, _ = head_router
+    assert main(["router", "certificate", str(router_dir), "--kind", "set", "--margin", "1",
+                 "--chosen-on", "x"]) == 2
+    assert "--margin applies to --kind lazy-set only" in capsys.readouterr().err
+    assert main(["router", "certificate", str(router_dir), "--kind", "lazy-set", "--margin",
+                 "0.2", "--alpha-split", "0.4", "--chosen-on", "validation run v"]) == 0
+    card = json.loads((router_dir / "config.json").read_text())["rs_router"]["certificate"]
+    assert card == {"kind": "lazy-set", "alpha_split": 0.4, "chosen_on": "validation run v",
+                    "margin": 0.2}
+    assert "## Certificate" in (router_dir / "README.md").read_text()
+    args = ["--dataset", "digits", "--max", "3", "--n0", "20", "--n", "100", "--alpha", "0.01",
+            "--no-progress"]
+    assert main(["certify", "--router", str(router_dir), "--out", str(tmp_path / "c.tsv"),
+                 *args]) == 0
+    rows = read_tsv(tmp_path / "c.tsv")
+    assert (rows["margin"] == 0.2).all() and "counted" in rows
+    assert (rows["alpha_router"] <= 0.004 + 1e-12).all()  # 0.4 of alpha 0.01
+    routed = load_routed(router_dir)
+    certs = routed.certify_batch(torch.rand(2, 1, 8, 8), 20, 100, 0.01, batch_size=500)
+    assert certs[0].margin == 0.2 and routed.alpha_split == 0.4
+    pinned = routed.certify_batch(torch.rand(2, 1, 8, 8), 20, 100, 0.01, batch_size=500,
+                                  certificate="pinned")
+    assert not hasattr(pinned[0], "margin")

@@ -74,8 +74,9 @@ def add_certify(sub) -> None:
     which.add_argument("--model", help="expert: registered name, folder, hf://org/name[@rev] or "
                                        "git+URL[@rev]")
     which.add_argument("--router", help="router folder: certify the routed ensemble")
-    p.add_argument("--alpha-split", type=PROBABILITY, default=0.5,
-                   help="share of alpha given to the router (default 0.5)")
+    p.add_argument("--alpha-split", type=PROBABILITY,
+                   help="share of alpha given to the router (default: the router card's "
+                        "certificate's, else 0.5)")
     p.add_argument("--certificate", choices=("pinned", "set", "lazy-set"),
                    help="with --router (default: the one the router's card names, else "
                         "pinned): pinned (Dual RS: the router keeps its choice; only the chosen "
@@ -186,7 +187,7 @@ def _certify_routed(args: argparse.Namespace) -> None:
         extra["margin"] = margin
     protocol = protocol_of(args)
     settings = run_settings(routed_models(routed), data_identity(dataset), protocol,
-                            mode=routed.mode, alpha_split=args.alpha_split, **extra)
+                            mode=routed.mode, alpha_split=routed.alpha_split, **extra)
     if kind == "set":
         certifier = SimpleNamespace(certify_batch=routed.certify_set_batch)
         extras, row_extras = SET_EXTRAS, set_extras
@@ -195,7 +196,8 @@ def _certify_routed(args: argparse.Namespace) -> None:
                                                           margin=margin))
         extras, row_extras = LAZY_SET_EXTRAS, lazy_set_extras
     else:
-        certifier, extras, row_extras = routed, ROUTED_EXTRAS, routed_extras
+        certifier = SimpleNamespace(certify_batch=routed.certify_pinned_batch)
+        extras, row_extras = ROUTED_EXTRAS, routed_extras
     certify_dataset(certifier, dataset, indices, args.out, protocol, settings=settings,
                     extras=extras, row_extras=row_extras,
                     progress=not args.no_progress, desc=f"certify routed ({kind})")

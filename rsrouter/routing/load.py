@@ -67,11 +67,12 @@ def build_router(files: ArtifactFiles, card: RouterCard, source: str, *, trust_c
 
 
 def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu",
-                registry: Registry | None = None, alpha_split: float = 0.5,
+                registry: Registry | None = None, alpha_split: float | None = None,
                 compile: bool = False, precision: str = "fp32",
                 trust_code: bool = False) -> RoutedClassifier:
     """The router in ``folder`` with its experts, each checked against the router's record of
-    the sha256 of its config.json and weights, and of its sigma.
+    the sha256 of its config.json and weights, and of its sigma. ``alpha_split`` (the router's
+    share of alpha): the one the card's certificate records, else 0.5.
 
     Raises:
         IntegrityError: an expert's bytes or sigma differ from what the router was trained on,
@@ -98,6 +99,8 @@ def load_routed(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
     if card.shares_forward_with is not None:
         share_trunk(router, experts[[e.name for e in card.experts].index(
             card.shares_forward_with)], str(folder))
+    if alpha_split is None:
+        alpha_split = float(card.certificate.get("alpha_split", 0.5))
     return RoutedClassifier(router, experts, alpha_split=alpha_split)
 
 

@@ -64,15 +64,45 @@ class RoutedClassifier:
         xs, indices = self.router._check_inputs(xs, indices)
         return xs, indices, dict(batch_size=batch_size, seed=seed, indices=indices)
 
+    @property
+    def certificate(self) -> dict:
+        """The certificate the router's card names (``{"kind": ..., "margin": ...}``; empty:
+        pinned, as for a router without a card)."""
+        return dict(getattr(getattr(self.router, "card", None), "certificate", None) or {})
+
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = 1000,
-                seed: int = 0, index: int = 0) -> RoutedCertificate:
-        """Routed CERTIFY of one input ``[C, H, W]``."""
+                seed: int = 0, index: int = 0, certificate: str | None = None,
+                margin: float | None = None):
+        """Routed CERTIFY of one input ``[C, H, W]`` (see :meth:`certify_batch`)."""
         return self.certify_batch(x.unsqueeze(0), n0, n, alpha, batch_size=batch_size, seed=seed,
-                                  indices=[index])[0]
+                                  indices=[index], certificate=certificate, margin=margin)[0]
 
     def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
                       batch_size: int = 1000, seed: int = 0,
-                      indices: Sequence[int] | None = None) -> list[RoutedCertificate]:
+                      indices: Sequence[int] | None = None, certificate: str | None = None,
+                      margin: float | None = None) -> list:
+        """Routed CERTIFY of each input with ``certificate`` (pinned, set or lazy-set; default:
+        the one the router's card names, else pinned) and, for lazy-set, ``margin`` (default:
+        the card's, else 0). Returns :class:`RoutedCertificate` s (pinned),
+        :class:`SetRoutedCertificate` s (set) or :class:`LazySetRoutedCertificate` s.
+
+        Raises:
+            ValueError: an unknown certificate.
+        """
+        kind = certificate or self.certificate.get("kind", "pinned")
+        kw = dict(batch_size=batch_size, seed=seed, indices=indices)
+        if kind == "set":
+            return self.certify_set_batch(xs, n0, n, alpha, **kw)
+        if kind == "lazy-set":
+            margin = float(self.certificate.get("margin", 0.0)) if margin is None else margin
+            return self.certify_lazy_batch(xs, n0, n, alpha, margin=margin, **kw)
+        if kind != "pinned":
+            raise ValueError(f"certificate: pinned, set or lazy-set, got {kind!r}")
+        return self.certify_pinned_batch(xs, n0, n, alpha, **kw)
+
+    def certify_pinned_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
+                             batch_size: int = 1000, seed: int = 0,
+                             indices: Sequence[int] | None = None) -> list[RoutedCertificate]:
         """Routed CERTIFY of each input; only each input's chosen expert is evaluated, and the
         router and that expert use the same noise draws (each scaled by its own sigma).
 
