@@ -135,9 +135,14 @@ def _recompose(info: dict, spec: dict, store: dict, alpha: float, composed: dict
     if kind == "tree":
         return _tree(router, store, experts, names, alpha, spec["alpha_split"])
     assert kind in ("router", "aces"), f"{info['method']}: no recomposition for a {kind}"
+    shared = router.get("shares_forward_with")
+    args = (store[_model_key(router)], experts, names, alpha, spec["alpha_split"],
+            router["sigma"])
+    kw = {"shares": None if shared is None else names.index(shared)}
+    if info.get("certificate") == "lazy-set":
+        return methods.lazy_set_frame(*args, margin=info["margin"], **kw)
     compose = methods.set_frame if info.get("certificate") == "set" else methods.routed_frame
-    return compose(store[_model_key(router)], experts, names, alpha, spec["alpha_split"],
-                   router["sigma"])
+    return compose(*args, **kw)
 
 
 def _tree(router: dict, store: dict, experts: list, names: list, alpha: float, split: float):
