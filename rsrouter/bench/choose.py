@@ -29,6 +29,7 @@ class Choice:
     best_expert: str
     best_expert_acr: float
     candidates: list[dict]
+    record: str = ""  # the command that records the chosen certificate in its router's card
 
     def text(self) -> str:
         """A markdown report of the decision."""
@@ -40,6 +41,8 @@ class Choice:
                          f"{c['cost']:.2f} | {c['why'] or 'yes'} |")
         lines += ["", f"Chosen: {self.chosen}" if self.chosen else
                   "Chosen: none (no candidate qualifies; ship the best single expert)"]
+        if self.record:
+            lines += ["", f"Record it in the router's card: {self.record}"]
         return "\n".join(lines)
 
 
@@ -73,6 +76,9 @@ def choose(folder: str | os.PathLike, candidates: list[str] | None = None, *,
     if unknown:
         raise ResultsError(f"{folder}: no method {unknown} in its report; methods: "
                            f"{', '.join(rows)}")
+    if any(rows[n].get("max regret") is None for n in names):
+        raise ResultsError(f"{folder}: no max regret in its report; the rule needs the envelope "
+                           "(add `{type: envelope}` to the config and rerun `bench run`)")
     one = config["protocol"]["n0"] + config["protocol"]["n"]
     floor = rows[best]["ACR"] - acr_slack
     table = []
@@ -87,4 +93,16 @@ def choose(folder: str | os.PathLike, candidates: list[str] | None = None, *,
     eligible = [c for c in table if not c["why"]]
     chosen = min(eligible, key=lambda c: (c["max_regret"], -c["acr"]))["method"] \
         if eligible else None
-    return Choice(chosen, best, rows[best]["ACR"], table)
+    return Choice(chosen, best, rows[best]["ACR"], table, _record(folder, chosen, types))
+
+
+def _record(folder: Path, chosen: str | None, types: dict) -> str:
+    """``rsrouter router certificate ...`` for a chosen router method (from its metadata)."""
+    meta = folder / f"{chosen}.method.json"
+    if chosen is None or types.get(chosen) != "router" or not meta.is_file():
+        return ""
+    info = json.loads(meta.read_text())
+    margin = f" --margin {info['margin']:g}" if info.get("certificate") == "lazy-set" else ""
+    return (f"rsrouter router certificate ROUTER --kind {info.get('certificate', 'pinned')}"
+            f"{margin} --alpha-split {info.get('alpha_split', 0.5):g} --chosen-on {folder}"
+            f" (ROUTER: {info['router']['name']})")

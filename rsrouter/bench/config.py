@@ -121,7 +121,8 @@ class Method:
     children: tuple[str, ...] = ()  # tree: child routers, each over some of the root's experts
     experts: tuple[str, ...] = ()  # cascade, aces: expert references; envelope, oracle: names
     # of expert methods of the config (default: every expert method)
-    alpha_split: float = 0.5  # router, tree, aces: share of alpha given to the router(s)
+    # router, tree, aces: share of alpha given to the router(s); None (router): the card's
+    alpha_split: float | None = 0.5
     threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
     alpha_rule: str = "sound"  # cascade
     # router: pinned (Dual RS), set (certify.set_certificate) or lazy-set (certify.lazy_set);
@@ -266,7 +267,8 @@ def _method(raw: Any, i: int) -> Method:
     return Method(type=kind, name=name, expert=_str(raw, "expert", path),
                   router=_str(raw, "router", path), experts=_strings(raw, "experts", path),
                   children=_children(raw, path),
-                  alpha_split=_prob(raw, "alpha_split", path, 0.5), threshold=float(threshold),
+                  alpha_split=None if kind == "router" and "alpha_split" not in raw else
+                  _prob(raw, "alpha_split", path, 0.5), threshold=float(threshold),
                   alpha_rule=_str(raw, "alpha_rule", path, "sound", _ALPHA_RULES), fit=fit,
                   chosen_on=_str(raw, "chosen_on", path, None, CHOICE_SPLITS),
                   certificate=_str(raw, "certificate", path, None, CERTIFICATES),
@@ -279,7 +281,8 @@ def _margin(raw: dict, path: str) -> float | None:
     if margin is None:
         return None
     if raw.get("certificate", "lazy-set") != "lazy-set":
-        raise ConfigError(f"{path}.margin: only the lazy-set certificate has a margin")
+        raise ConfigError(f"{path}.margin: only the lazy-set certificate has a margin (this "
+                          f"method's is {raw.get('certificate')})")
     if not isinstance(margin, (int, float)) or isinstance(margin, bool) \
             or not math.isfinite(margin):
         raise ConfigError(f"{path}.margin: a number (radius units), got {margin!r}")

@@ -266,25 +266,29 @@ def _router(run: _Run, method: Method) -> Composed:
     expert_counts = [run.counts(e, e.name) for e in routed.experts]
     names = [e.name for e in routed.experts]
     shares = None if card.shares_forward_with is None else names.index(card.shares_forward_with)
-    args = (router_counts, expert_counts, names, alpha, method.alpha_split, routed.router.sigma)
+    split = method.alpha_split if method.alpha_split is not None else routed.alpha_split
+    args = (router_counts, expert_counts, names, alpha, split, routed.router.sigma)
     extra = {}
+    if method.margin is not None and kind != "lazy-set":
+        raise ConfigError(f"method {method.name}: margin applies to the lazy-set certificate, "
+                          f"not to {kind} (the one its router's card names)")
     if kind == "lazy-set":
         margin = method.margin if method.margin is not None else float(
             card.certificate.get("margin", 0.0))
         frame = compose.lazy_set_frame(*args, margin=margin, shares=shares)
         routing = {**compose.set_stats(frame), **compose.lazy_stats(frame)}
-        rule = compose.set_alpha_text(alpha, method.alpha_split, len(names), lazy=True)
+        rule = compose.set_alpha_text(alpha, split, len(names), lazy=True)
         extra["margin"] = margin
     elif kind == "set":
         frame = compose.set_frame(*args, shares=shares)
         routing = compose.set_stats(frame)
-        rule = compose.set_alpha_text(alpha, method.alpha_split, len(names))
+        rule = compose.set_alpha_text(alpha, split, len(names))
     else:
         frame = compose.routed_frame(*args, shares=shares)
         routing = compose.routing_stats(frame)
-        rule = compose.alpha_split_text(alpha, method.alpha_split)
+        rule = compose.alpha_split_text(alpha, split)
     return frame, {
-        "certificate": kind, **extra,
+        "certificate": kind, "alpha_split": split, **extra,
         "experts": [expert_record(e) for e in routed.experts],
         "router": _router_record(method.router, routed.router),
         "routing": routing, "alpha_accounting": rule}

@@ -151,6 +151,11 @@ def lazy_set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names:
     """
     rows, levels = [], split_alpha(alpha, alpha_split)
     planned = np.zeros((len(experts), len(router)), bool)
+    for f in (router, *experts):
+        if not np.array_equal(f["idx"].to_numpy(), router["idx"].to_numpy()) \
+                or (f["share"] != 1).any():
+            raise CountsError("the lazy set certificate needs fixed-n counts of every model on "
+                              "the same inputs, in the same order")
     for pos, r in enumerate(router.itertuples(index=False)):
         own = [f.iloc[pos] for f in experts]
         votes = [r.select, *(e["select"] for e in own)]

@@ -168,8 +168,15 @@ def _votes(stored) -> str | None:
 
 
 def _lazy_against_store(row, info, router, store, idx: int) -> str | None:
-    """A lazy set row: the router's estimation counts and selection votes, each expert's
+    """A lazy set row: the method's margin and alpha split (one plan rule for every input,
+    fixed before the run), the router's estimation counts and selection votes, each expert's
     selection (its class and votes) and, where counted, its counts, all the store's."""
+    if "margin" not in info or not math.isclose(float(row.margin), float(info["margin"])):
+        return "margin (the method's, for every input)"
+    if "alpha_split" not in info or not math.isclose(
+            float(row.alpha_router), float(row.alpha) * float(info["alpha_split"]),
+            rel_tol=1e-9):
+        return "alpha_router (alpha times the method's alpha_split)"
     stored = _counted(store, router, idx)
     if stored is None or row.router_counts != ",".join(map(str, stored["counts"])) \
             or str(row.router_select) != _votes(stored):

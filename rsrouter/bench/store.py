@@ -23,10 +23,12 @@ import torch
 from .._moved import getattr_for as _getattr_for
 from ..certify.smoothing import sequential_counts
 from ..data import data_identity
-from ..errors import CountsError
+from ..distributed import current, parts_of
+from ..errors import CountsError, ResumeError
 from ..files import FileLock, atomic_write_text
 from ..protocol import Protocol
 from ..results.runs import group_size, model_identity, run_rows
+from ..results.tsv import own_lines
 from .counts import COUNT_COLUMNS, COUNT_COLUMNS_02, count_path
 
 
@@ -44,8 +46,7 @@ def ensure_counts(model, name: str, dataset, indices: Sequence[int], root: str |
     settings = count_settings(model, stages, protocol, data_identity(dataset))
     path = count_path(root, name, settings)
     n0, n = protocol.n0, protocol.n
-    if path.is_file():
-        add_select_votes(model, path, dataset, protocol, stages=stages)
+    add_select_votes(model, path, dataset, protocol, stages=stages)
 
     seq = protocol.sequential
 
@@ -76,36 +77,50 @@ def add_select_votes(model, path: Path, dataset, protocol: Protocol, *,
     """Give a count file of rsrouter 0.2 (no ``select`` column) its selection votes, in place:
     one pass of the ``n0`` selection draws per input (1% of its counts' cost at ``n0 = 100``,
     ``n = 10,000``; none in sequential mode, whose files keep no votes). Each input's votes
-    must give its stored ``cA``. Returns whether the file was rewritten (atomically, under the
-    file's lock).
+    must give its stored ``cA``. The file is read and rewritten (atomically) under its lock,
+    complete lines only (a torn last line is dropped, as a resume drops it), by the main rank
+    (the others wait). Returns whether it was rewritten.
 
     Raises:
-        CountsError: votes that do not give the stored ``cA``: the file is not this model's.
+        CountsError: votes that do not give the stored ``cA``.
+        ResumeError: part files of a sharded run of rsrouter 0.2 (delete them to recount).
     """
-    lines = path.read_text().splitlines()
+    dist = current()
+    changed = False
+    if dist.is_main and path.is_file():
+        with FileLock(f"{os.path.realpath(path)}.lock", str(path)):
+            changed = _add_votes(model, path, dataset, protocol, stages[0])
+    dist.barrier()
+    return changed
+
+
+def _add_votes(model, path: Path, dataset, protocol: Protocol, stage: str) -> bool:
+    _, lines = own_lines(path)
     head = lines[0].split("\t") if lines else []
-    if "select" in head or head != list(COUNT_COLUMNS_02):
+    if head != list(COUNT_COLUMNS_02):
         return False
-    with FileLock(f"{os.path.realpath(path)}.lock", str(path)):
-        rows = [line.split("\t") for line in lines[1:] if line]
-        at, votes = head.index("time"), {}
-        if protocol.sequential is None:
-            idx = [int(r[0]) for r in rows]
-            for start in range(0, len(idx), group_size(protocol)):
-                chunk = idx[start:start + group_size(protocol)]
-                xs = torch.stack([dataset[i][0] for i in chunk])
-                counts = model.sample_counts(xs, protocol.n0, batch_size=protocol.batch_size,
-                                             seed=protocol.seed, indices=chunk, stage=stages[0])
-                votes.update(zip(chunk, counts.tolist()))
-        for r in rows:
-            v = votes.get(int(r[0]))
-            if v is not None and int(np.argmax(v)) != int(r[head.index("cA")]):
-                raise CountsError(f"{path}: idx {r[0]}: the selection votes {v} do not give "
-                                  f"the stored cA {r[head.index('cA')]}; the file is not this "
-                                  "model's counts")
-            r.insert(at, "" if v is None else ",".join(map(str, v)))
-        head.insert(at, "select")
-        atomic_write_text(path, "\n".join("\t".join(r) for r in [head, *rows]) + "\n")
+    if parts_of(path):
+        raise ResumeError(f"{path} has part files of an unfinished sharded run of rsrouter "
+                          "0.2; delete them (and rerun) to count those inputs again")
+    rows = [line.split("\t") for line in lines[1:] if line]
+    at, c_a, votes = head.index("time"), head.index("cA"), {}
+    if protocol.sequential is None:
+        idx = [int(r[0]) for r in rows]
+        for start in range(0, len(idx), group_size(protocol)):
+            chunk = idx[start:start + group_size(protocol)]
+            xs = torch.stack([dataset[i][0] for i in chunk])
+            counts = model.sample_counts(xs, protocol.n0, batch_size=protocol.batch_size,
+                                         seed=protocol.seed, indices=chunk, stage=stage)
+            votes.update(zip(chunk, counts.tolist()))
+    for r in rows:
+        v = votes.get(int(r[0]))
+        if v is not None and int(np.argmax(v)) != int(r[c_a]):
+            raise CountsError(f"{path}: idx {r[0]}: the selection votes {v} do not give the "
+                              f"stored cA {r[c_a]}: the file is not this model's counts (or "
+                              "they were made in a mode that is not floating-point exact)")
+        r.insert(at, "" if v is None else ",".join(map(str, v)))
+    head.insert(at, "select")
+    atomic_write_text(path, "\n".join("\t".join(r) for r in [head, *rows]) + "\n")
     return True
 
 

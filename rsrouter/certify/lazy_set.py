@@ -151,6 +151,10 @@ def check_lazy_set_rows(df: pd.DataFrame, where: str, predict: np.ndarray,
         ResultsError, CountsError: naming the first row that fails.
     """
     require_columns(df, where, LAZY_SET_EXTRAS, "a lazy set-certificate TSV")
+    for column in ("margin", "alpha", "alpha_router"):
+        if df[column].nunique() > 1:  # one plan rule and one level for every input
+            raise CountsError(f"{where}: rows with different {column}s; a lazy set certificate "
+                              f"fixes its {column} before any draw")
     for i, r in enumerate(df.itertuples(index=False)):
         try:
             counts, levels = ints(r.router_counts), floats(r.expert_alpha)
@@ -172,7 +176,7 @@ def check_lazy_set_rows(df: pd.DataFrame, where: str, predict: np.ndarray,
             expected = lazy_expert_levels(1.0, a, counted)
             total = sum(levels)
             if abs(float(r.alpha_router) + total - float(r.alpha)) > 1e-9 or any(
-                    abs(lv - e * total) > 1e-12 for lv, e in zip(levels, expected)):
+                    abs(lv - e * total) > 1e-9 * total for lv, e in zip(levels, expected)):
                 raise CountsError("the levels are not alpha_router + the lazy split of the rest")
             check_counts(a, counts[a], sum(counts), n0, float(r.router_sigma),
                          float(r.alpha_router))

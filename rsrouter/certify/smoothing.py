@@ -298,14 +298,12 @@ def shared_counts(
         trunks: dict[int, tuple[dict[int, tuple[int, int]], torch.Tensor]] = {}
         for m, ((smooth, _), mask, count) in enumerate(zip(models, masks, counts)):
             pos, kept, kept_sizes, where = 0, [], [], {}
-            offset = 0
             for j, k in zip(owners, sizes):
                 if mask[j]:
                     where[j] = (pos, k)
                     kept.append(j)
                     kept_sizes.append(k)
                     pos += k
-                offset += k
             if not pos:
                 continue
             owner = shared.get(m)
@@ -344,7 +342,8 @@ def _trunk_partners(models: Sequence[tuple[Smooth, torch.Tensor | None]]) -> dic
         owner = smooth.trunk_owner
         if owner is not None and id(owner) in position and owner.sigma == smooth.sigma \
                 and smooth.split is not None and owner.split is not None \
-                and not (smooth.compiled or owner.compiled) and owner is not smooth:
+                and not (smooth.compiled or owner.compiled) and owner is not smooth \
+                and owner.precision == smooth.precision and owner.device == smooth.device:
             out[m] = out[position[id(owner)]] = id(owner)
     return out
 

@@ -128,6 +128,13 @@ def share_trunk(router: SmoothedRouter, expert: Expert, where: str) -> None:
                              "which it says it shares; retrain it with router.frozen")
     router.model.net.features = expert.model.net.features
     router.split, expert.split = feature_split(router.model), theirs
+    probe = torch.rand((4, *router.card.input_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for model, (trunk, head) in ((router.model, router.split), (expert.model, expert.split)):
+            x = probe.to(router.device)
+            if not torch.equal(head(trunk(x)), model(x)):
+                raise IntegrityError(f"router {where}: its network is not head(features(x)); it "
+                                     "cannot share a forward pass")
     router.trunk_owner = expert
 
 

@@ -136,8 +136,8 @@ def _recompose(info: dict, spec: dict, store: dict, alpha: float, composed: dict
         return _tree(router, store, experts, names, alpha, spec["alpha_split"])
     assert kind in ("router", "aces"), f"{info['method']}: no recomposition for a {kind}"
     shared = router.get("shares_forward_with")
-    args = (store[_model_key(router)], experts, names, alpha, spec["alpha_split"],
-            router["sigma"])
+    args = (store[_model_key(router)], experts, names, alpha,
+            info.get("alpha_split", spec["alpha_split"]), router["sigma"])
     kw = {"shares": None if shared is None else names.index(shared)}
     if info.get("certificate") == "lazy-set":
         return methods.lazy_set_frame(*args, margin=info["margin"], **kw)
