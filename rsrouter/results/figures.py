@@ -50,18 +50,27 @@ def accuracy_figure(figsize: tuple[float, float]):
 
 def finish_figure(fig, ax, title: str = "", *, top: float | None = None,
                   xlabel: str = "l2 radius (pixels in [0, 1])", legend: float = 8,
-                  title_size: float | None = 10) -> None:
+                  title_size: float | None = 10,
+                  margins: tuple[float, float, float, float] | None = None,
+                  legend_at: dict | None = None) -> None:
     """Axes labels, the 0-103% range (a curve at 100% stays visible above the frame's top
-    line), the radius range ``[0, top]``, grid, legend and title (``$`` shown as typed)."""
+    line), the radius range ``[0, top]``, grid, legend (where ``legend_at`` places it, else
+    where it hides least) and title (``$`` shown as typed); laid out tightly, or with fixed
+    ``margins`` (left, bottom, right, top, in inches: no text measured, faster)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 103)
     if top is not None:
         ax.set_xlim(0, top)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend)
+    ax.legend(fontsize=legend, **(legend_at or {}))
     if title:
         ax.set_title(plot_label(title), fontsize=title_size)
+    if margins is not None:
+        (width, height), (left, bottom, right, up) = fig.get_size_inches(), margins
+        fig.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width,
+                            top=1 - up / height)
+        return
     fig.tight_layout()
     fig.set_layout_engine(None)  # laid out once: saving need not draw the figure twice
 
@@ -144,7 +153,7 @@ def cost_figure(points: list[CostPoint], *, oracles: tuple = (), groups: tuple =
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     handles = _cost_handles(points, groups, bool(oracles))
-    widths = [_text_width(label, 7) + 32 for label, _ in handles]  # marker, gap: 32 pt
+    widths = [text_width(label, 7) + 32 for label, _ in handles]  # marker, gap: 32 pt
     ncol = max(n for n in range(1, len(handles) + 1)
                if n == 1 or sum(sorted(widths)[-n:]) < 72 * figsize[0] - 20)
     rows = -(-len(handles) // ncol)
@@ -158,8 +167,8 @@ def cost_figure(points: list[CostPoint], *, oracles: tuple = (), groups: tuple =
         ax.set_xlim(0, top)
         ax.set_xlabel(COST_XLABEL, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))  # few ticks: lean
-        ax.yaxis.set_major_locator(MaxNLocator(6))
+        ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))  # whole experts; few ticks
+        ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -175,12 +184,14 @@ def cost_figure(points: list[CostPoint], *, oracles: tuple = (), groups: tuple =
     acr_ax.vlines([p.cost for p in bars], [p.acr - p.acr_se for p in bars],
                   [p.acr + p.acr_se for p in bars], colors=[p.color for p in bars],
                   linewidth=0.7)
-    for kind in dict.fromkeys(p.kind for p in points):  # one artist per panel and marker
+    for kind, color in dict.fromkeys((p.kind, p.color) for p in points):  # a line per style
         for ax, field in ((acr_ax, "acr"), (regret_ax, "regret")):
-            mine = [p for p in points if p.kind == kind and getattr(p, field) is not None]
-            ax.scatter([p.cost for p in mine], [getattr(p, field) for p in mine],
-                       c=[p.color for p in mine], marker=MARKERS.get(kind, "X"), s=24,
-                       edgecolors="white", linewidths=0.5, zorder=3)
+            mine = [p for p in points if (p.kind, p.color) == (kind, color)
+                    and getattr(p, field) is not None]
+            if mine:
+                ax.plot([p.cost for p in mine], [getattr(p, field) for p in mine],
+                        MARKERS.get(kind, "X"), color=color, markersize=5, zorder=3,
+                        markeredgecolor="white", markeredgewidth=0.5)
     _label_points(fig, acr_ax, [(p.cost, p.acr, p.acr_se or 0, p.label) for p in points],
                   [acr for acr, _ in oracles])
     _label_points(fig, regret_ax, [(p.cost, p.regret, 0, p.label) for p in shown], [0.0])
@@ -214,8 +225,8 @@ def _set_ylim(ax, low: float, high: float) -> None:
     ax.set_ylim(low - pad, high + pad)
 
 
-def _text_width(text: str, fontsize: float) -> float:
-    """The width of ``text`` in points at ``fontsize`` (the default font; nothing drawn)."""
+def text_width(text: str, fontsize: float) -> float:
+    """The width of ``text`` in points at ``fontsize`` in the default font (nothing drawn)."""
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import text_to_path
 
@@ -253,7 +264,7 @@ def _label_points(fig, ax, points: list[tuple[float, float, float, str]],
         if any(abs(px - qx) < 20 and abs(py - qy) < 12 for qx, qy in named.get(label, [])):
             continue
         named.setdefault(label, []).append((px, py))
-        w = _text_width(label, fontsize)
+        w = text_width(label, fontsize)
         best = None
         for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):
             for side in (1, -1):
@@ -274,7 +285,8 @@ def _label_points(fig, ax, points: list[tuple[float, float, float, str]],
             length = math.hypot(5, step * pitch)  # from the marker's edge to the label's
             leaders.append([(x + 5 * side * 3 / length * xs, y + step * pitch * 3 / length * ys),
                             (tx, ty)])
-    ax.add_collection(LineCollection(leaders, colors="0.55", linewidths=0.4), autolim=False)
+    if leaders:
+        ax.add_collection(LineCollection(leaders, colors="0.55", linewidths=0.4), autolim=False)
 
 
 def _overlap(a: tuple, b: tuple) -> float:
