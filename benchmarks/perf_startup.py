@@ -8,9 +8,9 @@ that only imports rsrouter, `rsrouter --help`, and a process that imports torch 
 command that loads a model pays). Targets: every command below, the ones that run no model
 (summary, leaderboard import-tsv and build, bench report) and their error messages included,
 answers in under 1 s; those never import torch (tests/test_commands_without_torch.py). `bench
-report` is timed twice: on a benchmark whose curves.png is current (a re-report: the PNG carries
-the key of the lines it shows, and is not drawn again) and with curves.png deleted before each
-round (what drawing a new plot adds).
+report` is timed twice: on a benchmark whose curves.png and cost.png are current (a re-report:
+each PNG carries the key of what it shows, and is not drawn again) and with both deleted before
+each round (what drawing new plots adds).
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def commands(tmp: Path) -> dict[str, list[str]]:
              "--out", str(tmp / "site")],
         "rsrouter leaderboard build (error: no entries)":
             ["leaderboard", "build", str(tmp / "empty"), "--out", str(tmp / "site2")],
-        "rsrouter bench report (digits; curves.png unchanged, not drawn again)":
+        "rsrouter bench report (digits; curves.png, cost.png unchanged, not drawn again)":
             ["bench", "report", str(bench)],
-        "rsrouter bench report (digits; curves.png drawn)": ["bench", "report", str(bench)],
+        "rsrouter bench report (digits; curves.png, cost.png drawn)":
+            ["bench", "report", str(bench)],
         "rsrouter bench report (error: no benchmark)": ["bench", "report", str(tmp / "empty")],
     }
 
@@ -108,8 +109,10 @@ def main() -> None:
         print(row('python -c "import torch, timm" (what loading a model adds)', torch, median))
         for label, argv in commands(tmp).items():
             before = None
-            if "curves.png drawn" in label:  # a report whose plot is new (a fresh benchmark)
-                before = (tmp / "digits" / "curves.png").unlink
+            if "cost.png drawn" in label:  # a report whose plots are new (a fresh benchmark)
+                def before():
+                    for name in ("curves.png", "cost.png"):
+                        (tmp / "digits" / name).unlink(missing_ok=True)
             print(row(label, timings([*RSROUTER, *argv], args.rounds, tmp, before), median))
 
 

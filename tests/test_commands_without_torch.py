@@ -146,3 +146,24 @@ def test_bench_report_draws_curves_png_again_only_when_its_lines_change(tmp_path
     png.write_bytes(b"not a png")
     assert _imports(["bench", "report", str(bench)], tmp_path) == ["matplotlib", "pandas"]
     assert png.read_bytes() == before
+
+
+def test_bench_report_draws_cost_png_again_only_when_its_points_change(tmp_path):
+    from PIL import Image
+
+    bench = tmp_path / "digits"
+    shutil.copytree(RESULTS / "digits", bench)
+    png = bench / "cost.png"
+    shutil.copy(RESULTS / "fashion-mnist" / "cost.png", png)  # drawn from other points
+    assert _imports(["bench", "report", str(bench)], tmp_path) == ["matplotlib", "pandas"]
+    with Image.open(png) as drawn, Image.open(RESULTS / "digits" / "cost.png") as published:
+        assert drawn.tobytes() == published.tobytes()  # the digits cost plane, pixel for pixel
+    before, curves = png.read_bytes(), (bench / "curves.png").read_bytes()
+    assert _imports(["bench", "report", str(bench)], tmp_path) == ["pandas"]  # not drawn again
+    assert png.read_bytes() == before
+    rows = bench / "multiscale.tsv"  # the cascade's forwards doubled: a point moves
+    df = pd.read_csv(rows, sep="\t", dtype=str, keep_default_na=False)
+    df["forwards"] = (df["forwards"].astype(int) * 2).astype(str)
+    df.to_csv(rows, sep="\t", index=False)
+    assert _imports(["bench", "report", str(bench)], tmp_path) == ["matplotlib", "pandas"]
+    assert png.read_bytes() != before and (bench / "curves.png").read_bytes() == curves

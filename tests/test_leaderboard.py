@@ -62,11 +62,50 @@ def test_build_merges_entries_once(results, tmp_path):
     assert "| choices made on |" in md and "| none |" in md  # where each choice was made
     page = (site / "index.html").read_text()
     assert "<svg" in page and " src=" not in page and "<link" not in page  # nothing fetched
+    digits, fashion = (_section(page, d) for d in ("digits", "fashion-mnist"))
+    assert digits.count("<svg") == 2 and '<div class="cost"><svg' in digits  # curves, cost
+    assert "Not drawn" not in digits  # every bench entry has its forward count
+    # an imported log has no forward count: no cost plane, and the caption says why
+    assert fashion.count("<svg") == 1 and 'class="cost"' not in fashion
+    assert "Not drawn, without a forward count (1): zoo sigma 1.0 (log) [" in fashion
     assert len(merge(collect_entries([site]))) == 5  # a built site is a source too
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": "other"}')
     with pytest.raises(ResultsError, match="not a leaderboard entry"):
         collect_entries([bad])
+
+
+def _section(page: str, dataset: str) -> str:
+    """The HTML of ``dataset``'s tab."""
+    start = page.index(f'<section class="tab" data-tab="{dataset}">')
+    return page[start:page.index("</section>", start)]
+
+
+def test_the_cost_plane_draws_certificates_and_references_apart(results, tmp_path,
+                                                                 monkeypatch):
+    """One point per certificate with a forward count, in units of one expert's n0 + n; the
+    oracle's ACR a reference line; the envelope no point; the benchmark named by colour."""
+    from rsrouter.leaderboard import site as site_module
+
+    drawn = []
+    real = site_module.cost_figure
+
+    def spy(points, **kw):
+        drawn.append((points, kw))
+        return real(points, **kw)
+
+    monkeypatch.setattr(site_module, "cost_figure", spy)
+    assert main(["leaderboard", "build", str(results / "out"), str(results / "external"),
+                 "--out", str(tmp_path / "site")]) == 0
+    [(points, kw)] = drawn  # digits only: the imported log has no forward count
+    entries = {e["method"]: e for e in
+               json.loads((tmp_path / "site" / "leaderboard.json").read_text())["entries"]}
+    experts = sorted(m for m, e in entries.items() if e["type"] == "expert")
+    assert sorted(p.label for p in points) == experts and len(experts) == 2
+    assert all(p.cost == entries[p.label]["forwards_per_input"] / 220 for p in points)
+    assert all(p.cost == 1.0 for p in points)  # an expert spends n0 + n
+    assert kw["oracles"] == ((entries["oracle"]["acr"], "C0"),)
+    assert kw["groups"] == (("tiny-digits", "C0"),)
 
 
 def test_publishing_twice_adds_nothing(results, tmp_path):
@@ -95,7 +134,8 @@ def test_publishing_twice_adds_nothing(results, tmp_path):
 
 def test_the_page_in_a_real_browser(results, tmp_path):
     """Headless Chromium (Debian's, installed by the test set-up), an empty profile, no network:
-    the tabs, the rows and the plot are shown, and sorting by a radius column reorders rows."""
+    the tabs, the rows, the curves and the cost plane are shown, and sorting by a radius column
+    reorders rows."""
     from playwright.sync_api import sync_playwright
 
     site = tmp_path / "site"
@@ -125,6 +165,9 @@ def test_the_page_in_a_real_browser(results, tmp_path):
             "section[data-tab='fashion-mnist']").is_visible()
         assert digits.locator("tbody tr").count() == 4
         assert digits.locator(".curves svg").is_visible()
+        assert digits.locator(".cost svg").is_visible()  # the cost plane, below the curves
+        assert digits.locator(".cost svg").bounding_box()["y"] > \
+            digits.locator(".curves svg").bounding_box()["y"]
 
         def column(name):
             index = digits.locator("thead th").all_inner_texts().index(name)
@@ -140,6 +183,8 @@ def test_the_page_in_a_real_browser(results, tmp_path):
         tabs.nth(1).click()
         fashion = page.locator("section[data-tab='fashion-mnist']")
         assert fashion.is_visible() and fashion.locator("tbody tr.external").count() == 1
+        assert fashion.locator(".cost svg").count() == 0  # only an imported log: no forwards
+        assert "Not drawn, without a forward count (1)" in fashion.locator(".caption").inner_text()
         page.screenshot(path=str(ARTIFACTS / "leaderboard-fashion-mnist.png"), full_page=True)
         tabs.nth(2).click()  # a hostile name is text, never code
         assert page.locator("section[data-tab=\"x');alert(1);//\"]").is_visible()
@@ -358,6 +403,17 @@ def test_names_are_plain_text_in_plots_and_markdown(results, tmp_path):
     assert r"\$\\frac{" not in md and "$\\\\frac{" in md  # plain text: escaped, not math
     page = (site / "index.html").read_text()
     assert "<img src=x" not in page
+    # a bench entry so named is a point of the cost plane: its name is text, not math or HTML
+    entry = next(e for e in (json.loads(f.read_text()) for f in
+                             sorted((results / "out" / "entries").glob("*.json")))
+                 if e["type"] == "expert")
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps({**entry, "method": r"$\frac{<script>alert(3)</script>"}))
+    assert main(["leaderboard", "build", str(results / "out"), str(named), "--out",
+                 str(site)]) == 0
+    page = (site / "index.html").read_text()
+    assert "alert(3)" in _section(page, "digits").split('<div class="cost">')[1]  # drawn
+    assert "<script>alert(3)" not in page and "&lt;script&gt;alert(3)" in page
     # later publishes still work, and bench plots and `summary --plot` take such names too
     assert main(["leaderboard", "publish", str(site), "--to", str(tmp_path / "web")]) == 0
     tsv = tmp_path / "x.tsv"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
@@ -235,3 +236,36 @@ def test_a_figure_key_names_everything_the_figure_is_drawn_from():
                 figure_key(grid, "title ", ("label", {"color": "k"})),
                 figure_key(grid, "title", ("label", {"color": "r"})),
                 figure_key(grid, "title", ("label", {"color": "k"}), code=(__file__,))}) == 6
+
+
+def test_the_cost_plane_names_its_points_apart_and_draws_references_as_lines():
+    """Crowded points (five at one cost, close in ACR) get labels that overlap nothing and
+    stay in their panel; names are plain text; the oracle is a dashed line, never a point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from rsrouter.results.figures import CostPoint, cost_figure
+
+    names = [r"$\frac{", "<b>x</b>", "_hidden", "sigma-0.25", "sigma-0.50", "cascade"]
+    points = [CostPoint(name, 1.0 + (i == 5) * 0.05, 1.30 + 0.002 * i, 0.04, 5.0 + 0.3 * i,
+                        "cascade" if i == 5 else "expert", "C0") for i, name in enumerate(names)]
+    points.append(CostPoint("routed", 4.0, 1.39, None, None, "router", "C3"))
+    fig = cost_figure(points, oracles=((1.48, "0.3"),), title="$x$: a title")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    acr_ax, regret_ax = fig.axes
+    shown = [r"\$\frac{", "<b>x</b>", " _hidden", "sigma-0.25", "sigma-0.50", "cascade"]
+    for ax, labels in ((acr_ax, [*shown, "routed"]), (regret_ax, shown)):  # routed: no regret
+        assert sorted(t.get_text() for t in ax.texts) == sorted(labels)
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        frame = ax.get_window_extent(renderer)
+        assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0
+                   and b.y1 <= frame.y1 for b in boxes)
+        assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                    if a.overlaps(b)], "labels overlap"
+        assert sum(len(line.get_xdata()) for line in ax.lines
+                   if line.get_marker() != "None") == len(labels)  # one marker per point
+    dashed = [line.get_ydata()[0] for line in acr_ax.lines if line.get_linestyle() == "--"]
+    assert dashed == [1.48]
+    assert [line.get_ydata()[0] for line in regret_ax.lines if line.get_linestyle() == "--"] \
+        == [0]
+    assert fig._suptitle.get_text() == r"\$x\$: a title"
+    fig.savefig(io.BytesIO(), format="png")  # no math is parsed: the names draw as typed

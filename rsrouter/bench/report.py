@@ -1,7 +1,8 @@
 """The benchmark report, rebuilt from the method TSVs and their metadata alone.
 
 ``build_report(DIR)`` writes ``summary.csv``, ``summary.md``, ``summary.json``,
-``envelope.tsv``, ``curves.png`` and one leaderboard entry per method under ``entries/``:
+``envelope.tsv``, ``curves.png``, ``cost.png`` (the cost plane) and one leaderboard entry per
+method under ``entries/``:
 certified accuracy at each grid radius with its exact (Clopper-Pearson) 95% interval over the
 inputs, ACR with its standard error, the abstention rate, max regret (the largest gap below the
 envelope on the grid, in points), forward passes and wall time per input, and what the count
@@ -24,7 +25,9 @@ from ..files import atomic_write_json, atomic_write_text
 from ..leaderboard.entries import SCHEMA, entry_filename, entry_key
 from ..results.curves import average_certified_radius, certified_accuracy
 from ..results.figures import (
+    CostPoint,
     accuracy_figure,
+    cost_figure,
     drawn,
     figure_key,
     finish_figure,
@@ -90,6 +93,7 @@ def build_report(out: str | os.PathLike) -> pd.DataFrame:
     if pool:
         write_tsv(envelope(pool, radii), out / "envelope.tsv")
     _curves(out / "curves.png", methods, pool, cfg["name"], n_inputs)
+    _cost(out / "cost.png", methods, table, cfg, n_inputs)
     (out / "entries").mkdir(exist_ok=True)
     for entry in entries:
         atomic_write_json(out / "entries" / entry_filename(entry), entry)
@@ -150,7 +154,9 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
              f"alpha = {proto['alpha']}, seed = {proto['seed']}.", "",
              "Certified accuracy (%) at l2 radius r with its exact 95% interval over the inputs; "
              "ACR = average certified radius (standard error); max regret = the largest gap "
-             "below the envelope on this grid, in points.", "",
+             "below the envelope on this grid, in points; forwards/input = the noisy forward "
+             "passes per input each method would spend certifying alone (one expert: n0 + n), "
+             "not what the shared count store spent.", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for method, row in table.iterrows():
         flags = []
@@ -169,7 +175,8 @@ def _markdown(cfg, bench, table, radii, saved, methods) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Count store: {saved['forward_passes']:,} noisy forward passes, one pass per "
               f"model; certifying each method on its own would take {saved['separately']:,} "
-              f"({saved['ratio']}x).", ""]
+              f"({saved['ratio']}x).", "", "![certified accuracy curves](curves.png)", "",
+              "![cost plane](cost.png)", ""]
     for info, _ in methods:
         routing = info.get("routing")
         lines.append(f"- **{md_text(info['method'])}** ({info['type']}): {info['kind']}; alpha: "
@@ -233,6 +240,31 @@ def _curves(path: Path, methods, pool: dict, title: str, n_inputs: int) -> None:
             ax.fill_between(grid, *band, color=line.get_color(), alpha=0.12, linewidth=0)
     finish_figure(fig, ax, title, top=top, legend=7)
     save_figure(fig, path, key)
+
+
+TYPE_COLORS = {"expert": "C0", "router": "C3", "tree": "C4", "cascade": "C2", "aces": "C1"}
+
+
+def _cost(path: Path, methods, table, cfg: dict, n_inputs: int) -> None:
+    """cost.png: ACR and max regret against forward passes per input (as each method would
+    spend them alone), one point per certificate, the oracle's ACR and regret 0 as dashed lines;
+    keyed like curves.png (not drawn again while its points are unchanged)."""
+    unit = cfg["protocol"]["n0"] + cfg["protocol"]["n"]
+    points = [CostPoint(info["method"], float(df["forwards"].mean()) / unit,
+                        float(table.at[info["method"], "ACR"]),
+                        float(table.at[info["method"], "ACR se"]),
+                        None if pd.isna(table.at[info["method"], "max regret"])
+                        else float(table.at[info["method"], "max regret"]),
+                        info["type"], TYPE_COLORS.get(info["type"], "C7"))
+              for info, df in methods if info["type"] in CERTIFICATES and len(df)]
+    oracles = tuple((float(table.at[info["method"], "ACR"]), "0.3") for info, df in methods
+                    if info["type"] == "oracle" and len(df))
+    title = (f"{cfg['name']}: {n_inputs} inputs; forward passes as each method would spend "
+             "them alone")
+    key = figure_key(title, points, oracles, code=(__file__,))
+    if drawn(path, key):
+        return
+    save_figure(cost_figure(points, oracles=oracles, title=title), path, key)
 
 
 def _flat(line: tuple) -> list:

@@ -20,7 +20,8 @@ def add_bench(sub) -> None:
     add_hub_opts(p)
     add_trust_opt(p)
     p.set_defaults(func=cmd_bench_run)
-    p = bsub.add_parser("report", help="rebuild the summary, curves and entries from the TSVs")
+    p = bsub.add_parser("report", help="rebuild the summary, curves, cost plane and entries "
+                        "from the TSVs")
     p.add_argument("dir", help="results folder of `bench run`")
     p.set_defaults(func=cmd_bench_report)
     p = bsub.add_parser("choose", help="apply the validation rule to a validation benchmark: "
@@ -43,7 +44,7 @@ def cmd_bench_run(args: argparse.Namespace) -> None:
     out = run_bench(cfg, args.out, registry=registry_of(args), progress=not args.no_progress,
                     device=device)
     print((Path(out) / "summary.md").read_text())
-    print(f"results: {out} (summary.md, curves.png, one TSV per method, entries/)")
+    print(f"results: {out} (summary.md, curves.png, cost.png, one TSV per method, entries/)")
 
 
 def cmd_bench_report(args: argparse.Namespace) -> None:

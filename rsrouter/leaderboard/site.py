@@ -1,5 +1,6 @@
 """A leaderboard's pages: ``leaderboard.md`` and a self-contained ``index.html`` (a tab per
-dataset, a table sortable by any column, the curves as inline SVG; no network, no CDN).
+dataset, a table sortable by any column, the curves and the cost plane as inline SVG; no
+network, no CDN).
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ import io
 import numpy as np
 
 from .. import __version__
-from ..results.figures import accuracy_figure, finish_figure, md_text, plot_label
+from ..results.figures import (
+    CostPoint,
+    accuracy_figure,
+    cost_figure,
+    finish_figure,
+    md_text,
+    plot_label,
+    text_width,
+)
 from .entries import entry_sigmas, is_number
 
 
@@ -75,11 +84,13 @@ def markdown(entries: list[dict]) -> str:
 
 
 def _svg(rows: list[dict], title: str) -> str:
-    """The curves of one dataset's entries as inline SVG (drawn from the stored grids)."""
-    import matplotlib
-
-    fig, ax = accuracy_figure((7.0, 4.0))
-    for e in rows:
+    """The curves of one dataset's entries as inline SVG (drawn from the stored grids), the
+    legend beside the axes: the figure grows with it, the axes keep their size."""
+    labels = [f"{e['method']} [{e['benchmark']}]" + (f" ({_flags(e)[0]})" if _flags(e) else "")
+              for e in rows]
+    legend = (max(text_width(label, 6) for label in labels) + 34) / 72  # inches, with handle
+    fig, ax = accuracy_figure((5.9 + legend, max(4.0, 0.7 + 9.6 * len(labels) / 72)))
+    for e, label in zip(rows, labels):
         style = {}
         if e.get("external"):
             style = {"linestyle": "-.", "alpha": 0.8}
@@ -87,17 +98,74 @@ def _svg(rows: list[dict], title: str) -> str:
             style = {"linestyle": ":", "color": "black"}
         elif e["kind"] != "certificate":
             style = {"linestyle": "--", "color": "0.5"}
-        flags = _flags(e)
         acc = 100 * np.asarray(e["accuracy"])
-        ax.plot(e["radii"], acc, marker="o", markersize=2.5,
-                label=plot_label(f"{e['method']} [{e['benchmark']}]"
-                                 + (f" ({flags[0]})" if flags else "")), **style)
-    finish_figure(fig, ax, title, xlabel="l2 radius", legend=6, title_size=9)
+        ax.plot(e["radii"], acc, marker="o", markersize=2.5, label=plot_label(label), **style)
+    finish_figure(fig, ax, title, xlabel="l2 radius", legend=6, title_size=9,
+                  margins=(0.65, 0.5, legend + 0.15, 0.3),
+                  legend_at={"loc": "upper left", "bbox_to_anchor": (1.02, 1),
+                             "borderaxespad": 0})
+    return _svg_text(fig)
+
+
+def _svg_text(fig, fonttype: str = "path") -> str:
+    """``fig`` as inline SVG: the same figure, the same bytes (no date, a fixed hash salt); its
+    text as glyph paths, or as SVG text when ``fonttype`` is ``"none"`` (smaller, faster)."""
+    import matplotlib
+
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "rsrouter"}):  # the same entries, the same bytes
+    with matplotlib.rc_context({"svg.hashsalt": "rsrouter",  # the same entries, the same bytes
+                                "svg.fonttype": fonttype}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     return text[text.index("<svg"):]
+
+
+def _expert_forwards(entry: dict) -> int | None:
+    """One expert's forward passes per input under ``entry``'s protocol, ``n0 + n`` (None when
+    the protocol does not say)."""
+    protocol = entry.get("protocol") or {}
+    n0, n = protocol.get("n0"), protocol.get("n")
+    return n0 + n if is_number(n0, low=0) and is_number(n, low=1) else None
+
+
+def _cost_plane(rows: list[dict], dataset: str) -> str:
+    """The cost plane of one dataset's entries (those with a forward count; the oracles' ACR
+    and regret 0 dashed, never points), as HTML: inline SVG above its caption, which names the
+    entries left out; only the caption when none has a forward count."""
+    esc = html.escape
+    benchmarks = sorted({e["benchmark"] for e in rows})
+    colors = {b: f"C{i % 10}" for i, b in enumerate(benchmarks)}
+    points, oracles, left_out, shown = [], [], [], set()
+    for e in rows:
+        unit, color = _expert_forwards(e), colors[e["benchmark"]]
+        if e.get("type") in ("oracle", "envelope"):  # references, never points
+            if e.get("type") == "oracle" and e.get("acr") is not None:
+                oracles.append((e["acr"], color))
+                shown.add(e["benchmark"])
+        elif e["kind"] != "certificate" or e.get("acr") is None \
+                or e.get("forwards_per_input") is None or unit is None:
+            left_out.append(f"{e['method']} [{e['benchmark']}]")
+        else:
+            points.append(CostPoint(e["method"], e["forwards_per_input"] / unit, e["acr"],
+                                    e.get("acr_se"), e.get("max_regret"), e.get("type") or "",
+                                    color))
+            shown.add(e["benchmark"])
+    caption = ("Cost plane: ACR (left; bars: one standard error) and max regret (right; below "
+               "each benchmark's own envelope) against forward passes per input as each method "
+               "would spend them alone, in multiples of one expert's n0 + n; colour: the "
+               "benchmark; dashed: the per-input oracle's ACR (not a certificate) and regret 0 "
+               "(the envelope, not a classifier).")
+    if left_out:
+        caption += (f" Not drawn, without a forward count ({len(left_out)}): "
+                    f"{'; '.join(left_out)}.")
+    if not points and not oracles:
+        return f'<p class="caption">{esc(caption)}</p>'
+    fig = cost_figure(points, oracles=tuple(oracles),
+                      groups=tuple((b, colors[b]) for b in benchmarks if b in shown),
+                      title=f"{dataset}: ACR and max regret against forward passes per input",
+                      figsize=(11.0, 6.0))
+    svg = _svg_text(fig, "none")  # dozens of small labels: as text, drawn in half the time
+    return f'<div class="cost">{svg}</div><p class="caption">{esc(caption)}</p>'
 
 
 _STYLE = """
@@ -112,7 +180,8 @@ td:first-child,th:first-child,td.text{text-align:left}
 th{background:#eee;cursor:pointer;user-select:none}
 tr.external td{color:#555;font-style:italic}
 .flag{font-size:.75rem;color:#a33}
-.curves svg{max-width:100%;height:auto}
+.curves svg,.cost svg{max-width:100%;height:auto}
+.caption{font-size:.8rem;color:#444;max-width:60rem}
 """
 
 _SCRIPT = """
@@ -175,6 +244,7 @@ def page(entries: list[dict]) -> str:
             f"<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>"
             f'<div class="curves">{_svg(rows, f"{d}: certified accuracy versus radius")}</div>'
+            f"{_cost_plane(rows, d)}"
             "</section>")
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>rsrouter leaderboard"
             f"</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
