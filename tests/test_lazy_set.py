@@ -53,32 +53,39 @@ def test_the_plan_by_hand():
 
 
 def test_an_uncounted_expert_stands_for_its_entry_radius_alone():
-    """Counting expert 0 (which agrees and certifies far) can only raise the radius."""
-    args = (1, [300, 9000, 700], 1.0, [4, 4, 4], [999, 990, 900], [1000] * 3, [0.25, 0.5, 1.0],
-            0.0005)
-    full = set_certificate(*args, [0.000125, 0.00025, 0.000125])
-    lazy = set_certificate(*args, lazy_expert_levels(0.0005, 1, [False, True, False]),
-                           counted=[False, True, False])
-    assert lazy.prediction == full.prediction == 4
-    assert lazy.radius == pytest.approx(min(lazy.entry[0], lazy.entry[2], lazy.radius))
-    assert lazy.radius <= max(full.radius, lazy.radius)
+    """At equal levels, leaving agreeing experts out leaves min(R_A, e_k...): never more than
+    counting them."""
+    args = (1, [2500, 7000, 500], 1.0, [4, 4, 4], [999, 990, 900], [1000] * 3,
+            [0.25, 0.5, 1.0], 0.0005)
+    levels = [0.000125, 0.00025, 0.000125]
+    full = set_certificate(*args, levels)
+    lazy = set_certificate(*args, levels, counted=[False, True, False])
+    alone = set_certificate(*args, levels, counted=[False, True, True])
+    r_1 = 0.5 * norm.ppf(__import__("scipy.stats").stats.beta.ppf(0.00025, 990, 11))
+    assert lazy.prediction == full.prediction == alone.prediction == 4
+    assert lazy.radius == pytest.approx(min(r_1, lazy.entry[0], lazy.entry[2]), rel=1e-12)
+    assert lazy.radius <= alone.radius <= full.radius
+    assert lazy.radius < full.radius  # expert 0 certifies beyond e_0 here: counting it pays
     with pytest.raises(ValueError, match="chosen expert"):
         set_certificate(*args, [0.0, 0.0005, 0.0], counted=[True, False, True])
 
 
 def _lazy(r_sel, r_cnt, e, i, a_r, a_e, margin, sigma_r=SIGMA_R):
-    """The lazy set certificate of input ``i`` from vote tensors (the plan, then the counts)."""
+    """The lazy set certificate of input ``i`` from vote tensors, through
+    :func:`lazy_set_routed_certificate` (the plan, then the counts of the planned experts)."""
+    from rsrouter.certify.bounds import Counts
+
     sigmas = [s for _, s, _ in EXPERTS]
-    a = int(r_sel[i].argmax())
+    n0, n = int(r_sel[i].sum()), int(r_cnt[i].sum())
     c_a = [int(sel[i].argmax()) for sel, _ in e]
-    plan = lazy_plan(r_sel[i].tolist(), c_a, [int(sel[i, c]) for (sel, _), c in zip(e, c_a)],
-                     int(r_sel[i].sum()), sigma_r, sigmas, margin)
-    n = int(r_cnt[i].sum())
-    n_a = [int(cnt[i, c]) if p else 0 for (_, cnt), c, p in zip(e, c_a, plan)]
-    levels = lazy_expert_levels(a_e, a, plan)
-    cert = set_certificate(a, r_cnt[i].tolist(), sigma_r, c_a, n_a,
-                           [n if p else 0 for p in plan], sigmas, a_r, levels, plan)
-    return cert, plan
+    router = Counts(int(r_sel[i].argmax()), 0, n, n0, sigma_r, 1, i, "fp32")
+    experts = [Counts(c, int(cnt[i, c]), n, n0, s, 1, i, "fp32")
+               for (_, cnt), c, s in zip(e, c_a, sigmas)]
+    cert = lazy_set_routed_certificate(
+        router, r_cnt[i].tolist(), r_sel[i].tolist(), c_a,
+        [int(sel[i, c]) for (sel, _), c in zip(e, c_a)], experts, sigmas, ["a", "b", "c"], a_r,
+        a_e, margin=margin)
+    return cert, cert.counted
 
 
 def test_coverage_on_a_known_routed_classifier():
@@ -110,6 +117,34 @@ def test_coverage_on_a_known_routed_classifier():
     assert bad / m <= alpha + 3 * se
     assert certified > m / 2 and skipped > m / 4
     assert naive / m > alpha + 10 * se
+
+
+def test_the_live_plan_never_looks_at_the_estimation_draws():
+    """certify_lazy_batch's plan is the same whatever n is, and it is the plan of the selection
+    votes alone; the experts outside it are not run on the estimation draws."""
+    from rsrouter.routing.routed import RoutedClassifier
+
+    xs = torch.zeros(40, 1, 1, 4)
+    xs[:, 0, 0, 0], xs[:, 0, 0, 1] = torch.linspace(0, 1, 40), torch.linspace(0.2, 0.8, 40)
+    experts = [Smooth(Halfspace(1, t, f), 2, s) for t, s, f in EXPERTS]
+    routed = RoutedClassifier(Smooth(Bands(), 3, SIGMA_R), experts)
+    plans = [[c.counted for c in routed.certify_lazy_batch(xs, 32, n, 0.1, batch_size=20000,
+                                                           seed=5)] for n in (200, 2000)]
+    assert plans[0] == plans[1] and not all(all(p) for p in plans[0])
+    r_sel = routed.router.sample_counts(xs, 32, batch_size=20000, seed=5,
+                                        indices=range(40), stage="select")
+    e_sel = [ex.sample_counts(xs, 32, batch_size=20000, seed=5, indices=range(40),
+                              stage="select") for ex in experts]
+    for i, plan in enumerate(plans[0]):
+        c_a = [int(v[i].argmax()) for v in e_sel]
+        assert plan == lazy_plan(r_sel[i].tolist(), c_a,
+                                 [int(v[i, c]) for v, c in zip(e_sel, c_a)], 32, SIGMA_R,
+                                 [s for _, s, _ in EXPERTS])
+    calls = [ex.base_model.calls for ex in experts]
+    routed.certify_lazy_batch(xs, 32, 2000, 0.1, batch_size=20000, seed=5)
+    ran = [ex.base_model.calls - c for ex, c in zip(experts, calls)]
+    planned = [sum(p[k] for p in plans[0]) for k in range(3)]
+    assert ran == [40 * 32 + 2000 * m for m in planned]
 
 
 def _row(**change):
