@@ -30,6 +30,7 @@ class Choice:
     best_expert_acr: float
     candidates: list[dict]
     record: str = ""  # the command that records the chosen certificate in its router's card
+    nearest: str | None = None  # none chosen: the cheapest candidate within the ACR floor
 
     def text(self) -> str:
         """A markdown report of the decision."""
@@ -41,6 +42,10 @@ class Choice:
                          f"{c['cost']:.2f} | {c['why'] or 'yes'} |")
         lines += ["", f"Chosen: {self.chosen}" if self.chosen else
                   "Chosen: none (no candidate qualifies; ship the best single expert)"]
+        if self.nearest:
+            cost = next(c["cost"] for c in self.candidates if c["method"] == self.nearest)
+            lines += [f"Nearest: {self.nearest}, the cheapest candidate within the ACR floor "
+                      f"({cost:.2f}x one expert: above the cost cap)"]
         if self.record:
             lines += ["", f"Record it in the router's card: {self.record}"]
         return "\n".join(lines)
@@ -93,7 +98,13 @@ def choose(folder: str | os.PathLike, candidates: list[str] | None = None, *,
     eligible = [c for c in table if not c["why"]]
     chosen = min(eligible, key=lambda c: (c["max_regret"], -c["acr"]))["method"] \
         if eligible else None
-    return Choice(chosen, best, rows[best]["ACR"], table, _record(folder, chosen, types))
+    nearest = None
+    if chosen is None:
+        within = [c for c in table if c["acr"] >= floor - 1e-12]
+        nearest = min(within, key=lambda c: (c["cost"], c["max_regret"]))["method"] \
+            if within else None
+    return Choice(chosen, best, rows[best]["ACR"], table, _record(folder, chosen, types),
+                  nearest)
 
 
 def _record(folder: Path, chosen: str | None, types: dict) -> str:

@@ -32,6 +32,7 @@ def test_the_rule_on_the_published_validation_benchmark(tmp_path, capsys):
         shutil.copy(VALIDATION / name, folder / name)
     got = choose(folder)
     assert got.best_expert == "fashion-mnist-sigma1.00" and got.chosen is None  # all cost >= 2x
+    assert got.nearest == "bands"  # 2.00x: within the ACR floor, and cheapest among those
     by = {c["method"]: c for c in got.candidates}
     assert by["backbone-set"]["cost"] == pytest.approx(4.0) and "cost" in by["backbone-set"]["why"]
     assert "ACR below" in by["paper"]["why"]
