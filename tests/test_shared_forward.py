@@ -151,3 +151,16 @@ def test_the_card_names_the_certificate_certify_and_bench_use(head_router, tmp_p
     pinned = routed.certify_batch(torch.rand(2, 1, 8, 8), 20, 100, 0.01, batch_size=500,
                                   certificate="pinned")
     assert not hasattr(pinned[0], "margin")
+
+
+def test_the_live_pinned_path_runs_the_shared_trunk_once_per_draw(head_router):
+    router_dir, _ = head_router
+    routed = load_routed(router_dir)
+    owner = routed.experts[1]
+    rows = []
+    owner.model.net.features.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    xs = torch.rand(5, 1, 8, 8)
+    certs = routed.certify_batch(xs, 20, 200, 0.01, batch_size=500, certificate="pinned")
+    on_owner = sum(c.expert_name == "d050" for c in certs)
+    assert on_owner == 5  # this router sends every input to the expert it rides on
+    assert sum(rows) == 5 * (20 + 200)  # selection and estimation: one trunk pass per draw

@@ -108,17 +108,24 @@ class RoutedClassifier:
 
         1. the router's ``n0`` selection samples choose the expert ``k``;
         2. expert ``k`` selects its class on the same ``n0`` draws (drawn again: 1% of the work
-           at n0 = 100, n = 10,000);
+           at n0 = 100, n = 10,000; with the router, for the expert whose forward pass it
+           shares);
         3. ``n`` fresh draws are made once and counted by the router and by expert ``k``.
         The counts equal those of separate runs of the router and of each expert (same
         streams), so routed certificates can also be composed from stored counts.
         """
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
         select, estimate = ROUTER_STAGES
-        choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
+        owner = next((k for k, e in enumerate(self.experts) if e is self.router.trunk_owner),
+                     None)  # the expert whose forward pass the router shares: select with it
+        first = shared_counts([(self.router, None)] + ([] if owner is None else [
+            (self.experts[owner], None)]), xs, n0, stage=select, **kw)
+        choice = first[0].argmax(dim=1)
         chosen = [k for k in range(len(self.experts)) if bool((choice == k).any())]
         used = [(self.experts[k], choice == k) for k in chosen]
-        expert_select = shared_counts(used, xs, n0, stage=select, **kw) if used else []
+        rest = [(e, m) for (e, m), k in zip(used, chosen) if k != owner]
+        rest_select = iter(shared_counts(rest, xs, n0, stage=select, **kw) if rest else [])
+        expert_select = [first[1] if k == owner else next(rest_select) for k in chosen]
         counts = shared_counts([(self.router, None), *used], xs, n, stage=estimate, **kw)
         router_counts, expert_counts = counts[0], counts[1:]
 
