@@ -75,7 +75,7 @@ class Smooth:
         self._forward = torch.compile(self.base_model, dynamic=False) if compile else base_model
         # (trunk, head) with base_model(x) == head(trunk(x)), and the model whose trunk this one
         # runs on (rsrouter.routing.load sets both for a router that shares an expert's forward)
-        self.split: tuple[nn.Module, nn.Module] | None = None
+        self.trunk_head: tuple[nn.Module, nn.Module] | None = None
         self.trunk_owner: Smooth | None = None
         self._checked_output = False
         self._warned_range = False
@@ -192,10 +192,10 @@ class Smooth:
     # ---- internals --------------------------------------------------------------------------
 
     def _trunk(self, batch: torch.Tensor) -> torch.Tensor:
-        """The trunk's output on a noisy batch (:attr:`split`)."""
+        """The trunk's output on a noisy batch (:attr:`trunk_head`)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
-            return self.split[0](batch)
+            return self.trunk_head[0](batch)
 
     def _classify(self, batch: torch.Tensor, batch_size: int, features: bool = False
                   ) -> torch.Tensor:
@@ -203,7 +203,7 @@ class Smooth:
         if features:
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=self.precision == "bf16"):
-                return self.split[1](batch).argmax(dim=1)
+                return self.trunk_head[1](batch).argmax(dim=1)
         real = batch.shape[0]
         if self.compiled and real < batch_size:  # one static shape: pad to the full batch
             batch = torch.cat([batch, batch.new_zeros((batch_size - real, *batch.shape[1:]))])
@@ -335,13 +335,13 @@ def shared_counts(
 def _trunk_partners(models: Sequence[tuple[Smooth, torch.Tensor | None]]) -> dict[int, int]:
     """Position in ``models`` -> a key shared by the models that run on one trunk: a router whose
     ``trunk_owner`` is among ``models`` at the same sigma, and that owner (not compiled, both
-    with their ``split``)."""
+    with their ``trunk_head``)."""
     position = {id(s): m for m, (s, _) in enumerate(models)}
     out = {}
     for m, (smooth, _) in enumerate(models):
         owner = smooth.trunk_owner
         if owner is not None and id(owner) in position and owner.sigma == smooth.sigma \
-                and smooth.split is not None and owner.split is not None \
+                and smooth.trunk_head is not None and owner.trunk_head is not None \
                 and not (smooth.compiled or owner.compiled) and owner is not smooth \
                 and owner.precision == smooth.precision and owner.device == smooth.device:
             out[m] = out[position[id(owner)]] = id(owner)

@@ -127,10 +127,11 @@ def share_trunk(router: SmoothedRouter, expert: Expert, where: str) -> None:
         raise IntegrityError(f"router {where}: its feature layers differ from {expert.name}'s, "
                              "which it says it shares; retrain it with router.frozen")
     router.model.net.features = expert.model.net.features
-    router.split, expert.split = feature_split(router.model), theirs
+    router.trunk_head, expert.trunk_head = feature_split(router.model), theirs
     probe = torch.rand((4, *router.card.input_size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        for model, (trunk, head) in ((router.model, router.split), (expert.model, expert.split)):
+        for model, (trunk, head) in ((router.model, router.trunk_head),
+                                    (expert.model, expert.trunk_head)):
             x = probe.to(router.device)
             if not torch.equal(head(trunk(x)), model(x)):
                 raise IntegrityError(f"router {where}: its network is not head(features(x)); it "
