@@ -9,7 +9,7 @@ same noise draws, each scaled by its sigma), and prints the time ratio (b) / (a)
 the Dual RS paper reports 22.58 s / 14.07 s = 1.60). It also prints the router's forward cost
 relative to an expert's. ``--certificate`` (default: the one the router's card names, else
 pinned); a router that shares an expert's forward pass (experts/routers/fashion-mnist-head)
-costs nothing where that expert is chosen.
+needs no trunk pass of its own where that expert is chosen (its head still runs).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def main() -> None:
           f"{expert.card.architecture}: {e_fps:,.0f} forwards/s; router cost / expert cost = "
           f"{e_fps / r_fps:.3f}")
     print(f"one expert (sigma {expert.sigma}): {single:.2f} s ({single / len(xs):.3f} s/image)")
-    print(f"routed (router + chosen expert): {both:.2f} s ({both / len(xs):.3f} s/image)")
+    print(f"routed ({args.certificate or routed.certificate.get('kind', 'pinned')}): "
+          f"{both:.2f} s ({both / len(xs):.3f} s/image)")
     kind = args.certificate or routed.certificate.get("kind", "pinned")
     print(f"certificate: {kind}; router shares the forward pass of: "
           f"{routed.router.card.shares_forward_with or 'none'}")

@@ -225,6 +225,16 @@ def check_certificate(spec: dict[str, Any], where: str) -> None:
                         f"{split!r}")
 
 
+def _certificate_sentence(kind: str) -> str:
+    """What the routed prediction is certified within, for a card's certificate."""
+    if kind == "pinned":
+        return "The routed prediction is certified within min(R_router, R_expert)."
+    return ("The routed prediction is certified by the "
+            + ("set" if kind == "set" else "lazy set")
+            + " certificate: the router may switch among experts that certify the same class "
+              "(docs/theory.md).")
+
+
 def router_card(files: ArtifactFiles) -> RouterCard:
     """The card of verified router ``files``: schema, and its own weights hash must match.
 
@@ -250,8 +260,8 @@ def write_router_card(folder: str | os.PathLike, card: RouterCard) -> None:
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
              f"# rsrouter router for {card.dataset}", "",
              f"A smoothed router (`{card.architecture}`, noise sigma_r = {card.sigma}) choosing "
-             f"per input among {card.num_experts} randomized-smoothing experts (Dual RS). The "
-             "routed prediction is certified within min(R_router, R_expert).", "",
+             f"per input among {card.num_experts} randomized-smoothing experts (Dual RS). "
+             + _certificate_sentence(card.certificate_kind), "",
              "| # | expert | sigma | source | weights sha256 |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {i} | {e.name} | {e.sigma} | {e.source}{'@' + e.revision if e.revision else ''}"
               f" | `{e.weights_sha256[:16]}...` |" for i, e in enumerate(card.experts)]

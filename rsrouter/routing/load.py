@@ -126,16 +126,22 @@ def share_trunk(router: SmoothedRouter, expert: Expert, where: str) -> None:
     if a.keys() != b.keys() or not all(torch.equal(a[k], b[k].to(a[k].device)) for k in a):
         raise IntegrityError(f"router {where}: its feature layers differ from {expert.name}'s, "
                              "which it says it shares; retrain it with router.frozen")
-    router.model.net.features = expert.model.net.features
-    router.trunk_head, expert.trunk_head = feature_split(router.model), theirs
+    if router.card.architecture != expert.card.architecture:
+        raise IntegrityError(f"router {where} is {router.card.architecture} and "
+                             f"{expert.name} {expert.card.architecture}: no shared trunk")
     probe = torch.rand((4, *router.card.input_size), generator=torch.Generator().manual_seed(0))
+    probe = probe.to(router.device)
     with torch.no_grad():
-        for model, (trunk, head) in ((router.model, router.trunk_head),
-                                    (expert.model, expert.trunk_head)):
-            x = probe.to(router.device)
-            if not torch.equal(head(trunk(x)), model(x)):
-                raise IntegrityError(f"router {where}: its network is not head(features(x)); it "
-                                     "cannot share a forward pass")
+        before = router.model(probe)
+        router.model.net.features = expert.model.net.features
+        router.trunk_head, expert.trunk_head = feature_split(router.model), theirs
+        for model, (trunk, head), want in ((router.model, router.trunk_head, before),
+                                           (expert.model, expert.trunk_head, None)):
+            got = head(trunk(probe))
+            if not torch.equal(got, model(probe) if want is None else want):
+                raise IntegrityError(f"router {where}: its network on {expert.name}'s features "
+                                     "is not what it computes alone; it cannot share a forward "
+                                     "pass")
     router.trunk_owner = expert
 
 

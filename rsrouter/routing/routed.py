@@ -30,7 +30,12 @@ class RoutedClassifier:
         ConfigError: experts that do not fit the router or each other.
     """
 
-    def __init__(self, router: Smooth, experts: Sequence[Smooth], alpha_split: float = 0.5) -> None:
+    def __init__(self, router: Smooth, experts: Sequence[Smooth],
+                 alpha_split: float | None = None) -> None:
+        if alpha_split is None:  # the router card's certificate's, else half
+            card = getattr(router, "card", None)
+            alpha_split = float((getattr(card, "certificate", None) or {}).get("alpha_split",
+                                                                              0.5))
         if not 0 < alpha_split < 1:
             raise ConfigError(f"alpha_split must be in (0, 1), got {alpha_split}")
         if router.num_classes != len(experts):
@@ -90,6 +95,8 @@ class RoutedClassifier:
             ValueError: an unknown certificate.
         """
         kind = certificate or self.certificate.get("kind", "pinned")
+        if margin is not None and kind != "lazy-set":
+            raise ValueError(f"margin applies to the lazy-set certificate only, not {kind}")
         kw = dict(batch_size=batch_size, seed=seed, indices=indices)
         if kind == "set":
             return self.certify_set_batch(xs, n0, n, alpha, **kw)
@@ -155,8 +162,8 @@ class RoutedClassifier:
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
         select, estimate = ROUTER_STAGES
         everyone = [(e, None) for e in self.experts]
-        choice = self.router.sample_counts(xs, n0, stage=select, **kw).argmax(dim=1)
-        expert_select = shared_counts(everyone, xs, n0, stage=select, **kw)
+        votes = shared_counts([(self.router, None), *everyone], xs, n0, stage=select, **kw)
+        choice, expert_select = votes[0].argmax(dim=1), votes[1:]
         counts = shared_counts([(self.router, None), *everyone], xs, n, stage=estimate, **kw)
         levels, names, out = self.split(alpha), self.names, []
         for i, index in enumerate(indices):
@@ -179,7 +186,7 @@ class RoutedClassifier:
         and every expert vote on the ``n0`` selection draws; the plan (from those votes alone,
         with ``margin``) says which experts run on the ``n`` estimation draws: the router's
         choice and the others that can raise the radius. A router that shares an expert's
-        forward pass (its card's ``shares_forward_with``) costs nothing where that expert
+        forward pass (its card's ``shares_forward_with``) needs no trunk pass where that expert
         runs."""
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
         select, estimate = ROUTER_STAGES
