@@ -87,11 +87,19 @@ def add_select_votes(model, path: Path, dataset, protocol: Protocol, *,
     """
     dist = current()
     changed = False
-    if dist.is_main and path.is_file():
+    if dist.is_main and _header(path) == list(COUNT_COLUMNS_02):  # read whole only if old
         with FileLock(f"{os.path.realpath(path)}.lock", str(path)):
             changed = _add_votes(model, path, dataset, protocol, stages[0])
     dist.barrier()
     return changed
+
+
+def _header(path: Path) -> list[str]:
+    """The columns of a count file's first line (none for a missing or empty file)."""
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return f.readline().rstrip("\n").split("\t")
 
 
 def _add_votes(model, path: Path, dataset, protocol: Protocol, stage: str) -> bool:
