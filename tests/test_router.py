@@ -269,6 +269,31 @@ def test_band_labels_share_each_radius_among_the_experts_that_reach_it():
         parse_config({**TOY_CONFIG, "labels": {"target": "bands", "bands": [1.0, 2.0]}})
 
 
+def test_label_cost_weighs_down_the_experts_whose_pass_is_not_shared():
+    """cost c with shared expert s: every other expert's weight times exp(-c) before normalizing.
+    Bands [0, 0.5, 1.0, 2.0] on counts [100, 100, 100] give credits (1/3, 5/6, 11/6); with s = 2
+    and c = ln 2: (1/6, 5/12, 11/6). Softmax: the same as subtracting c from the others' logits.
+    An input that only sigma 0.25 certifies ([100, 40, 0]) still goes to it."""
+    counts = torch.tensor([[100, 100, 100], [100, 40, 0]])
+    lab = labels_mod.RouterLabels(torch.arange(2), counts, 100, 0.001, (0.25, 0.5, 1.0))
+    bands = [0.0, 0.5, 1.0, 2.0]
+    soft = lab.soft_labels(target="bands", bands=bands, cost=math.log(2), shared=2)
+    credit = torch.tensor([1 / 6, 5 / 12, 11 / 6])
+    assert soft[0].tolist() == pytest.approx((credit / credit.sum()).tolist())
+    assert soft[1].tolist() == pytest.approx([1, 0, 0])
+    logits = lab.radii[0] / 0.5 - torch.tensor([1.0, 1.0, 0.0])
+    assert lab.soft_labels(0.5, cost=1.0, shared=2)[0].tolist() == pytest.approx(
+        torch.softmax(logits, 0).tolist(), rel=1e-5)
+    assert torch.equal(lab.soft_labels(0.5, cost=0.0), lab.soft_labels(0.5))
+    with pytest.raises(ValueError, match="shares a forward"):
+        lab.soft_labels(0.5, cost=1.0)
+    with pytest.raises(ConfigError, match="labels.cost: only a router that shares"):
+        parse_config({**TOY_CONFIG, "labels": {"cost": 1.0}})  # not frozen: nothing is saved
+    with pytest.raises(ConfigError, match="labels.cost"):
+        parse_config({**TOY_CONFIG, "labels": {"cost": -1.0}})
+    assert "cost" not in parse_config(TOY_CONFIG).to_dict()["labels"]  # old settings kept
+
+
 def test_labels_projected_to_the_certification_n():
     """With n = 100 label samples every radius is capped at sigma * Phi^-1(alpha^(1/100)); with
     certify_n the counts are scaled to that n (same fraction) and bounded there, so an input

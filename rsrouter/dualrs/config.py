@@ -111,8 +111,9 @@ class DualRSConfig:
         # keys added later are left out at their defaults: earlier runs keep their config sha256
         if d["classifier"]["pretrained"] is None:
             d["classifier"].pop("pretrained")
-        if d["estimator"]["labels"]["certify_n"] is None:
-            d["estimator"]["labels"].pop("certify_n")
+        for key, default in (("certify_n", None), ("cost", 0.0)):
+            if d["estimator"]["labels"][key] == default:
+                d["estimator"]["labels"].pop(key)
         if d["certificate"] == "pinned":
             d.pop("certificate")
         for block in (d["classifier"], d["estimator"]["train"]):

@@ -54,6 +54,7 @@ class LabelSpec:
     subset: int | None = None  # None: every training input
     batch_size: int = 2500
     certify_n: int | None = None  # radii projected to a certification with this n (labels.py)
+    cost: float = 0.0  # weight exp(-cost) on experts whose forward pass the router does not share
 
 
 @dataclass
@@ -109,8 +110,9 @@ class RouterConfig:
         d["experts"] = [public_url(e) for e in d["experts"]]
         if d["router"]["backbone"] is not None:
             d["router"]["backbone"] = public_url(d["router"]["backbone"])
-        if d["labels"]["certify_n"] is None:  # routers trained before the key keep their settings
-            d["labels"].pop("certify_n")
+        for key, default in (("certify_n", None), ("cost", 0.0)):
+            if d["labels"][key] == default:  # routers trained before the key keep their settings
+                d["labels"].pop(key)
         d["train"]["consistency"] = {"lambda": self.train.consistency.lam,
                                      "eta": self.train.consistency.eta}
         return d
@@ -196,6 +198,10 @@ def validate(cfg: RouterConfig) -> RouterConfig:
     if cfg.router.frozen and cfg.router.backbone is None:
         raise ConfigError("router.frozen: a frozen router is a head on an expert's features; "
                           "name that expert as router.backbone")
+    if cfg.labels.cost and not cfg.router.frozen:
+        raise ConfigError("labels.cost: only a router that shares an expert's forward pass "
+                          "(router.frozen with router.backbone) saves passes by choosing it; "
+                          "set router.frozen: true or drop labels.cost")
     if cfg.router.sigma is not None and not cfg.router.sigma > 0:
         raise ConfigError(f"router.sigma: must be > 0 (pixel units), got {cfg.router.sigma}")
     checks = [
@@ -211,6 +217,7 @@ def validate(cfg: RouterConfig) -> RouterConfig:
         ("labels.certify_n", cfg.labels.certify_n is None or cfg.labels.certify_n >= 1,
          ">= 1 (the n of the certification the router serves) or null"),
         ("labels.batch_size", cfg.labels.batch_size >= 1, ">= 1"),
+        ("labels.cost", cfg.labels.cost >= 0, ">= 0 (0: no cost term)"),
         ("train.epochs", cfg.train.epochs >= 1, ">= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, ">= 1"),
         ("train.lr", cfg.train.lr > 0, "> 0"),

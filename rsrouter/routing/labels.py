@@ -5,7 +5,8 @@ true class, and take the certified radius ``R_k`` at ``alpha`` (0 when the bound
 wrong or abstaining; ``labels.certify_n``: projected to a certification with that many samples).
 Inputs where every ``R_k`` is 0 are dropped; the soft label is
 ``softmax(R / temperature)`` (or, with ``labels.target: bands``, a unit of credit per target
-radius shared by the experts certifying there); class weights are ``1 / (K q_k)`` with ``q_k``
+radius shared by the experts certifying there; ``labels.cost`` weighs down the experts whose
+forward pass the router does not share); class weights are ``1 / (K q_k)`` with ``q_k``
 the share of inputs whose best expert is ``k``.
 
 This is the expensive step: it is batched across inputs, shows progress, is cached next to the
@@ -62,7 +63,8 @@ class RouterLabels:
         return (self.radii > 0).any(dim=1)
 
     def soft_labels(self, temperature: float = 1.0, target: str = "softmax",
-                    bands: Sequence[float] = ()) -> torch.Tensor:
+                    bands: Sequence[float] = (), *, cost: float = 0.0,
+                    shared: int | None = None) -> torch.Tensor:
         """Soft labels over experts for the kept inputs.
 
         ``softmax``: ``softmax(R / temperature)``. ``bands``: what the routed curve pays at each
@@ -70,10 +72,22 @@ class RouterLabels:
         certify there (``R_k > 0`` at band 0, ``R_k >= r`` beyond), normalized over the bands
         some expert reaches; an input that only a small sigma certifies goes to it, one that
         several certify at small radii but only the largest at large ones is shared by weight.
+
+        ``cost`` (with ``shared``, the index of the expert whose forward pass the router shares):
+        every other expert costs one more forward pass where it is chosen, so its weight is
+        multiplied by ``exp(-cost)`` before normalizing (for ``softmax``, ``cost`` subtracted from
+        its logit); an input that only other experts certify still goes to them.
         """
         radii = self.radii[self.kept].double()
+        prior = torch.zeros(len(self.sigmas), dtype=torch.float64)
+        if cost:
+            if shared is None:
+                raise ValueError("labels.cost: needs the expert the router shares a forward "
+                                 "pass with (router.frozen with router.backbone)")
+            prior = torch.full_like(prior, -float(cost))
+            prior[shared] = 0.0
         if target == "softmax":
-            return torch.softmax(radii / temperature, dim=1).float()
+            return torch.softmax(radii / temperature + prior, dim=1).float()
         if target != "bands":
             raise ValueError(f"labels.target: {target!r} is not one of softmax, bands")
         if 0 not in [float(b) for b in bands]:
@@ -81,6 +95,7 @@ class RouterLabels:
         reach = torch.stack([(radii > 0) & (radii >= float(b)) for b in bands], dim=1)  # [N,B,K]
         winners = reach.sum(dim=2, keepdim=True)
         credit = torch.where(winners > 0, reach / winners.clamp_min(1), 0.0).sum(dim=1)
+        credit = credit * prior.exp()
         return (credit / credit.sum(dim=1, keepdim=True)).float()
 
     def best_share(self) -> torch.Tensor:

@@ -182,7 +182,9 @@ def _train_router(
         raise ConfigError("no training input is certified by any expert; check the experts and "
                           "labels.n / labels.alpha")
     images = torch.stack([dataset[int(i)][0] for i in labels.indices[kept]])
-    targets = labels.soft_labels(cfg.labels.temperature, cfg.labels.target, cfg.labels.bands)
+    shared = cfg.experts.index(cfg.router.backbone) if cfg.router.frozen else None
+    targets = labels.soft_labels(cfg.labels.temperature, cfg.labels.target, cfg.labels.bands,
+                                 cost=cfg.labels.cost, shared=shared)
     weights = labels.class_weights().to(device) if cfg.train.class_weights else None
 
     info = dataset.info
