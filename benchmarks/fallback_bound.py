@@ -1,0 +1,84 @@
+"""Issue 21, item 3: what a cascade fallback could add to a routed certificate, at most.
+
+    python benchmarks/fallback_bound.py FOLDER ROUTED [--cascade multiscale]
+
+Reads a published bench folder (its TSVs and bench.json) and bounds "router, then the cascade
+where the routed certificate abstains" from above: an input counts as certified at radius r if
+the routed row is, or if the routed row abstains and the cascade's row certifies r. That ignores
+what such a certificate would pay (the cascade's bounds need alpha of their own, and the fallback
+region's edge must itself be certified), so the true curve lies below this one. Cost: the routed
+method's forwards plus, on the inputs that fall back, a pass (n0 + n) for each cascade stage
+run there (largest sigma first, up to the stage that decided) whose expert the routed row did
+not count already (a count pass serves both: the union bound needs no independence). Prints
+ACR, max regret against the experts' envelope and forwards per input relative to one expert
+(n0 + n), beside the routed method and the cascade. If even this bound misses the issue's bar,
+the lever cannot pay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _tsv(folder: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(folder / f"{name}.tsv", sep="\t", comment="#").set_index("idx")
+
+
+def _certified(df: pd.DataFrame, radii: list[float]) -> np.ndarray:
+    """``[inputs, radii]``: correct, not abstaining, radius >= r (r = 0: any radius)."""
+    ok = ((df["correct"] == 1) & (df["predict"] >= 0)).to_numpy()[:, None]
+    return ok & (df["radius"].to_numpy()[:, None] >= np.asarray(radii)[None, :])
+
+
+def _acr(df: pd.DataFrame) -> float:
+    ok = (df["correct"] == 1) & (df["predict"] >= 0)
+    return float(np.where(ok, df["radius"].clip(lower=0), 0.0).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("routed")
+    ap.add_argument("--cascade", default="multiscale")
+    args = ap.parse_args()
+    cfg = json.loads((args.folder / "bench.json").read_text())["config"]
+    radii, proto = cfg["radii"], cfg["protocol"]
+    one = proto["n0"] + proto["n"]
+    experts = [m["name"] for m in cfg["methods"] if m["type"] == "expert"]
+    envelope = np.max([_certified(_tsv(args.folder, e), radii).mean(0) for e in experts], axis=0)
+    routed, cascade = _tsv(args.folder, args.routed), _tsv(args.folder, args.cascade)
+    cascade = cascade.loc[routed.index]
+    falls = (routed["predict"] < 0).to_numpy()
+    bound = _certified(routed, radii) | (falls[:, None] & _certified(cascade, radii))
+    acr = float(np.where(falls, [_acr(cascade.iloc[[i]]) for i in range(len(cascade))],
+                         [_acr(routed.iloc[[i]]) for i in range(len(routed))]).mean())
+    extra = np.zeros(len(routed))
+    for i, (r, c) in enumerate(zip(routed.itertuples(), cascade.itertuples())):
+        if falls[i]:
+            counted = {float(s) for s, k in zip(str(r.expert_sigma).split(","),
+                                                str(r.counted).split(",")) if k == "1"}
+            stages = sorted({float(s) for s in str(r.expert_sigma).split(",")}, reverse=True)
+            extra[i] = one * sum(s not in counted for s in stages[:int(c.stage) + 1])
+    cost = (routed["forwards"].to_numpy() + extra).mean()
+    def regret(certified: np.ndarray) -> float:
+        return 100 * float((envelope - certified.mean(0)).max())
+
+    rows = [(args.routed, _acr(routed), regret(_certified(routed, radii)),
+             routed["forwards"].mean()),
+            (args.cascade, _acr(cascade), regret(_certified(cascade, radii)),
+             cascade["forwards"].mean()),
+            (f"{args.routed} + {args.cascade} fallback (upper bound)", acr, regret(bound), cost)]
+    print(f"{args.folder}: {len(routed)} inputs; {100 * falls.mean():.1f}% fall back")
+    print("| method | ACR | max regret | forwards/input | x one expert |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, a, regret, fw in rows:
+        print(f"| {name} | {a:.3f} | {regret:.1f} | {fw:,.0f} | {fw / one:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
