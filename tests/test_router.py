@@ -289,8 +289,11 @@ def test_label_cost_weighs_down_the_experts_whose_pass_is_not_shared():
         lab.soft_labels(0.5, cost=1.0)
     with pytest.raises(ConfigError, match="labels.cost: only a router that shares"):
         parse_config({**TOY_CONFIG, "labels": {"cost": 1.0}})  # not frozen: nothing is saved
-    with pytest.raises(ConfigError, match="labels.cost"):
-        parse_config({**TOY_CONFIG, "labels": {"cost": -1.0}})
+    frozen = {**TOY_CONFIG, "router": {"arch": "cnn_tiny", "backbone": "dark", "frozen": True}}
+    for bad in (-1.0, 1e9):  # exp(-cost) must stay a positive weight
+        with pytest.raises(ConfigError, match=r"labels.cost: must be in \[0, 100\)"):
+            parse_config({**frozen, "labels": {"cost": bad}})
+    assert parse_config({**frozen, "labels": {"cost": 1.5}}).to_dict()["labels"]["cost"] == 1.5
     assert "cost" not in parse_config(TOY_CONFIG).to_dict()["labels"]  # old settings kept
 
 

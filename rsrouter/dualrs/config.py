@@ -185,6 +185,10 @@ def validate(cfg: DualRSConfig) -> DualRSConfig:
     if est.router.backbone is not None and sigma_r not in sigmas:
         raise ConfigError(f"estimator.router.backbone: the estimator's sigma {sigma_r} must be a "
                           f"candidate sigma {sigmas} to start from the classifier at that sigma")
+    if est.labels.cost != 0:
+        raise ConfigError("estimator.labels.cost: the Dual RS estimator shares no expert's "
+                          "forward pass (it is not a frozen head), so a cost term saves nothing; "
+                          "drop the key")
     try:
         validate_router(RouterConfig(experts=refs, data=cfg.data, router=dataclasses.replace(
             est.router, backbone=None), labels=est.labels, train=est.train, seed=cfg.seed))

@@ -198,7 +198,7 @@ def validate(cfg: RouterConfig) -> RouterConfig:
     if cfg.router.frozen and cfg.router.backbone is None:
         raise ConfigError("router.frozen: a frozen router is a head on an expert's features; "
                           "name that expert as router.backbone")
-    if cfg.labels.cost and not cfg.router.frozen:
+    if cfg.labels.cost > 0 and not cfg.router.frozen:
         raise ConfigError("labels.cost: only a router that shares an expert's forward pass "
                           "(router.frozen with router.backbone) saves passes by choosing it; "
                           "set router.frozen: true or drop labels.cost")
@@ -217,7 +217,7 @@ def validate(cfg: RouterConfig) -> RouterConfig:
         ("labels.certify_n", cfg.labels.certify_n is None or cfg.labels.certify_n >= 1,
          ">= 1 (the n of the certification the router serves) or null"),
         ("labels.batch_size", cfg.labels.batch_size >= 1, ">= 1"),
-        ("labels.cost", cfg.labels.cost >= 0, ">= 0 (0: no cost term)"),
+        ("labels.cost", 0 <= cfg.labels.cost < 100, "in [0, 100) (0: no cost term)"),
         ("train.epochs", cfg.train.epochs >= 1, ">= 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, ">= 1"),
         ("train.lr", cfg.train.lr > 0, "> 0"),

@@ -75,8 +75,9 @@ class RouterLabels:
 
         ``cost`` (with ``shared``, the index of the expert whose forward pass the router shares):
         every other expert costs one more forward pass where it is chosen, so its weight is
-        multiplied by ``exp(-cost)`` before normalizing (for ``softmax``, ``cost`` subtracted from
-        its logit); an input that only other experts certify still goes to them.
+        multiplied by ``exp(-cost)`` before normalizing. ``bands``: an input only other experts
+        certify still goes to them. ``softmax``: ``cost`` is subtracted from the others' logits
+        ``R / temperature``, so it trades ``cost * temperature`` of radius for a pass.
         """
         radii = self.radii[self.kept].double()
         prior = torch.zeros(len(self.sigmas), dtype=torch.float64)

@@ -27,6 +27,7 @@ from rsrouter.errors import ConfigError
     ("certificate", "both", "certificate: one of pinned, set"),
     ("select", "claims", "select: claims needs validation.radii to include 0.5, 0.75 and 1"),
     ("estimator.labels.certify_n", 0, "estimator.labels.certify_n"),
+    ("estimator.labels.cost", 1.0, "estimator.labels.cost: the Dual RS estimator shares no"),
     ("name", "a b", "name:"),
 ])
 def test_errors_name_the_key(path, value, message):
