@@ -57,6 +57,34 @@ def test_the_head_trains_on_untouched_features_and_loads_on_the_experts_module(h
     assert router.model.net.features is expert.model.net.features
 
 
+def test_training_passes_the_label_cost_and_the_shared_expert(head_router, tmp_path,
+                                                               monkeypatch):
+    """labels.cost reaches the training targets with the index of the expert whose pass the head
+    shares (d050, the second), and the card records it. Same labels (the cache is copied)."""
+    import shutil
+
+    from rsrouter.routing.labels import RouterLabels
+
+    seen, original = [], RouterLabels.soft_labels
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RouterLabels, "soft_labels", spy)
+    router_dir, _ = head_router
+    config = yaml.safe_load((tmp_path / "router.yaml").read_text())
+    config["labels"]["cost"] = 2.0
+    (tmp_path / "cost.yaml").write_text(yaml.safe_dump(config))
+    shutil.copytree(router_dir / ".labels", tmp_path / "cost" / ".labels")
+    assert main(["router", "train", "--config", str(tmp_path / "cost.yaml"), "--out",
+                 str(tmp_path / "cost"), "--no-progress"]) == 0
+    assert seen == [{"cost": 2.0, "shared": 1}]
+    card = json.loads((tmp_path / "cost" / "config.json").read_text())["rs_router"]
+    plain = json.loads((router_dir / "config.json").read_text())["rs_router"]
+    assert card["labels"]["cost"] == 2.0 and "cost" not in plain["labels"]
+
+
 def test_one_forward_pass_gives_both_votes_and_the_counts_of_separate_passes(head_router):
     router_dir, _ = head_router
     routed = load_routed(router_dir)
