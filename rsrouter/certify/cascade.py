@@ -50,19 +50,23 @@ def _grouped(counts: np.ndarray, c: int) -> np.ndarray:
 
 
 def off_class_upper(counts: np.ndarray, c: int, a: float, exact: bool = True) -> float:
-    """An upper bound, at level ``a``, on the probability of every class other than ``c``
-    (each one, or a pool of them). Two groups: one minus the lower bound on ``p_c``. More:
-    ``exact`` (the sound rule), one-sided Clopper-Pearson upper bounds on each other group at
-    ``a`` over their number (Bonferroni: exact, and on the published benchmarks never looser
-    than Goodman's); otherwise Goodman's simultaneous intervals at two-sided level ``2a``, as
-    Jeong & Shin's code (asymptotic, chi-square based: not exact)."""
-    groups = _grouped(counts, c)
+    """An upper bound, at level ``a``, on the probability of every class other than ``c``.
+
+    ``exact`` (the sound rule): a one-sided Clopper-Pearson upper bound on each of the other
+    ``C - 1`` classes at ``a / (C - 1)``, their maximum (Bonferroni over a number of bounds fixed
+    before the counts are seen: exact). Otherwise Jeong & Shin's code: classes with fewer than 5
+    samples pooled (:func:`_grouped`), then Goodman's simultaneous intervals at two-sided level
+    ``2a`` (asymptotic, chi-square based: not exact), or, with two groups, one minus the lower
+    bound on ``p_c``. Pooling decided by the counts makes the number of bounds depend on the
+    data they bound, so it is kept out of the sound rule."""
     n = int(counts.sum())
+    if exact:
+        others = [k for k in range(len(counts)) if k != c]
+        share = a / len(others)
+        return max(upper_confidence_bound(int(counts[k]), n, share) for k in others)
+    groups = _grouped(counts, c)
     if len(groups) <= 2:
         return 1.0 - lower_confidence_bound(int(counts[c]), n, a)
-    if exact:
-        share = a / (len(groups) - 1)
-        return max(upper_confidence_bound(int(g), n, share) for g in groups[1:])
     from statsmodels.stats.proportion import multinomial_proportions_confint
 
     return float(multinomial_proportions_confint(groups, alpha=2 * a, method="goodman")[1:, 1]

@@ -79,12 +79,24 @@ def test_off_class_grouping_as_in_their_code():
     assert _grouped(np.array([900, 50, 3, 2, 1, 44]), 0).tolist() == [900, 50, 44, 6]
     # a leftover pool never joins the predicted class; the bound is on the other classes
     assert _grouped(np.array([996, 2, 2]), 0).tolist() == [996, 4]
-    assert off_class_upper(np.array([996, 2, 2]), 0, 0.001) == pytest.approx(
-        1 - beta.ppf(0.001, 996, 5))
-    # two groups: the bound is one minus the lower bound on p_c
+    # faithful (their code): two groups -> one minus the lower bound on p_c
     a = 0.001
-    assert off_class_upper(np.array([990, 6, 4]), 0, a) == pytest.approx(
+    assert off_class_upper(np.array([990, 6, 4]), 0, a, exact=False) == pytest.approx(
         1 - beta.ppf(a, 990, 11))
+
+
+def test_the_sound_off_class_bound_never_pools():
+    """Pooling decided by the counts would make the number of bounds (and so each one's level)
+    depend on the data they bound. The sound rule bounds each of the C - 1 other classes at
+    a / (C - 1), whatever the counts: the level of a class's bound is the same with or without
+    small classes beside it."""
+    a = 0.001
+    assert off_class_upper(np.array([996, 2, 2]), 0, a) == pytest.approx(
+        beta.ppf(1 - a / 2, 3, 998))
+    assert off_class_upper(np.array([990, 6, 4]), 0, a) == pytest.approx(
+        beta.ppf(1 - a / 2, 7, 994))
+    wide = np.array([900, 50, 3, 2, 1, 44])  # their code: 3 other groups; here 5 classes
+    assert off_class_upper(wide, 0, a) == pytest.approx(beta.ppf(1 - a / 5, 51, 950))
 
 
 def test_envelope_is_the_per_radius_best_expert():
