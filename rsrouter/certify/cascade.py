@@ -27,8 +27,8 @@ CASCADE_COUNT_COLUMNS = ("stage_cA", "stage_nA", "stage_n", "stage_n0", "stage_s
 def _grouped(counts: np.ndarray, c: int) -> np.ndarray:
     """Class ``c``'s count first, then the other classes largest first, those with fewer than 5
     samples pooled until a pool reaches 5 (a leftover pool joins the last group of other classes,
-    never class ``c``'s): the grouping of Jeong & Shin's code (Goodman's intervals need it;
-    for exact bounds it means fewer of them)."""
+    never class ``c``'s): the grouping of Jeong & Shin's code, which Goodman's intervals need
+    (the ``faithful`` rule only: the sound rule does not pool)."""
     rest = counts.astype(np.int64).copy()
     first = int(rest[c])
     rest[c] = 0
@@ -59,6 +59,8 @@ def off_class_upper(counts: np.ndarray, c: int, a: float, exact: bool = True) ->
     ``2a`` (asymptotic, chi-square based: not exact), or, with two groups, one minus the lower
     bound on ``p_c``. Pooling decided by the counts makes the number of bounds depend on the
     data they bound, so it is kept out of the sound rule."""
+    if len(counts) < 2 or not 0 <= c < len(counts):
+        raise ValueError(f"off-class bound: class {c} of {len(counts)} (needs >= 2 classes)")
     n = int(counts.sum())
     if exact:
         others = [k for k in range(len(counts)) if k != c]

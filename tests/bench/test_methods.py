@@ -97,6 +97,12 @@ def test_the_sound_off_class_bound_never_pools():
         beta.ppf(1 - a / 2, 7, 994))
     wide = np.array([900, 50, 3, 2, 1, 44])  # their code: 3 other groups; here 5 classes
     assert off_class_upper(wide, 0, a) == pytest.approx(beta.ppf(1 - a / 5, 51, 950))
+    # two classes: the same bound as one minus the lower bound on p_c (Clopper-Pearson symmetry)
+    assert off_class_upper(np.array([990, 10]), 0, a) == pytest.approx(
+        1 - beta.ppf(a, 990, 11), rel=1e-9)
+    for bad in (np.array([5]), np.array([990, 10])):
+        with pytest.raises(ValueError, match="off-class bound"):
+            off_class_upper(bad, 2, a)
 
 
 def test_envelope_is_the_per_radius_best_expert():
