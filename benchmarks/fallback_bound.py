@@ -27,20 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rsrouter.results.curves import average_certified_radius, certified_accuracy
+from rsrouter.results.tsv import read_tsv
+
 
 def _tsv(folder: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(folder / f"{name}.tsv", sep="\t", comment="#").set_index("idx")
-
-
-def _certified(df: pd.DataFrame, radii: list[float]) -> np.ndarray:
-    """``[inputs, radii]``: correct, not abstaining, radius >= r (r = 0: any radius)."""
-    ok = ((df["correct"] == 1) & (df["predict"] >= 0)).to_numpy()[:, None]
-    return ok & (df["radius"].to_numpy()[:, None] >= np.asarray(radii)[None, :])
-
-
-def _acr(df: pd.DataFrame) -> float:
-    ok = (df["correct"] == 1) & (df["predict"] >= 0)
-    return float(np.where(ok, df["radius"].clip(lower=0), 0.0).mean())
+    return read_tsv(folder / f"{name}.tsv").set_index("idx", drop=False)
 
 
 def _sigmas(folder: Path, names: list[str]) -> dict[str, float]:
@@ -59,7 +51,8 @@ def main() -> None:
     one = proto["n0"] + proto["n"]
     methods = {m["name"]: m for m in cfg["methods"]}
     experts = [m["name"] for m in cfg["methods"] if m["type"] == "expert"]
-    envelope = np.max([_certified(_tsv(args.folder, e), radii).mean(0) for e in experts], axis=0)
+    envelope = np.max([certified_accuracy(_tsv(args.folder, e), radii).to_numpy()
+                       for e in experts], axis=0)
     meta = json.loads((args.folder / f"{args.routed}.method.json").read_text())
     if meta.get("certificate") != "lazy-set":
         raise SystemExit(f"{args.routed}: a lazy set certificate is needed (its rows say which "
@@ -71,9 +64,7 @@ def main() -> None:
     routed, cascade = _tsv(args.folder, args.routed), _tsv(args.folder, args.cascade)
     cascade = cascade.loc[routed.index]
     falls = (routed["predict"] < 0).to_numpy()
-    bound = _certified(routed, radii) | (falls[:, None] & _certified(cascade, radii))
-    acr = float(np.where(falls, [_acr(cascade.iloc[[i]]) for i in range(len(cascade))],
-                         [_acr(routed.iloc[[i]]) for i in range(len(routed))]).mean())
+    both = pd.concat([routed[~falls], cascade[falls]]).loc[routed.index]  # the bound's rows
     extra = np.zeros(len(routed))
     for i, (r, c) in enumerate(zip(routed.itertuples(), cascade.itertuples())):
         assert float(c.stage_sigma) == sigma_of[stages[int(c.stage)]], "cascade stage order"
@@ -83,21 +74,20 @@ def main() -> None:
             if shared is not None:
                 paid.add(sigma_of[shared])
             extra[i] = proto["n"] * sum(sigma_of[e] not in paid for e in stages[:int(c.stage) + 1])
-    cost = (routed["forwards"].to_numpy() + extra).mean()
 
-    def regret(certified: np.ndarray) -> float:
-        return 100 * float((envelope - certified.mean(0)).max())
+    def regret(df: pd.DataFrame) -> float:
+        return 100 * float((envelope - certified_accuracy(df, radii).to_numpy()).max())
 
-    rows = [(args.routed, _acr(routed), regret(_certified(routed, radii)),
-             routed["forwards"].mean()),
-            (args.cascade, _acr(cascade), regret(_certified(cascade, radii)),
-             cascade["forwards"].mean()),
-            (f"{args.routed} + {args.cascade} fallback (upper bound)", acr, regret(bound), cost)]
+    bound = both.assign(forwards=routed["forwards"].to_numpy() + extra)
+    rows = [(args.routed, routed), (args.cascade, cascade),
+            (f"{args.routed} + {args.cascade} fallback (upper bound)", bound)]
     print(f"{args.folder}: {len(routed)} inputs; {100 * falls.mean():.1f}% fall back")
     print("| method | ACR | max regret | forwards/input | x one expert |")
     print("| --- | --- | --- | --- | --- |")
-    for name, a, gap, fw in rows:
-        print(f"| {name} | {a:.3f} | {gap:.1f} | {fw:,.0f} | {fw / one:.2f} |")
+    for name, df in rows:
+        fw = df["forwards"].mean()
+        print(f"| {name} | {average_certified_radius(df):.3f} | {regret(df):.1f} | {fw:,.0f} | "
+              f"{fw / one:.2f} |")
 
 
 if __name__ == "__main__":
