@@ -81,6 +81,20 @@ class SetCertificate:
     entry: tuple[float, ...]  # e_k: the distance at which the router may switch to k (A: 0)
 
 
+def entry_radii(router_cA: int, router_counts: Sequence[int], router_sigma: float,
+                alpha_router: float) -> list[float]:
+    """``e_k``: the distance from ``x`` within which the smoothed router cannot switch from its
+    choice ``A`` to expert ``k`` (0 for ``A``; negative: ``k`` may win at ``x`` itself), from the
+    lower bound on ``A`` and an upper bound on ``k`` at :func:`router_levels`."""
+    k_all, a = len(router_counts), int(router_cA)
+    n_r = int(sum(router_counts))
+    low_level, up_level = router_levels(alpha_router, k_all)
+    p_low = lower_confidence_bound(int(router_counts[a]), n_r, low_level)
+    # p_low = 0 gives -inf (k may win anywhere); p_up < 1 unless k took every vote
+    return [0.0 if k == a else router_sigma / 2 * (float(ndtri(p_low)) - float(ndtri(
+        upper_confidence_bound(int(router_counts[k]), n_r, up_level)))) for k in range(k_all)]
+
+
 def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: float,
                     expert_cA: Sequence[int], expert_nA: Sequence[int], expert_n: Sequence[int],
                     expert_sigma: Sequence[float], alpha_router: float,
@@ -97,16 +111,13 @@ def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: 
     k_all, a = len(expert_cA), int(router_cA)
     if k_all < 2 or min(int(v) for v in router_counts) < 0:
         raise ValueError("the set certificate needs >= 2 experts and router counts >= 0")
-    n_r = int(sum(router_counts))
-    low_level, up_level = router_levels(alpha_router, k_all)
-    p_low = lower_confidence_bound(int(router_counts[a]), n_r, low_level)
     counted = [True] * k_all if counted is None else [bool(v) for v in counted]
     if not counted[a]:
         raise ValueError("the set certificate needs the chosen expert's counts")
     radii = [certified_radius(int(expert_nA[k]), int(expert_n[k]), float(expert_alpha[k]),
                               float(expert_sigma[k])) if counted[k] else None
              for k in range(k_all)]
-    entry = [0.0] * k_all
+    entry = entry_radii(a, router_counts, router_sigma, alpha_router)
     if radii[a] is None:
         return SetCertificate(ABSTAIN, 0.0, a, a, tuple(entry))
     c = int(expert_cA[a])
@@ -114,10 +125,7 @@ def set_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: 
     for k in range(k_all):
         if k == a:
             continue
-        p_up = upper_confidence_bound(int(router_counts[k]), n_r, up_level)
-        # p_low = 0 gives -inf (k may win anywhere); p_up < 1 unless k took every vote
-        e_k = router_sigma / 2 * (float(ndtri(p_low)) - float(ndtri(p_up)))
-        entry[k] = e_k
+        e_k = entry[k]
         agrees = radii[k] is not None and int(expert_cA[k]) == c
         limit = max(e_k, radii[k] if agrees else -math.inf)
         if not limit >= radius:  # NaN (impossible counts) binds: abstain rather than ignore
