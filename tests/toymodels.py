@@ -28,3 +28,17 @@ class Bands(nn.Module):
     def forward(self, x):
         v = x.flatten(1)[:, 0]
         return nn.functional.one_hot((v > 0.35).long() + (v > 0.65).long(), 3).float()
+
+
+class Interval3(nn.Module):
+    """Three classes on x[coord]: 0 below ``a``, 1 in [a, b), 2 from ``b``. Under N(0, s^2)
+    noise P(0) = Phi((a - x) / s), P(2) = Phi((x - b) / s), P(1) the rest; with b - a small
+    against s no class has more than half near the middle (an undecided smoothed classifier)."""
+
+    def __init__(self, coord: int, a: float, b: float) -> None:
+        super().__init__()
+        self.coord, self.a, self.b = coord, a, b
+
+    def forward(self, x):
+        v = x.flatten(1)[:, self.coord]
+        return nn.functional.one_hot((v >= self.a).long() + (v >= self.b).long(), 3).float()
