@@ -73,48 +73,52 @@ class FallbackCertificate:
     radius: float
     path: str  # "routed", "fallback" or "abstain"
     binding: int  # routed: the set certificate's binding expert; fallback: -1 the cascade, else k
+    evaluated: tuple[bool, ...]  # the experts whose estimation draws this input needed
 
 
 def fallback_certificate(router_cA: int, router_counts: Sequence[int], router_sigma: float,
-                         expert_cA: Sequence[int], expert_counts: Sequence[np.ndarray | None],
-                         expert_sigma: Sequence[float], alpha: float, *, share: float = 0.1,
+                         expert_cA: Sequence[int], expert_counts: Sequence[np.ndarray],
+                         expert_sigma: Sequence[float], alpha: float, *,
+                         counted: Sequence[bool] | None = None, share: float = 0.1,
                          threshold: float = 0.5) -> FallbackCertificate:
-    """One input: the set certificate (every expert with counts), and where it abstains the
-    cascade over the experts (largest sigma first) capped by every pickable expert's
-    off-class radius. ``expert_counts[k]``: expert ``k``'s estimation class counts, or None
-    where it was not run (it then certifies nothing and stands for its entry radius alone; the
-    cascade needs every stage it visits). ``expert_cA``: each expert's selection class.
+    """One input: the set certificate over the ``counted`` experts (all by default; the lazy set
+    certificate's plan, fixed by the selection draws, otherwise), and where it abstains the
+    cascade over every expert (largest sigma first), capped by every expert the router can pick:
+    ``max(e_k, off_k)``, ``off_k`` from the estimation counts of an expert evaluated on this input
+    (counted, or a stage the cascade visited), 0 for any other. ``expert_counts[k]``: expert
+    ``k``'s estimation class counts (read only where evaluated); ``expert_cA``: each expert's
+    selection class. ``evaluated`` says which experts' estimation draws were used (the cost).
     """
     k_all = len(expert_cA)
-    classes = len(next(c for c in expert_counts if c is not None))
+    classes = len(expert_counts[0])
     levels = fallback_levels(alpha, k_all, classes, share)
     a_r, a_e = levels.routed / 2, levels.routed / 2
-    counted = [c is not None for c in expert_counts]
-    # the set certificate's expert levels, as the lazy set certificate splits them
+    counted = [True] * k_all if counted is None else [bool(v) for v in counted]
     expert_alpha = lazy_expert_levels(a_e, int(router_cA), counted)
-    n_a = [int(c[ca]) if c is not None else 0 for c, ca in zip(expert_counts, expert_cA)]
-    n = [int(c.sum()) if c is not None else 0 for c in expert_counts]
+    n_a = [int(c[ca]) if use else 0 for c, ca, use in zip(expert_counts, expert_cA, counted)]
+    n = [int(np.sum(c)) if use else 0 for c, use in zip(expert_counts, counted)]
     routed = set_certificate(router_cA, router_counts, router_sigma, expert_cA, n_a, n,
                              expert_sigma, a_r, expert_alpha, counted=counted)
     if routed.prediction != ABSTAIN:
-        return FallbackCertificate(routed.prediction, routed.radius, "routed", routed.binding)
+        return FallbackCertificate(routed.prediction, routed.radius, "routed", routed.binding,
+                                   tuple(counted))
     order = sorted(range(k_all), key=lambda k: -float(expert_sigma[k]))
-    stages = []
-    for k in order:
-        if expert_counts[k] is None:
-            raise ValueError(f"the cascade needs expert {k}'s counts")
-        stages.append((int(expert_cA[k]), np.asarray(expert_counts[k]), float(expert_sigma[k])))
-    c, r_c, _, _ = cascade_one(stages, levels.cascade, threshold)
+    stages = [(int(expert_cA[k]), np.asarray(expert_counts[k]), float(expert_sigma[k]))
+              for k in order]
+    c, r_c, stop, _ = cascade_one(stages, levels.cascade, threshold)
+    evaluated = list(counted)
+    for k in order[:stop + 1]:
+        evaluated[k] = True
     if c == ABSTAIN:
-        return FallbackCertificate(ABSTAIN, 0.0, "abstain", -1)
+        return FallbackCertificate(ABSTAIN, 0.0, "abstain", -1, tuple(evaluated))
     entry = entry_radii(router_cA, router_counts, router_sigma, a_r)
     radius, binding = r_c, -1
     for k in range(k_all):
-        off = 0.0 if expert_counts[k] is None else off_class_radius(
-            np.asarray(expert_counts[k]), c, float(expert_sigma[k]), levels.off)
+        off = off_class_radius(np.asarray(expert_counts[k]), c, float(expert_sigma[k]),
+                               levels.off) if evaluated[k] else 0.0
         limit = max(entry[k], off)
         if not limit >= radius:
             radius, binding = limit, k
     if not radius > 0:
-        return FallbackCertificate(ABSTAIN, 0.0, "abstain", binding)
-    return FallbackCertificate(int(c), float(radius), "fallback", binding)
+        return FallbackCertificate(ABSTAIN, 0.0, "abstain", binding, tuple(evaluated))
+    return FallbackCertificate(int(c), float(radius), "fallback", binding, tuple(evaluated))
