@@ -64,7 +64,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "rsrouter.demo": ("rsrouter.bench.demo",),
     # modules that stayed, whose names moved on
     "rsrouter.bench.store": ("rsrouter.bench.counts",),
-    "rsrouter.bench.methods": ("rsrouter.certify.cascade",),
+    "rsrouter.bench.methods": ("rsrouter.certify.cascade", "rsrouter.bench.accounting"),
     "rsrouter.bench.report": ("rsrouter.bench.readback",),
     "rsrouter.bench.config": ("rsrouter.protocol",),
     "rsrouter.dualrs.loop": ("rsrouter.dualrs.rounds",),

@@ -240,3 +240,10 @@ def test_one_trainer_per_output_folder(tmp_path):
             train_expert(TrainConfig("digits", "cnn_tiny", 0.25, epochs=1), out, progress=False)
     train_expert(TrainConfig("digits", "cnn_tiny", 0.25, epochs=1), out, progress=False)
     assert (out / "model.safetensors").is_file() and not (out / ".lock").exists()
+
+
+def test_the_parsers_certificates_are_the_cards():
+    from rsrouter.cards.router import CERTIFICATES
+    from rsrouter.cli.common import CERTIFICATES as PARSER
+
+    assert PARSER == CERTIFICATES

@@ -113,7 +113,9 @@ def _record(folder: Path, chosen: str | None, types: dict) -> str:
     if chosen is None or types.get(chosen) != "router" or not meta.is_file():
         return ""
     info = json.loads(meta.read_text())
-    margin = f" --margin {info['margin']:g}" if info.get("certificate") == "lazy-set" else ""
+    margin = f" --margin {info['margin']:g}" if "margin" in info else ""
+    if "fallback_share" in info:
+        margin += f" --fallback-share {info['fallback_share']:g}"
     return (f"rsrouter router certificate ROUTER --kind {info.get('certificate', 'pinned')}"
             f"{margin} --alpha-split {info.get('alpha_split', 0.5):g} --chosen-on {folder}"
             f" (ROUTER: {info['router']['name']})")

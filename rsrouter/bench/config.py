@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from .._moved import getattr_for as _getattr_for
-from ..cards.router import CERTIFICATES
+from ..cards.router import CERTIFICATES, LAZY_KINDS
 from ..certify.sequential import Sequential
 from ..data import INFOS, SPLITS
 from ..errors import ConfigError
@@ -55,7 +55,8 @@ class MethodSchema:
 # one per method type; each is run by the function registered for it in bench.harness.METHODS
 METHOD_SCHEMAS = {
     "expert": MethodSchema(frozenset({"expert"}), frozenset({"expert"})),
-    "router": MethodSchema(frozenset({"router", "alpha_split", "certificate", "margin"}),
+    "router": MethodSchema(frozenset({"router", "alpha_split", "certificate", "margin",
+                                      "fallback_share"}),
                            frozenset({"router"}), "routed"),
     "tree": MethodSchema(frozenset({"router", "children", "alpha_split"}),
                          frozenset({"router", "children"}), "tree"),
@@ -125,10 +126,11 @@ class Method:
     alpha_split: float | None = 0.5
     threshold: float = 0.5  # cascade: p0, the probability a stage must certify above
     alpha_rule: str = "sound"  # cascade
-    # router: pinned (Dual RS), set (certify.set_certificate) or lazy-set (certify.lazy_set);
-    # None: the one the router's card names (pinned if it names none)
+    # router: pinned (Dual RS), set (certify.set_certificate), lazy-set (certify.lazy_set) or
+    # lazy-set+cascade (certify.fallback); None: the one the router's card names (else pinned)
     certificate: str | None = None
-    margin: float | None = None  # lazy-set: the plan's margin (None: the card's, else 0)
+    margin: float | None = None  # lazy-set(+cascade): the plan's margin (None: the card's)
+    fallback_share: float | None = None  # lazy-set+cascade: alpha's share (None: the card's)
     fit: Fit = field(default_factory=Fit)  # aces
     chosen_on: str | None = None  # where this method's choices were made (default: config's)
     note: str = ""
@@ -272,7 +274,7 @@ def _method(raw: Any, i: int) -> Method:
                   alpha_rule=_str(raw, "alpha_rule", path, "sound", _ALPHA_RULES), fit=fit,
                   chosen_on=_str(raw, "chosen_on", path, None, CHOICE_SPLITS),
                   certificate=_str(raw, "certificate", path, None, CERTIFICATES),
-                  margin=_margin(raw, path),
+                  margin=_margin(raw, path), fallback_share=_fallback_share(raw, path),
                   note=_str(raw, "note", path) or "")
 
 
@@ -280,13 +282,23 @@ def _margin(raw: dict, path: str) -> float | None:
     margin = raw.get("margin")
     if margin is None:
         return None
-    if raw.get("certificate", "lazy-set") != "lazy-set":
-        raise ConfigError(f"{path}.margin: only the lazy-set certificate has a margin (this "
+    if raw.get("certificate", "lazy-set") not in LAZY_KINDS:
+        raise ConfigError(f"{path}.margin: only the lazy-set certificates have a margin (this "
                           f"method's is {raw.get('certificate')})")
     if not isinstance(margin, (int, float)) or isinstance(margin, bool) \
             or not math.isfinite(margin):
         raise ConfigError(f"{path}.margin: a number (radius units), got {margin!r}")
     return float(margin)
+
+
+def _fallback_share(raw: dict, path: str) -> float | None:
+    share = raw.get("fallback_share")
+    if share is None:
+        return None
+    if raw.get("certificate", "lazy-set+cascade") != "lazy-set+cascade":
+        raise ConfigError(f"{path}.fallback_share: only the lazy-set+cascade certificate has a "
+                          f"fallback (this method's is {raw.get('certificate')})")
+    return _prob(raw, "fallback_share", path, 0.1)
 
 
 def parse_inputs(raw: Any) -> Inputs:

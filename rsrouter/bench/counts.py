@@ -24,10 +24,22 @@ COUNT_COLUMNS_02 = tuple(c for c in COUNT_COLUMNS if c != "select")
 
 def count_path(root: str | os.PathLike, name: str, settings: dict) -> Path:
     """``ROOT/counts/NAME-FINGERPRINT.tsv``: the fingerprint of the settings the counts depend
-    on, so that a changed protocol starts a new file."""
+    on, so that a changed protocol starts a new file. Where no file of that name exists, a
+    count file of the same settings under another name (copied from another folder, or named
+    after another method) is that model's: its path is returned, so no pass is repeated."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    return Path(root) / "counts" / f"{safe}-{digest}.tsv"
+    path = Path(root) / "counts" / f"{safe}-{digest}.tsv"
+    if path.is_file() or not path.parent.is_dir():
+        return path
+    for other in sorted(path.parent.glob(f"*-{digest}.tsv")):
+        try:
+            same = json.loads(Path(f"{other}.json").read_text()) == settings
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return other
+    return path
 
 
 def read_counts(path: str | os.PathLike, indices: Sequence[int] | None = None) -> pd.DataFrame:

@@ -23,9 +23,11 @@ import pandas as pd
 
 from .. import __version__
 from ..cards.refs import is_remote_source
+from ..cards.router import LAZY_KINDS
 from ..certify import tree
 from ..certify.bounds import split_alpha
 from ..certify.cascade import cascade_bounds
+from ..certify.fallback import DEFAULT_SHARE
 from ..data import data_identity, load_dataset
 from ..distributed import current
 from ..errors import ConfigError, ResultsError, RsrouterError
@@ -36,6 +38,7 @@ from ..results.tsv import write_tsv
 from ..routing.load import load_routed
 from ..routing.router import ROUTER_STAGES
 from ..urls import public_url
+from . import accounting
 from . import methods as compose
 from .aces import SmoothedEntropyRouter, fit_thresholds
 from .config import BenchConfig, Method
@@ -212,7 +215,7 @@ MARKER = ".rsrouter-bench"  # a results folder of `bench run` (written before an
 
 def check_results_folder(out: Path) -> None:
     """``out`` may receive a benchmark: it does not exist, is empty, or holds rsrouter results
-    (its marker, or the ``bench.json`` of rsrouter < 0.3).
+    (its marker, rsrouter < 0.3's ``bench.json``, or only count files in ``counts/``: reused).
 
     Raises:
         ResultsError: naming the folder and the fix; nothing is deleted or written.
@@ -223,6 +226,9 @@ def check_results_folder(out: Path) -> None:
         return
     # dot-files (.DS_Store, .gitkeep, its own .lock) are never touched: not in the way
     other = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if other == ["counts"] and (out / "counts").is_dir() and all(
+            p.name.endswith((".tsv", ".tsv.json")) for p in (out / "counts").iterdir()):
+        return
     if other:
         raise ResultsError(f"--out {out} holds files that are not rsrouter results "
                            f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
@@ -269,24 +275,19 @@ def _router(run: _Run, method: Method) -> Composed:
     split = method.alpha_split if method.alpha_split is not None else routed.alpha_split
     args = (router_counts, expert_counts, names, alpha, split, routed.router.sigma)
     extra = {}
-    if method.margin is not None and kind != "lazy-set":
-        raise ConfigError(f"method {method.name}: margin applies to the lazy-set certificate, "
+    if method.margin is not None and kind not in LAZY_KINDS:
+        raise ConfigError(f"method {method.name}: margin applies to the lazy-set certificates, "
                           f"not to {kind} (the one its router's card names)")
-    if kind == "lazy-set":
-        margin = method.margin if method.margin is not None else float(
+    if method.fallback_share is not None and kind != "lazy-set+cascade":
+        raise ConfigError(f"method {method.name}: fallback_share applies to the "
+                          f"lazy-set+cascade certificate, not to {kind}")
+    if kind in LAZY_KINDS:
+        extra["margin"] = method.margin if method.margin is not None else float(
             card.certificate.get("margin", 0.0))
-        frame = compose.lazy_set_frame(*args, margin=margin, shares=shares)
-        routing = {**compose.set_stats(frame), **compose.lazy_stats(frame)}
-        rule = compose.set_alpha_text(alpha, split, len(names), lazy=True)
-        extra["margin"] = margin
-    elif kind == "set":
-        frame = compose.set_frame(*args, shares=shares)
-        routing = compose.set_stats(frame)
-        rule = compose.set_alpha_text(alpha, split, len(names))
-    else:
-        frame = compose.routed_frame(*args, shares=shares)
-        routing = compose.routing_stats(frame)
-        rule = compose.alpha_split_text(alpha, split)
+    if kind == "lazy-set+cascade":
+        extra["fallback_share"] = method.fallback_share or float(
+            card.certificate.get("fallback_share", DEFAULT_SHARE))
+    frame, routing, rule = compose.router_frame(kind, *args, shares=shares, **extra)
     return frame, {
         "certificate": kind, "alpha_split": split, **extra,
         "experts": [expert_record(e) for e in routed.experts],
@@ -333,8 +334,8 @@ def _aces(run: _Run, method: Method) -> Composed:
                    "thresholds": thresholds, "sigma": router.sigma,
                    "weights_sha256": router.pin.weights_sha256,
                    "config_sha256": router.pin.config_sha256, "fit": report},
-        "routing": compose.routing_stats(frame),
-        "alpha_accounting": compose.alpha_split_text(cfg.protocol.alpha, method.alpha_split)}
+        "routing": accounting.routing_stats(frame),
+        "alpha_accounting": accounting.alpha_split_text(cfg.protocol.alpha, method.alpha_split)}
 
 
 def _pool_meta(run: _Run, method: Method) -> dict:
@@ -417,7 +418,7 @@ def _tree(run: _Run, method: Method) -> Composed:
     record["groups"] = [[n for n, g in zip(names, groups) if g == k]
                         for k in range(max(groups) + 1)]
     return frame, {"experts": [expert_record(e) for e in root.experts], "router": record,
-                   "routing": compose.tree_stats(frame), "alpha_accounting": rule}
+                   "routing": accounting.tree_stats(frame), "alpha_accounting": rule}
 
 
 def chosen_on(cfg: BenchConfig, method: Method) -> str:

@@ -18,13 +18,17 @@ import pandas as pd
 from .._moved import getattr_for as _getattr_for
 from ..certify.bounds import ABSTAIN, Counts, radii_from_counts, split_alpha
 from ..certify.cascade import CASCADE_EXTRAS, cascade_one
+from ..certify.fallback import (
+    DEFAULT_SHARE,
+    FALLBACK_EXTRAS,
+    fallback_extras,
+    fallback_routed_certificate,
+)
 from ..certify.lazy_set import LAZY_SET_EXTRAS, lazy_set_extras, lazy_set_routed_certificate
 from ..certify.routed import ROUTED_EXTRAS, routed_certificate, routed_extras
 from ..certify.set_certificate import (
     SET_EXTRAS,
-    expert_levels,
     join_numbers,
-    router_levels,
     set_extras,
     set_routed_certificate,
 )
@@ -32,6 +36,7 @@ from ..certify.tree import TREE_EXTRAS, split_levels, tree_certificate
 from ..errors import CountsError
 from ..results.curves import certified_accuracy
 from ..results.rows import COHEN_COLUMNS, EXPERT_EXTRAS, cohen_row
+from . import accounting
 
 
 def _cost(*frames: pd.DataFrame, used: Sequence[np.ndarray] | None = None) -> dict:
@@ -151,23 +156,11 @@ def lazy_set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names:
     """
     rows, levels = [], split_alpha(alpha, alpha_split)
     planned = np.zeros((len(experts), len(router)), bool)
-    for f in (router, *experts):
-        if not np.array_equal(f["idx"].to_numpy(), router["idx"].to_numpy()) \
-                or (f["share"] != 1).any():
-            raise CountsError("the lazy set certificate needs fixed-n counts of every model on "
-                              "the same inputs, in the same order")
-    for pos, r in enumerate(router.itertuples(index=False)):
-        own = [f.iloc[pos] for f in experts]
-        votes = [r.select, *(e["select"] for e in own)]
-        if any(v is None for v in votes):
-            raise CountsError(f"input idx {r.idx}: a count file without selection votes "
-                              "(rsrouter 0.2's, or sequential looks); the lazy set certificate "
-                              "plans from them: rerun `rsrouter bench run` with fixed n")
-        c_a = [int(e.cA) for e in own]
+    for pos, r, own, c_a, select_na in _with_votes(router, experts, "the lazy set certificate"):
         cert = lazy_set_routed_certificate(
-            _counts(r, router_sigma), r.counts, r.select, c_a,
-            [int(e["select"][c]) for e, c in zip(own, c_a)], [_counts(e) for e in own],
-            [float(e.sigma) for e in own], names, *levels, margin=margin)
+            _counts(r, router_sigma), r.counts, r.select, c_a, select_na,
+            [_counts(e) for e in own], [float(e.sigma) for e in own], names, *levels,
+            margin=margin)
         planned[:, pos] = cert.counted
         rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **lazy_set_extras(cert)})
@@ -176,6 +169,85 @@ def lazy_set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names:
                         list(planned), shares)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
     return out[[*COHEN_COLUMNS, *LAZY_SET_EXTRAS, "forwards"]]
+
+
+def fallback_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
+                   alpha: float, alpha_split: float, router_sigma: float, margin: float = 0.0,
+                   share: float = DEFAULT_SHARE, shares: int | None = None) -> pd.DataFrame:
+    """Router, then cascade (:mod:`rsrouter.certify.fallback`) on every input: the lazy set
+    certificate with ``1 - share`` of ``alpha``, and where it abstains the cascade over the
+    same experts, capped, with ``share``. Pays for every expert's ``n0`` selection draws and
+    for the ``n`` of the experts the input needed: the plan's, and the cascade's stages
+    where it ran.
+
+    Raises:
+        CountsError: a count file without selection votes (rsrouter 0.2's, or sequential).
+    """
+    rows = []
+    evaluated = np.zeros((len(experts), len(router)), bool)
+    for pos, r, own, c_a, select_na in _with_votes(router, experts, "router-then-cascade"):
+        cert = fallback_routed_certificate(
+            _counts(r, router_sigma), r.counts, r.select, c_a, select_na,
+            lambda k, own=own: own[k]["counts"], [float(e.sigma) for e in own], names, alpha,
+            alpha_split, margin, share)
+        evaluated[:, pos] = cert.evaluated
+        rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
+                     **fallback_extras(cert)})
+    out = pd.DataFrame(rows)
+    cost = _routed_cost(router, experts, [np.ones(len(router), bool)] * len(experts),
+                        list(evaluated), shares)
+    out["time"], out["forwards"] = cost["time"], cost["forwards"]
+    return out[[*COHEN_COLUMNS, *FALLBACK_EXTRAS, "forwards"]]
+
+
+def _with_votes(router: pd.DataFrame, experts: Sequence[pd.DataFrame], what: str):
+    """Per input: ``(position, router row, each expert's row, each expert's selection class,
+    its selection votes for that class)``, after checking that every model has fixed-n counts
+    with selection votes on the same inputs.
+
+    Raises:
+        CountsError: naming what is missing and the fix.
+    """
+    for f in (router, *experts):
+        if not np.array_equal(f["idx"].to_numpy(), router["idx"].to_numpy()) \
+                or (f["share"] != 1).any():
+            raise CountsError(f"{what} needs fixed-n counts of every model on the same inputs, "
+                              "in the same order")
+    for pos, r in enumerate(router.itertuples(index=False)):
+        own = [f.iloc[pos] for f in experts]
+        if any(v is None for v in [r.select, *(e["select"] for e in own)]):
+            raise CountsError(f"input idx {r.idx}: a count file without selection votes "
+                              f"(rsrouter 0.2's, or sequential looks); {what} plans from them: "
+                              "rerun `rsrouter bench run` with fixed n")
+        c_a = [int(e.cA) for e in own]
+        yield pos, r, own, c_a, [int(e["select"][c]) for e, c in zip(own, c_a)]
+
+
+def router_frame(kind: str, router: pd.DataFrame, experts: Sequence[pd.DataFrame],
+                 names: Sequence[str], alpha: float, alpha_split: float, router_sigma: float,
+                 margin: float = 0.0, fallback_share: float = DEFAULT_SHARE,
+                 shares: int | None = None) -> tuple[pd.DataFrame, dict, str]:
+    """A router's certificate of ``kind`` (pinned, set, lazy-set, lazy-set+cascade) on every
+    input: ``(rows, routing statistics, alpha accounting in words)``."""
+    args = (router, experts, names, alpha, alpha_split, router_sigma)
+    k = len(names)
+    if kind == "lazy-set+cascade":
+        frame = fallback_frame(*args, margin=margin, share=fallback_share, shares=shares)
+        classes = len(experts[0]["counts"].iloc[0])
+        return frame, {**accounting.set_stats(frame), **accounting.lazy_stats(frame),
+                       **accounting.fallback_stats(frame)}, accounting.fallback_alpha_text(
+            alpha, alpha_split, k, classes, fallback_share)
+    if kind == "lazy-set":
+        frame = lazy_set_frame(*args, margin=margin, shares=shares)
+        return frame, {**accounting.set_stats(frame), **accounting.lazy_stats(frame)}, \
+            accounting.set_alpha_text(alpha, alpha_split, k, lazy=True)
+    if kind == "set":
+        frame = set_frame(*args, shares=shares)
+        return frame, accounting.set_stats(frame), accounting.set_alpha_text(alpha, alpha_split,
+                                                                            k)
+    frame = routed_frame(*args, shares=shares)
+    return frame, accounting.routing_stats(frame), accounting.alpha_split_text(alpha,
+                                                                               alpha_split)
 
 
 def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
@@ -237,21 +309,6 @@ def tree_frame(root: pd.DataFrame, root_sigma: float, groups: Sequence[int],
     return out[[*COHEN_COLUMNS, *TREE_EXTRAS, "forwards"]]
 
 
-def tree_stats(frame: pd.DataFrame) -> dict:
-    """A router tree's behaviour: choice shares (``-``: a router on the path abstained), the
-    share of inputs that reached a child router (the root certified a group that has one)."""
-    frame = frame.assign(root_certified=[
-        bool(r > 0) for r in radii_from_counts(frame["root_nA"].to_numpy(),
-                                               frame["root_n"].to_numpy(),
-                                               frame["alpha_root"].to_numpy(),
-                                               frame["root_sigma"].to_numpy())])
-    choices = frame["expert"].value_counts(normalize=True).round(4).to_dict()
-    return {"router_abstain": round(float((frame["expert"] == "-").mean()), 4),
-            "choices": {str(k): float(v) for k, v in choices.items()},
-            "through_a_child": round(float(((frame["child_n"] > 0) & frame["root_certified"])
-                                            .mean()), 4)}
-
-
 def cascade_frame(experts: Sequence[pd.DataFrame], names: Sequence[str], alpha: float,
                   threshold: float = 0.5, rule: str = "sound") -> pd.DataFrame:
     """:func:`cascade_one` on every input; ``experts`` in any order (sorted here by sigma,
@@ -303,57 +360,6 @@ def oracle_frame(expert_results: dict[str, pd.DataFrame]) -> pd.DataFrame:
                          "predict": np.where(correct, frames[0]["label"], wrong),
                          "radius": radius.max(1), "correct": correct.astype(int),
                          "best_expert": [names[b] if c else "-" for b, c in zip(best, correct)]})
-
-
-def routing_stats(routed: pd.DataFrame) -> dict:
-    """Router behaviour on the certified inputs: choice shares, abstain rate, mean radius."""
-    choices = routed["expert"].value_counts(normalize=True).round(4).to_dict()
-    return {"router_mean_radius": round(float(routed["router_radius"].mean()), 4),
-            "router_abstain": round(float((routed["expert"] == "-").mean()), 4),
-            "choices": {str(k): float(v) for k, v in choices.items()},
-            "expert_abstain_given_route": round(float(
-                ((routed["predict"] == -1) & (routed["expert"] != "-")).mean()), 4)}
-
-
-def set_stats(frame: pd.DataFrame) -> dict:
-    """The set certificate's behaviour: the router's top choices, and how often the chosen
-    expert's own radius (not another expert the router may switch to) sets the radius."""
-    certified = frame["predict"] != ABSTAIN
-    choices = frame["expert"].value_counts(normalize=True).round(4).to_dict()
-    return {"choices": {str(k): float(v) for k, v in choices.items()},
-            "radius_set_by_chosen_expert": round(float(
-                (certified & (frame["binding"] == frame["expert"])).mean()), 4),
-            "radius_set_by_another_expert": round(float(
-                (certified & (frame["binding"] != frame["expert"])).mean()), 4)}
-
-
-def alpha_split_text(alpha: float, split: float) -> str:
-    """The alpha accounting of a pinned routed certificate, in words."""
-    a_r, a_e = split_alpha(alpha, split)
-    return f"router alpha {a_r:g} + expert alpha {a_e:g} = {alpha} (union bound)"
-
-
-def set_alpha_text(alpha: float, split: float, k: int, lazy: bool = False) -> str:
-    """The alpha accounting of a (lazy) set certificate over ``k`` experts, in words."""
-    a_r, a_e = split_alpha(alpha, split)
-    (lower, upper), levels = router_levels(a_r, k), expert_levels(a_e, 0, k)
-    if lazy:
-        return (f"lazy set certificate: router alpha {a_r:g} (lower bound on its choice "
-                f"{lower:g}, an upper bound on each of the {k - 1} others {upper:g}) + experts "
-                f"alpha {a_e:g} (the chosen expert {levels[0]:g} and the others counted on that "
-                f"input {levels[0]:g} split evenly; all {a_e:g} to the chosen one when none "
-                f"is; the plan is fixed by the selection draws) = {alpha} (union bound)")
-    return (f"set certificate: router alpha {a_r:g} (lower bound on its choice {lower:g}, an "
-            f"upper bound on each of the {k - 1} others {upper:g}) + experts alpha "
-            f"{a_e:g} (the chosen expert {levels[0]:g}, each other {levels[1]:g}) = "
-            f"{alpha} (union bound)")
-
-
-def lazy_stats(frame: pd.DataFrame) -> dict:
-    """The lazy set certificate's plan: how many experts besides the chosen one it counted."""
-    others = frame["counted"].map(lambda v: sum(int(c) for c in str(v).split(",")) - 1)
-    return {"other_experts_counted_per_input": round(float(others.mean()), 4),
-            "inputs_with_another_expert_counted": round(float((others > 0).mean()), 4)}
 
 
 def envelope(expert_results: dict[str, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:

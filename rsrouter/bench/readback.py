@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..cards.router import LAZY_KINDS
 from ..certify.cascade import CASCADE_EXTRAS, cascade_bounds
 from ..certify.checks import RADIUS_TOLERANCE
+from ..certify.fallback import FALLBACK_EXTRAS
 from ..certify.lazy_set import LAZY_SET_EXTRAS
 from ..certify.routed import ROUTED_EXTRAS
 from ..certify.set_certificate import SET_EXTRAS
@@ -127,7 +129,7 @@ def _row_against_store(row, info, experts, router, children, store) -> str | Non
     if not math.isclose(float(getattr(row, "router_sigma", getattr(row, "root_sigma", 0))),
                         router.get("sigma", -1)):
         return "the router's sigma"
-    if info.get("certificate") == "lazy-set":
+    if info.get("certificate") in LAZY_KINDS:
         return _lazy_against_store(row, info, router, store, idx)
     if info.get("certificate") == "set":
         stored = _counted(store, router, idx)
@@ -173,8 +175,12 @@ def _lazy_against_store(row, info, router, store, idx: int) -> str | None:
     selection (its class and votes) and, where counted, its counts, all the store's."""
     if "margin" not in info or not math.isclose(float(row.margin), float(info["margin"])):
         return "margin (the method's, for every input)"
+    fallback = info.get("certificate") == "lazy-set+cascade"
+    share = float(info.get("fallback_share", 0.0)) if fallback else 0.0
+    if fallback and not math.isclose(float(row.fallback_share), share):
+        return "fallback_share (the method's, for every input)"
     if "alpha_split" not in info or not math.isclose(
-            float(row.alpha_router), float(row.alpha) * float(info["alpha_split"]),
+            float(row.alpha_router), float(row.alpha) * (1 - share) * float(info["alpha_split"]),
             rel_tol=1e-9):
         return "alpha_router (alpha times the method's alpha_split)"
     stored = _counted(store, router, idx)
@@ -194,7 +200,15 @@ def _lazy_against_store(row, info, router, store, idx: int) -> str | None:
                 or not math.isclose(sigmas[k], record["sigma"]) \
                 or (n_a, n) != ((int(stored["nA"]), int(stored["n"])) if counted else (0, 0)):
             return f"expert {record['name']}'s selection, counts or sigma"
+        if fallback and _class_counts_of(row, k) not in (None, list(map(int, stored["counts"]))):
+            return f"expert {record['name']}'s class counts"
     return None
+
+
+def _class_counts_of(row, k: int) -> list[int] | None:
+    """Expert ``k``'s class counts in a router-then-cascade row (None: not evaluated)."""
+    part = str(row.class_counts).split(";")[k]
+    return None if part == "-" else [int(v) for v in part.split(",")]
 
 
 def _required_columns(info: dict) -> tuple[str, ...]:
@@ -205,6 +219,8 @@ def _required_columns(info: dict) -> tuple[str, ...]:
         return SET_EXTRAS
     if info["type"] == "router" and info.get("certificate") == "lazy-set":
         return LAZY_SET_EXTRAS
+    if info["type"] == "router" and info.get("certificate") == "lazy-set+cascade":
+        return FALLBACK_EXTRAS
     if info["type"] in ("router", "aces"):
         return ROUTED_EXTRAS
     return {"tree": TREE_EXTRAS, "cascade": CASCADE_EXTRAS}.get(info["type"], ())

@@ -113,8 +113,9 @@ class RouterCard:
     # the expert whose feature layers the router's network holds unchanged (same sigma): its
     # vote and that expert's come from one forward pass (rsrouter.routing.load ties them)
     shares_forward_with: str | None = None
-    # the certificate chosen for it on validation: {"kind": pinned | set | lazy-set, "margin",
-    # "alpha_split", "chosen_on"}; empty: pinned (what rsrouter 0.2 certified)
+    # the certificate chosen for it on validation: {"kind": pinned | set | lazy-set |
+    # lazy-set+cascade, "margin", "alpha_split", "fallback_share", "chosen_on"}; empty: pinned
+    # (what rsrouter 0.2 certified)
     certificate: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -200,7 +201,8 @@ class RouterCard:
         return self.certificate.get("kind", "pinned")
 
 
-CERTIFICATES = ("pinned", "set", "lazy-set")
+CERTIFICATES = ("pinned", "set", "lazy-set", "lazy-set+cascade")
+LAZY_KINDS = ("lazy-set", "lazy-set+cascade")  # the certificates with a plan (and a margin)
 
 
 def check_certificate(spec: dict[str, Any], where: str) -> None:
@@ -209,7 +211,7 @@ def check_certificate(spec: dict[str, Any], where: str) -> None:
     Raises:
         CardError: naming the key.
     """
-    unknown = set(spec) - {"kind", "margin", "alpha_split", "chosen_on"}
+    unknown = set(spec) - {"kind", "margin", "alpha_split", "fallback_share", "chosen_on"}
     if unknown:
         raise CardError(f"{where}: rs_router.certificate has unknown keys {sorted(unknown)}")
     if spec and spec.get("kind") not in CERTIFICATES:
@@ -219,6 +221,13 @@ def check_certificate(spec: dict[str, Any], where: str) -> None:
     if not isinstance(margin, (int, float)) or isinstance(margin, bool) \
             or not math.isfinite(margin):
         raise CardError(f"{where}: rs_router.certificate.margin must be a number, got {margin!r}")
+    if "fallback_share" in spec and spec.get("kind") != "lazy-set+cascade":
+        raise CardError(f"{where}: rs_router.certificate.fallback_share applies to the "
+                        "lazy-set+cascade certificate only")
+    share = spec.get("fallback_share", 0.1)
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share < 1:
+        raise CardError(f"{where}: rs_router.certificate.fallback_share must be in (0, 1), got "
+                        f"{share!r}")
     split = spec.get("alpha_split", 0.5)
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 < split < 1:
         raise CardError(f"{where}: rs_router.certificate.alpha_split must be in (0, 1), got "
@@ -229,10 +238,14 @@ def _certificate_sentence(kind: str) -> str:
     """What the routed prediction is certified within, for a card's certificate."""
     if kind == "pinned":
         return "The routed prediction is certified within min(R_router, R_expert)."
-    return ("The routed prediction is certified by the "
+    text = ("The routed prediction is certified by the "
             + ("set" if kind == "set" else "lazy set")
             + " certificate: the router may switch among experts that certify the same class "
               "(docs/theory.md).")
+    if kind == "lazy-set+cascade":
+        text += (" Where it abstains, the multiscale cascade over the same experts certifies, "
+                 "capped where the router could pick an expert deciding another class.")
+    return text
 
 
 def router_card(files: ArtifactFiles) -> RouterCard:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from ..errors import RsrouterError
 from .common import (
+    CERTIFICATES,
     COUNT,
     POSITIVE,
     PROBABILITY,
@@ -77,15 +78,16 @@ def add_certify(sub) -> None:
     p.add_argument("--alpha-split", type=PROBABILITY,
                    help="share of alpha given to the router (default: the router card's "
                         "certificate's, else 0.5)")
-    p.add_argument("--certificate", choices=("pinned", "set", "lazy-set"),
+    p.add_argument("--certificate", choices=CERTIFICATES,
                    help="with --router (default: the one the router's card names, else "
                         "pinned): pinned (Dual RS: the router keeps its choice; only the chosen "
                         "expert runs), set (the router may switch among experts that agree; "
-                        "every expert runs) or lazy-set (the set certificate running other "
-                        "experts only where their selection votes say they can matter). See "
-                        "docs/theory.md")
+                        "every expert runs), lazy-set (the set certificate running other "
+                        "experts only where their selection votes say they can matter) or "
+                        "lazy-set+cascade (and the multiscale cascade where that abstains, with "
+                        "the card's fallback_share of alpha, else 0.1). See docs/theory.md")
     p.add_argument("--margin", type=float,
-                   help="with --certificate lazy-set: the plan's margin in radius units "
+                   help="with --certificate lazy-set(+cascade): the plan's margin in radius units "
                         "(default: the card's, else 0)")
     p.add_argument("--sigma", type=POSITIVE, help="noise level (default: the expert card's)")
     add_hub_opts(p)
@@ -162,6 +164,8 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 def _certify_routed(args: argparse.Namespace) -> None:
     from ..bench.expert_runs import check_dataset
+    from ..cards.router import LAZY_KINDS
+    from ..certify.fallback import DEFAULT_SHARE, FALLBACK_EXTRAS, fallback_extras
     from ..certify.lazy_set import LAZY_SET_EXTRAS, lazy_set_extras
     from ..certify.routed import ROUTED_EXTRAS, routed_extras
     from ..certify.set_certificate import SET_EXTRAS, set_extras
@@ -180,11 +184,13 @@ def _certify_routed(args: argparse.Namespace) -> None:
     card = routed.router.card
     kind = args.certificate or card.certificate_kind
     margin = args.margin if args.margin is not None else float(card.certificate.get("margin", 0))
-    if args.margin is not None and kind != "lazy-set":
-        raise RsrouterError(f"--margin applies to the lazy-set certificate only, not {kind}")
+    if args.margin is not None and kind not in LAZY_KINDS:
+        raise RsrouterError(f"--margin applies to the lazy-set certificates only, not {kind}")
     extra = {} if kind == "pinned" else {"certificate": kind}
-    if kind == "lazy-set":
+    if kind in LAZY_KINDS:
         extra["margin"] = margin
+    if kind == "lazy-set+cascade":
+        extra["fallback_share"] = float(card.certificate.get("fallback_share", DEFAULT_SHARE))
     protocol = protocol_of(args)
     settings = run_settings(routed_models(routed), data_identity(dataset), protocol,
                             mode=routed.mode, alpha_split=routed.alpha_split, **extra)
@@ -195,6 +201,10 @@ def _certify_routed(args: argparse.Namespace) -> None:
         certifier = SimpleNamespace(certify_batch=partial(routed.certify_lazy_batch,
                                                           margin=margin))
         extras, row_extras = LAZY_SET_EXTRAS, lazy_set_extras
+    elif kind == "lazy-set+cascade":
+        certifier = SimpleNamespace(certify_batch=partial(
+            routed.certify_fallback_batch, margin=margin, share=extra["fallback_share"]))
+        extras, row_extras = FALLBACK_EXTRAS, fallback_extras
     else:
         certifier = SimpleNamespace(certify_batch=routed.certify_pinned_batch)
         extras, row_extras = ROUTED_EXTRAS, routed_extras

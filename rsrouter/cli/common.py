@@ -83,6 +83,9 @@ COUNT = int_at_least(1)
 PROBABILITY = float_in(0.0, 1.0, "in (0, 1)")
 POSITIVE = float_in(0.0, None, "> 0")
 NON_NEGATIVE = float_in(-1e-300, None, ">= 0")
+# a router's certificates: rsrouter.cards.router.CERTIFICATES, spelled out so that building the
+# parser imports no card code (tests/test_cli.py checks that they agree)
+CERTIFICATES = ("pinned", "set", "lazy-set", "lazy-set+cascade")
 SIGMA_HELP = "noise level in pixel units (inputs in [0, 1]; 64/255 = 0.25, not 64)"
 REPLACE_HELP = ("let an added entry replace one it collides with (the same measurement with "
                 "other results, or the same benchmark and method name); refused otherwise")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_hub_opts, add_trust_opt, device_name, pick_device, registry_of, warn
+from .common import (
+    CERTIFICATES,
+    add_hub_opts,
+    add_trust_opt,
+    device_name,
+    pick_device,
+    registry_of,
+    warn,
+)
 
 
 def add_router(sub) -> None:
@@ -22,8 +30,12 @@ def add_router(sub) -> None:
     p = rsub.add_parser("certificate", help="record in a router's card the certificate chosen "
                                             "for it (the default of certify --router and bench)")
     p.add_argument("router", help="router folder")
-    p.add_argument("--kind", required=True, choices=("pinned", "set", "lazy-set"))
-    p.add_argument("--margin", type=float, help="lazy-set: the plan's margin (radius units)")
+    p.add_argument("--kind", required=True, choices=CERTIFICATES)
+    p.add_argument("--margin", type=float,
+                   help="lazy-set(+cascade): the plan's margin (radius units)")
+    p.add_argument("--fallback-share", type=float,
+                   help="lazy-set+cascade: the share of alpha given to the cascade behind the "
+                        "lazy set certificate (default 0.1)")
     p.add_argument("--alpha-split", type=float, default=0.5)
     p.add_argument("--chosen-on", required=True,
                    help="where the choice was made, e.g. the validation benchmark's folder")
@@ -59,15 +71,19 @@ def cmd_router_train(args: argparse.Namespace) -> None:
 
 
 def cmd_router_certificate(args: argparse.Namespace) -> None:
-    from ..cards.router import check_certificate, read_router_card, write_router_card
+    from ..cards.router import LAZY_KINDS, check_certificate, read_router_card, write_router_card
     from ..errors import CardError, RsrouterError
 
-    if args.margin is not None and args.kind != "lazy-set":
-        raise RsrouterError("--margin applies to --kind lazy-set only")
+    if args.margin is not None and args.kind not in LAZY_KINDS:
+        raise RsrouterError("--margin applies to --kind lazy-set and lazy-set+cascade only")
+    if args.fallback_share is not None and args.kind != "lazy-set+cascade":
+        raise RsrouterError("--fallback-share applies to --kind lazy-set+cascade only")
     card = read_router_card(args.router)
     spec = {"kind": args.kind, "alpha_split": args.alpha_split, "chosen_on": args.chosen_on}
-    if args.kind == "lazy-set":
+    if args.kind in LAZY_KINDS:
         spec["margin"] = args.margin if args.margin is not None else 0.0
+    if args.kind == "lazy-set+cascade":
+        spec["fallback_share"] = args.fallback_share if args.fallback_share is not None else 0.1
     try:
         check_certificate(spec, args.router)
     except CardError as e:

@@ -15,6 +15,7 @@ import pandas as pd
 from ..certify.bounds import ABSTAIN, Certificate
 from ..certify.cascade import check_cascade_rows
 from ..certify.checks import RADIUS_TOLERANCE, check_prediction, count_radii, row_error
+from ..certify.fallback import check_fallback_rows
 from ..certify.lazy_set import check_lazy_set_rows
 from ..certify.routed import ROUTED_COUNT_COLUMNS, check_routed_rows
 from ..certify.set_certificate import check_set_rows
@@ -81,6 +82,8 @@ def check_rows(df: pd.DataFrame, where: str) -> None:
         raise row_error(where, df, bad, "radius must be >= 0, and 0 when abstaining")
     if "stage_nA" in df.columns:
         return check_cascade_rows(df, where, predict, radius)
+    if "class_counts" in df.columns:
+        return check_fallback_rows(df, where, predict, radius)
     if "counted" in df.columns:
         return check_lazy_set_rows(df, where, predict, radius)
     if "expert_nA" in df.columns:

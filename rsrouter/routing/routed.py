@@ -14,7 +14,13 @@ from functools import partial
 
 import torch
 
+from ..cards.router import CERTIFICATES, LAZY_KINDS
 from ..certify.bounds import ABSTAIN, Counts, check_count, split_alpha
+from ..certify.fallback import (
+    DEFAULT_SHARE,
+    FallbackRoutedCertificate,
+    fallback_routed_certificate,
+)
 from ..certify.lazy_set import LazySetRoutedCertificate, lazy_plan, lazy_set_routed_certificate
 from ..certify.routed import RoutedCertificate, routed_certificate
 from ..certify.set_certificate import SetRoutedCertificate, set_routed_certificate
@@ -86,25 +92,31 @@ class RoutedClassifier:
                       batch_size: int = 1000, seed: int = 0,
                       indices: Sequence[int] | None = None, certificate: str | None = None,
                       margin: float | None = None) -> list:
-        """Routed CERTIFY of each input with ``certificate`` (pinned, set or lazy-set; default:
-        the one the router's card names, else pinned) and, for lazy-set, ``margin`` (default:
-        the card's, else 0). Returns :class:`RoutedCertificate` s (pinned),
-        :class:`SetRoutedCertificate` s (set) or :class:`LazySetRoutedCertificate` s.
+        """Routed CERTIFY of each input with ``certificate`` (pinned, set, lazy-set or
+        lazy-set+cascade; default: the one the router's card names, else pinned) and, for the
+        lazy ones, ``margin`` (default: the card's, else 0). Returns
+        :class:`RoutedCertificate` s (pinned), :class:`SetRoutedCertificate` s (set),
+        :class:`LazySetRoutedCertificate` s or :class:`FallbackRoutedCertificate` s.
 
         Raises:
             ValueError: an unknown certificate.
         """
         kind = certificate or self.certificate.get("kind", "pinned")
-        if margin is not None and kind != "lazy-set":
-            raise ValueError(f"margin applies to the lazy-set certificate only, not {kind}")
+        if margin is not None and kind not in LAZY_KINDS:
+            raise ValueError(f"margin applies to the lazy-set certificates only, not {kind}")
         kw = dict(batch_size=batch_size, seed=seed, indices=indices)
         if kind == "set":
             return self.certify_set_batch(xs, n0, n, alpha, **kw)
-        if kind == "lazy-set":
+        if kind in LAZY_KINDS:
             margin = float(self.certificate.get("margin", 0.0)) if margin is None else margin
+        if kind == "lazy-set":
             return self.certify_lazy_batch(xs, n0, n, alpha, margin=margin, **kw)
+        if kind == "lazy-set+cascade":
+            share = float(self.certificate.get("fallback_share", DEFAULT_SHARE))
+            return self.certify_fallback_batch(xs, n0, n, alpha, margin=margin, share=share,
+                                               **kw)
         if kind != "pinned":
-            raise ValueError(f"certificate: pinned, set or lazy-set, got {kind!r}")
+            raise ValueError(f"certificate: one of {', '.join(CERTIFICATES)}, got {kind!r}")
         return self.certify_pinned_batch(xs, n0, n, alpha, **kw)
 
     def certify_pinned_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
@@ -178,6 +190,27 @@ class RoutedClassifier:
                        self.router.mode), counts[0][i].tolist(), experts, names, *levels))
         return out
 
+    def _planned_counts(self, xs: torch.Tensor, n0: int, n: int, margin: float, kw: dict):
+        """The lazy plan's passes: the router and every expert vote on the ``n0`` selection
+        draws; the plan (from those votes alone) says which experts run on the ``n``
+        estimation draws. Returns ``(router votes, each expert's selection class, its votes for
+        that class, the plans, the estimation counts: router first, then each expert's)``."""
+        select, estimate = ROUTER_STAGES
+        everyone = [(self.router, None), *((e, None) for e in self.experts)]
+        votes = shared_counts(everyone, xs, n0, stage=select, **kw)
+        r_sel, e_sel = votes[0], votes[1:]
+        c_a = [sel.argmax(dim=1) for sel in e_sel]
+        select_na = [[int(sel[i, int(c[i])]) for sel, c in zip(e_sel, c_a)]
+                     for i in range(len(xs))]
+        c_a = [[int(c[i]) for c in c_a] for i in range(len(xs))]
+        sigmas = [e.sigma for e in self.experts]
+        plans = [lazy_plan(r_sel[i].tolist(), c_a[i], select_na[i], n0, self.router.sigma,
+                           sigmas, margin) for i in range(len(xs))]
+        masks = [torch.tensor([p[k] for p in plans]) for k in range(len(self.experts))]
+        counts = shared_counts([(self.router, None), *zip(self.experts, masks)], xs, n,
+                               stage=estimate, **kw)
+        return r_sel, c_a, select_na, plans, counts
+
     def certify_lazy_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
                            margin: float = 0.0, batch_size: int = 1000, seed: int = 0,
                            indices: Sequence[int] | None = None
@@ -189,29 +222,47 @@ class RoutedClassifier:
         forward pass (its card's ``shares_forward_with``) needs no trunk pass where that expert
         runs."""
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        select, estimate = ROUTER_STAGES
-        everyone = [(self.router, None), *((e, None) for e in self.experts)]
-        votes = shared_counts(everyone, xs, n0, stage=select, **kw)
-        r_sel, e_sel = votes[0], votes[1:]
-        sigmas = [e.sigma for e in self.experts]
-        c_a = [sel.argmax(dim=1) for sel in e_sel]
-        plans = [lazy_plan(r_sel[i].tolist(), [int(c[i]) for c in c_a],
-                           [int(sel[i, int(c[i])]) for sel, c in zip(e_sel, c_a)], n0,
-                           self.router.sigma, sigmas, margin) for i in range(len(xs))]
-        masks = [torch.tensor([p[k] for p in plans]) for k in range(len(self.experts))]
-        counts = shared_counts([(self.router, None), *zip(self.experts, masks)], xs, n,
-                               stage=estimate, **kw)
+        r_sel, c_a, select_na, plans, counts = self._planned_counts(xs, n0, n, margin, kw)
         levels, names, out = self.split(alpha), self.names, []
         for i, index in enumerate(indices):
             a = int(r_sel[i].argmax())
-            experts = [Counts(int(c[i]), int(counts[1 + k][i, int(c[i])]), n, n0, e.sigma, seed,
-                              index, e.mode) if masks[k][i] else None
-                       for k, (e, c) in enumerate(zip(self.experts, c_a))]
+            experts = [Counts(c_a[i][k], int(counts[1 + k][i, c_a[i][k]]), n, n0, e.sigma, seed,
+                              index, e.mode) if plans[i][k] else None
+                       for k, e in enumerate(self.experts)]
             out.append(lazy_set_routed_certificate(
                 Counts(a, int(counts[0][i, a]), n, n0, self.router.sigma, seed, index,
-                       self.router.mode), counts[0][i].tolist(), r_sel[i].tolist(),
-                [int(c[i]) for c in c_a], [int(sel[i, int(c[i])]) for sel, c in zip(e_sel, c_a)],
-                experts, sigmas, names, *levels, margin=margin))
+                       self.router.mode), counts[0][i].tolist(), r_sel[i].tolist(), c_a[i],
+                select_na[i], experts, [e.sigma for e in self.experts], names, *levels,
+                margin=margin))
+        return out
+
+    def certify_fallback_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, *,
+                               margin: float = 0.0, share: float = DEFAULT_SHARE,
+                               batch_size: int = 1000, seed: int = 0,
+                               indices: Sequence[int] | None = None
+                               ) -> list[FallbackRoutedCertificate]:
+        """Router, then cascade (:mod:`rsrouter.certify.fallback`): the lazy set certificate's
+        passes, and where it abstains the cascade over every expert, largest sigma first; an
+        expert the plan did not run is run on that input's ``n`` estimation draws only when
+        the cascade reaches it (the same draws a full pass would give it)."""
+        xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
+        r_sel, c_a, select_na, plans, counts = self._planned_counts(xs, n0, n, margin, kw)
+        names, out = self.names, []
+
+        def counts_of(i: int, k: int):
+            if plans[i][k]:
+                return counts[1 + k][i].numpy()
+            one = dict(kw, indices=[indices[i]])
+            return shared_counts([(self.experts[k], None)], xs[i:i + 1], n,
+                                 stage=ROUTER_STAGES[1], **one)[0][0].numpy()
+
+        for i, index in enumerate(indices):
+            a = int(r_sel[i].argmax())
+            out.append(fallback_routed_certificate(
+                Counts(a, int(counts[0][i, a]), n, n0, self.router.sigma, seed, index,
+                       self.router.mode), counts[0][i].tolist(), r_sel[i].tolist(), c_a[i],
+                select_na[i], partial(counts_of, i), [e.sigma for e in self.experts], names,
+                alpha, self.alpha_split, margin, share, self.experts[0].num_classes))
         return out
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = 1000,

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rsrouter.bench.methods import oracle_frame, routed_frame, routing_stats
+from rsrouter.bench.accounting import routing_stats
+from rsrouter.bench.methods import oracle_frame, routed_frame
 from rsrouter.results.curves import average_certified_radius, certified_accuracy
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -401,3 +402,14 @@ def test_out_must_be_new_empty_or_a_results_folder(two_experts, tmp_path, capsys
     (empty / "notes.txt").write_text("kept")  # a results folder may hold the user's notes
     assert main(["bench", "run", "--config", str(path), "--out", str(empty), "--no-progress"]) == 0
     assert (empty / "notes.txt").read_text() == "kept"
+    seeded = tmp_path / "seeded"  # count files copied from a folder with the same protocol
+    shutil.copytree(empty / "counts", seeded / "counts")
+    for count_file in (seeded / "counts").glob("*.tsv"):  # found by its settings, any name
+        for f in (count_file, Path(f"{count_file}.json")):
+            f.rename(f.with_name("other-method-" + f.name))
+    assert main(["bench", "run", "--config", str(path), "--out", str(seeded), "--no-progress"]) == 0
+    for count_file in (empty / "counts").glob("*.tsv"):  # reused as they were: no new pass
+        assert not (seeded / "counts" / count_file.name).exists()
+        assert (seeded / "counts" / ("other-method-" + count_file.name)).read_bytes() == \
+            count_file.read_bytes()
+    assert (seeded / "summary.md").read_text() == (empty / "summary.md").read_text()

@@ -141,6 +141,9 @@ def _recompose(info: dict, spec: dict, store: dict, alpha: float, composed: dict
     kw = {"shares": None if shared is None else names.index(shared)}
     if info.get("certificate") == "lazy-set":
         return methods.lazy_set_frame(*args, margin=info["margin"], **kw)
+    if info.get("certificate") == "lazy-set+cascade":
+        return methods.fallback_frame(*args, margin=info["margin"], share=info["fallback_share"],
+                                      **kw)
     compose = methods.set_frame if info.get("certificate") == "set" else methods.routed_frame
     return compose(*args, **kw)
 
