@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from rsrouter.bench.demo import DEMO_PROTOCOL, ROUTER, run_demo
+from rsrouter.bench.demo import DEMO_PROTOCOL, HEAD_FALLBACK, ROUTER, run_demo
 from rsrouter.registry.core import Registry
 from rsrouter.results.tsv import read_tsv
 from rsrouter.routing.load import load_routed
@@ -28,7 +28,7 @@ def test_bundled_router_loads_with_its_experts():
     assert [e.sigma for e in routed.experts] == [0.25, 0.5, 1.0]
     # the card's folder sources resolve inside the repository (not via the registry fallback)
     zoo = (ROUTER / ".." / "..").resolve()
-    for folder in (ROUTER, ROUTER.parent / "digits"):
+    for folder in (ROUTER, ROUTER.parent / "digits", HEAD_FALLBACK):
         experts = load_routed(folder).experts
         assert all(Path(e.uri).is_relative_to(zoo) and Path(e.uri).is_dir() for e in experts)
     assert routed.router.sigma == 1.0
@@ -45,4 +45,7 @@ def test_demo_runs_on_a_small_subset(tmp_path, capsys):
     assert (out / "curves.png").is_file() and (out / "summary.md").is_file()
     routed = read_tsv(out / "routed.tsv")
     assert len(routed) == 6 and {"expert", "binding", "router_counts"} <= set(routed)
-    assert len(list((out / "entries").glob("*.json"))) == 7
+    fallback = read_tsv(out / "routed-head-fallback.tsv")  # the card's certificate
+    assert len(fallback) == 6 and {"path", "evaluated", "class_counts"} <= set(fallback)
+    assert "router, then cascade" in printed
+    assert len(list((out / "entries").glob("*.json"))) == 8

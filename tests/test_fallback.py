@@ -212,3 +212,53 @@ def test_rows_are_checked_on_reading():
         bad.loc[r, column] = value
         with pytest.raises((CountsError, ResultsError), match=message):
             check_rows(bad, "x.tsv")
+
+
+def test_the_fallback_radius_by_hand():
+    """The fallback path's radius from hand-made counts, each bound at its documented level:
+    the cascade at s alpha / 2, each off-class upper bound at s alpha / (2 K C), the router's
+    entry radii at the lazy set certificate's router levels; the smallest binds."""
+    from scipy.stats import beta
+
+    from rsrouter.certify.cascade import cascade_one
+    from rsrouter.certify.set_certificate import entry_radii
+
+    alpha, s, sigmas = 0.01, 0.2, [0.25, 0.5, 1.0]
+    a_r, a_e, a_c, a_o = fallback_levels(alpha, 0.5, 3, 3, share=s)
+    assert (a_c, a_o) == pytest.approx((s * alpha / 2, s * alpha / 18))
+    counts = [np.array([6000, 3800, 200]),  # sigma 0.25: decides class 0 (not evaluated here)
+              np.array([4400, 3400, 2200]),  # sigma 0.5, the router's choice: undecided
+              np.array([9300, 500, 200])]  # sigma 1.0: the cascade's first stage decides 0
+    router_counts = [60, 9880, 60]
+    asked = []
+
+    def counts_of(k):
+        asked.append(k)
+        return counts[k]
+
+    got = fallback_routed_certificate(
+        Counts(1, 9880, 10000, 100, 1.0), router_counts, [2, 97, 1], [0, 0, 0], [60, 45, 95],
+        counts_of, sigmas, ["a", "b", "c"], alpha, 0.5, margin=-10.0, share=s)
+    assert got.path == "fallback" and got.counted == (False, True, False)
+    assert sorted(set(asked)) == [1, 2] and got.evaluated == (False, True, True)
+    r_c = cascade_one([(0, counts[2], 1.0), (0, counts[1], 0.5), (0, counts[0], 0.25)], a_c,
+                      0.5)[1]
+    upper = [float(beta.ppf(1 - a_o, c[j] + 1, c.sum() - c[j])) for c in counts for j in (1, 2)]
+    off = [-sig * norm.ppf(max(upper[2 * k:2 * k + 2])) for k, sig in enumerate(sigmas)]
+    entry = entry_radii(1, router_counts, 1.0, a_r)
+    caps = [entry[0], max(entry[1], off[1]), max(entry[2], off[2])]  # expert 0 not evaluated
+    assert got.radius == pytest.approx(min(r_c, *caps), rel=1e-9)
+    assert got.binding == "b" and got.radius == pytest.approx(off[1], rel=1e-9)
+    assert got.alpha == pytest.approx(alpha)
+
+
+def test_a_cards_certificate_block_is_checked():
+    from rsrouter.cards.router import check_certificate
+    from rsrouter.errors import CardError
+
+    check_certificate({"kind": "lazy-set+cascade", "margin": 0.0, "fallback_share": 0.05}, "c")
+    for spec, message in [({"kind": "lazy-set", "fallback_share": 0.1}, "cascade certificate only"),
+                          ({"kind": "lazy-set+cascade", "fallback_share": 1.0}, r"\(0, 1\)"),
+                          ({"kind": "cascade"}, "must be one of")]:
+        with pytest.raises(CardError, match=message):
+            check_certificate(spec, "c")

@@ -130,7 +130,10 @@ def test_the_bench_counts_the_shared_pass_once(head_router, tmp_path):
                   {"type": "router", "router": str(router_dir), "name": "head",
                    "chosen_on": "train"},
                   {"type": "router", "router": str(router_dir), "name": "head-lazy",
-                   "certificate": "lazy-set", "chosen_on": "train"}]}
+                   "certificate": "lazy-set", "chosen_on": "train"},
+                  {"type": "router", "router": str(router_dir), "name": "head-fallback",
+                   "certificate": "lazy-set+cascade", "fallback_share": 0.2,
+                   "chosen_on": "train"}]}
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
@@ -153,13 +156,23 @@ def test_the_bench_counts_the_shared_pass_once(head_router, tmp_path):
     pd.testing.assert_series_equal(unshared["radius"], pinned["radius"], check_names=False)
     lazy = read_tsv(out / "head-lazy.tsv")
     assert (lazy["forwards"] >= 20 * 2).all() and (lazy["forwards"] <= 2 * one + 20).all()
+    # router, then cascade: both experts' selection draws (the router rides on d050's), one
+    # trunk pass of the estimation draws (router or d050), and d025's where it was evaluated
+    fallback = read_tsv(out / "head-fallback.tsv")
+    d025 = fallback["evaluated"].map(lambda v: v.split(",")[0] == "1").to_numpy()
+    assert (fallback["forwards"].to_numpy() == 2 * 20 + 200 + 200 * d025).all()
+    assert (fallback["fallback_share"] == 0.2).all()
 
 
 def test_the_card_names_the_certificate_certify_and_bench_use(head_router, tmp_path, capsys):
     router_dir, _ = head_router
     assert main(["router", "certificate", str(router_dir), "--kind", "set", "--margin", "1",
                  "--chosen-on", "x"]) == 2
-    assert "--margin applies to --kind lazy-set only" in capsys.readouterr().err
+    assert "--margin applies to --kind lazy-set" in capsys.readouterr().err
+    assert main(["router", "certificate", str(router_dir), "--kind", "lazy-set",
+                 "--fallback-share", "0.2", "--chosen-on", "x"]) == 2
+    assert "--fallback-share applies to --kind lazy-set+cascade only" in \
+        capsys.readouterr().err
     assert main(["router", "certificate", str(router_dir), "--kind", "lazy-set", "--margin",
                  "0.2", "--alpha-split", "0.4", "--chosen-on", "validation run v"]) == 0
     card = json.loads((router_dir / "config.json").read_text())["rs_router"]["certificate"]
@@ -192,3 +205,7 @@ def test_the_live_pinned_path_runs_the_shared_trunk_once_per_draw(head_router):
     on_owner = sum(c.expert_name == "d050" for c in certs)
     assert on_owner == 5  # this router sends every input to the expert it rides on
     assert sum(rows) == 5 * (20 + 200)  # selection and estimation: one trunk pass per draw
+    rows.clear()  # router, then cascade: the cascade finds d050's counts on the router's pass
+    certs = routed.certify_batch(xs, 20, 200, 0.01, batch_size=500,
+                                 certificate="lazy-set+cascade")
+    assert sum(rows) == 5 * (20 + 200) and all(c.evaluated[1] for c in certs)

@@ -38,8 +38,11 @@ def routing_stats(routed: pd.DataFrame) -> dict:
 
 def set_stats(frame: pd.DataFrame) -> dict:
     """The set certificate's behaviour: the router's top choices, and how often the chosen
-    expert's own radius (not another expert the router may switch to) sets the radius."""
+    expert's own radius (not another expert the router may switch to) sets the radius (on the
+    routed path, where the frame has a cascade behind it)."""
     certified = frame["predict"] != ABSTAIN
+    if "path" in frame.columns:
+        certified &= frame["path"] == "routed"
     choices = frame["expert"].value_counts(normalize=True).round(4).to_dict()
     return {"choices": {str(k): float(v) for k, v in choices.items()},
             "radius_set_by_chosen_expert": round(float(

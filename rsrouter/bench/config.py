@@ -32,6 +32,7 @@ import yaml
 
 from .._moved import getattr_for as _getattr_for
 from ..cards.router import CERTIFICATES, LAZY_KINDS
+from ..certify.fallback import DEFAULT_SHARE
 from ..certify.sequential import Sequential
 from ..data import INFOS, SPLITS
 from ..errors import ConfigError
@@ -298,7 +299,7 @@ def _fallback_share(raw: dict, path: str) -> float | None:
     if raw.get("certificate", "lazy-set+cascade") != "lazy-set+cascade":
         raise ConfigError(f"{path}.fallback_share: only the lazy-set+cascade certificate has a "
                           f"fallback (this method's is {raw.get('certificate')})")
-    return _prob(raw, "fallback_share", path, 0.1)
+    return _prob(raw, "fallback_share", path, DEFAULT_SHARE)
 
 
 def parse_inputs(raw: Any) -> Inputs:

@@ -30,8 +30,9 @@ def count_path(root: str | os.PathLike, name: str, settings: dict) -> Path:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     path = Path(root) / "counts" / f"{safe}-{digest}.tsv"
-    if path.is_file() or not path.parent.is_dir():
-        return path
+    model = settings.get("model") or {}
+    if path.is_file() or not path.parent.is_dir() or not model.get("weights_sha256"):
+        return path  # an unpinned model's counts are found by its own name only
     for other in sorted(path.parent.glob(f"*-{digest}.tsv")):
         try:
             same = json.loads(Path(f"{other}.json").read_text()) == settings

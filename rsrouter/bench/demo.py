@@ -19,6 +19,9 @@ from .config import BenchConfig, parse_bench_config
 from .harness import run_bench
 
 ROUTER = PROJECT_REGISTRY.parent / "routers" / "fashion-mnist"
+# a head on the sigma 1.0 expert's features, the cascade behind its lazy set certificate: the
+# routed ensemble that pays for its samples (issue 21)
+HEAD_FALLBACK = PROJECT_REGISTRY.parent / "routers" / "fashion-mnist-head-fallback"
 DEMO_PROTOCOL = Protocol(n0=100, n=2000, alpha=0.001, seed=0, batch_size=2500)
 
 
@@ -36,6 +39,11 @@ def demo_config(num: int = 100, protocol: Protocol = DEMO_PROTOCOL) -> BenchConf
              "chosen_on": "validation",
              "note": "The bundled router and its certificate were chosen on the validation "
                      "split (benchmarks/configs/validation/fashion-mnist.yaml)."},
+            {"type": "router", "name": "routed-head-fallback", "router": str(HEAD_FALLBACK),
+             "chosen_on": "validation",
+             "note": "A head on the sigma 1.0 expert's features with the cascade behind its lazy "
+                     "set certificate (its card's), chosen on the validation split "
+                     "(benchmarks/configs/validation/fashion-mnist-fallback.yaml)."},
             {"type": "envelope"}, {"type": "oracle"}, {"type": "cascade", "name": "multiscale"},
         ]}), protocol=protocol)
 

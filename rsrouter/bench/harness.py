@@ -262,8 +262,8 @@ def _expert(run: _Run, method: Method) -> Composed:
 
 @register("router", _load_router)
 def _router(run: _Run, method: Method) -> Composed:
-    """A trained router over its experts: the pinned (Dual RS), set or lazy set certificate
-    (by default the one its card names)."""
+    """A trained router over its experts: the pinned (Dual RS), set, lazy set or lazy set +
+    cascade certificate (by default the one its card names)."""
     alpha = run.cfg.protocol.alpha
     routed = run.router(method.router)
     card = routed.router.card
@@ -285,8 +285,8 @@ def _router(run: _Run, method: Method) -> Composed:
         extra["margin"] = method.margin if method.margin is not None else float(
             card.certificate.get("margin", 0.0))
     if kind == "lazy-set+cascade":
-        extra["fallback_share"] = method.fallback_share or float(
-            card.certificate.get("fallback_share", DEFAULT_SHARE))
+        extra["fallback_share"] = method.fallback_share if method.fallback_share is not None \
+            else float(card.certificate.get("fallback_share", DEFAULT_SHARE))
     frame, routing, rule = compose.router_frame(kind, *args, shares=shares, **extra)
     return frame, {
         "certificate": kind, "alpha_split": split, **extra,

@@ -205,6 +205,11 @@ def _routing_text(routing: dict) -> str:
         text += (f"; the plan counts another expert on "
                  f"{100 * routing['inputs_with_another_expert_counted']:.1f}% of inputs "
                  f"({routing['other_experts_counted_per_input']:.2f} per input)")
+    if "inputs_fallback" in routing:
+        text += (f"; the cascade behind it certifies {100 * routing['inputs_fallback']:.1f}% of "
+                 f"inputs ({100 * routing['inputs_abstain']:.1f}% abstain), running "
+                 f"{routing['experts_evaluated_beyond_the_plan_per_input']:.2f} experts per "
+                 "input beyond the plan")
     return text
 
 

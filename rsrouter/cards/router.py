@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import yaml
 
 from .. import __version__
+from ..certify.fallback import DEFAULT_SHARE
 from ..errors import CardError, IntegrityError
 from ..files import atomic_write_json, atomic_write_text
 from ..urls import public_url
@@ -224,7 +225,7 @@ def check_certificate(spec: dict[str, Any], where: str) -> None:
     if "fallback_share" in spec and spec.get("kind") != "lazy-set+cascade":
         raise CardError(f"{where}: rs_router.certificate.fallback_share applies to the "
                         "lazy-set+cascade certificate only")
-    share = spec.get("fallback_share", 0.1)
+    share = spec.get("fallback_share", DEFAULT_SHARE)
     if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share < 1:
         raise CardError(f"{where}: rs_router.certificate.fallback_share must be in (0, 1), got "
                         f"{share!r}")

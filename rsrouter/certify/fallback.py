@@ -87,11 +87,12 @@ def fallback_radius(router_cA: int, router_counts: Sequence[int], router_sigma: 
                     expert_sigma: Sequence[float], alpha_router: float, alpha_cascade: float,
                     alpha_off: float, evaluated: list[bool],
                     threshold: float = 0.5) -> tuple[int, float, int]:
-    """The fallback path of one input: ``(class, radius, binding)``, ``binding`` -1 where the
-    cascade's own radius binds, else the expert whose ``max(e_k, off_k)`` does; ABSTAIN with 0
-    where the cascade abstains or a cap reaches 0. ``counts_of(k)``: expert ``k``'s estimation
-    class counts, asked for only where needed (the cascade's stages, largest sigma first, then
-    the caps of experts already ``evaluated``, which it updates)."""
+    """The fallback path of one input: ``(class, radius, binding)``, ``binding`` the expert
+    whose ``max(e_k, off_k)`` sets the radius, -1 where the cascade's own radius does or the
+    cascade abstains; ABSTAIN with 0 where the cascade abstains or a cap reaches 0.
+    ``counts_of(k)``: expert ``k``'s estimation class counts, asked for only where needed (the
+    cascade's stages, largest sigma first, then the caps of experts already ``evaluated``,
+    which it updates)."""
     order = sorted(range(len(expert_cA)), key=lambda k: -float(expert_sigma[k]))
 
     class Stages(Sequence):
@@ -242,8 +243,14 @@ def check_fallback_rows(df: pd.DataFrame, where: str, predict: np.ndarray,
             width = {len(c) for c in classes if c is not None}
             if len(width) != 1:
                 raise CountsError("the evaluated experts' class counts differ in length")
+            if min(counts) < 0 or min(select) < 0 or sum(select) != n0 \
+                    or a != int(np.argmax(select)) or not all(0 <= v <= n0 for v in select_na):
+                raise CountsError("the selection votes do not give the router's choice")
             share, alpha = float(r.fallback_share), float(r.alpha)
             split = float(r.alpha_router) / (alpha * (1 - share))
+            if not 0 < split < 1:
+                raise CountsError("alpha_router must be a share in (0, 1) of the lazy set "
+                                  "certificate's alpha")
             a_r, a_e, a_c, a_o = fallback_levels(alpha, split, k_all, width.pop(), share)
             expected = lazy_expert_levels(a_e, a, ints(r.counted))
             if not np.allclose([float(r.alpha_router), float(r.alpha_cascade),
@@ -251,13 +258,19 @@ def check_fallback_rows(df: pd.DataFrame, where: str, predict: np.ndarray,
                                rtol=1e-8, atol=0):
                 raise CountsError("the levels are not the fallback split of alpha")
             check_counts(a, counts[a], sum(counts), n0, float(r.router_sigma), a_r)
+            counted = [bool(v) for v in ints(r.counted)]
+            for k in range(k_all):
+                if counted[k]:
+                    check_counts(c_a[k], n_a[k], n[k], n0, sigmas[k], levels[k])
+                elif n_a[k] or n[k]:
+                    raise CountsError(f"expert {k} is not counted but has counts")
             for k, c in enumerate(classes):
                 if c is not None:
                     check_counts(c_a[k], int(c[c_a[k]]), int(c.sum()), n0, sigmas[k], a_c)
                     if min(c) < 0:
                         raise CountsError(f"expert {k}: negative class counts")
-                if ints(r.counted)[k] and (c is None or (n_a[k], n[k]) != (int(c[c_a[k]]),
-                                                                           int(c.sum()))):
+                if counted[k] and (c is None or (n_a[k], n[k]) != (int(c[c_a[k]]),
+                                                                   int(c.sum()))):
                     raise CountsError(f"expert {k}: expert_nA, expert_n and class_counts differ")
             got = fallback_routed_certificate(
                 Counts(a, counts[a], sum(counts), n0, float(r.router_sigma), int(r.seed),

@@ -72,6 +72,7 @@ def cmd_router_train(args: argparse.Namespace) -> None:
 
 def cmd_router_certificate(args: argparse.Namespace) -> None:
     from ..cards.router import LAZY_KINDS, check_certificate, read_router_card, write_router_card
+    from ..certify.fallback import DEFAULT_SHARE
     from ..errors import CardError, RsrouterError
 
     if args.margin is not None and args.kind not in LAZY_KINDS:
@@ -83,7 +84,8 @@ def cmd_router_certificate(args: argparse.Namespace) -> None:
     if args.kind in LAZY_KINDS:
         spec["margin"] = args.margin if args.margin is not None else 0.0
     if args.kind == "lazy-set+cascade":
-        spec["fallback_share"] = args.fallback_share if args.fallback_share is not None else 0.1
+        spec["fallback_share"] = args.fallback_share if args.fallback_share is not None \
+            else DEFAULT_SHARE
     try:
         check_certificate(spec, args.router)
     except CardError as e:

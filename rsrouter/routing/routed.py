@@ -190,11 +190,13 @@ class RoutedClassifier:
                        self.router.mode), counts[0][i].tolist(), experts, names, *levels))
         return out
 
-    def _planned_counts(self, xs: torch.Tensor, n0: int, n: int, margin: float, kw: dict):
+    def _planned_counts(self, xs: torch.Tensor, n0: int, n: int, margin: float, kw: dict,
+                        always: int | None = None):
         """The lazy plan's passes: the router and every expert vote on the ``n0`` selection
         draws; the plan (from those votes alone) says which experts run on the ``n``
-        estimation draws. Returns ``(router votes, each expert's selection class, its votes for
-        that class, the plans, the estimation counts: router first, then each expert's)``."""
+        estimation draws, and expert ``always`` runs on every input. Returns ``(router votes,
+        each expert's selection class, its votes for that class, the plans, the estimation
+        counts: router first, then each expert's)``."""
         select, estimate = ROUTER_STAGES
         everyone = [(self.router, None), *((e, None) for e in self.experts)]
         votes = shared_counts(everyone, xs, n0, stage=select, **kw)
@@ -206,7 +208,8 @@ class RoutedClassifier:
         sigmas = [e.sigma for e in self.experts]
         plans = [lazy_plan(r_sel[i].tolist(), c_a[i], select_na[i], n0, self.router.sigma,
                            sigmas, margin) for i in range(len(xs))]
-        masks = [torch.tensor([p[k] for p in plans]) for k in range(len(self.experts))]
+        masks = [torch.tensor([p[k] or k == always for p in plans])
+                 for k in range(len(self.experts))]
         counts = shared_counts([(self.router, None), *zip(self.experts, masks)], xs, n,
                                stage=estimate, **kw)
         return r_sel, c_a, select_na, plans, counts
@@ -244,13 +247,18 @@ class RoutedClassifier:
         """Router, then cascade (:mod:`rsrouter.certify.fallback`): the lazy set certificate's
         passes, and where it abstains the cascade over every expert, largest sigma first; an
         expert the plan did not run is run on that input's ``n`` estimation draws only when
-        the cascade reaches it (the same draws a full pass would give it)."""
+        the cascade reaches it (the same draws a full pass would give it). The expert whose
+        forward pass the router shares is counted on the router's pass on every input (no
+        forward more), so the cascade finds its counts there."""
         xs, indices, kw = self._inputs(xs, n0, n, batch_size, seed, indices)
-        r_sel, c_a, select_na, plans, counts = self._planned_counts(xs, n0, n, margin, kw)
+        owner = next((k for k, e in enumerate(self.experts) if e is self.router.trunk_owner),
+                     None)
+        r_sel, c_a, select_na, plans, counts = self._planned_counts(xs, n0, n, margin, kw,
+                                                                    always=owner)
         names, out = self.names, []
 
         def counts_of(i: int, k: int):
-            if plans[i][k]:
+            if plans[i][k] or k == owner:
                 return counts[1 + k][i].numpy()
             one = dict(kw, indices=[indices[i]])
             return shared_counts([(self.experts[k], None)], xs[i:i + 1], n,

@@ -45,6 +45,9 @@ def setup(tmp_path, digits_expert, digits_expert_wide):
                            "certificate": "set", "chosen_on": "train"},
                           {"type": "router", "router": "router", "name": "routed-lazy",
                            "certificate": "lazy-set", "margin": 0.1, "chosen_on": "train"},
+                          {"type": "router", "router": "router", "name": "routed-fallback",
+                           "certificate": "lazy-set+cascade", "margin": 0.1,
+                           "chosen_on": "train"},
                           {"type": "envelope"}, {"type": "oracle"},
                           {"type": "cascade", "name": "multiscale"},
                           {"type": "aces", "name": "entropy",
@@ -85,13 +88,18 @@ def test_counts_once_compose_all_and_equal_direct_runs(setup, tmp_path, monkeypa
                  "--out", str(tmp_path / "s.tsv"), *args]) == 0
     assert main(["certify", "--router", str(tmp_path / "router"), "--certificate", "lazy-set",
                  "--margin", "0.1", "--out", str(tmp_path / "l.tsv"), *args]) == 0
+    assert main(["certify", "--router", str(tmp_path / "router"), "--certificate",
+                 "lazy-set+cascade", "--margin", "0.1", "--out", str(tmp_path / "f.tsv"),
+                 *args]) == 0
     cols = ["idx", "predict", "radius", "correct", "cA", "nA"]
     set_cols = ["idx", "predict", "radius", "correct", "expert", "binding", "router_counts",
                 "expert_nA", "expert_alpha", "alpha"]
     lazy_cols = [*set_cols, "counted", "router_select", "expert_select_nA", "margin"]
+    fallback_cols = [*lazy_cols, "path", "evaluated", "class_counts", "fallback_share"]
     for direct, composed in (("d.tsv", "d025.tsv"), ("r.tsv", "routed.tsv"),
-                             ("s.tsv", "routed-set.tsv"), ("l.tsv", "routed-lazy.tsv")):
-        cols = {"s.tsv": set_cols, "l.tsv": lazy_cols}.get(direct, cols)
+                             ("s.tsv", "routed-set.tsv"), ("l.tsv", "routed-lazy.tsv"),
+                             ("f.tsv", "routed-fallback.tsv")):
+        cols = {"s.tsv": set_cols, "l.tsv": lazy_cols, "f.tsv": fallback_cols}.get(direct, cols)
         a = read_tsv(tmp_path / direct)[cols]
         b = read_tsv(out / composed)[cols]
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
@@ -181,6 +189,12 @@ def test_more_inputs_compute_only_the_new_ones_and_a_crash_loses_nothing(setup, 
         {"type": "aces"}), "fits its thresholds on data.split train itself"),
     (lambda c: c["methods"].append({"type": "envelope", "experts": ["digits-sigma0.25"]}),
      r"name expert methods of this config \(d025, d050\)"),
+    (lambda c: c["methods"].append({"type": "router", "router": "r", "certificate": "set",
+                                    "margin": 0.1}), "only the lazy-set certificates have a"),
+    (lambda c: c["methods"].append({"type": "router", "router": "r", "certificate": "lazy-set",
+                                    "fallback_share": 0.1}), "only the lazy-set\\+cascade"),
+    (lambda c: c["methods"].append({"type": "router", "router": "r", "fallback_share": 1.5}),
+     r"fallback_share: must be a number in \(0, 1\)"),
     (lambda c: c.update(colour="red"), r"config\.colour: unknown key; allowed: choices_made_on"),
     (lambda c: c.update(name="../../x"), r"name: '\.\./\.\./x' must not contain '/'"),
     (lambda c: c.update(name="a\nb"), r"name: 'a\\nb' must not contain"),
