@@ -26,7 +26,8 @@ def count_path(root: str | os.PathLike, name: str, settings: dict) -> Path:
     """``ROOT/counts/NAME-FINGERPRINT.tsv``: the fingerprint of the settings the counts depend
     on, so that a changed protocol starts a new file. Where no file of that name exists, a
     count file of the same settings under another name (copied from another folder, or named
-    after another method) is that model's: its path is returned, so no pass is repeated."""
+    after another method) is that model's if the model is pinned (its weights hash in the
+    settings): its path is returned, so no pass is repeated."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     path = Path(root) / "counts" / f"{safe}-{digest}.tsv"
