@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -141,8 +142,9 @@ def test_the_page_in_a_real_browser(results, tmp_path):
     site = tmp_path / "site"
     hostile = tmp_path / "hostile"
     log = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
-    assert main(["leaderboard", "import-tsv", str(log), "--dataset", "x');alert(1);//",
-                 "--method", "<script>alert(2)</script>|", "--out", str(hostile)]) == 0
+    assert main(["leaderboard", "import-tsv", str(log), "--dataset", "digits", "--benchmark",
+                 "x');alert(1);//", "--method", "<script>alert(2)</script>|", "--paper",
+                 "<img src=x onerror=alert(3)>", "--out", str(hostile)]) == 0
     assert main(["leaderboard", "build", str(results / "out"), str(results / "external"),
                  str(hostile), "--out", str(site)]) == 0
     assert "\\|" in (site / "leaderboard.md").read_text()
@@ -159,11 +161,11 @@ def test_the_page_in_a_real_browser(results, tmp_path):
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto((site / "index.html").as_uri())
         tabs = page.locator(".tabs button")
-        assert tabs.all_inner_texts() == ["digits", "fashion-mnist", "x');alert(1);//"]
+        assert tabs.all_inner_texts() == ["digits", "fashion-mnist"]
         digits = page.locator("section[data-tab='digits']")
         assert digits.is_visible() and not page.locator(
             "section[data-tab='fashion-mnist']").is_visible()
-        assert digits.locator("tbody tr").count() == 4
+        assert digits.locator("tbody tr").count() == 5  # with the hostile import
         assert digits.locator(".curves svg").is_visible()
         assert digits.locator(".cost svg").is_visible()  # the cost plane, below the curves
         assert digits.locator(".cost svg").bounding_box()["y"] > \
@@ -186,8 +188,10 @@ def test_the_page_in_a_real_browser(results, tmp_path):
         assert fashion.locator(".cost svg").count() == 0  # only an imported log: no forwards
         assert "Not drawn, without a forward count (1)" in fashion.locator(".caption").inner_text()
         page.screenshot(path=str(ARTIFACTS / "leaderboard-fashion-mnist.png"), full_page=True)
-        tabs.nth(2).click()  # a hostile name is text, never code
-        assert page.locator("section[data-tab=\"x');alert(1);//\"]").is_visible()
+        tabs.nth(0).click()  # hostile names are text, never code
+        hostile_row = digits.locator("tbody tr.external").inner_text()
+        assert "<script>alert(2)</script>|" in hostile_row and "x');alert(1);//" in hostile_row
+        assert "paper: <img src=x onerror=alert(3)>" in hostile_row
         browser.close()
     assert dialogs == []
     assert all(url.startswith("file://") for url in requests)
@@ -195,6 +199,17 @@ def test_the_page_in_a_real_browser(results, tmp_path):
 
 
 # ---- a board others publish to: nothing forged, nothing wiped --------------------------------
+
+
+def _variant(log: Path, tmp: Path, k: int) -> Path:
+    """A copy of ``log`` that differs in its first row's ``time`` only: another file (another
+    sha256) with the same certificates, so that one log may be imported under several names."""
+    lines = log.read_text().splitlines()
+    header, first = lines[0].split("\t"), lines[1].split("\t")
+    first[header.index("time")] = str(100 + k)
+    path = tmp / f"variant{k}-{log.name}"
+    path.write_text("\n".join([lines[0], "\t".join(first), *lines[2:]]) + "\n")
+    return path
 
 
 def _cohen_log(path: Path, n_a: np.ndarray, n: int, alpha: float, sigma: float, fmt: str) -> None:
@@ -238,8 +253,9 @@ def test_import_tsv_recomputes_every_radius_from_counts(tmp_path, fmt):
     forged = tmp_path / "forged.tsv"
     forged.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + "".join(
         f"{i}\t1\t1\t1000000.0\t1\t0.1\n" for i in range(100)))
-    with pytest.raises(ResultsError, match=r"row 1: logged radius 1000000.0 \(predict 1\) "
-                                           "cannot come"):
+    with pytest.raises(ResultsError, match=r"row 1: radius 1000000.0 is beyond the largest "
+                                           r"radius n = 100 samples can certify at sigma 0.5 "
+                                           r"\(0.750.*needs sigma >= 6.66e\+05"):
         import_tsv(forged, dataset="cifar10", method="forged", out=tmp_path / "f", n=100,
                    alpha=0.001, sigma=0.5)
     with pytest.raises(ResultsError, match="a noise level in pixel units"):  # nor via sigma
@@ -392,8 +408,9 @@ def test_names_are_plain_text_in_plots_and_markdown(results, tmp_path):
     """A method named with matplotlib math or HTML breaks nothing and runs nothing."""
     log = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
     names = tmp_path / "names"
-    for method in (r"$\frac{", "<img src=x onerror=alert(1)>", "_hidden", "a [link](javascript:x)"):
-        import_tsv(log, dataset="digits", method=method, out=names)
+    for k, method in enumerate((r"$\frac{", "<img src=x onerror=alert(1)>", "_hidden",
+                                "a [link](javascript:x)")):
+        import_tsv(_variant(log, tmp_path, k), dataset="digits", method=method, out=names)
     site = tmp_path / "site"
     assert main(["leaderboard", "build", str(results / "out"), str(names), "--out",
                  str(site)]) == 0
@@ -475,9 +492,10 @@ def test_a_board_of_the_previous_version_takes_the_same_results_again(results, t
 
 def test_entry_files_of_different_names_never_collide(tmp_path):
     log = ROOT / "benchmarks" / "results" / "cards" / "digits" / "digits-sigma0.25.tsv"
-    for method in ("Cohen sigma=0.25", "Cohen sigma 0.25", "plain"):
-        import_tsv(log, dataset="digits", method=method, out=tmp_path)
-    names = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / "entries"
+    for k, method in enumerate(("Cohen sigma=0.25", "Cohen sigma 0.25", "plain")):
+        import_tsv(_variant(log, tmp_path, k), dataset="digits", method=method, out=out)
+    names = sorted(p.name for p in out.iterdir())
     assert len(names) == 3 and "digits-external--plain.json" in names
 
 
@@ -525,7 +543,52 @@ def test_fixed_point_logs_and_names_that_look_like_separators(tmp_path):
     log = tmp_path / "fixed.tsv"
     _cohen_log(log, np.array([first, first + 3000, 40_000]), n, alpha, sigma, ".4f")
     assert "\t1\t0.0000\t" in log.read_text()
-    for benchmark, method in (("a--b", "c"), ("a", "b--c")):
-        import_tsv(log, dataset="cifar10", method=method, benchmark=benchmark, out=tmp_path / "e",
-                   n=n, alpha=alpha, sigma=sigma)
+    for k, (benchmark, method) in enumerate((("a--b", "c"), ("a", "b--c"))):
+        import_tsv(_variant(log, tmp_path, k), dataset="cifar10", method=method,
+                   benchmark=benchmark, out=tmp_path / "e", n=n, alpha=alpha, sigma=sigma)
     assert len(list((tmp_path / "e").iterdir())) == 2
+
+
+def test_import_tsv_checks_what_the_user_declares(tmp_path, capsys):
+    """A CIFAR-10-sized log under --dataset digits, a sigma 1.0 log under --sigma 0.25, an
+    unknown dataset, a selection the indices do not follow and one log under two names are
+    refused with the fix; the declared selection and paper are recorded."""
+    n, alpha = 100_000, 0.001
+    n_a = np.random.default_rng(1).integers(60_000, n + 1, 500)
+    n_a[0] = n  # sigma 1.0's largest radius: 3.8
+    log = tmp_path / "cohen.tsv"
+    _cohen_log(log, n_a, n, alpha, 1.0, ".3")
+    text = log.read_text().splitlines()  # every 20th test image, as Cohen et al. certify
+    log.write_text("\n".join([text[0], *(
+        "\t".join([str(20 * i), *line.split("\t")[1:]]) for i, line in enumerate(text[1:]))])
+        + "\n")
+    args = ["leaderboard", "import-tsv", str(log), "--method", "cohen-1.0", "--n", str(n),
+            "--alpha", str(alpha), "--out", str(tmp_path / "e")]
+    for extra, message in [
+            (["--dataset", "digits", "--sigma", "1.0"],
+             r"row 26 \(idx 500.*idx outside the 500 images of digits.*is --dataset right"),
+            (["--dataset", "cifar-10", "--sigma", "1.0"], "taken on one of cifar10, imagenet"),
+            (["--dataset", "cifar10", "--sigma", "0.25"],
+             r"radius 3.81 is beyond the largest radius n = 100000 samples can certify at sigma "
+             r"0.25 \(0.95\d.*needs sigma >= 1;"),
+            (["--dataset", "cifar10", "--sigma", "1.0", "--inputs", "every-20-from-10"],
+             r"idx 0, not on --inputs every-20-from-10"),
+            (["--dataset", "cifar10", "--sigma", "1.0", "--inputs", "every-0"],
+             "give all, every-K")]:
+        assert main([*args, *extra]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "e").exists()
+    assert main([*args, "--dataset", "cifar10", "--sigma", "1.0", "--inputs", "every-20",
+                 "--paper", "Cohen et al. 2019, Table 1"]) == 0
+    entry = read_entry(next((tmp_path / "e").iterdir()))
+    assert entry["inputs"] == {"spec": "every 20th of the 10000 images from index 0",
+                               "count": 500}
+    assert entry["paper"] == "Cohen et al. 2019, Table 1"
+    again = [a if a != "cohen-1.0" else "cohen-again" for a in args]
+    assert main([*again, "--dataset", "cifar10", "--sigma", "1.0"]) == 2  # one log, one entry
+    assert "already imported as cifar10-external/cohen-1.0" in capsys.readouterr().err
+    other = [a if a != str(tmp_path / "e") else str(tmp_path / "f") for a in again]
+    assert main([*other, "--dataset", "cifar10", "--sigma", "1.0"]) == 0  # another folder...
+    assert main(["leaderboard", "build", str(tmp_path / "e"), str(tmp_path / "f"), "--out",
+                 str(tmp_path / "site")]) == 2  # ...but never two rows on one board
+    assert "one log is one row" in capsys.readouterr().err

@@ -18,7 +18,13 @@ def add_leaderboard(sub) -> None:
     p.set_defaults(func=cmd_leaderboard_build)
     p = lsub.add_parser("import-tsv", help="add a published certification log (Cohen's format)")
     p.add_argument("log", help="TSV with idx label predict radius correct")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True,
+                   help="cifar10, imagenet, mnist, fashion-mnist or digits (checked: indices, "
+                        "labels and predictions must fit its evaluation set)")
+    p.add_argument("--inputs", help="the test images the log certifies: all, every-K or "
+                   "every-K-from-S (Cohen et al.: every-20 on CIFAR-10, every-100 on ImageNet); "
+                   "checked against the log's indices and recorded")
+    p.add_argument("--paper", default="", help="the paper (and table) the log belongs to")
     p.add_argument("--method", required=True, help="name shown on the leaderboard")
     p.add_argument("--benchmark", help="benchmark name (default: DATASET-external)")
     p.add_argument("--source", default="", help="where the log comes from (paper, URL)")
@@ -53,7 +59,8 @@ def cmd_leaderboard_import(args: argparse.Namespace) -> None:
 
     path = import_tsv(args.log, dataset=args.dataset, method=args.method,
                       benchmark=args.benchmark, source=args.source, n=args.n, n0=args.n0,
-                      alpha=args.alpha, sigma=args.sigma, out=args.out)
+                      alpha=args.alpha, sigma=args.sigma, out=args.out, inputs=args.inputs,
+                      paper=args.paper)
     print(f"entry written to {path}")
 
 

@@ -106,6 +106,7 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
     """
     by_key: dict[str, dict] = {}
     by_name: dict[tuple[str, str], str] = {}
+    by_log: dict[str, str] = {}  # an imported log's sha256: one log is one row
     for entry in entries:
         key = entry_key(entry)
         entry = {**entry, "key": key}
@@ -113,6 +114,15 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
         old = by_key.get(key)
         if old is None and name in by_name:
             old = by_key[by_name[name]]
+        log = entry.get("log_sha256")
+        if old is None and log and log in by_log:
+            old = by_key[by_log[log]]
+            if not replace:
+                raise ResultsError(
+                    f"{entry.get('_from', 'an added entry')}: the log of method "
+                    f"{entry['method']!r} (sha256 {log[:12]}...) is already on the board as "
+                    f"{old['benchmark']}/{old['method']} ({old.get('_from', 'an entry')}): one "
+                    "log is one row. Drop one, or pass --replace to keep the added one")
         copy = old is not None and old["key"] == key and _same(old, entry)
         if old is not None and not copy:
             if not replace:
@@ -124,6 +134,7 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
                     f"{what}. Rename the method or benchmark, or pass --replace to replace it")
             by_key.pop(old["key"])
             by_name.pop(_name(old), None)
+            by_log.pop(old.get("log_sha256") or "", None)
         if copy and not replace:
             if _body(old) != _body(entry):
                 warnings.warn(f"{entry.get('_from', 'an added entry')}: a copy of "
@@ -133,6 +144,8 @@ def merge(entries: Iterable[dict], *, replace: bool = False) -> list[dict]:
             continue
         by_key[key] = entry
         by_name[name] = key
+        if log:
+            by_log[log] = key
     return sorted(({k: v for k, v in e.items() if not k.startswith("_")}
                    for e in by_key.values()),
                   key=lambda e: (e["dataset"], e["benchmark"], e["method"]))

@@ -5,8 +5,11 @@ radius recomputed from counts: the log's own, or recovered under the protocol it
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -19,29 +22,151 @@ from ..errors import ResultsError
 from ..files import atomic_write_json
 from ..protocol import RADII
 from ..results.curves import average_certified_radius, certified_accuracy, interval95
-from ..results.logs import N_COLUMNS, SIGMA_COLUMNS, column_values, counts_from_radii, has_counts
+from ..results.logs import (
+    N_COLUMNS,
+    SIGMA_COLUMNS,
+    column_values,
+    counts_from_radii,
+    half_unit,
+    has_counts,
+    protocol_hint,
+)
 from ..results.tsv import read_tsv
 from ..urls import scrub_text
 from .entries import MAX_SIGMA, SCHEMA, entry_filename, entry_key
+
+# the evaluation sets published logs certify: (images, classes). ImageNet's is the ILSVRC2012
+# validation set, which the field uses as its test set.
+LOG_DATASETS = {"cifar10": (10_000, 10), "imagenet": (50_000, 1000), "mnist": (10_000, 10),
+                "fashion-mnist": (10_000, 10), "digits": (500, 10)}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Which test images a log certifies: every ``every``-th from ``start``; ``spec`` as
+    declared (``every-20``, ``every-20-from-10``, ``all``)."""
+
+    spec: str
+    every: int = 1
+    start: int = 0
+
+    def describe(self, size: int) -> str:
+        if self.every == 1 and self.start == 0:
+            return "every image" if self.spec == "all" else self.spec
+        return f"every {self.every}th of the {size} images from index {self.start}"
+
+
+def parse_inputs(spec: str) -> Inputs:
+    """``--inputs``: ``all``, ``every-K`` or ``every-K-from-S``.
+
+    Raises:
+        ResultsError: naming the forms allowed.
+    """
+    m = re.fullmatch(r"every-(\d+)(?:-from-(\d+))?", spec.strip())
+    if spec.strip() == "all":
+        return Inputs("all")
+    if not m or int(m.group(1)) < 1 or int(m.group(2) or 0) >= int(m.group(1)):
+        raise ResultsError(f"--inputs {spec!r}: give all, every-K (every K-th test image from "
+                           "index 0, as Cohen et al.'s every 20th CIFAR-10 and every 100th "
+                           "ImageNet image) or every-K-from-S (S < K)")
+    return Inputs(spec.strip(), int(m.group(1)), int(m.group(2) or 0))
+
+
+def check_declared(df: pd.DataFrame, log: Path, dataset: str, inputs: Inputs | None) -> None:
+    """What the user declares must fit the log: a known dataset, indices inside its evaluation
+    set and on the declared selection, labels and predictions among its classes.
+
+    Raises:
+        ResultsError: naming the declaration, the first row at odds with it, and the fix.
+    """
+    if dataset not in LOG_DATASETS:
+        raise ResultsError(f"--dataset {dataset!r}: published logs are taken on one of "
+                           f"{', '.join(LOG_DATASETS)}")
+    size, classes = LOG_DATASETS[dataset]
+    idx, label, predict = (df[c].to_numpy() for c in ("idx", "label", "predict"))
+    for bad, what in [((idx < 0) | (idx >= size), f"idx outside the {size} images of "
+                       f"{dataset}'s evaluation set: is --dataset right?"),
+                      ((label < 0) | (label >= classes), f"a label outside {dataset}'s "
+                       f"{classes} classes: is --dataset right?"),
+                      ((predict < -1) | (predict >= classes), f"a prediction outside "
+                       f"{dataset}'s {classes} classes (or -1, abstain)")]:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ResultsError(f"{log}: row {i + 1} (idx {idx[i]}, label {label[i]}, predict "
+                               f"{predict[i]}): {what}")
+    if inputs is not None:
+        off = (idx % inputs.every) != inputs.start
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise ResultsError(f"{log}: row {i + 1} has idx {idx[i]}, not on --inputs "
+                               f"{inputs.spec} ({inputs.describe(size)}): check the selection")
+
+
+def check_sigma_cap(logged: Sequence[str], predict: np.ndarray, log: Path, n: int, alpha: float,
+                    sigma: float) -> None:
+    """No logged radius may exceed the largest one ``n`` samples can certify at ``sigma`` (all
+    ``n`` votes for the class): ``sigma Phi^-1(alpha^(1/n))``, up to the log's rounding.
+
+    Raises:
+        ResultsError: naming the row, the cap and the noise level the radius would need.
+    """
+    values = np.array([float(t) for t in logged])
+    cap = float(radii_from_counts(np.array([n]), n, alpha, sigma)[0])
+    slack = np.array([half_unit(str(t)) for t in logged])
+    over = values > cap + slack + 1e-12
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        need = values[i] / (cap / sigma)
+        raise ResultsError(f"{log}: row {i + 1}: radius {str(logged[i]).strip()} is beyond the "
+                           f"largest radius n = {n} samples can certify at sigma {sigma:g} "
+                           f"({cap:.3f}, every vote for the class at alpha {alpha:g}); it needs "
+                           f"sigma >= {need:.3g}; {int(over.sum())} row(s) affected; "
+                           f"{protocol_hint(logged, predict, n, alpha, sigma)}")
+
+
+def _already_imported(out: Path, body: str, method: str, benchmark: str) -> None:
+    """Refuse a log (by its sha256) that ``out`` already holds under another name."""
+    for path in sorted(out.glob("*.json")) if out.is_dir() else []:
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if entry.get("log_sha256") == body and (entry.get("method"), entry.get(
+                "benchmark")) != (method, benchmark):
+            raise ResultsError(f"this log (sha256 {body[:12]}...) is already imported as "
+                               f"{entry.get('benchmark')}/{entry.get('method')} in {path}: one "
+                               "log is one entry (import it again under that name to update "
+                               "it)")
 
 
 def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | os.PathLike,
                benchmark: str | None = None, source: str = "", n: int | None = None,
                n0: int | None = None, alpha: float | None = None, sigma: float | None = None,
-               radii: Sequence[float] = RADII) -> Path:
+               radii: Sequence[float] = RADII, inputs: str | None = None,
+               paper: str = "") -> Path:
     """An entry, marked external, for a certification log in Cohen et al.'s format (``idx
     label predict radius correct time``), every radius recomputed from counts: the log's own
     (an rsrouter TSV: checked by :func:`rsrouter.results.tsv.read_tsv`) or, for a published log
     without counts, recovered under the declared protocol (``n``, ``alpha``, ``sigma``): the
     smallest ``nA`` whose radius prints as the logged one
-    (:func:`rsrouter.results.logs.counts_from_radii`). Returns the entry file.
+    (:func:`rsrouter.results.logs.counts_from_radii`). What is declared is checked against the
+    log (:func:`check_declared`, :func:`check_sigma_cap`): ``dataset`` (one of
+    :data:`LOG_DATASETS`), ``inputs`` (:func:`parse_inputs`; None: not declared), and a log
+    already in ``out`` under another name is refused. ``paper``: the citation, recorded.
+    Returns the entry file.
 
     Raises:
-        ResultsError: a log that is not a certification TSV, a protocol missing or at odds with
-            the log's counts, or a logged radius that no count can produce (the row named).
+        ResultsError: a log that is not a certification TSV, a declaration at odds with it, a
+            protocol missing or at odds with the log's counts, or a logged radius that no
+            count can produce (the row named).
     """
     log = Path(log)
     df = read_tsv(log)
+    selection = None if inputs is None else parse_inputs(inputs)
+    check_declared(df, log, dataset, selection)
+    benchmark = benchmark or f"{dataset}-external"
+    body = hashlib.sha256(log.read_bytes()).hexdigest()
+    _already_imported(Path(out), body, method, benchmark)
     if sigma is not None and not 0 < sigma <= MAX_SIGMA:
         raise ResultsError(f"--sigma {sigma}: a noise level in pixel units (inputs in [0, 1]) is "
                            f"in (0, {MAX_SIGMA:g}]")
@@ -57,6 +182,7 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
                                "the counts it implies")
         logged = pd.read_csv(log, sep="\t", dtype={"radius": str})["radius"].tolist()
         predict = df["predict"].to_numpy()
+        check_sigma_cap(logged, predict, log, n, alpha, sigma)
         n_a = counts_from_radii(logged, predict, n, alpha, sigma, str(log))
         df = df.assign(radius=np.where(predict == -1, 0.0,
                                        radii_from_counts(n_a, n, alpha, sigma)))
@@ -65,12 +191,13 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
                   "the log prints it, is the logged one)")
     acc = certified_accuracy(df, radii).to_numpy()
     low, high = interval95(np.rint(acc * len(df)), len(df))
-    benchmark = benchmark or f"{dataset}-external"
-    body = hashlib.sha256(log.read_bytes()).hexdigest()
-    source = scrub_text(source)
+    source, paper = scrub_text(source), scrub_text(paper)
+    size = LOG_DATASETS[dataset][0]
     entry = {"schema": SCHEMA, "key": "", "benchmark": benchmark, "dataset": dataset,
              "split": "test",
-             "inputs": {"spec": "as published", "count": len(df)}, "protocol": protocol,
+             "inputs": {"spec": "as published" if selection is None
+                        else selection.describe(size), "count": len(df)},
+             "protocol": protocol,
              "method": method, "type": "external", "kind": f"external: counts {counts}",
              "radii": list(radii), "accuracy": [round(float(a), 4) for a in acc],
              "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
@@ -80,7 +207,7 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
              "experts": [], "router": None,
              "chosen_on": "unknown", "chosen_on_test": False, "external": True,
              "counts_available": has_counts(df), "counts": counts, "radii_recomputed": True,
-             "source": source, "log_sha256": body,
+             "source": source, "paper": paper, "log_sha256": body,
              "note": f"imported from {log.name}" + (f" ({source})" if source else ""),
              "rsrouter_version": __version__, "date": date.today().isoformat()}
     entry["key"] = entry_key(entry)

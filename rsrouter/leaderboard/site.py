@@ -29,6 +29,12 @@ def _flags(entry: dict) -> list[str]:
         flags.append(entry["kind"].split(":")[0])
     if entry.get("chosen_on_test") and entry["kind"] == "certificate":
         flags.append("choices made on the test inputs")
+    if entry.get("external"):  # provenance of an imported log
+        flags += [f"{what}: {entry[key]}" for key, what in (("paper", "paper"),
+                                                            ("source", "source"))
+                  if entry.get(key)]
+        if entry["inputs"].get("spec") not in (None, "as published"):
+            flags.append(f"inputs: {entry['inputs']['spec']}")
     return flags
 
 

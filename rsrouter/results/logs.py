@@ -91,6 +91,19 @@ def _recover(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float, s
     return n_a, ok
 
 
+def protocol_hint(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
+                  sigma: float) -> str:
+    """What to check when a log's radii do not fit ``n``, ``alpha``, ``sigma``: the usual
+    protocols (n of 1,000 to 100,000, alpha of 0.001 to 0.05) under which every row fits, if
+    any."""
+    fmt = log_format(logged)
+    fits = [f"n = {m}, alpha = {a}" for m in dict.fromkeys((n, 1_000, 10_000, 100_000))
+            for a in dict.fromkeys((alpha, 0.001, 0.01, 0.05)) if (m, a) != (n, alpha)
+            and _recover(logged, predict, m, a, sigma, fmt)[1].all()]
+    return (f"every row fits {' or '.join(fits)}: check which the source used" if fits else
+            "check the declared protocol (--n, --alpha, --sigma) or the log")
+
+
 def counts_from_radii(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
                       sigma: float, where: str) -> np.ndarray:
     """The smallest ``nA`` out of ``n`` whose radius at ``alpha`` and ``sigma``, printed as the
@@ -107,11 +120,7 @@ def counts_from_radii(logged: Sequence[str], predict: np.ndarray, n: int, alpha:
     if ok.all():
         return n_a
     i = int(np.flatnonzero(~ok)[0])
-    fits = [f"n = {m}, alpha = {a}" for m in dict.fromkeys((n, 1_000, 10_000, 100_000))
-            for a in dict.fromkeys((alpha, 0.001, 0.01, 0.05)) if (m, a) != (n, alpha)
-            and _recover(logged, predict, m, a, sigma, fmt)[1].all()]
-    hint = (f"every row fits {' or '.join(fits)}: check which the source used" if fits else
-            "check the declared protocol (--n, --alpha, --sigma) or the log")
+    hint = protocol_hint(logged, predict, n, alpha, sigma)
     printed = f" (radii printed as {{:{fmt}}})" if fmt else ""
     raise ResultsError(
         f"{where}: row {i + 1}: logged radius {str(logged[i]).strip()} (predict {predict[i]}) "
