@@ -85,6 +85,11 @@ def _commands(tmp: Path) -> dict[str, tuple[list[list[str]], list[int]]]:
               "--out", str(entries)],
              ["leaderboard", "import-tsv", str(_log_without_counts(tmp)), "--dataset", "digits",
               "--method", "x", "--out", str(entries)]], [0, 0, 2]),
+        "leaderboard import-sources": (
+            [["leaderboard", "import-sources", str(RESULTS.parent / "external" / "sources.yaml"),
+              "--out", str(tmp / "external")],
+             ["leaderboard", "import-sources", str(bad), "--out", str(tmp / "external2")]],
+            [0, 2]),
         "leaderboard build": ([["leaderboard", "build", str(RESULTS / "digits"),
                                 "--out", str(tmp / "site")],
                                ["leaderboard", "build", str(tmp / "empty"), "--out",
@@ -95,7 +100,7 @@ def _commands(tmp: Path) -> dict[str, tuple[list[list[str]], list[int]]]:
 
 
 @pytest.mark.parametrize("command", ["summary", "leaderboard import-tsv", "leaderboard build",
-                                     "bench report"])
+                                     "leaderboard import-sources", "bench report"])
 def test_commands_that_run_no_model_never_import_torch(command, tmp_path):
     runs, expected = _commands(tmp_path)[command]
     got = run_without_torch(runs, tmp_path)

@@ -36,6 +36,11 @@ def add_leaderboard(sub) -> None:
     p.add_argument("--sigma", type=POSITIVE, help="the model's noise level, as the source states")
     p.add_argument("--out", required=True, help="folder for the entry")
     p.set_defaults(func=cmd_leaderboard_import)
+    p = lsub.add_parser("import-sources", help="import every published log a sources manifest "
+                                                "pins (benchmarks/external/sources.yaml)")
+    p.add_argument("manifest", help="sources manifest (YAML); logs vendored under logs/ beside it")
+    p.add_argument("--out", required=True, help="folder for the entries and sources.md")
+    p.set_defaults(func=cmd_leaderboard_import_sources)
     p = lsub.add_parser("publish", help="publish a built site (merging what is already there)")
     p.add_argument("site", help="folder written by `leaderboard build`")
     where = p.add_mutually_exclusive_group(required=True)
@@ -62,6 +67,16 @@ def cmd_leaderboard_import(args: argparse.Namespace) -> None:
                       alpha=args.alpha, sigma=args.sigma, out=args.out, inputs=args.inputs,
                       paper=args.paper)
     print(f"entry written to {path}")
+
+
+def cmd_leaderboard_import_sources(args: argparse.Namespace) -> None:
+    from ..leaderboard.sources import import_sources
+
+    done = import_sources(args.manifest, args.out)
+    for r in done:
+        status = "refused" if r.frame is None else "imported"
+        print(f"{r.source.name}: {status}" + (f" ({r.problem})" if r.problem else ""))
+    print(f"entries and sources.md in {args.out}")
 
 
 def cmd_leaderboard_publish(args: argparse.Namespace) -> None:

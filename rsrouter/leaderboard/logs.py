@@ -139,34 +139,35 @@ def _already_imported(out: Path, body: str, method: str, benchmark: str) -> None
                                "it)")
 
 
-def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | os.PathLike,
-               benchmark: str | None = None, source: str = "", n: int | None = None,
-               n0: int | None = None, alpha: float | None = None, sigma: float | None = None,
-               radii: Sequence[float] = RADII, inputs: str | None = None,
-               paper: str = "") -> Path:
-    """An entry, marked external, for a certification log in Cohen et al.'s format (``idx
-    label predict radius correct time``), every radius recomputed from counts: the log's own
-    (an rsrouter TSV: checked by :func:`rsrouter.results.tsv.read_tsv`) or, for a published log
-    without counts, recovered under the declared protocol (``n``, ``alpha``, ``sigma``): the
-    smallest ``nA`` whose radius prints as the logged one
-    (:func:`rsrouter.results.logs.counts_from_radii`). What is declared is checked against the
-    log (:func:`check_declared`, :func:`check_sigma_cap`): ``dataset`` (one of
-    :data:`LOG_DATASETS`), ``inputs`` (:func:`parse_inputs`; None: not declared), and a log
-    already in ``out`` under another name is refused. ``paper``: the citation, recorded.
-    Returns the entry file.
+@dataclass(frozen=True)
+class Recomputed:
+    """A log with every radius recomputed from counts (``frame``), the protocol they were
+    recovered under, how the counts were obtained, its declared selection and its sha256."""
+
+    frame: pd.DataFrame
+    protocol: dict
+    counts: str
+    selection: Inputs | None
+    sha256: str
+
+
+def recompute_log(log: str | os.PathLike, dataset: str, *, n: int | None = None,
+                  n0: int | None = None, alpha: float | None = None, sigma: float | None = None,
+                  inputs: str | None = None) -> Recomputed:
+    """A certification log read, checked against what is declared (:func:`check_declared`,
+    :func:`check_sigma_cap`) and recomputed from counts: its own (an rsrouter TSV) or, without
+    counts, recovered under the declared protocol (the smallest ``nA`` whose radius prints as
+    the logged one, :func:`rsrouter.results.logs.counts_from_radii`).
 
     Raises:
         ResultsError: a log that is not a certification TSV, a declaration at odds with it, a
-            protocol missing or at odds with the log's counts, or a logged radius that no
-            count can produce (the row named).
+            protocol missing or at odds with its counts, or a logged radius that no count can
+            produce (the row named).
     """
     log = Path(log)
     df = read_tsv(log)
     selection = None if inputs is None else parse_inputs(inputs)
     check_declared(df, log, dataset, selection)
-    benchmark = benchmark or f"{dataset}-external"
-    body = hashlib.sha256(log.read_bytes()).hexdigest()
-    _already_imported(Path(out), body, method, benchmark)
     if sigma is not None and not 0 < sigma <= MAX_SIGMA:
         raise ResultsError(f"--sigma {sigma}: a noise level in pixel units (inputs in [0, 1]) is "
                            f"in (0, {MAX_SIGMA:g}]")
@@ -189,28 +190,62 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
         protocol = {"n0": n0, "n": n, "alpha": alpha, "sigma": sigma}
         counts = ("recovered from published radii (the smallest nA whose radius, printed as "
                   "the log prints it, is the logged one)")
-    acc = certified_accuracy(df, radii).to_numpy()
-    low, high = interval95(np.rint(acc * len(df)), len(df))
-    source, paper = scrub_text(source), scrub_text(paper)
-    size = LOG_DATASETS[dataset][0]
+    return Recomputed(df, protocol, counts, selection,
+                      hashlib.sha256(log.read_bytes()).hexdigest())
+
+
+def log_entry(frame: pd.DataFrame, *, dataset: str, benchmark: str, method: str,
+              protocol: dict, kind: str, spec: str, radii: Sequence[float] = RADII,
+              **fields) -> dict:
+    """A leaderboard entry, marked external, for per-input radii recomputed from a log (or
+    composed from several: ``kind`` says what it is); ``fields`` add to or override its
+    metadata (source, paper, log_sha256, note, ...)."""
+    acc = certified_accuracy(frame, radii).to_numpy()
+    low, high = interval95(np.rint(acc * len(frame)), len(frame))
     entry = {"schema": SCHEMA, "key": "", "benchmark": benchmark, "dataset": dataset,
-             "split": "test",
-             "inputs": {"spec": "as published" if selection is None
-                        else selection.describe(size), "count": len(df)},
-             "protocol": protocol,
-             "method": method, "type": "external", "kind": f"external: counts {counts}",
+             "split": "test", "inputs": {"spec": spec, "count": len(frame)},
+             "protocol": protocol, "method": method, "type": "external", "kind": kind,
              "radii": list(radii), "accuracy": [round(float(a), 4) for a in acc],
              "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
-             "acr": round(average_certified_radius(df), 3),
-             "abstain": round(100 * float(np.mean(df["predict"] == -1)), 1),
+             "acr": round(average_certified_radius(frame), 3),
+             "abstain": round(100 * float(np.mean(frame["predict"] == -1)), 1),
              "max_regret": None, "forwards_per_input": None, "seconds_per_input": None,
              "experts": [], "router": None,
              "chosen_on": "unknown", "chosen_on_test": False, "external": True,
-             "counts_available": has_counts(df), "counts": counts, "radii_recomputed": True,
-             "source": source, "paper": paper, "log_sha256": body,
-             "note": f"imported from {log.name}" + (f" ({source})" if source else ""),
-             "rsrouter_version": __version__, "date": date.today().isoformat()}
+             "counts_available": False, "radii_recomputed": True,
+             "rsrouter_version": __version__, "date": date.today().isoformat(), **fields}
     entry["key"] = entry_key(entry)
+    return entry
+
+
+def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | os.PathLike,
+               benchmark: str | None = None, source: str = "", n: int | None = None,
+               n0: int | None = None, alpha: float | None = None, sigma: float | None = None,
+               radii: Sequence[float] = RADII, inputs: str | None = None,
+               paper: str = "") -> Path:
+    """An entry, marked external, for a certification log in Cohen et al.'s format (``idx
+    label predict radius correct time``), every radius recomputed from counts
+    (:func:`recompute_log`: the log's own, or recovered under the declared ``n``, ``alpha``,
+    ``sigma``), what is declared checked against the log: ``dataset`` (one of
+    :data:`LOG_DATASETS`), ``inputs`` (:func:`parse_inputs`; None: not declared); a log already
+    in ``out`` under another name is refused. ``paper``: the citation, recorded. Returns the
+    entry file.
+
+    Raises:
+        ResultsError: as :func:`recompute_log`, or the log already imported under another name.
+    """
+    log = Path(log)
+    benchmark = benchmark or f"{dataset}-external"
+    rec = recompute_log(log, dataset, n=n, n0=n0, alpha=alpha, sigma=sigma, inputs=inputs)
+    _already_imported(Path(out), rec.sha256, method, benchmark)
+    source, paper = scrub_text(source), scrub_text(paper)
+    spec = "as published" if rec.selection is None else rec.selection.describe(
+        LOG_DATASETS[dataset][0])
+    entry = log_entry(rec.frame, dataset=dataset, benchmark=benchmark, method=method,
+                      protocol=rec.protocol, kind=f"external: counts {rec.counts}", spec=spec,
+                      radii=radii, counts_available=has_counts(rec.frame), counts=rec.counts,
+                      source=source, paper=paper, log_sha256=rec.sha256,
+                      note=f"imported from {log.name}" + (f" ({source})" if source else ""))
     path = Path(out) / entry_filename(entry)
     atomic_write_json(path, entry)
     return path

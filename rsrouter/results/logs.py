@@ -91,15 +91,31 @@ def _recover(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float, s
     return n_a, ok
 
 
+def producible(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
+               sigma: float) -> np.ndarray:
+    """Per row, whether some count out of ``n`` at ``alpha`` and ``sigma`` gives the logged
+    radius as the log prints it."""
+    return _recover(logged, predict, n, alpha, sigma, log_format(logged))[1]
+
+
+def protocols_that_fit(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
+                       sigma: float) -> list[tuple[int, float]]:
+    """``(n, alpha)`` of the usual protocols other than the given one (n of 1,000 to 100,000,
+    alpha of 0.001 to 0.05; the given ``n`` first) under which every logged radius comes from
+    a count at ``sigma``."""
+    fmt = log_format(logged)
+    return [(m, a) for m in dict.fromkeys((n, 1_000, 10_000, 100_000))
+            for a in dict.fromkeys((alpha, 0.001, 0.01, 0.05)) if (m, a) != (n, alpha)
+            and _recover(logged, predict, m, a, sigma, fmt)[1].all()]
+
+
 def protocol_hint(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
                   sigma: float) -> str:
     """What to check when a log's radii do not fit ``n``, ``alpha``, ``sigma``: the usual
     protocols (n of 1,000 to 100,000, alpha of 0.001 to 0.05) under which every row fits, if
     any."""
-    fmt = log_format(logged)
-    fits = [f"n = {m}, alpha = {a}" for m in dict.fromkeys((n, 1_000, 10_000, 100_000))
-            for a in dict.fromkeys((alpha, 0.001, 0.01, 0.05)) if (m, a) != (n, alpha)
-            and _recover(logged, predict, m, a, sigma, fmt)[1].all()]
+    fits = [f"n = {m}, alpha = {a}" for m, a in protocols_that_fit(logged, predict, n, alpha,
+                                                                     sigma)]
     return (f"every row fits {' or '.join(fits)}: check which the source used" if fits else
             "check the declared protocol (--n, --alpha, --sigma) or the log")
 

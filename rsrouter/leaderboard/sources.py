@@ -1,0 +1,257 @@
+"""The field's published certification logs, pinned (``benchmarks/external/sources.yaml``), on
+the leaderboard: each log checked against the sha256 its manifest pins, turned back into counts
+under the protocol its source states (:func:`.logs.recompute_log`), and every number recomputed
+from them; a log the stated protocol cannot produce is reported as an inconsistency, and
+recomputed under the usual protocol every row fits, or refused when none does. Logs of one
+family on the same inputs also give their envelope (not a classifier) and per-input oracle (not
+a certificate). Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..errors import IntegrityError, ResultsError
+from ..files import atomic_write_json, atomic_write_text
+from ..protocol import RADII
+from ..results.curves import certified_accuracy, interval95
+from ..results.logs import producible, protocols_that_fit
+from ..urls import scrub_text
+from .entries import entry_filename, entry_key
+from .logs import LOG_DATASETS, log_entry, parse_inputs, recompute_log
+
+_REPOSITORY_KEYS = {"commit", "url", "license", "paper", "protocol", "protocol_stated_in"}
+_LOG_KEYS = {"name", "repository", "path", "sha256", "dataset", "split", "inputs", "model",
+             "training", "sigma", "family"}
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One published log: where it comes from (``repository`` at ``commit``, ``path``), the
+    bytes vendored beside the manifest (``file``, pinned by ``sha256``), what it certified and
+    the protocol its source states (``n0``, ``n``, ``alpha``)."""
+
+    name: str
+    repository: str
+    commit: str
+    url: str
+    path: str
+    sha256: str
+    dataset: str
+    inputs: str
+    model: str
+    training: str
+    sigma: float
+    family: str
+    paper: str
+    license: str
+    n0: int
+    n: int
+    alpha: float
+    stated_in: str
+    file: Path
+
+    @property
+    def provenance(self) -> str:
+        return f"{self.repository}@{self.commit}/{self.path}"
+
+
+def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
+    """The logs a manifest lists, each vendored file checked against its pinned sha256
+    (``logs/OWNER-REPO/PATH`` beside the manifest).
+
+    Raises:
+        ResultsError: a manifest that is not one (the key named).
+        IntegrityError: a vendored log missing or not the pinned bytes.
+    """
+    import hashlib
+
+    manifest = Path(manifest)
+    try:
+        raw = yaml.safe_load(manifest.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ResultsError(f"{manifest}: not a sources manifest ({e})") from None
+    if not isinstance(raw, dict) or set(raw) != {"repositories", "logs"}:
+        raise ResultsError(f"{manifest}: a sources manifest has exactly `repositories` and `logs`")
+    repos = raw["repositories"] or {}
+    for name, repo in repos.items():
+        if not isinstance(repo, dict) or set(repo) != _REPOSITORY_KEYS:
+            raise ResultsError(f"{manifest}: repositories.{name} needs exactly "
+                               f"{', '.join(sorted(_REPOSITORY_KEYS))}")
+    out = []
+    for i, log in enumerate(raw["logs"] or []):
+        where = f"{manifest}: logs[{i}]"
+        if not isinstance(log, dict) or set(log) - {"split"} != _LOG_KEYS - {"split"}:
+            raise ResultsError(f"{where} needs exactly {', '.join(sorted(_LOG_KEYS))}")
+        repo = repos.get(log["repository"])
+        if repo is None:
+            raise ResultsError(f"{where}: repository {log['repository']!r} is not listed under "
+                               "repositories")
+        if log["dataset"] not in LOG_DATASETS:
+            raise ResultsError(f"{where}: dataset {log['dataset']!r} is not one of "
+                               f"{', '.join(LOG_DATASETS)}")
+        parse_inputs(str(log["inputs"]))
+        file = manifest.parent / "logs" / log["repository"].replace("/", "-") / log["path"]
+        if not file.is_file():
+            raise IntegrityError(f"{where}: the vendored log {file} is missing")
+        got = hashlib.sha256(file.read_bytes()).hexdigest()
+        if got != log["sha256"]:
+            raise IntegrityError(f"{where}: {file} has sha256 {got}, the manifest pins "
+                                 f"{log['sha256']}: not the published bytes")
+        protocol = repo["protocol"]
+        out.append(LogSource(
+            str(log["name"]), log["repository"], str(repo["commit"]), str(repo["url"]),
+            str(log["path"]), got, log["dataset"], str(log["inputs"]), str(log["model"]),
+            str(log["training"]), float(log["sigma"]), str(log["family"]), str(repo["paper"]),
+            str(repo["license"]), int(protocol["n0"]), int(protocol["n"]),
+            float(protocol["alpha"]), str(repo["protocol_stated_in"]), file))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise ResultsError(f"{manifest}: log names must be unique")
+    return out
+
+
+@dataclass
+class Recovered:
+    """A source recomputed: its per-input frame and protocol (None if refused), and what was
+    inconsistent with the stated protocol ('' if nothing)."""
+
+    source: LogSource
+    frame: pd.DataFrame | None
+    protocol: dict | None
+    counts: str
+    problem: str
+    spec: str = ""  # the inputs, in words
+
+
+def recover(source: LogSource) -> Recovered:
+    """Recompute one log under its stated protocol; where rows do not fit it, report how many
+    and recompute under the first usual protocol (same ``n`` first) that every row fits."""
+    args = dict(n0=source.n0, sigma=source.sigma, inputs=source.inputs)
+    try:
+        rec = recompute_log(source.file, source.dataset, n=source.n, alpha=source.alpha, **args)
+        return Recovered(source, rec.frame, rec.protocol, rec.counts, "", _spec(source))
+    except ResultsError as e:
+        stated = str(e).split(": ", 1)[-1]
+    raw = pd.read_csv(source.file, sep="\t", dtype={"radius": str})
+    logged, predict = raw["radius"].tolist(), raw["predict"].to_numpy()
+    bad = int((~producible(logged, predict, source.n, source.alpha, source.sigma)).sum())
+    head = (f"the stated protocol (n = {source.n}, alpha = {source.alpha:g}; "
+            f"{source.stated_in}) cannot produce {bad} of {len(raw)} logged radii")
+    fits = protocols_that_fit(logged, predict, source.n, source.alpha, source.sigma)
+    if not fits:
+        return Recovered(source, None, None, "", f"{head}, nor does any usual protocol: "
+                                                 f"refused ({stated})", _spec(source))
+    n, alpha = fits[0]
+    rec = recompute_log(source.file, source.dataset, n=n, alpha=alpha, **args)
+    return Recovered(source, rec.frame, rec.protocol, rec.counts,
+                     f"{head}; every row fits n = {n}, alpha = {alpha:g}: recomputed there",
+                     _spec(source))
+
+
+def _spec(source: LogSource) -> str:
+    return parse_inputs(source.inputs).describe(LOG_DATASETS[source.dataset][0])
+
+
+def family_envelope(members: Sequence[Recovered], radii: Sequence[float]) -> dict:
+    """Per radius, the best log of a family on these inputs: a selection, not a classifier."""
+    acc = np.max([certified_accuracy(m.frame, radii).to_numpy() for m in members], axis=0)
+    count = len(members[0].frame)
+    low, high = interval95(np.rint(acc * count), count)
+    first = members[0].source
+    entry = {**log_entry(members[0].frame, dataset=first.dataset, benchmark=first.family,
+                         method="envelope (not a classifier)", protocol=_family_protocol(members),
+                         kind="not a classifier: the best log per radius on these inputs",
+                         spec=members[0].spec, radii=radii),
+             "type": "envelope", "accuracy": [round(float(a), 4) for a in acc],
+             "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
+             "acr": None, "abstain": None, "chosen_on": "test", "chosen_on_test": True,
+             "pool": [m.source.name for m in members]}
+    entry["key"] = entry_key(entry)
+    return entry
+
+
+def family_oracle(members: Sequence[Recovered], radii: Sequence[float]) -> dict:
+    """Per input, the largest recomputed radius among the logs that are right on it (the label
+    is used): a ceiling for routing over this family, not a certificate."""
+    frames = [m.frame.reset_index(drop=True) for m in members]
+    right = np.stack([(f["correct"] == 1).to_numpy() for f in frames])
+    radius = np.stack([f["radius"].to_numpy() for f in frames])
+    best = np.where(right, radius, -1.0).max(axis=0)
+    first = frames[0]
+    frame = pd.DataFrame({"idx": first["idx"], "label": first["label"],
+                          "predict": np.where(best >= 0, first["label"], -1),
+                          "radius": np.maximum(best, 0.0),
+                          "correct": (best >= 0).astype(int)})
+    source = members[0].source
+    entry = {**log_entry(frame, dataset=source.dataset, benchmark=source.family,
+                         method="oracle (not a certificate)", protocol=_family_protocol(members),
+                         kind="not a certificate: per-input ceiling over the family's logs",
+                         spec=members[0].spec, radii=radii),
+             "type": "oracle", "chosen_on": "test", "chosen_on_test": True,
+             "pool": [m.source.name for m in members]}
+    entry["key"] = entry_key(entry)
+    return entry
+
+
+def _family_protocol(members: Sequence[Recovered]) -> dict:
+    protocols = [m.protocol for m in members]
+    return {"n0": protocols[0]["n0"], "n": max(p["n"] for p in protocols),
+            "alpha": max(p["alpha"] for p in protocols),
+            "sigma": sorted({float(p["sigma"]) for p in protocols})}
+
+
+def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
+                   radii: Sequence[float] = RADII) -> list[Recovered]:
+    """Entries for every log of ``manifest`` (provenance on each: repository at its commit,
+    path, sha256, paper, license, stated and used protocol) and, per family of at least two
+    logs on the same inputs, its envelope and oracle; ``sources.md`` in ``out`` reports each
+    source and its inconsistencies. Returns every source recomputed.
+
+    Raises:
+        ResultsError, IntegrityError: as :func:`read_sources`.
+    """
+    out = Path(out)
+    done = [recover(s) for s in read_sources(manifest)]
+    families: dict[str, list[Recovered]] = {}
+    for r in done:
+        if r.frame is None:
+            continue
+        s = r.source
+        note = r.problem or "consistent with the stated protocol"
+        entry = log_entry(
+            r.frame, dataset=s.dataset, benchmark=s.family, method=s.name, protocol=r.protocol,
+            kind=f"external: counts {r.counts}", spec=r.spec, radii=radii, counts=r.counts,
+            source=s.provenance, paper=s.paper, license=s.license, log_sha256=s.sha256,
+            model=s.model, training=s.training,
+            stated_protocol={"n0": s.n0, "n": s.n, "alpha": s.alpha, "in": s.stated_in},
+            inconsistency=r.problem, note=scrub_text(f"{s.model}, {s.training}; {note}"))
+        atomic_write_json(out / entry_filename(entry), entry)
+        families.setdefault(s.family, []).append(r)
+    for members in families.values():
+        if len(members) > 1 and len({tuple(m.frame["idx"]) for m in members}) == 1:
+            for entry in (family_envelope(members, radii), family_oracle(members, radii)):
+                atomic_write_json(out / entry_filename(entry), entry)
+    atomic_write_text(out / "sources.md", sources_report(done))
+    return done
+
+
+def sources_report(done: Sequence[Recovered]) -> str:
+    """Markdown: one row per source, its provenance, protocol stated and used, and status."""
+    lines = ["# Published logs", "", "| log | provenance | inputs | stated (n, alpha) | "
+             "recomputed under | status |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in done:
+        s = r.source
+        used = "–" if r.protocol is None else f"n = {r.protocol['n']}, alpha = " \
+            f"{r.protocol['alpha']:g}"
+        rows = "–" if r.frame is None else f"{len(r.frame)} ({s.inputs})"
+        lines.append(f"| {s.name} | {s.provenance} (sha256 {s.sha256[:12]}...) | {rows} | "
+                     f"{s.n}, {s.alpha:g} | {used} | {r.problem or 'consistent'} |")
+    return "\n".join(lines) + "\n"
