@@ -34,8 +34,9 @@ SMOOTHADV = {
                                               [0.55, 0.41, 0.32, 0.23, 0.15, 0.09]),
     "cohen2019-cifar10-resnet110-sigma1.00": ([0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
                                               [0.39, 0.34, 0.28, 0.22, 0.17, 0.14]),
-    "envelope (not a classifier)": ([0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25],
-                                    [0.60, 0.43, 0.32, 0.23, 0.17, 0.14, 0.12, 0.10, 0.08]),
+    "cohen2019-cifar10/envelope (not a classifier)": (
+        [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25],
+        [0.60, 0.43, 0.32, 0.23, 0.17, 0.14, 0.12, 0.10, 0.08]),
     "cohen2019-imagenet-resnet50-sigma0.25": ([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5],
                                               [0.49, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00]),
     "cohen2019-imagenet-resnet50-sigma0.50": ([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5],
@@ -50,8 +51,10 @@ RADII = sorted({r for radii, _ in SMOOTHADV.values() for r in radii})
 def imported(tmp_path_factory):
     out = tmp_path_factory.mktemp("external")
     done = import_sources(MANIFEST, out, radii=RADII)
-    entries = {json.loads(p.read_text())["method"]: json.loads(p.read_text())
-               for p in out.glob("*.json")}
+    entries = {}
+    for path in out.glob("*.json"):
+        e = json.loads(path.read_text())
+        entries[e["method"] if e["type"] == "external" else f"{e['benchmark']}/{e['method']}"] = e
     return done, entries, out
 
 
@@ -76,7 +79,7 @@ def test_the_logs_reproduce_the_tables_computed_from_them(imported):
             if round(ours[r], 2) == theirs:
                 continue
             members = [sources[method]] if method in sources else [
-                s for s in sources.values() if s.family == "cohen2019-cifar10"]
+                s for s in sources.values() if s.family == method.split("/")[0]]
             ambiguous = max(_on_the_grid(s, r) for s in members)
             gap = theirs - ours[r]
             assert 0 < gap and ambiguous > 0 and ours[r] + ambiguous / entry["inputs"]["count"] \
@@ -85,7 +88,7 @@ def test_the_logs_reproduce_the_tables_computed_from_them(imported):
     # 5 of 46 numbers: CIFAR-10 sigma 1.0 at r = 1 and the envelope at 2.25 (two rows logged
     # "1.0" and "2.25"), ImageNet sigma 0.5 at r = 1.5, sigma 1.0 at r = 1 and 2.5
     assert exceptions == [("cohen2019-cifar10-resnet110-sigma1.00", 1.0),
-                          ("envelope (not a classifier)", 2.25),
+                          ("cohen2019-cifar10/envelope (not a classifier)", 2.25),
                           ("cohen2019-imagenet-resnet50-sigma0.50", 1.5),
                           ("cohen2019-imagenet-resnet50-sigma1.00", 1.0),
                           ("cohen2019-imagenet-resnet50-sigma1.00", 2.5)]
@@ -94,7 +97,9 @@ def test_the_logs_reproduce_the_tables_computed_from_them(imported):
 def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
     done, entries, out = imported
     by_name = {r.source.name: r for r in done}
-    assert by_name["cohen2019-cifar10-resnet110-sigma0.12"].problem == ""
+    for name in ("cohen2019-cifar10-resnet110-sigma0.12",
+                 "jeong2020-consistency-cifar10-resnet110-sigma0.25"):
+        assert by_name[name].problem == "" and entries[name]["protocol"]["alpha"] == 0.001
     for name in ("cohen2019-cifar10-resnet110-sigma0.25", "cohen2019-imagenet-resnet50-sigma1.00"):
         r = by_name[name]
         assert "cannot produce" in r.problem and "alpha = 0.01: recomputed there" in r.problem
@@ -108,20 +113,23 @@ def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
 
 def test_the_oracle_and_envelope_of_a_family(imported):
     _, entries, _ = imported
-    envelope, oracle = entries["envelope (not a classifier)"], entries["oracle (not a certificate)"]
-    members = [e for m, e in entries.items() if m.startswith("cohen2019-cifar10")]
-    assert len(members) == 4 and envelope["pool"] == oracle["pool"]
-    for i in range(len(RADII)):
-        assert envelope["accuracy"][i] == max(e["accuracy"][i] for e in members)
-        assert oracle["accuracy"][i] >= envelope["accuracy"][i]
-    assert envelope["chosen_on_test"] and oracle["chosen_on_test"]
+    for family, size in (("cohen2019-cifar10", 4), ("jeong2020-consistency-cifar10", 3)):
+        envelope = entries[f"{family}/envelope (not a classifier)"]
+        oracle = entries[f"{family}/oracle (not a certificate)"]
+        members = [e for e in entries.values() if e["benchmark"] == family
+                   and e["type"] == "external"]
+        assert len(members) == size and envelope["pool"] == oracle["pool"]
+        for i in range(len(RADII)):
+            assert envelope["accuracy"][i] == max(e["accuracy"][i] for e in members)
+            assert oracle["accuracy"][i] >= envelope["accuracy"][i]
+        assert envelope["chosen_on_test"] and oracle["chosen_on_test"]
     # no envelope for ImageNet: its sigma 0.25 log holds 427 of the 500 inputs
     assert not any(e["dataset"] == "imagenet" and e["type"] != "external"
                    for e in entries.values())
 
 
 def test_a_log_is_pinned_by_its_sha256(tmp_path):
-    assert len(read_sources(MANIFEST)) == 7
+    assert len(read_sources(MANIFEST)) == 10
     copy = tmp_path / "external"
     shutil.copytree(EXTERNAL, copy, ignore=shutil.ignore_patterns("entries"))
     log = copy / "logs" / "locuslab-smoothing" / read_sources(MANIFEST)[0].path
@@ -172,5 +180,5 @@ def test_the_published_entries_rebuild_from_the_vendored_logs(tmp_path):
             assert old == new, name
         else:
             assert (tmp_path / name).read_text() == (EXTERNAL / "entries" / name).read_text()
-    assert np.isclose(json.loads(next((tmp_path).glob("*oracle*.json")).read_text())["acr"],
-                      0.785)
+    assert np.isclose(json.loads(next(tmp_path.glob("cohen2019-cifar10--oracle*.json"))
+                                 .read_text())["acr"], 0.785)
