@@ -304,9 +304,13 @@ def test_keys_come_from_content_and_dates_decide_nothing(results, tmp_path):
     assert main(["leaderboard", "build", str(results / "out"), "--out", str(site)]) == 0
     board = json.loads((site / "leaderboard.json").read_text())["entries"]
     victim = json.loads(_entry_file(results).read_text())
-    forged = {**victim, "accuracy": [1.0] * len(victim["accuracy"]), "date": "9999-12-31"}
+    forged = {**victim, "accuracy": [1.0] * len(victim["accuracy"]), "date": "2026-01-01"}
     evil = tmp_path / "evil"
     evil.mkdir()
+    (evil / "e.json").write_text(json.dumps(forged))  # its step curve gives it away
+    with pytest.raises(ResultsError, match="curve: not the accuracy the entry reports at r = 0"):
+        collect_entries([evil])
+    forged = {k: v for k, v in forged.items() if k != "curve"} | {"date": "9999-12-31"}
     (evil / "e.json").write_text(json.dumps(forged))
     with pytest.raises(ResultsError, match="date '9999-12-31' is not a past ISO date"):
         collect_entries([evil])
@@ -592,3 +596,25 @@ def test_import_tsv_checks_what_the_user_declares(tmp_path, capsys):
     assert main(["leaderboard", "build", str(tmp_path / "e"), str(tmp_path / "f"), "--out",
                  str(tmp_path / "site")]) == 2  # ...but never two rows on one board
     assert "one log is one row" in capsys.readouterr().err
+
+
+def test_a_step_curve_is_the_exact_curve_or_just_below_it():
+    """Drawn from the radii: every step of 500 inputs kept; 10,000 inputs merged into groups of
+    under 0.1 point, each drawn at its first radius: never above the exact curve."""
+    from rsrouter.leaderboard.entries import CURVE_RESOLUTION, curve_at, step_curve
+
+    rng = np.random.default_rng(3)
+    for count in (500, 10_000):
+        radius = np.round(rng.uniform(0, 1, count), 3) * (rng.uniform(size=count) < 0.8)
+        correct = rng.uniform(size=count) < 0.9
+        curve = step_curve(radius, correct)
+        exact = [float(np.mean(correct & (radius >= r) & (radius > 0)))
+                 for r in np.linspace(0, 1.01, 400)]
+        drawn = [curve_at(curve, r) for r in np.linspace(0, 1.01, 400)]
+        gap = np.asarray(exact) - np.asarray(drawn)
+        assert (gap >= -1e-4).all() and (gap < CURVE_RESOLUTION + 1e-4).all()
+        assert len(curve["radius"]) <= 2 / CURVE_RESOLUTION + 1
+        if count == 500:
+            assert np.allclose(gap, 0, atol=1e-4)  # a step per input: exact
+    assert step_curve(np.array([0.0, 0.5]), np.array([False, True])) == {
+        "radius": [0.0, 0.5], "accuracy": [0.5, 0.0]}

@@ -22,7 +22,7 @@ import pandas as pd
 from .. import __version__
 from .._moved import getattr_for as _getattr_for
 from ..files import atomic_write_json, atomic_write_text
-from ..leaderboard.entries import SCHEMA, entry_filename, entry_key
+from ..leaderboard.entries import SCHEMA, entry_filename, entry_key, step_curve
 from ..results.curves import average_certified_radius, certified_accuracy
 from ..results.figures import (
     CostPoint,
@@ -82,7 +82,7 @@ def build_report(out: str | os.PathLike) -> pd.DataFrame:
                     "max regret": None if regret is None else round(max(regret, 0.0), 1),
                     "forwards/input": round(forwards), "s/input": round(seconds, 4)})
         rows.append(row)
-        entries.append(_entry(info, bench, radii, acc, low, high, row))
+        entries.append(_entry(info, bench, radii, acc, low, high, row, df))
     table = pd.DataFrame(rows).set_index("method")
     table.to_csv(out / "summary.csv")
     saved = _savings(out, methods, bench)
@@ -100,7 +100,7 @@ def build_report(out: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def _entry(info, bench, radii, acc, low, high, row) -> dict:
+def _entry(info, bench, radii, acc, low, high, row, df=None) -> dict:
     cfg = bench["config"]
     entry = {"schema": SCHEMA, "key": "", "benchmark": info["benchmark"],
              "dataset": info["data"]["dataset"], "split": info["data"]["split"],
@@ -121,6 +121,8 @@ def _entry(info, bench, radii, acc, low, high, row) -> dict:
              "config": {"name": cfg["name"], "inputs": cfg["inputs"]},
              "rsrouter_version": bench.get("rsrouter_version", __version__),
              "date": bench.get("date", "")}
+    if df is not None and info["type"] != "envelope":  # the step function, from the radii
+        entry["curve"] = step_curve(df["radius"].to_numpy(), df["correct"].to_numpy() == 1)
     entry["key"] = entry_key(entry)
     return entry
 

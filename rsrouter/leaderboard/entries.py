@@ -108,8 +108,77 @@ def _check_numbers(entry: dict, where: str) -> None:
     if entry.get("acr") is not None and entry["acr"] > share * top + 1e-3:
         problems.append(f"ACR {entry['acr']} exceeds what its protocol allows "
                         f"({share * top:.4g})")
+    problems += _check_curve(entry)
     if problems:
         raise ResultsError(f"{where}: impossible numbers: {'; '.join(problems)}")
+
+
+CURVE_RESOLUTION = 0.001  # a stored curve's smallest step (merged steps drop at their first radius)
+
+
+def step_curve(radius: np.ndarray, correct: np.ndarray,
+               resolution: float = CURVE_RESOLUTION) -> dict:
+    """Certified accuracy as the step function it is, from per-input radii (``correct``: the
+    inputs certified with the right class): ``{"radius": [...], "accuracy": [...]}``, accuracy
+    held from each radius (the first 0) until the next. Consecutive drops that together stay
+    below ``resolution`` are merged and drawn at the group's first radius, so the stored curve
+    has at most ``2 / resolution`` steps and is never above the exact one, nor below it by
+    ``resolution`` or more."""
+    radius, correct = np.asarray(radius, float), np.asarray(correct, bool)
+    count = len(radius)
+    # radii floored to 4 decimals (steps drawn no later than they are), at least 0.0001
+    values = np.sort(np.maximum(np.floor(radius[correct & (radius > 0)] * 1e4) / 1e4, 1e-4))
+    xs, ys = [0.0], [len(values) / count if count else 0.0]
+    i, start, held = 0, None, None
+    while i < len(values):
+        r = values[i]
+        i = int(np.searchsorted(values, r, side="right"))  # every input at exactly r
+        after = (len(values) - i) / count  # the share certified beyond r
+        if start is not None and ys[-1] - after >= resolution - 1e-12:
+            xs.append(round(float(start), 4))  # close the group before it reaches resolution
+            ys.append(round(held, 4))
+            start = None
+        start = r if start is None else start
+        held = after
+    if start is not None:
+        xs.append(round(float(start), 4))
+        ys.append(round(held, 4))
+    return {"radius": xs, "accuracy": ys}
+
+
+def curve_at(curve: dict, r: float) -> float:
+    """A stored curve's accuracy at radius ``r``: its value on the last step starting below
+    ``r`` (the first at ``r = 0``)."""
+    k = int(np.searchsorted(np.asarray(curve["radius"]), r, side="left")) - 1
+    return float(curve["accuracy"][max(k, 0)])
+
+
+def _check_curve(entry: dict) -> list[str]:
+    """A stored step curve: increasing radii from 0, accuracies in [0, 1] that never grow,
+    nothing beyond the protocol's largest radius, and the grid's accuracies to within its
+    resolution (never below the curve)."""
+    curve = entry.get("curve")
+    if curve is None:
+        return []
+    if not (isinstance(curve, dict) and set(curve) == {"radius", "accuracy"}
+            and isinstance(curve["radius"], list) and isinstance(curve["accuracy"], list)
+            and len(curve["radius"]) == len(curve["accuracy"]) >= 1
+            and all(is_number(v, low=0) for v in curve["radius"])
+            and all(is_number(v, 0, 1) for v in curve["accuracy"])):
+        return ["curve (radius and accuracy lists of numbers)"]
+    xs, ys = np.asarray(curve["radius"]), np.asarray(curve["accuracy"])
+    problems = []
+    if xs[0] != 0 or (np.diff(xs) <= 0).any() or (np.diff(ys) > 1e-9).any():
+        problems.append("curve: radii must increase from 0 and accuracy never grow")
+    elif xs[-1] > max_radius(entry) * (1 + 1e-6) + 1e-4:
+        problems.append(f"curve: a step at r = {xs[-1]:g}, beyond the largest radius its "
+                        f"protocol allows ({max_radius(entry):.4g})")
+    else:
+        off = [r for r, a in zip(entry["radii"], entry["accuracy"])
+               if not -1e-4 <= a - curve_at(curve, r) < CURVE_RESOLUTION + 1e-4]
+        if off:
+            problems.append(f"curve: not the accuracy the entry reports at r = {off[0]:g}")
+    return problems
 
 
 def entry_sigmas(entry: dict) -> list:

@@ -33,7 +33,7 @@ from ..results.logs import (
 )
 from ..results.tsv import read_tsv
 from ..urls import scrub_text
-from .entries import MAX_SIGMA, SCHEMA, entry_filename, entry_key
+from .entries import MAX_SIGMA, SCHEMA, entry_filename, entry_key, step_curve
 
 # the evaluation sets published logs certify: (images, classes). ImageNet's is the ILSVRC2012
 # validation set, which the field uses as its test set.
@@ -213,7 +213,9 @@ def log_entry(frame: pd.DataFrame, *, dataset: str, benchmark: str, method: str,
              "experts": [], "router": None,
              "chosen_on": "unknown", "chosen_on_test": False, "external": True,
              "counts_available": False, "radii_recomputed": True,
-             "rsrouter_version": __version__, "date": date.today().isoformat(), **fields}
+             "rsrouter_version": __version__, "date": date.today().isoformat(),
+             "curve": step_curve(frame["radius"].to_numpy(), frame["correct"].to_numpy() == 1),
+             **fields}
     entry["key"] = entry_key(entry)
     return entry
 

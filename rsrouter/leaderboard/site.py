@@ -20,7 +20,7 @@ from ..results.figures import (
     plot_label,
     text_width,
 )
-from .entries import entry_sigmas, is_number
+from .entries import entry_sigmas, is_number, max_radius
 
 
 def _flags(entry: dict) -> list[str]:
@@ -90,8 +90,11 @@ def markdown(entries: list[dict]) -> str:
 
 
 def _svg(rows: list[dict], title: str) -> str:
-    """The curves of one dataset's entries as inline SVG (drawn from the stored grids), the
-    legend beside the axes: the figure grows with it, the axes keep their size."""
+    """The curves of one dataset's entries as inline SVG, the legend beside the axes: the
+    figure grows with it, the axes keep their size. An entry with its step curve (per-input
+    radii) is drawn as that step function, a single-sigma entry's largest certifiable radius
+    at its n marked with a bar; one without (an envelope, an entry of rsrouter < 0.3) only as
+    its grid points, never joined by lines that the radii do not show."""
     labels = [f"{e['method']} [{e['benchmark']}]" + (f" ({_flags(e)[0]})" if _flags(e) else "")
               for e in rows]
     legend = (max(text_width(label, 6) for label in labels) + 34) / 72  # inches, with handle
@@ -104,13 +107,35 @@ def _svg(rows: list[dict], title: str) -> str:
             style = {"linestyle": ":", "color": "black"}
         elif e["kind"] != "certificate":
             style = {"linestyle": "--", "color": "0.5"}
-        acc = 100 * np.asarray(e["accuracy"])
-        ax.plot(e["radii"], acc, marker="o", markersize=2.5, label=plot_label(label), **style)
+        curve = e.get("curve")
+        if curve is None:
+            ax.plot(e["radii"], 100 * np.asarray(e["accuracy"]), marker="o", markersize=2.5,
+                    linestyle="none", label=plot_label(label),
+                    **{k: v for k, v in style.items() if k != "linestyle"})
+            continue
+        xs, ys = _thin(curve["radius"], [100 * a for a in curve["accuracy"]])
+        line, = ax.step(xs + [xs[-1] * 1.02 + 0.01], ys + [ys[-1]], where="post",
+                        linewidth=1.0, label=plot_label(label), **style)
+        if len(set(entry_sigmas(e))) == 1:  # the cap at its n: nothing certified beyond it
+            ax.plot([max_radius(e)], [0], marker="|", markersize=7, color=line.get_color())
     finish_figure(fig, ax, title, xlabel="l2 radius", legend=6, title_size=9,
                   margins=(0.65, 0.5, legend + 0.15, 0.3),
                   legend_at={"loc": "upper left", "bbox_to_anchor": (1.02, 1),
                              "borderaxespad": 0})
     return _svg_text(fig)
+
+
+def _thin(xs: list[float], ys: list[float], step: float = 0.5) -> tuple[list, list]:
+    """A step curve with drops under ``step`` points merged, each group drawn at its first
+    radius (never above the curve; what a 0.5-point line width shows anyway)."""
+    out_x, out_y, start = [xs[0]], [ys[0]], None
+    for x, y, nxt in zip(xs[1:], ys[1:], [*ys[2:], None]):
+        start = x if start is None else start
+        if nxt is None or out_y[-1] - nxt >= step:
+            out_x.append(start)
+            out_y.append(y)
+            start = None
+    return out_x, out_y
 
 
 def _svg_text(fig, fonttype: str = "path") -> str:

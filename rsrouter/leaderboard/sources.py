@@ -173,7 +173,8 @@ def family_envelope(members: Sequence[Recovered], radii: Sequence[float]) -> dic
              "type": "envelope", "accuracy": [round(float(a), 4) for a in acc],
              "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
              "acr": None, "abstain": None, "chosen_on": "test", "chosen_on_test": True,
-             "pool": [m.source.name for m in members]}
+             "pool": [m.source.name for m in members], "curve": None}
+    entry.pop("curve")  # a selection per radius, not per-input radii: drawn at its grid
     entry["key"] = entry_key(entry)
     return entry
 
