@@ -166,10 +166,10 @@ def test_the_page_in_a_real_browser(results, tmp_path):
         assert digits.is_visible() and not page.locator(
             "section[data-tab='fashion-mnist']").is_visible()
         assert digits.locator("tbody tr").count() == 5  # with the hostile import
-        assert digits.locator(".curves svg").is_visible()
+        assert digits.locator(".curves svg").first.is_visible()
         assert digits.locator(".cost svg").is_visible()  # the cost plane, below the curves
         assert digits.locator(".cost svg").bounding_box()["y"] > \
-            digits.locator(".curves svg").bounding_box()["y"]
+            digits.locator(".curves svg").last.bounding_box()["y"]
 
         def column(name):
             index = digits.locator("thead th").all_inner_texts().index(name)

@@ -100,6 +100,10 @@ def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
     for name in ("cohen2019-cifar10-resnet110-sigma0.12",
                  "jeong2020-consistency-cifar10-resnet110-sigma0.25"):
         assert by_name[name].problem == "" and entries[name]["protocol"]["alpha"] == 0.001
+    # ACES certifies each model at alpha / 2 (certify_ace.py): every log fits 0.0005
+    aces = [r for r in done if r.source.repository == "eth-sri/ACES"]
+    assert len(aces) == 21 and all(r.problem == "" and r.protocol["alpha"] == 0.0005
+                                   for r in aces)
     for name in ("cohen2019-cifar10-resnet110-sigma0.25", "cohen2019-imagenet-resnet50-sigma1.00"):
         r = by_name[name]
         assert "cannot produce" in r.problem and "alpha = 0.01: recomputed there" in r.problem
@@ -113,7 +117,8 @@ def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
 
 def test_the_oracle_and_envelope_of_a_family(imported):
     _, entries, _ = imported
-    for family, size in (("cohen2019-cifar10", 4), ("jeong2020-consistency-cifar10", 3)):
+    for family, size in (("cohen2019-cifar10", 4), ("jeong2020-consistency-cifar10", 3),
+                         ("aces2022-cifar10", 12), ("aces2022-imagenet", 9)):
         envelope = entries[f"{family}/envelope (not a classifier)"]
         oracle = entries[f"{family}/oracle (not a certificate)"]
         members = [e for e in entries.values() if e["benchmark"] == family
@@ -123,13 +128,19 @@ def test_the_oracle_and_envelope_of_a_family(imported):
             assert envelope["accuracy"][i] == max(e["accuracy"][i] for e in members)
             assert oracle["accuracy"][i] >= envelope["accuracy"][i]
         assert envelope["chosen_on_test"] and oracle["chosen_on_test"]
-    # no envelope for ImageNet: its sigma 0.25 log holds 427 of the 500 inputs
-    assert not any(e["dataset"] == "imagenet" and e["type"] != "external"
-                   for e in entries.values())
+    # no envelope for Cohen et al.'s ImageNet logs: the sigma 0.25 one holds 427 of 500 inputs
+    assert "cohen2019-imagenet/envelope (not a classifier)" not in entries
+    # the routing headroom of ACES's 12 CIFAR-10 experts: the best single one by ACR (SmoothAdv
+    # sigma 1.0) against the per-input oracle over all twelve
+    aces = [e for e in entries.values() if e["benchmark"] == "aces2022-cifar10"
+            and e["type"] == "external"]
+    best = max(aces, key=lambda e: e["acr"])
+    assert best["method"] == "aces2022-cifar10-smoothadv-sigma1.00" and best["acr"] == 0.84
+    assert entries["aces2022-cifar10/oracle (not a certificate)"]["acr"] == 1.359
 
 
 def test_a_log_is_pinned_by_its_sha256(tmp_path):
-    assert len(read_sources(MANIFEST)) == 10
+    assert len(read_sources(MANIFEST)) == 31
     copy = tmp_path / "external"
     shutil.copytree(EXTERNAL, copy, ignore=shutil.ignore_patterns("entries"))
     log = copy / "logs" / "locuslab-smoothing" / read_sources(MANIFEST)[0].path

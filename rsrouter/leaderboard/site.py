@@ -89,13 +89,25 @@ def markdown(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _svg(rows: list[dict], title: str) -> str:
+def _curves(rows: list[dict], dataset: str) -> str:
+    """A dataset's curves: one figure per benchmark (entries on the same inputs, short legends)
+    when it has several, else one."""
+    benchmarks = sorted({e["benchmark"] for e in rows})
+    if len(benchmarks) == 1:
+        return _svg(rows, f"{dataset}: certified accuracy versus radius")
+    return "".join(_svg([e for e in rows if e["benchmark"] == b],
+                        f"{dataset}, {b}: certified accuracy versus radius", named=False)
+                   for b in benchmarks)
+
+
+def _svg(rows: list[dict], title: str, named: bool = True) -> str:
     """The curves of one dataset's entries as inline SVG, the legend beside the axes: the
     figure grows with it, the axes keep their size. An entry with its step curve (per-input
     radii) is drawn as that step function, a single-sigma entry's largest certifiable radius
     at its n marked with a bar; one without (an envelope, an entry of rsrouter < 0.3) only as
     its grid points, never joined by lines that the radii do not show."""
-    labels = [f"{e['method']} [{e['benchmark']}]" + (f" ({_flags(e)[0]})" if _flags(e) else "")
+    labels = [e["method"] + (f" [{e['benchmark']}]" if named else "")
+              + (f" ({_flags(e)[0]})" if _flags(e) and _flags(e)[0] not in e["method"] else "")
               for e in rows]
     legend = (max(text_width(label, 6) for label in labels) + 34) / 72  # inches, with handle
     fig, ax = accuracy_figure((5.9 + legend, max(4.0, 0.7 + 9.6 * len(labels) / 72)))
@@ -274,7 +286,7 @@ def page(entries: list[dict]) -> str:
             f'<section class="tab" data-tab="{esc(d)}"><h2>{esc(d)}</h2>'
             f"<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>"
-            f'<div class="curves">{_svg(rows, f"{d}: certified accuracy versus radius")}</div>'
+            f'<div class="curves">{_curves(rows, d)}</div>'
             f"{_cost_plane(rows, d)}"
             "</section>")
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>rsrouter leaderboard"
