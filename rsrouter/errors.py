@@ -67,5 +67,9 @@ class ResultsError(RsrouterError, ValueError):
     """A results file that is not a certification TSV, or whose rows are inconsistent."""
 
 
+class ProtocolMismatch(ResultsError):
+    """A published log holds radii that the protocol it is declared with cannot produce."""
+
+
 class LockedError(RsrouterError):
     """An output that another running process is writing."""

@@ -608,7 +608,7 @@ def test_a_step_curve_is_the_exact_curve_or_just_below_it():
         radius = np.round(rng.uniform(0, 1, count), 3) * (rng.uniform(size=count) < 0.8)
         correct = rng.uniform(size=count) < 0.9
         curve = step_curve(radius, correct)
-        exact = [float(np.mean(correct & (radius >= r) & (radius > 0)))
+        exact = [float(np.mean(correct & (radius >= r)))  # as certified_accuracy counts
                  for r in np.linspace(0, 1.01, 400)]
         drawn = [curve_at(curve, r) for r in np.linspace(0, 1.01, 400)]
         gap = np.asarray(exact) - np.asarray(drawn)
@@ -618,3 +618,33 @@ def test_a_step_curve_is_the_exact_curve_or_just_below_it():
             assert np.allclose(gap, 0, atol=1e-4)  # a step per input: exact
     assert step_curve(np.array([0.0, 0.5]), np.array([False, True])) == {
         "radius": [0.0, 0.5], "accuracy": [0.5, 0.0]}
+    # a right input at radius 0 counts at r = 0 only
+    assert step_curve(np.array([0.0, 0.5]), np.array([True, True])) == {
+        "radius": [0.0, 0.0001, 0.5], "accuracy": [1.0, 0.5, 0.0]}
+
+
+def test_a_curve_is_checked_and_drawn_never_above_itself(results, tmp_path):
+    from rsrouter.leaderboard.site import _thin
+
+    entry = json.loads(_entry_file(results).read_text())
+    path = tmp_path / "e.json"
+    top = entry["curve"]["radius"][-1]
+    for curve, message in [
+            ({**entry["curve"], "radius": [*entry["curve"]["radius"][:-1], 50.0]},
+             "a step at r = 50, beyond the largest radius"),
+            ({"radius": [0.0, 0.1], "accuracy": [0.5, 0.6]}, "accuracy never grow"),
+            ({"radius": [0.0, top], "accuracy": [entry["accuracy"][0], 0.0]}, None)]:
+        path.write_text(json.dumps({**entry, "curve": curve}))
+        if message is None:  # one step: not the grid's accuracy past r = 0
+            with pytest.raises(ResultsError, match="curve: not the accuracy"):
+                collect_entries([path])
+            continue
+        with pytest.raises(ResultsError, match=message):
+            collect_entries([path])
+    xs, ys = [0.0, 0.1, 0.2, 0.3, 0.4], [90.0, 89.8, 89.6, 88.0, 0.0]
+    thin_x, thin_y = _thin(xs, ys)
+    assert thin_x == [0.0, 0.1, 0.3, 0.4] and thin_y == [90.0, 89.6, 88.0, 0.0]
+    for r in np.linspace(0, 0.5, 51):  # drawn never above the curve, below by under 0.5 point
+        drawn = thin_y[max(int(np.searchsorted(thin_x, r, side="right")) - 1, 0)]
+        exact = ys[max(int(np.searchsorted(xs, r, side="right")) - 1, 0)]
+        assert 0 <= exact - drawn < 0.5

@@ -85,7 +85,7 @@ def test_the_logs_reproduce_the_tables_computed_from_them(imported):
             assert 0 < gap and ambiguous > 0 and ours[r] + ambiguous / entry["inputs"]["count"] \
                 >= theirs - 0.005, (method, r, ours[r], theirs)
             exceptions.append((method, r))
-    # 5 of 46 numbers: CIFAR-10 sigma 1.0 at r = 1 and the envelope at 2.25 (two rows logged
+    # 5 of 54 numbers: CIFAR-10 sigma 1.0 at r = 1 and the envelope at 2.25 (two rows logged
     # "1.0" and "2.25"), ImageNet sigma 0.5 at r = 1.5, sigma 1.0 at r = 1 and 2.5
     assert exceptions == [("cohen2019-cifar10-resnet110-sigma1.00", 1.0),
                           ("cohen2019-cifar10/envelope (not a classifier)", 2.25),
@@ -106,7 +106,10 @@ def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
                                    for r in aces)
     for name in ("cohen2019-cifar10-resnet110-sigma0.25", "cohen2019-imagenet-resnet50-sigma1.00"):
         r = by_name[name]
-        assert "cannot produce" in r.problem and "alpha = 0.01: recomputed there" in r.problem
+        assert "cannot produce" in r.problem and "every row fits n = 100000, alpha = 0.01" in \
+            r.problem and "recomputed there" in r.problem
+        assert entries[name]["protocol_inferred"].startswith("protocol inferred: the stated "
+                                                              "alpha 0.001 cannot give")
         assert entries[name]["protocol"]["alpha"] == 0.01
         assert entries[name]["stated_protocol"]["alpha"] == 0.001
         assert entries[name]["inconsistency"] == r.problem
@@ -170,10 +173,24 @@ def test_a_log_no_usual_protocol_produces_is_refused(tmp_path, capsys):
     raw["logs"] = [first]
     (copy / "sources.yaml").write_text(yaml.safe_dump(raw))
     assert main(["leaderboard", "import-sources", str(copy / "sources.yaml"), "--out",
-                 str(tmp_path / "e")]) == 0
-    assert "refused" in capsys.readouterr().out
+                 str(tmp_path / "e")]) == 2
+    assert "1 log(s) refused" in capsys.readouterr().err
     assert not list((tmp_path / "e").glob("*.json"))
-    assert "nor does any usual protocol: refused" in (tmp_path / "e" / "sources.md").read_text()
+    report = (tmp_path / "e" / "sources.md").read_text()
+    assert "cannot produce 1 of 500 logged radii, nor does any usual protocol: refused" in report
+    # a wrong declaration is an error, never reported as an inconsistency of the log
+    raw["logs"][0]["inputs"] = "every-20-from-10"
+    (copy / "sources.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ResultsError, match="not on --inputs every-20-from-10"):
+        import_sources(copy / "sources.yaml", tmp_path / "f")
+    raw["logs"][0]["inputs"] = "every-20"
+    for key, value, message in [("split", "train", "test logs only"),
+                                ("name", "x", None)]:
+        broken = json.loads(json.dumps(raw))
+        broken["logs"].append({**broken["logs"][0], key: value})  # the same log twice
+        (copy / "sources.yaml").write_text(yaml.safe_dump(broken))
+        with pytest.raises(ResultsError, match=message or "must be unique: one log is one"):
+            read_sources(copy / "sources.yaml")
 
 
 def test_the_published_entries_rebuild_from_the_vendored_logs(tmp_path):

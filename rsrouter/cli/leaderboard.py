@@ -77,6 +77,12 @@ def cmd_leaderboard_import_sources(args: argparse.Namespace) -> None:
         status = "refused" if r.frame is None else "imported"
         print(f"{r.source.name}: {status}" + (f" ({r.problem})" if r.problem else ""))
     print(f"entries and sources.md in {args.out}")
+    refused = [r.source.name for r in done if r.frame is None]
+    if refused:
+        from ..errors import RsrouterError
+
+        raise RsrouterError(f"{len(refused)} log(s) refused, no protocol producing them: "
+                            f"{', '.join(refused)} (see {args.out}/sources.md)")
 
 
 def cmd_leaderboard_publish(args: argparse.Namespace) -> None:

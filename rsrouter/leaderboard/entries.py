@@ -126,9 +126,10 @@ def step_curve(radius: np.ndarray, correct: np.ndarray,
     ``resolution`` or more."""
     radius, correct = np.asarray(radius, float), np.asarray(correct, bool)
     count = len(radius)
-    # radii floored to 4 decimals (steps drawn no later than they are), at least 0.0001
-    values = np.sort(np.maximum(np.floor(radius[correct & (radius > 0)] * 1e4) / 1e4, 1e-4))
-    xs, ys = [0.0], [len(values) / count if count else 0.0]
+    # radii floored to 4 decimals (steps drawn no later than they are), at least 0.0001 (a
+    # right input certified at radius 0 counts at r = 0 only); shares floored to 4 decimals
+    values = np.sort(np.maximum(np.floor(radius[correct] * 1e4) / 1e4, 1e-4))
+    xs, ys = [0.0], [_floor4(len(values) / count) if count else 0.0]
     i, start, held = 0, None, None
     while i < len(values):
         r = values[i]
@@ -136,14 +137,18 @@ def step_curve(radius: np.ndarray, correct: np.ndarray,
         after = (len(values) - i) / count  # the share certified beyond r
         if start is not None and ys[-1] - after >= resolution - 1e-12:
             xs.append(round(float(start), 4))  # close the group before it reaches resolution
-            ys.append(round(held, 4))
+            ys.append(_floor4(held))
             start = None
         start = r if start is None else start
         held = after
     if start is not None:
         xs.append(round(float(start), 4))
-        ys.append(round(held, 4))
+        ys.append(_floor4(held))
     return {"radius": xs, "accuracy": ys}
+
+
+def _floor4(share: float) -> float:
+    return math.floor(share * 1e4 + 1e-9) / 1e4
 
 
 def curve_at(curve: dict, r: float) -> float:

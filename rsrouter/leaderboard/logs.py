@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import __version__
 from ..certify.bounds import radii_from_counts
-from ..errors import ResultsError
+from ..errors import ProtocolMismatch, ResultsError
 from ..files import atomic_write_json
 from ..protocol import RADII
 from ..results.curves import average_certified_radius, certified_accuracy, interval95
@@ -50,10 +50,17 @@ class Inputs:
     every: int = 1
     start: int = 0
 
-    def describe(self, size: int) -> str:
-        if self.every == 1 and self.start == 0:
-            return "every image" if self.spec == "all" else self.spec
-        return f"every {self.every}th of the {size} images from index {self.start}"
+    def selected(self, size: int) -> int:
+        """How many of ``size`` images the selection holds."""
+        return len(range(self.start, size, self.every))
+
+    def describe(self, size: int, count: int | None = None) -> str:
+        """The selection in words; ``count``: the rows the log holds, said where fewer."""
+        whole = self.selected(size)
+        some = "" if count is None or count >= whole else f"{count} of "
+        if self.every == 1:
+            return f"{count} of the {size} images" if some else "every image"
+        return f"{some}every {self.every}th of the {size} images from index {self.start}"
 
 
 def parse_inputs(spec: str) -> Inputs:
@@ -108,7 +115,7 @@ def check_sigma_cap(logged: Sequence[str], predict: np.ndarray, log: Path, n: in
     ``n`` votes for the class): ``sigma Phi^-1(alpha^(1/n))``, up to the log's rounding.
 
     Raises:
-        ResultsError: naming the row, the cap and the noise level the radius would need.
+        ProtocolMismatch: naming the row, the cap and the noise level the radius would need.
     """
     values = np.array([float(t) for t in logged])
     cap = float(radii_from_counts(np.array([n]), n, alpha, sigma)[0])
@@ -117,7 +124,7 @@ def check_sigma_cap(logged: Sequence[str], predict: np.ndarray, log: Path, n: in
     if over.any():
         i = int(np.flatnonzero(over)[0])
         need = values[i] / (cap / sigma)
-        raise ResultsError(f"{log}: row {i + 1}: radius {str(logged[i]).strip()} is beyond the "
+        raise ProtocolMismatch(f"{log}: row {i + 1}: radius {str(logged[i]).strip()} is beyond the "
                            f"largest radius n = {n} samples can certify at sigma {sigma:g} "
                            f"({cap:.3f}, every vote for the class at alpha {alpha:g}); it needs "
                            f"sigma >= {need:.3g}; {int(over.sum())} row(s) affected; "
@@ -166,6 +173,8 @@ def recompute_log(log: str | os.PathLike, dataset: str, *, n: int | None = None,
     """
     log = Path(log)
     df = read_tsv(log)
+    if df.empty:
+        raise ResultsError(f"{log}: the log has no rows: nothing to put on a leaderboard")
     selection = None if inputs is None else parse_inputs(inputs)
     check_declared(df, log, dataset, selection)
     if sigma is not None and not 0 < sigma <= MAX_SIGMA:
@@ -242,7 +251,7 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
     _already_imported(Path(out), rec.sha256, method, benchmark)
     source, paper = scrub_text(source), scrub_text(paper)
     spec = "as published" if rec.selection is None else rec.selection.describe(
-        LOG_DATASETS[dataset][0])
+        LOG_DATASETS[dataset][0], len(rec.frame))
     entry = log_entry(rec.frame, dataset=dataset, benchmark=benchmark, method=method,
                       protocol=rec.protocol, kind=f"external: counts {rec.counts}", spec=spec,
                       radii=radii, counts_available=has_counts(rec.frame), counts=rec.counts,

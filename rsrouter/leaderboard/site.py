@@ -29,6 +29,8 @@ def _flags(entry: dict) -> list[str]:
         flags.append(entry["kind"].split(":")[0])
     if entry.get("chosen_on_test") and entry["kind"] == "certificate":
         flags.append("choices made on the test inputs")
+    if entry.get("protocol_inferred"):
+        flags.append(entry["protocol_inferred"])
     if entry.get("external"):  # provenance of an imported log
         flags += [f"{what}: {entry[key]}" for key, what in (("paper", "paper"),
                                                             ("source", "source"))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..errors import IntegrityError, ResultsError
+from ..errors import IntegrityError, ProtocolMismatch, ResultsError
 from ..files import atomic_write_json, atomic_write_text
 from ..protocol import RADII
 from ..results.curves import certified_accuracy, interval95
@@ -85,6 +85,12 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
         if not isinstance(repo, dict) or set(repo) != _REPOSITORY_KEYS:
             raise ResultsError(f"{manifest}: repositories.{name} needs exactly "
                                f"{', '.join(sorted(_REPOSITORY_KEYS))}")
+        protocol = repo["protocol"]
+        if not (isinstance(protocol, dict) and set(protocol) == {"n0", "n", "alpha"}
+                and all(isinstance(protocol[k], int) and protocol[k] >= 1 for k in ("n0", "n"))
+                and isinstance(protocol["alpha"], float) and 0 < protocol["alpha"] < 1):
+            raise ResultsError(f"{manifest}: repositories.{name}.protocol needs n0 and n "
+                               "(integers >= 1) and alpha (in (0, 1)), as the source states them")
     out = []
     for i, log in enumerate(raw["logs"] or []):
         where = f"{manifest}: logs[{i}]"
@@ -94,6 +100,9 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
         if repo is None:
             raise ResultsError(f"{where}: repository {log['repository']!r} is not listed under "
                                "repositories")
+        if log.get("split", "test") != "test":
+            raise ResultsError(f"{where}: split {log['split']!r}: the leaderboard holds test "
+                               "logs only")
         if log["dataset"] not in LOG_DATASETS:
             raise ResultsError(f"{where}: dataset {log['dataset']!r} is not one of "
                                f"{', '.join(LOG_DATASETS)}")
@@ -112,9 +121,11 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
             str(log["training"]), float(log["sigma"]), str(log["family"]), str(repo["paper"]),
             str(repo["license"]), int(protocol["n0"]), int(protocol["n"]),
             float(protocol["alpha"]), str(repo["protocol_stated_in"]), file))
-    names = [s.name for s in out]
-    if len(set(names)) != len(names):
-        raise ResultsError(f"{manifest}: log names must be unique")
+    for what, values in (("names", [s.name for s in out]), ("logs (sha256)",
+                                                            [s.sha256 for s in out]),
+                         ("paths", [(s.repository, s.path) for s in out])):
+        if len(set(values)) != len(values):
+            raise ResultsError(f"{manifest}: {what} must be unique: one log is one entry")
     return out
 
 
@@ -129,6 +140,7 @@ class Recovered:
     counts: str
     problem: str
     spec: str = ""  # the inputs, in words
+    flag: str = ""  # the inconsistency, short, as the board shows it
 
 
 def recover(source: LogSource) -> Recovered:
@@ -137,8 +149,8 @@ def recover(source: LogSource) -> Recovered:
     args = dict(n0=source.n0, sigma=source.sigma, inputs=source.inputs)
     try:
         rec = recompute_log(source.file, source.dataset, n=source.n, alpha=source.alpha, **args)
-        return Recovered(source, rec.frame, rec.protocol, rec.counts, "", _spec(source))
-    except ResultsError as e:
+        return Recovered(source, rec.frame, rec.protocol, rec.counts, "", _spec(source, rec))
+    except ProtocolMismatch as e:  # anything else (a wrong declaration, a broken log) is raised
         stated = str(e).split(": ", 1)[-1]
     raw = pd.read_csv(source.file, sep="\t", dtype={"radius": str})
     logged, predict = raw["radius"].tolist(), raw["predict"].to_numpy()
@@ -148,16 +160,19 @@ def recover(source: LogSource) -> Recovered:
     fits = protocols_that_fit(logged, predict, source.n, source.alpha, source.sigma)
     if not fits:
         return Recovered(source, None, None, "", f"{head}, nor does any usual protocol: "
-                                                 f"refused ({stated})", _spec(source))
+                                                 f"refused ({stated})")
     n, alpha = fits[0]
     rec = recompute_log(source.file, source.dataset, n=n, alpha=alpha, **args)
     return Recovered(source, rec.frame, rec.protocol, rec.counts,
-                     f"{head}; every row fits n = {n}, alpha = {alpha:g}: recomputed there",
-                     _spec(source))
+                     f"{head}; every row fits n = {n}, alpha = {alpha:g}, the first usual "
+                     "protocol that does (others may too): recomputed there",
+                     _spec(source, rec),
+                     f"protocol inferred: the stated alpha {source.alpha:g} cannot give {bad} of "
+                     f"{len(raw)} radii; recomputed at n = {n}, alpha = {alpha:g}")
 
 
-def _spec(source: LogSource) -> str:
-    return parse_inputs(source.inputs).describe(LOG_DATASETS[source.dataset][0])
+def _spec(source: LogSource, rec) -> str:
+    return rec.selection.describe(LOG_DATASETS[source.dataset][0], len(rec.frame))
 
 
 def family_envelope(members: Sequence[Recovered], radii: Sequence[float]) -> dict:
@@ -233,7 +248,8 @@ def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
             source=s.provenance, paper=s.paper, license=s.license, log_sha256=s.sha256,
             model=s.model, training=s.training,
             stated_protocol={"n0": s.n0, "n": s.n, "alpha": s.alpha, "in": s.stated_in},
-            inconsistency=r.problem, note=scrub_text(f"{s.model}, {s.training}; {note}"))
+            inconsistency=r.problem, protocol_inferred=r.flag,
+            note=scrub_text(f"{s.model}, {s.training}; {note}"))
         atomic_write_json(out / entry_filename(entry), entry)
         families.setdefault(s.family, []).append(r)
     for members in families.values():

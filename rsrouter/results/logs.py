@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..certify.bounds import radii_from_counts
-from ..errors import ResultsError
+from ..errors import ProtocolMismatch
 
 # the columns of a TSV's sample sizes and noise levels, whatever its certificate
 N_COLUMNS = ("n", "router_n", "root_n", "child_n", "stage_n", "expert_n")
@@ -95,7 +95,20 @@ def producible(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
                sigma: float) -> np.ndarray:
     """Per row, whether some count out of ``n`` at ``alpha`` and ``sigma`` gives the logged
     radius as the log prints it."""
-    return _recover(logged, predict, n, alpha, sigma, log_format(logged))[1]
+    return _recover_rows(logged, predict, n, alpha, sigma)[1]
+
+
+def _recover_rows(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
+                  sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_recover` with the log's format; a row it does not fit (printed otherwise than the
+    rest) is checked by its own digits."""
+    predict = np.asarray(predict)
+    n_a, ok = _recover(logged, predict, n, alpha, sigma, log_format(logged))
+    if not ok.all():
+        rows = np.flatnonzero(~ok)
+        again, fits = _recover([logged[i] for i in rows], predict[rows], n, alpha, sigma, None)
+        n_a[rows], ok[rows] = again, fits
+    return n_a, ok
 
 
 def protocols_that_fit(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
@@ -103,10 +116,9 @@ def protocols_that_fit(logged: Sequence[str], predict: np.ndarray, n: int, alpha
     """``(n, alpha)`` of the usual protocols other than the given one (n of 1,000 to 100,000,
     alpha of 0.001 to 0.05; the given ``n`` first) under which every logged radius comes from
     a count at ``sigma``."""
-    fmt = log_format(logged)
     return [(m, a) for m in dict.fromkeys((n, 1_000, 10_000, 100_000))
             for a in dict.fromkeys((alpha, 0.001, 0.01, 0.05)) if (m, a) != (n, alpha)
-            and _recover(logged, predict, m, a, sigma, fmt)[1].all()]
+            and _recover_rows(logged, predict, m, a, sigma)[1].all()]
 
 
 def protocol_hint(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float,
@@ -128,17 +140,17 @@ def counts_from_radii(logged: Sequence[str], predict: np.ndarray, n: int, alpha:
     the logged one by more than the log's rounding.
 
     Raises:
-        ResultsError: naming the first row whose radius no count can produce at this ``n``,
+        ProtocolMismatch: naming the first row whose radius no count can produce at this ``n``,
             with the usual protocols under which every row fits, if any.
     """
     fmt = log_format(logged)
-    n_a, ok = _recover(logged, predict, n, alpha, sigma, fmt)
+    n_a, ok = _recover_rows(logged, predict, n, alpha, sigma)
     if ok.all():
         return n_a
     i = int(np.flatnonzero(~ok)[0])
     hint = protocol_hint(logged, predict, n, alpha, sigma)
     printed = f" (radii printed as {{:{fmt}}})" if fmt else ""
-    raise ResultsError(
+    raise ProtocolMismatch(
         f"{where}: row {i + 1}: logged radius {str(logged[i]).strip()} (predict {predict[i]}) "
         f"cannot come from any count at n = {n}, alpha = {alpha}, sigma = {sigma}{printed}; "
         f"{int((~ok).sum())} row(s) affected; {hint}")
