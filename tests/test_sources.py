@@ -210,3 +210,58 @@ def test_the_published_entries_rebuild_from_the_vendored_logs(tmp_path):
             assert (tmp_path / name).read_text() == (EXTERNAL / "entries" / name).read_text()
     assert np.isclose(json.loads(next(tmp_path.glob("cohen2019-cifar10--oracle*.json"))
                                  .read_text())["acr"], 0.785)
+    composed = sorted(tmp_path.glob("aces2022-cifar10-compositions--*.json"))
+    assert len(composed) == 12 and "| 0.50 |" in (tmp_path / "aces.md").read_text()
+    assert all(json.loads(p.read_text())["protocol"]["alpha"] == 0.001 for p in composed)
+
+
+def test_aces_compositions_reproduce_the_authors_tables():
+    """Every number of eth-sri/ACES's twelve CIFAR-10 tables (analysis/tables/..._lanet_*: 11
+    thresholds x natural accuracy, ACR and 9 radii) recomputed from the vendored logs, as the
+    authors account; the composition from recovered counts is never above it."""
+    import re
+
+    from rsrouter.leaderboard.aces import (
+        aces_files,
+        authors_row,
+        composed_frame,
+        read_log,
+        selection_log,
+    )
+
+    files = aces_files(MANIFEST)
+    core = read_log(files["core"])
+    sources = [s for s in read_sources(MANIFEST)
+               if s.repository == "eth-sri/ACES" and s.dataset == "cifar10"]
+    assert len(sources) == 12
+    checked = 0
+    for s in sources:
+        cert = read_log(s.file)
+        method, tag = s.name.split("-")[2], {0.25: "025", 0.5: "050", 1.0: "100"}[s.sigma]
+        table = files["folder"] / ("analysis/tables/cifar10/" f"{method}/noise_{tag}/"
+                                   f"ace_smoothing_table_{tag}_lanet_{method}")
+        lines = table.read_text().splitlines()
+        radii = [float(x) for x in re.findall(r"[\d.]+", lines[0])]
+        rows = {float(line.split("&")[1]): [x.strip().rstrip("\\") for x in line.split("&")[2:]]
+                for line in lines[2:]}
+        for t in files["thresholds"]:
+            sel = read_log(selection_log(s.file, t))
+            nac, acr, acc = authors_row(sel, cert, core, radii)
+            assert [f"{nac:.1f}", f"{acr:.3f}", *(f"{a:.1f}" for a in acc)] == rows[t], (s, t)
+            checked += len(rows[t])
+            frame = composed_frame(sel, cert, core, s.sigma, s.n, s.alpha, s.name)
+            ours = [100 * float(((frame["correct"] == 1) & (frame["radius"] >= r)).mean())
+                    for r in radii]
+            assert all(o <= a + 1e-9 for o, a in zip(ours, acc)), (s, t)
+    assert checked == 12 * 11 * 11
+
+
+def test_aces_files_are_pinned(tmp_path):
+    from rsrouter.leaderboard.aces import aces_files
+
+    copy = tmp_path / "external"
+    shutil.copytree(EXTERNAL, copy, ignore=shutil.ignore_patterns("entries"))
+    core = aces_files(copy / "sources.yaml")["core"]
+    core.write_text(core.read_text() + "\n")
+    with pytest.raises(IntegrityError, match="not the bytes SHA256SUMS pins"):
+        aces_files(copy / "sources.yaml")

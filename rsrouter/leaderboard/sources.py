@@ -78,8 +78,10 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
         raw = yaml.safe_load(manifest.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ResultsError(f"{manifest}: not a sources manifest ({e})") from None
-    if not isinstance(raw, dict) or set(raw) != {"repositories", "logs"}:
-        raise ResultsError(f"{manifest}: a sources manifest has exactly `repositories` and `logs`")
+    if not isinstance(raw, dict) or not {"repositories", "logs"} <= set(raw) <= {
+            "repositories", "logs", "aces"}:
+        raise ResultsError(f"{manifest}: a sources manifest has `repositories` and `logs` (and "
+                           "optionally `aces`)")
     repos = raw["repositories"] or {}
     for name, repo in repos.items():
         if not isinstance(repo, dict) or set(repo) != _REPOSITORY_KEYS:
@@ -257,6 +259,14 @@ def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
             for entry in (family_envelope(members, radii), family_oracle(members, radii)):
                 atomic_write_json(out / entry_filename(entry), entry)
     atomic_write_text(out / "sources.md", sources_report(done))
+    if "aces" in (yaml.safe_load(Path(manifest).read_text()) or {}):
+        from .aces import aces_entries
+
+        entries, report = aces_entries([r.source for r in done if r.frame is not None],
+                                       manifest, radii)
+        for entry in entries:
+            atomic_write_json(out / entry_filename(entry), entry)
+        atomic_write_text(out / "aces.md", report)
     return done
 
 

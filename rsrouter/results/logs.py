@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -65,11 +66,19 @@ def _unit(value: float, fmt: str) -> float:
     return 10.0 ** (math.floor(math.log10(abs(value))) - digits + 1) if value else 1.0
 
 
+@lru_cache(maxsize=64)
+def _grid(n: int, alpha: float, sigma: float) -> np.ndarray:
+    """The radius of every count ``0..n`` (0 where it does not certify), read-only."""
+    grid = np.concatenate([[0.0], radii_from_counts(np.arange(1, n + 1), n, alpha, sigma)])
+    grid.setflags(write=False)
+    return grid
+
+
 def _recover(logged: Sequence[str], predict: np.ndarray, n: int, alpha: float, sigma: float,
              fmt: str | None) -> tuple[np.ndarray, np.ndarray]:
     """``(nA, ok)`` per row: the smallest certifying ``nA`` whose radius prints as logged (with
     ``fmt``; without one, lies within half a unit of the logged digits), and whether one does."""
-    grid = np.concatenate([[0.0], radii_from_counts(np.arange(1, n + 1), n, alpha, sigma)])
+    grid = _grid(n, alpha, sigma)
     certifies = int(np.argmax(grid > 0)) if grid[-1] > 0 else n + 1  # the first nA that does
     n_a, ok = np.zeros(len(logged), np.int64), np.zeros(len(logged), bool)
     for i, (text, p) in enumerate(zip(logged, predict)):
