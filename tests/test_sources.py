@@ -210,15 +210,16 @@ def test_the_published_entries_rebuild_from_the_vendored_logs(tmp_path):
             assert (tmp_path / name).read_text() == (EXTERNAL / "entries" / name).read_text()
     assert np.isclose(json.loads(next(tmp_path.glob("cohen2019-cifar10--oracle*.json"))
                                  .read_text())["acr"], 0.785)
-    composed = sorted(tmp_path.glob("aces2022-cifar10-compositions--*.json"))
-    assert len(composed) == 12 and "| 0.50 |" in (tmp_path / "aces.md").read_text()
+    composed = sorted(tmp_path.glob("aces2022-*-compositions--*.json"))
+    assert len(composed) == 21 and "| 0.50 |" in (tmp_path / "aces.md").read_text()
     assert all(json.loads(p.read_text())["protocol"]["alpha"] == 0.001 for p in composed)
 
 
 def test_aces_compositions_reproduce_the_authors_tables():
-    """Every number of eth-sri/ACES's twelve CIFAR-10 tables (analysis/tables/..._lanet_*: 11
-    thresholds x natural accuracy, ACR and 9 radii) recomputed from the vendored logs, as the
-    authors account; the composition from recovered counts is never above it."""
+    """Every number of eth-sri/ACES's twelve CIFAR-10 and nine ImageNet tables
+    (analysis/tables/..._lanet_* and ..._enb7_*: 11 thresholds x natural accuracy, ACR and 9
+    radii) recomputed from the vendored logs, as the authors account; the composition from
+    recovered counts is never above it."""
     import re
 
     from rsrouter.leaderboard.aces import (
@@ -230,16 +231,15 @@ def test_aces_compositions_reproduce_the_authors_tables():
     )
 
     files = aces_files(MANIFEST)
-    core = read_log(files["core"])
-    sources = [s for s in read_sources(MANIFEST)
-               if s.repository == "eth-sri/ACES" and s.dataset == "cifar10"]
-    assert len(sources) == 12
+    sources = [s for s in read_sources(MANIFEST) if s.repository == "eth-sri/ACES"]
+    assert len(sources) == 21
     checked = 0
     for s in sources:
-        cert = read_log(s.file)
+        cert, core = read_log(s.file), read_log(files["core"][s.dataset])
         method, tag = s.name.split("-")[2], {0.25: "025", 0.5: "050", 1.0: "100"}[s.sigma]
-        table = files["folder"] / ("analysis/tables/cifar10/" f"{method}/noise_{tag}/"
-                                   f"ace_smoothing_table_{tag}_lanet_{method}")
+        table = files["folder"] / (f"analysis/tables/{s.dataset}/{method}/noise_{tag}/"
+                                   f"ace_smoothing_table_{tag}_"
+                                   f"{'lanet' if s.dataset == 'cifar10' else 'enb7'}_{method}")
         lines = table.read_text().splitlines()
         radii = [float(x) for x in re.findall(r"[\d.]+", lines[0])]
         rows = {float(line.split("&")[1]): [x.strip().rstrip("\\") for x in line.split("&")[2:]]
@@ -253,7 +253,7 @@ def test_aces_compositions_reproduce_the_authors_tables():
             ours = [100 * float(((frame["correct"] == 1) & (frame["radius"] >= r)).mean())
                     for r in radii]
             assert all(o <= a + 1e-9 for o, a in zip(ours, acc)), (s, t)
-    assert checked == 12 * 11 * 11
+    assert checked == 21 * 11 * 11
 
 
 def test_aces_files_are_pinned(tmp_path):
@@ -261,7 +261,7 @@ def test_aces_files_are_pinned(tmp_path):
 
     copy = tmp_path / "external"
     shutil.copytree(EXTERNAL, copy, ignore=shutil.ignore_patterns("entries"))
-    core = aces_files(copy / "sources.yaml")["core"]
+    core = aces_files(copy / "sources.yaml")["core"]["imagenet"]
     core.write_text(core.read_text() + "\n")
     with pytest.raises(IntegrityError, match="not the bytes SHA256SUMS pins"):
         aces_files(copy / "sources.yaml")

@@ -29,7 +29,7 @@ from ..results.logs import counts_from_radii
 
 def aces_files(manifest: str | Path) -> dict:
     """The manifest's ``aces`` block with every file it names checked against its pinned
-    sha256 list: ``{"folder", "core", "thresholds"}``.
+    sha256 list: ``{"folder", "core": {dataset: path}, "thresholds"}``.
 
     Raises:
         ResultsError: no ``aces`` block.
@@ -47,7 +47,7 @@ def aces_files(manifest: str | Path) -> dict:
         digest, name = line.split(maxsplit=1)
         if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
             raise IntegrityError(f"{folder / name}: not the bytes {sums.name} pins")
-    return {"folder": folder, "core": folder / block["core"],
+    return {"folder": folder, "core": {d: folder / c for d, c in block["core"].items()},
             "thresholds": [float(t) for t in block["thresholds"]]}
 
 
@@ -119,7 +119,7 @@ def aces_entries(sources, manifest: str | Path, radii: Sequence[float],
     from .logs import log_entry
 
     files = aces_files(manifest)
-    core = read_log(files["core"])
+    cores = {d: read_log(path) for d, path in files["core"].items()}
     entries, lines = [], [
         "# ACES compositions", "", "Selection + certification + core model per input, "
         "from eth-sri/ACES's logs. `authors`: their tables' accounting from the logged radii "
@@ -129,9 +129,9 @@ def aces_entries(sources, manifest: str | Path, radii: Sequence[float],
         "| model | threshold | authors: ACR | r=0 | r=0.5 | r=1 | recomputed: ACR | r=0 | "
         "r=0.5 | r=1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in sources:
-        if s.repository != "eth-sri/ACES" or s.dataset != "cifar10":
+        if s.repository != "eth-sri/ACES" or s.dataset not in cores:
             continue
-        cert = read_log(s.file)
+        cert, core = read_log(s.file), cores[s.dataset]
         for t in files["thresholds"]:
             sel = read_log(selection_log(s.file, t))
             _, acr, acc = authors_row(sel, cert, core, [0.0, 0.5, 1.0])
@@ -144,7 +144,7 @@ def aces_entries(sources, manifest: str | Path, radii: Sequence[float],
                 f"{a:.1f}" for a in ours) + " |")
             if any(abs(t - b) < 1e-9 for b in board):
                 entries.append(log_entry(
-                    frame, dataset=s.dataset, benchmark="aces2022-cifar10-compositions",
+                    frame, dataset=s.dataset, benchmark=f"aces2022-{s.dataset}-compositions",
                     method=f"ACES {s.name.split('-', 2)[2]} + core, threshold {t:.2f}",
                     protocol={"n0": s.n0, "n": s.n, "alpha": 2 * s.alpha, "sigma": s.sigma},
                     kind="external: composed from logs (ACES: selection, certification and "
