@@ -51,15 +51,22 @@ def _overstated(got, c: int, true_radius: float, tolerance: float) -> bool:
                                           or got.radius > true_radius + tolerance)
 
 
+def _toy_inputs(m: int, seed: int, x1: tuple[float, float] = (0.1, 0.9)) -> torch.Tensor:
+    """``m`` inputs: x0 (the router's coordinate) uniform in [0, 1], x1 (the experts') in
+    ``x1``."""
+    rng = np.random.default_rng(seed)
+    xs = torch.zeros(m, 1, 1, 4)
+    xs[:, 0, 0, 0] = torch.tensor(rng.uniform(0.0, 1.0, m)).float()
+    xs[:, 0, 0, 1] = torch.tensor(rng.uniform(*x1, m)).float()
+    return xs
+
+
 def test_coverage_of_router_then_cascade(monkeypatch):
     """Overstated on at most alpha + 3 SE of the inputs. Power: the same certificate without
     the fallback's caps (the cascade's radius alone, as if the routed classifier never decided
     near x) overstates on far more, almost all on the fallback path."""
     alpha, m, n0, n = 0.01, 1500, 32, 3000
-    rng = np.random.default_rng(5)
-    x0, x1 = rng.uniform(0.0, 1.0, m), rng.uniform(0.1, 0.9, m)
-    xs = torch.zeros(m, 1, 1, 4)
-    xs[:, 0, 0, 0], xs[:, 0, 0, 1] = torch.tensor(x0).float(), torch.tensor(x1).float()
+    xs = _toy_inputs(m, seed=5)
     cert = _certifier(xs, Smooth(Bands(), 3, SIGMA_R),
                       [Smooth(Halfspace(1, t, f), 2, s) for t, s, f in EXPERTS], n0, n, seed=2)
     truth = [_true(float(xs[i, 0, 0, 0]), float(xs[i, 0, 0, 1])) for i in range(m)]
@@ -126,16 +133,14 @@ def test_the_fallback_path_certifies_where_the_routed_classifier_is_undecided():
     from test_set_certificate import SIGMA_R
 
     alpha, m, n0, n = 0.01, 800, 32, 3000
-    rng = np.random.default_rng(6)
-    x0, x1 = rng.uniform(0.0, 1.0, m), rng.uniform(0.3, 0.7, m)
-    xs = torch.zeros(m, 1, 1, 4)
-    xs[:, 0, 0, 0], xs[:, 0, 0, 1] = torch.tensor(x0).float(), torch.tensor(x1).float()
+    xs = _toy_inputs(m, seed=6, x1=(0.3, 0.7))
     cert = _certifier(xs, Smooth(Bands(), 3, SIGMA_R),
                       [Smooth(Interval3(1, a, b), 3, s) for a, b, s in EXPERTS3], n0, n, seed=3)
     grid = np.linspace(-1.0, 2.0, 30001)
     along = [_h_along_x1(k, grid) for k in range(3)]
 
-    truth = [_true3(float(x0[i]), float(xs[i, 0, 0, 1]), grid, along) for i in range(m)]
+    truth = [_true3(float(xs[i, 0, 0, 0]), float(xs[i, 0, 0, 1]), grid, along)
+             for i in range(m)]
     got = [cert(i, alpha) for i in range(m)]
     bad = sum(_overstated(g, *t, 2e-4) for g, t in zip(got, truth))
     on_fallback = sum(g.path == "fallback" for g in got)
@@ -145,14 +150,6 @@ def test_the_fallback_path_certifies_where_the_routed_classifier_is_undecided():
     # power: at plug-in levels (every bound near its estimate) it overstates far more often
     naive = sum(_overstated(cert(i, 4 * 0.9999), *t, 2e-4) for i, t in enumerate(truth))
     assert naive / m > alpha + 10 * se, (naive, bad)  # 103 of 800 (sound: 0) at seed 3
-
-
-def _toy_inputs(m: int, seed: int) -> torch.Tensor:
-    rng = np.random.default_rng(seed)
-    xs = torch.zeros(m, 1, 1, 4)
-    xs[:, 0, 0, 0] = torch.tensor(rng.uniform(0.0, 1.0, m)).float()
-    xs[:, 0, 0, 1] = torch.tensor(rng.uniform(0.1, 0.9, m)).float()
-    return xs
 
 
 def test_the_live_path_is_the_composition_from_counts_and_runs_only_what_it_needs():

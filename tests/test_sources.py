@@ -151,6 +151,11 @@ def test_a_log_is_pinned_by_its_sha256(tmp_path):
     with pytest.raises(IntegrityError, match="not the published bytes"):
         read_sources(copy / "sources.yaml")
     raw = yaml.safe_load((copy / "sources.yaml").read_text())
+    escape = json.loads(json.dumps(raw))
+    escape["logs"][0]["path"] = "../../sources.yaml"  # a manifest reads inside its logs only
+    (copy / "sources.yaml").write_text(yaml.safe_dump(escape))
+    with pytest.raises(ResultsError, match="leaves the vendored folder"):
+        read_sources(copy / "sources.yaml")
     del raw["logs"][0]["sigma"]
     (copy / "sources.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ResultsError, match=r"logs\[0\] needs exactly"):

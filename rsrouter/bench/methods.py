@@ -164,11 +164,7 @@ def lazy_set_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names:
         planned[:, pos] = cert.counted
         rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **lazy_set_extras(cert)})
-    out = pd.DataFrame(rows)
-    cost = _routed_cost(router, experts, [np.ones(len(router), bool)] * len(experts),
-                        list(planned), shares)
-    out["time"], out["forwards"] = cost["time"], cost["forwards"]
-    return out[[*COHEN_COLUMNS, *LAZY_SET_EXTRAS, "forwards"]]
+    return _planned_frame(rows, router, experts, planned, shares, LAZY_SET_EXTRAS)
 
 
 def fallback_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names: Sequence[str],
@@ -193,11 +189,19 @@ def fallback_frame(router: pd.DataFrame, experts: Sequence[pd.DataFrame], names:
         evaluated[:, pos] = cert.evaluated
         rows.append({**cohen_row(r.idx, r.label, cert.prediction, cert.radius),
                      **fallback_extras(cert)})
+    return _planned_frame(rows, router, experts, evaluated, shares, FALLBACK_EXTRAS)
+
+
+def _planned_frame(rows: list[dict], router: pd.DataFrame, experts: Sequence[pd.DataFrame],
+                   estimated: np.ndarray, shares: int | None, extras: Sequence[str]
+                   ) -> pd.DataFrame:
+    """The rows of a certificate that runs every expert's selection draws and, per input, the
+    estimation draws of the experts ``estimated[k]`` marks, with their cost."""
     out = pd.DataFrame(rows)
     cost = _routed_cost(router, experts, [np.ones(len(router), bool)] * len(experts),
-                        list(evaluated), shares)
+                        list(estimated), shares)
     out["time"], out["forwards"] = cost["time"], cost["forwards"]
-    return out[[*COHEN_COLUMNS, *FALLBACK_EXTRAS, "forwards"]]
+    return out[[*COHEN_COLUMNS, *extras, "forwards"]]
 
 
 def _with_votes(router: pd.DataFrame, experts: Sequence[pd.DataFrame], what: str):

@@ -25,6 +25,7 @@ import yaml
 from ..certify.bounds import radii_from_counts
 from ..errors import IntegrityError, ResultsError
 from ..results.logs import counts_from_radii
+from .logs import log_entry
 
 
 def aces_files(manifest: str | Path) -> dict:
@@ -40,15 +41,24 @@ def aces_files(manifest: str | Path) -> dict:
     if not isinstance(block, dict):
         raise ResultsError(f"{manifest}: no `aces` block")
     folder = manifest.parent / "logs" / block["repository"].replace("/", "-")
-    sums = folder / block["sha256sums"]
+    sums = _inside(folder, block["sha256sums"], manifest)
     if hashlib.sha256(sums.read_bytes()).hexdigest() != block["sha256"]:
         raise IntegrityError(f"{sums}: not the pinned sha256 list")
     for line in sums.read_text().splitlines():
         digest, name = line.split(maxsplit=1)
-        if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
+        if hashlib.sha256(_inside(folder, name, sums).read_bytes()).hexdigest() != digest:
             raise IntegrityError(f"{folder / name}: not the bytes {sums.name} pins")
-    return {"folder": folder, "core": {d: folder / c for d, c in block["core"].items()},
+    return {"folder": folder, "core": {d: _inside(folder, c, manifest)
+                                       for d, c in block["core"].items()},
             "thresholds": [float(t) for t in block["thresholds"]]}
+
+
+def _inside(folder: Path, name: str, where: Path) -> Path:
+    """``folder / name``, refused where it leaves ``folder`` (absolute, or with ``..``)."""
+    path = (folder / str(name)).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ResultsError(f"{where}: {name!r} leaves the vendored folder {folder}")
+    return path
 
 
 def read_log(path: Path) -> pd.DataFrame:
@@ -116,8 +126,6 @@ def aces_entries(sources, manifest: str | Path, radii: Sequence[float],
     """Board entries for the ACES compositions at the ``board`` thresholds (counts recovered,
     alpha 0.0005 for each model: 0.001 in all) and a markdown report of every published
     threshold: the authors' accounting beside the recomputed composition."""
-    from .logs import log_entry
-
     files = aces_files(manifest)
     cores = {d: read_log(path) for d, path in files["core"].items()}
     entries, lines = [], [

@@ -9,6 +9,7 @@ a certificate). Torch-free.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..protocol import RADII
 from ..results.curves import certified_accuracy, interval95
 from ..results.logs import producible, protocols_that_fit
 from ..urls import scrub_text
+from .aces import aces_entries
 from .entries import entry_filename, entry_key
 from .logs import LOG_DATASETS, log_entry, parse_inputs, recompute_log
 
@@ -71,8 +73,6 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
         ResultsError: a manifest that is not one (the key named).
         IntegrityError: a vendored log missing or not the pinned bytes.
     """
-    import hashlib
-
     manifest = Path(manifest)
     try:
         raw = yaml.safe_load(manifest.read_text())
@@ -109,7 +109,7 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
             raise ResultsError(f"{where}: dataset {log['dataset']!r} is not one of "
                                f"{', '.join(LOG_DATASETS)}")
         parse_inputs(str(log["inputs"]))
-        file = manifest.parent / "logs" / log["repository"].replace("/", "-") / log["path"]
+        file = vendored(manifest, log["repository"], log["path"], where)
         if not file.is_file():
             raise IntegrityError(f"{where}: the vendored log {file} is missing")
         got = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -129,6 +129,20 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
         if len(set(values)) != len(values):
             raise ResultsError(f"{manifest}: {what} must be unique: one log is one entry")
     return out
+
+
+def vendored(manifest: Path, repository: str, path: str, where: str) -> Path:
+    """Where a manifest's log of ``repository`` at ``path`` is vendored:
+    ``logs/OWNER-REPO/PATH`` beside it, never outside that folder.
+
+    Raises:
+        ResultsError: a path that leaves it (absolute, or with ``..``).
+    """
+    folder = (manifest.parent / "logs" / str(repository).replace("/", "-")).resolve()
+    file = (folder / str(path)).resolve()
+    if not file.is_relative_to(folder):
+        raise ResultsError(f"{where}: path {path!r} leaves the vendored folder {folder}")
+    return file
 
 
 @dataclass
@@ -260,8 +274,6 @@ def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
                 atomic_write_json(out / entry_filename(entry), entry)
     atomic_write_text(out / "sources.md", sources_report(done))
     if "aces" in (yaml.safe_load(Path(manifest).read_text()) or {}):
-        from .aces import aces_entries
-
         entries, report = aces_entries([r.source for r in done if r.frame is not None],
                                        manifest, radii)
         for entry in entries:
