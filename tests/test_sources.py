@@ -43,6 +43,14 @@ SMOOTHADV = {
                                               [0.46, 0.37, 0.29, 0.00, 0.00, 0.00, 0.00]),
     "cohen2019-imagenet-resnet50-sigma1.00": ([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5],
                                               [0.38, 0.33, 0.26, 0.19, 0.15, 0.12, 0.09]),
+    # SmoothAdv's own best models (the same repository at cff781d53ed5fa7df6ba567d3b51df202b6ec14e,
+    # analysis/latex_new/our_cifar10_certified_outer_envelop and our_imagenet_...: the envelope
+    # over data/certify/best_models/, every vendored log of the family)
+    "salman2019-cifar10/envelope (not a classifier)": (
+        [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25],
+        [0.73, 0.58, 0.48, 0.38, 0.33, 0.29, 0.24, 0.18, 0.16]),
+    "salman2019-imagenet/envelope (not a classifier)": (
+        [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5], [0.56, 0.45, 0.38, 0.28, 0.26, 0.20, 0.17]),
 }
 RADII = sorted({r for radii, _ in SMOOTHADV.values() for r in radii})
 
@@ -85,7 +93,7 @@ def test_the_logs_reproduce_the_tables_computed_from_them(imported):
             assert 0 < gap and ambiguous > 0 and ours[r] + ambiguous / entry["inputs"]["count"] \
                 >= theirs - 0.005, (method, r, ours[r], theirs)
             exceptions.append((method, r))
-    # 5 of 54 numbers: CIFAR-10 sigma 1.0 at r = 1 and the envelope at 2.25 (two rows logged
+    # 5 of 70 numbers: CIFAR-10 sigma 1.0 at r = 1 and the envelope at 2.25 (two rows logged
     # "1.0" and "2.25"), ImageNet sigma 0.5 at r = 1.5, sigma 1.0 at r = 1 and 2.5
     assert exceptions == [("cohen2019-cifar10-resnet110-sigma1.00", 1.0),
                           ("cohen2019-cifar10/envelope (not a classifier)", 2.25),
@@ -104,6 +112,9 @@ def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
     aces = [r for r in done if r.source.repository == "eth-sri/ACES"]
     assert len(aces) == 21 and all(r.problem == "" and r.protocol["alpha"] == 0.0005
                                    for r in aces)
+    smoothadv = [r for r in done if r.source.repository == "Hadisalman/smoothing-adversarial"]
+    assert len(smoothadv) == 38 and all(r.problem == "" and r.protocol["alpha"] == 0.001
+                                        for r in smoothadv)
     for name in ("cohen2019-cifar10-resnet110-sigma0.25", "cohen2019-imagenet-resnet50-sigma1.00"):
         r = by_name[name]
         assert "cannot produce" in r.problem and "every row fits n = 100000, alpha = 0.01" in \
@@ -121,7 +132,8 @@ def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
 def test_the_oracle_and_envelope_of_a_family(imported):
     _, entries, _ = imported
     for family, size in (("cohen2019-cifar10", 4), ("jeong2020-consistency-cifar10", 3),
-                         ("aces2022-cifar10", 12), ("aces2022-imagenet", 9)):
+                         ("aces2022-cifar10", 12), ("aces2022-imagenet", 9),
+                         ("salman2019-cifar10", 14), ("salman2019-imagenet", 24)):
         envelope = entries[f"{family}/envelope (not a classifier)"]
         oracle = entries[f"{family}/oracle (not a certificate)"]
         members = [e for e in entries.values() if e["benchmark"] == family
@@ -143,7 +155,7 @@ def test_the_oracle_and_envelope_of_a_family(imported):
 
 
 def test_a_log_is_pinned_by_its_sha256(tmp_path):
-    assert len(read_sources(MANIFEST)) == 31
+    assert len(read_sources(MANIFEST)) == 69
     copy = tmp_path / "external"
     shutil.copytree(EXTERNAL, copy, ignore=shutil.ignore_patterns("entries"))
     log = copy / "logs" / "locuslab-smoothing" / read_sources(MANIFEST)[0].path
