@@ -238,7 +238,7 @@ def test_import_tsv_recomputes_every_radius_from_counts(tmp_path, fmt):
     assert main(["leaderboard", "import-tsv", str(log), "--dataset", "cifar10", "--method",
                  "cohen", "--n", str(n), "--alpha", str(alpha), "--sigma", str(sigma),
                  "--out", str(out)]) == 0
-    entry = read_entry(next(out.iterdir()))
+    entry = read_entry(next(out.glob("*.json")))
     assert "recovered from published radii" in entry["kind"] and not entry["counts_available"]
     logged = [line.split("\t")[3] for line in log.read_text().splitlines()[1:]]
     recovered = counts_from_radii(logged, np.where(exact > 0, 1, -1), n, alpha, sigma, "log")
@@ -499,7 +499,7 @@ def test_entry_files_of_different_names_never_collide(tmp_path):
     out = tmp_path / "entries"
     for k, method in enumerate(("Cohen sigma=0.25", "Cohen sigma 0.25", "plain")):
         import_tsv(_variant(log, tmp_path, k), dataset="digits", method=method, out=out)
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.glob("*.json"))
     assert len(names) == 3 and "digits-external--plain.json" in names
 
 
@@ -550,7 +550,7 @@ def test_fixed_point_logs_and_names_that_look_like_separators(tmp_path):
     for k, (benchmark, method) in enumerate((("a--b", "c"), ("a", "b--c"))):
         import_tsv(_variant(log, tmp_path, k), dataset="cifar10", method=method,
                    benchmark=benchmark, out=tmp_path / "e", n=n, alpha=alpha, sigma=sigma)
-    assert len(list((tmp_path / "e").iterdir())) == 2
+    assert len(list((tmp_path / "e").glob("*.json"))) == 2
 
 
 def test_import_tsv_checks_what_the_user_declares(tmp_path, capsys):
@@ -584,7 +584,7 @@ def test_import_tsv_checks_what_the_user_declares(tmp_path, capsys):
     assert not (tmp_path / "e").exists()
     assert main([*args, "--dataset", "cifar10", "--sigma", "1.0", "--inputs", "every-20",
                  "--paper", "Cohen et al. 2019, Table 1"]) == 0
-    entry = read_entry(next((tmp_path / "e").iterdir()))
+    entry = read_entry(next((tmp_path / "e").glob("*.json")))
     assert entry["inputs"] == {"spec": "every 20th of the 10000 images from index 0",
                                "count": 500}
     assert entry["paper"] == "Cohen et al. 2019, Table 1"

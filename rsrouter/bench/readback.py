@@ -42,7 +42,10 @@ def load_methods(out: str | os.PathLike) -> tuple[dict, list[tuple[dict, pd.Data
     out = Path(out)
     path = out / "bench.json"
     if not path.is_file():
-        raise ResultsError(f"{out} holds no benchmark (no bench.json); run `rsrouter bench run`")
+        raise ResultsError(f"{out} holds no benchmark (no bench.json); run `rsrouter bench run` "
+                           "(for certification logs imported with `rsrouter leaderboard "
+                           "import-tsv`, `rsrouter leaderboard compose` gives their envelope "
+                           "and per-input oracle)")
     bench = json.loads(path.read_text())
     store = _store(out, bench)
     methods = []

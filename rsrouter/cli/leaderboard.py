@@ -36,6 +36,12 @@ def add_leaderboard(sub) -> None:
     p.add_argument("--sigma", type=POSITIVE, help="the model's noise level, as the source states")
     p.add_argument("--out", required=True, help="folder for the entry")
     p.set_defaults(func=cmd_leaderboard_import)
+    p = lsub.add_parser("compose", help="envelope and per-input oracle over imported logs on "
+                                         "the same inputs")
+    p.add_argument("sources", nargs="+", help="entries written by `import-tsv`, or their folders")
+    p.add_argument("--benchmark", help="benchmark of the composed entries (default: the logs')")
+    p.add_argument("--out", help="folder for the composed entries (default: the first log's)")
+    p.set_defaults(func=cmd_leaderboard_compose)
     p = lsub.add_parser("import-sources", help="import every published log a sources manifest "
                                                 "pins (benchmarks/external/sources.yaml)")
     p.add_argument("manifest", help="sources manifest (YAML); logs vendored under logs/ beside it")
@@ -67,6 +73,20 @@ def cmd_leaderboard_import(args: argparse.Namespace) -> None:
                       alpha=args.alpha, sigma=args.sigma, out=args.out, inputs=args.inputs,
                       paper=args.paper)
     print(f"entry written to {path}")
+
+
+def cmd_leaderboard_compose(args: argparse.Namespace) -> None:
+    from ..leaderboard.compose import compose
+
+    (envelope, oracle), out = compose(args.sources, args.out, benchmark=args.benchmark)
+    print(f"{len(envelope['pool'])} logs on {envelope['inputs']['count']} inputs "
+          f"({envelope['benchmark']}): certified accuracy (%)")
+    print(f"{'radius':>8} {'envelope':>9} {'oracle':>7}")
+    for r, a, b in zip(envelope["radii"], envelope["accuracy"], oracle["accuracy"]):
+        print(f"{r:>8g} {100 * a:>9.1f} {100 * b:>7.1f}")
+    print(f"oracle ACR {oracle['acr']:.3f}. Neither is a certificate: the envelope picks the "
+          "best log per radius on the test inputs, the oracle the best per input using its "
+          f"label. Entries written to {out}")
 
 
 def cmd_leaderboard_import_sources(args: argparse.Namespace) -> None:

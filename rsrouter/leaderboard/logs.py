@@ -19,7 +19,7 @@ import pandas as pd
 from .. import __version__
 from ..certify.bounds import radii_from_counts
 from ..errors import ProtocolMismatch, ResultsError
-from ..files import atomic_write_json
+from ..files import atomic_write_json, atomic_write_text
 from ..protocol import RADII
 from ..results.curves import average_certified_radius, certified_accuracy, interval95
 from ..results.logs import (
@@ -34,6 +34,9 @@ from ..results.logs import (
 from ..results.tsv import read_tsv
 from ..urls import scrub_text
 from .entries import MAX_SIGMA, SCHEMA, entry_filename, entry_key, step_curve
+
+PER_INPUT = "per-input"  # the folder beside an imported entry that keeps its recomputed radii
+PER_INPUT_COLUMNS = ["idx", "label", "predict", "radius", "correct"]
 
 # the evaluation sets published logs certify: (images, classes). ImageNet's is the ILSVRC2012
 # validation set, which the field uses as its test set.
@@ -252,14 +255,24 @@ def import_tsv(log: str | os.PathLike, *, dataset: str, method: str, out: str | 
     source, paper = scrub_text(source), scrub_text(paper)
     spec = "as published" if rec.selection is None else rec.selection.describe(
         LOG_DATASETS[dataset][0], len(rec.frame))
+    path = Path(out) / entry_filename({"benchmark": benchmark, "method": method})
+    per_input = write_per_input(rec.frame, Path(out), path.stem)
     entry = log_entry(rec.frame, dataset=dataset, benchmark=benchmark, method=method,
                       protocol=rec.protocol, kind=f"external: counts {rec.counts}", spec=spec,
                       radii=radii, counts_available=has_counts(rec.frame), counts=rec.counts,
-                      source=source, paper=paper, log_sha256=rec.sha256,
+                      source=source, paper=paper, log_sha256=rec.sha256, per_input=per_input,
                       note=f"imported from {log.name}" + (f" ({source})" if source else ""))
-    path = Path(out) / entry_filename(entry)
     atomic_write_json(path, entry)
     return path
+
+
+def write_per_input(frame: pd.DataFrame, out: Path, stem: str) -> dict:
+    """Write an imported log's recomputed per-input radii to ``out/per-input/STEM.tsv``;
+    returns the entry's ``per_input`` field (the path, relative to ``out``, and its sha256)."""
+    text = frame[PER_INPUT_COLUMNS].to_csv(sep="\t", index=False)
+    path = Path(PER_INPUT) / f"{stem}.tsv"
+    atomic_write_text(out / path, text)
+    return {"path": path.as_posix(), "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def _stored_protocol(df: pd.DataFrame, log: Path, **declared) -> dict:

@@ -15,18 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from ..errors import IntegrityError, ProtocolMismatch, ResultsError
 from ..files import atomic_write_json, atomic_write_text
 from ..protocol import RADII
-from ..results.curves import certified_accuracy, interval95
 from ..results.logs import producible, protocols_that_fit
 from ..urls import scrub_text
 from .aces import aces_entries
-from .entries import entry_filename, entry_key
+from .compose import Member, envelope_entry, oracle_entry
+from .entries import entry_filename
 from .logs import LOG_DATASETS, log_entry, parse_inputs, recompute_log
 
 _REPOSITORY_KEYS = {"commit", "url", "license", "paper", "protocol", "protocol_stated_in"}
@@ -191,55 +190,6 @@ def _spec(source: LogSource, rec) -> str:
     return rec.selection.describe(LOG_DATASETS[source.dataset][0], len(rec.frame))
 
 
-def family_envelope(members: Sequence[Recovered], radii: Sequence[float]) -> dict:
-    """Per radius, the best log of a family on these inputs: a selection, not a classifier."""
-    acc = np.max([certified_accuracy(m.frame, radii).to_numpy() for m in members], axis=0)
-    count = len(members[0].frame)
-    low, high = interval95(np.rint(acc * count), count)
-    first = members[0].source
-    entry = {**log_entry(members[0].frame, dataset=first.dataset, benchmark=first.family,
-                         method="envelope (not a classifier)", protocol=_family_protocol(members),
-                         kind="not a classifier: the best log per radius on these inputs",
-                         spec=members[0].spec, radii=radii),
-             "type": "envelope", "accuracy": [round(float(a), 4) for a in acc],
-             "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
-             "acr": None, "abstain": None, "chosen_on": "test", "chosen_on_test": True,
-             "pool": [m.source.name for m in members], "curve": None}
-    entry.pop("curve")  # a selection per radius, not per-input radii: drawn at its grid
-    entry["key"] = entry_key(entry)
-    return entry
-
-
-def family_oracle(members: Sequence[Recovered], radii: Sequence[float]) -> dict:
-    """Per input, the largest recomputed radius among the logs that are right on it (the label
-    is used): a ceiling for routing over this family, not a certificate."""
-    frames = [m.frame.reset_index(drop=True) for m in members]
-    right = np.stack([(f["correct"] == 1).to_numpy() for f in frames])
-    radius = np.stack([f["radius"].to_numpy() for f in frames])
-    best = np.where(right, radius, -1.0).max(axis=0)
-    first = frames[0]
-    frame = pd.DataFrame({"idx": first["idx"], "label": first["label"],
-                          "predict": np.where(best >= 0, first["label"], -1),
-                          "radius": np.maximum(best, 0.0),
-                          "correct": (best >= 0).astype(int)})
-    source = members[0].source
-    entry = {**log_entry(frame, dataset=source.dataset, benchmark=source.family,
-                         method="oracle (not a certificate)", protocol=_family_protocol(members),
-                         kind="not a certificate: per-input ceiling over the family's logs",
-                         spec=members[0].spec, radii=radii),
-             "type": "oracle", "chosen_on": "test", "chosen_on_test": True,
-             "pool": [m.source.name for m in members]}
-    entry["key"] = entry_key(entry)
-    return entry
-
-
-def _family_protocol(members: Sequence[Recovered]) -> dict:
-    protocols = [m.protocol for m in members]
-    return {"n0": protocols[0]["n0"], "n": max(p["n"] for p in protocols),
-            "alpha": max(p["alpha"] for p in protocols),
-            "sigma": sorted({float(p["sigma"]) for p in protocols})}
-
-
 def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
                    radii: Sequence[float] = RADII) -> list[Recovered]:
     """Entries for every log of ``manifest`` (provenance on each: repository at its commit,
@@ -270,7 +220,10 @@ def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
         families.setdefault(s.family, []).append(r)
     for members in families.values():
         if len(members) > 1 and len({tuple(m.frame["idx"]) for m in members}) == 1:
-            for entry in (family_envelope(members, radii), family_oracle(members, radii)):
+            family = [Member(m.source.name, m.frame, m.protocol) for m in members]
+            args = dict(dataset=members[0].source.dataset, benchmark=members[0].source.family,
+                        spec=members[0].spec, radii=radii)
+            for entry in (envelope_entry(family, **args), oracle_entry(family, **args)):
                 atomic_write_json(out / entry_filename(entry), entry)
     atomic_write_text(out / "sources.md", sources_report(done))
     if "aces" in (yaml.safe_load(Path(manifest).read_text()) or {}):
