@@ -61,14 +61,20 @@ def test_build_merges_entries_once(results, tmp_path):
     md = (site / "leaderboard.md").read_text()
     assert "## digits" in md and "## fashion-mnist" in md and "not a certificate" in md
     assert "| choices made on |" in md and "| none |" in md  # where each choice was made
-    page = (site / "index.html").read_text()
-    assert "<svg" in page and " src=" not in page and "<link" not in page  # nothing fetched
-    digits, fashion = (_section(page, d) for d in ("digits", "fashion-mnist"))
+    index = (site / "index.html").read_text()  # the overview links a page per dataset
+    assert '<a href="digits.html">' in index and '<a href="fashion-mnist.html">' in index
+    digits, fashion = ((site / f"{d}.html").read_text() for d in ("digits", "fashion-mnist"))
+    for page in (index, digits, fashion):
+        assert " src=" not in page and "<link" not in page  # nothing fetched
     assert digits.count("<svg") == 2 and '<div class="cost"><svg' in digits  # curves, cost
     assert "Not drawn" not in digits  # every bench entry has its forward count
+    # the routing headroom of the digits family: best expert, envelope, oracle
+    headroom = digits.split('<table class="headroom">')[1].split("</table>")[0]
+    assert "best single expert" in headroom and "oracle (not a certificate)" in headroom
     # an imported log has no forward count: no cost plane, and the caption says why
     assert fashion.count("<svg") == 1 and 'class="cost"' not in fashion
     assert "Not drawn, without a forward count (1): zoo sigma 1.0 (log) [" in fashion
+    assert "Routing headroom" not in fashion  # one log is no family
     assert len(merge(collect_entries([site]))) == 5  # a built site is a source too
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": "other"}')
@@ -76,26 +82,20 @@ def test_build_merges_entries_once(results, tmp_path):
         collect_entries([bad])
 
 
-def _section(page: str, dataset: str) -> str:
-    """The HTML of ``dataset``'s tab."""
-    start = page.index(f'<section class="tab" data-tab="{dataset}">')
-    return page[start:page.index("</section>", start)]
-
-
 def test_the_cost_plane_draws_certificates_and_references_apart(results, tmp_path,
                                                                  monkeypatch):
     """One point per certificate with a forward count, in units of one expert's n0 + n; the
     oracle's ACR a reference line; the envelope no point; the benchmark named by colour."""
-    from rsrouter.leaderboard import site as site_module
+    from rsrouter.leaderboard import plots
 
     drawn = []
-    real = site_module.cost_figure
+    real = plots.cost_figure
 
     def spy(points, **kw):
         drawn.append((points, kw))
         return real(points, **kw)
 
-    monkeypatch.setattr(site_module, "cost_figure", spy)
+    monkeypatch.setattr(plots, "cost_figure", spy)
     assert main(["leaderboard", "build", str(results / "out"), str(results / "external"),
                  "--out", str(tmp_path / "site")]) == 0
     [(points, kw)] = drawn  # digits only: the imported log has no forward count
@@ -135,8 +135,8 @@ def test_publishing_twice_adds_nothing(results, tmp_path):
 
 def test_the_page_in_a_real_browser(results, tmp_path):
     """Headless Chromium (Debian's, installed by the test set-up), an empty profile, no network:
-    the tabs, the rows, the curves and the cost plane are shown, and sorting by a radius column
-    reorders rows."""
+    the overview links a page per dataset; its rows, headroom, curves and cost plane are shown,
+    sorting by a radius column reorders rows, and reported-only numbers stay apart."""
     from playwright.sync_api import sync_playwright
 
     site = tmp_path / "site"
@@ -148,6 +148,9 @@ def test_the_page_in_a_real_browser(results, tmp_path):
     assert main(["leaderboard", "build", str(results / "out"), str(results / "external"),
                  str(hostile), "--out", str(site)]) == 0
     assert "\\|" in (site / "leaderboard.md").read_text()
+    field = tmp_path / "field"  # the field's published logs and reported numbers
+    assert main(["leaderboard", "build", str(ROOT / "benchmarks" / "external" / "entries"),
+                 "--out", str(field)]) == 0
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run ./scripts/test"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -160,38 +163,56 @@ def test_the_page_in_a_real_browser(results, tmp_path):
         page.on("request", lambda r: requests.append(r.url))
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto((site / "index.html").as_uri())
-        tabs = page.locator(".tabs button")
-        assert tabs.all_inner_texts() == ["digits", "fashion-mnist"]
-        digits = page.locator("section[data-tab='digits']")
-        assert digits.is_visible() and not page.locator(
-            "section[data-tab='fashion-mnist']").is_visible()
-        assert digits.locator("tbody tr").count() == 5  # with the hostile import
-        assert digits.locator(".curves svg").first.is_visible()
-        assert digits.locator(".cost svg").is_visible()  # the cost plane, below the curves
-        assert digits.locator(".cost svg").bounding_box()["y"] > \
-            digits.locator(".curves svg").last.bounding_box()["y"]
+        assert page.locator("nav a").all_inner_texts() == ["overview", "digits",
+                                                           "fashion-mnist"]
+        page.locator("table a", has_text="digits").click()  # the overview links each page
+        assert page.url.endswith("/digits.html")
+        table = page.locator("table.sortable")
+        assert table.locator("tbody tr").count() == 5  # with the hostile import
+        assert page.locator("table.headroom").is_visible()
+        assert page.locator(".curves svg").first.is_visible()
+        assert page.locator(".cost svg").is_visible()  # the cost plane, below the curves
+        assert page.locator(".cost svg").bounding_box()["y"] > \
+            page.locator(".curves svg").last.bounding_box()["y"]
 
         def column(name):
-            index = digits.locator("thead th").all_inner_texts().index(name)
+            index = table.locator("thead th").all_inner_texts().index(name)
             return [cell.get_attribute("data-v") for cell in
-                    digits.locator(f"tbody tr td:nth-child({index + 1})").all()]
+                    table.locator(f"tbody tr td:nth-child({index + 1})").all()]
 
-        digits.locator("thead th", has_text="r=0.25").click()
+        table.locator("thead th", has_text="r=0.25").click()
         values = [float(v) for v in column("r=0.25")]
         assert values == sorted(values, reverse=True)
-        digits.locator("thead th", has_text="r=0.25").click()
+        table.locator("thead th", has_text="r=0.25").click()
         assert [float(v) for v in column("r=0.25")] == sorted(values)
         page.screenshot(path=str(ARTIFACTS / "leaderboard-digits.png"), full_page=True)
-        tabs.nth(1).click()
-        fashion = page.locator("section[data-tab='fashion-mnist']")
-        assert fashion.is_visible() and fashion.locator("tbody tr.external").count() == 1
-        assert fashion.locator(".cost svg").count() == 0  # only an imported log: no forwards
-        assert "Not drawn, without a forward count (1)" in fashion.locator(".caption").inner_text()
-        page.screenshot(path=str(ARTIFACTS / "leaderboard-fashion-mnist.png"), full_page=True)
-        tabs.nth(0).click()  # hostile names are text, never code
-        hostile_row = digits.locator("tbody tr.external").inner_text()
+        hostile_row = table.locator("tbody tr.external").inner_text()  # text, never code
         assert "<script>alert(2)</script>|" in hostile_row and "x');alert(1);//" in hostile_row
         assert "paper: <img src=x onerror=alert(3)>" in hostile_row
+        page.locator("nav a", has_text="fashion-mnist").click()
+        assert page.url.endswith("/fashion-mnist.html")
+        assert page.locator("table.sortable tbody tr.external").count() == 1
+        assert page.locator(".cost svg").count() == 0  # only an imported log: no forwards
+        assert "Not drawn, without a forward count (1)" in page.locator(".caption").last \
+            .inner_text()
+        page.screenshot(path=str(ARTIFACTS / "leaderboard-fashion-mnist.png"), full_page=True)
+        # the published CIFAR-10 page: families' headroom, recomputed rows sortable, the
+        # reported-only rows in their own table, never sorted among them
+        page.goto((field / "cifar10.html").as_uri())
+        headroom = page.locator("table.headroom").inner_text()
+        assert "ACES macer-sigma0.50 + core, threshold 0.50" in headroom
+        assert headroom.count("oracle (not a certificate)") >= 4
+        rows = page.locator("table.sortable").first.locator("tbody tr")
+        count = rows.count()
+        page.locator("table.sortable").first.locator("thead th", has_text="r=0.5").first.click()
+        assert rows.count() == count and "Dual RS" not in page.locator(
+            "table.sortable").first.inner_text()
+        reported = page.locator("h2", has_text="Reported, not recomputed")
+        assert reported.is_visible()
+        apart = page.locator("table:not(.sortable):not(.headroom)").last
+        assert apart.locator("tbody tr").count() == 2 and "Dual RS" in apart.inner_text()
+        assert "reported, not recomputed" in apart.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "leaderboard-cifar10.png"), full_page=False)
         browser.close()
     assert dialogs == []
     assert all(url.startswith("file://") for url in requests)
@@ -422,7 +443,7 @@ def test_names_are_plain_text_in_plots_and_markdown(results, tmp_path):
     assert "<img" not in md and "&lt;img src=x onerror=alert\\(1\\)&gt;" not in md
     assert "&lt;img src=x onerror=alert(1)&gt;" in md and "\\[link\\]" in md
     assert r"\$\\frac{" not in md and "$\\\\frac{" in md  # plain text: escaped, not math
-    page = (site / "index.html").read_text()
+    page = (site / "digits.html").read_text()
     assert "<img src=x" not in page
     # a bench entry so named is a point of the cost plane: its name is text, not math or HTML
     entry = next(e for e in (json.loads(f.read_text()) for f in
@@ -432,8 +453,8 @@ def test_names_are_plain_text_in_plots_and_markdown(results, tmp_path):
     named.write_text(json.dumps({**entry, "method": r"$\frac{<script>alert(3)</script>"}))
     assert main(["leaderboard", "build", str(results / "out"), str(named), "--out",
                  str(site)]) == 0
-    page = (site / "index.html").read_text()
-    assert "alert(3)" in _section(page, "digits").split('<div class="cost">')[1]  # drawn
+    page = (site / "digits.html").read_text()
+    assert "alert(3)" in page.split('<div class="cost">')[1]  # drawn
     assert "<script>alert(3)" not in page and "&lt;script&gt;alert(3)" in page
     # later publishes still work, and bench plots and `summary --plot` take such names too
     assert main(["leaderboard", "publish", str(site), "--to", str(tmp_path / "web")]) == 0
@@ -624,7 +645,7 @@ def test_a_step_curve_is_the_exact_curve_or_just_below_it():
 
 
 def test_a_curve_is_checked_and_drawn_never_above_itself(results, tmp_path):
-    from rsrouter.leaderboard.site import _thin
+    from rsrouter.leaderboard.plots import thin as _thin
 
     entry = json.loads(_entry_file(results).read_text())
     path = tmp_path / "e.json"

@@ -227,7 +227,7 @@ def test_the_published_entries_rebuild_from_the_vendored_logs(tmp_path):
             assert (tmp_path / name).read_text() == (EXTERNAL / "entries" / name).read_text()
     assert np.isclose(json.loads(next(tmp_path.glob("cohen2019-cifar10--oracle*.json"))
                                  .read_text())["acr"], 0.785)
-    composed = sorted(tmp_path.glob("aces2022-*-compositions--*.json"))
+    composed = sorted(tmp_path.glob("aces2022-*--ACES_*.json"))
     assert len(composed) == 21 and "| 0.50 |" in (tmp_path / "aces.md").read_text()
     assert all(json.loads(p.read_text())["protocol"]["alpha"] == 0.001 for p in composed)
 

@@ -152,7 +152,7 @@ def aces_entries(sources, manifest: str | Path, radii: Sequence[float],
                 f"{a:.1f}" for a in ours) + " |")
             if any(abs(t - b) < 1e-9 for b in board):
                 entries.append(log_entry(
-                    frame, dataset=s.dataset, benchmark=f"aces2022-{s.dataset}-compositions",
+                    frame, dataset=s.dataset, benchmark=s.family,
                     method=f"ACES {s.name.split('-', 2)[2]} + core, threshold {t:.2f}",
                     protocol={"n0": s.n0, "n": s.n, "alpha": 2 * s.alpha, "sigma": s.sigma},
                     kind="external: composed from logs (ACES: selection, certification and "

@@ -1,6 +1,6 @@
 """Leaderboards: checked entries collected from folders and files, merged (the same entry
 twice is one row) and written as a static site: ``leaderboard.json``, ``leaderboard.md`` and one
-self-contained ``index.html`` (:mod:`rsrouter.leaderboard.site`).
+self-contained ``index.html`` and a page per dataset (:mod:`rsrouter.leaderboard.site`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from .. import __version__
 from ..errors import ResultsError
 from ..files import atomic_write_json, atomic_write_text
 from .entries import check_entry, entry_key, read_entry
-from .site import markdown, page
+from .site import markdown, pages
 
+_OURS = '<!doctype html><html><head><meta charset="utf-8"><title>rsrouter leaderboard'
 # what may differ between two copies of one entry (everything else is what it measured)
 _VOLATILE = ("key", "date", "rsrouter_version")
 
@@ -157,11 +158,15 @@ def build_site(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     site in ``out``; returns ``out``."""
     merged = merge([*(entries or []), *collect_entries(sources)], replace=replace)
     out = Path(out)
-    text, html_page = markdown(merged), page(merged)  # everything rendered before anything is
+    text, html_pages = markdown(merged), pages(merged)  # all rendered before anything is
     atomic_write_json(out / "leaderboard.json", {"schema": "rsrouter-leaderboard/1",  # written
                                                  "rsrouter_version": __version__,
                                                  "entries": merged})
     atomic_write_text(out / "leaderboard.md", text)
-    atomic_write_text(out / "index.html", html_page)
+    for name, html_page in html_pages.items():
+        atomic_write_text(out / name, html_page)
+    for stale in set(p.name for p in out.glob("*.html")) - set(html_pages):
+        if (out / stale).read_text(errors="replace").startswith(_OURS):  # a page we wrote
+            (out / stale).unlink()
     return out
 

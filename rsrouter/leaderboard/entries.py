@@ -76,6 +76,11 @@ def check_entry(entry: object, where: str) -> dict:
         bad.append("router.children")
     bad += [k for k in _STRINGS if isinstance(entry[k], str) and any(
         unicodedata.category(c) in ("Cc", "Cf") for c in entry[k])]  # invisible characters
+    if entry.get("type") == "reported":  # numbers a paper prints: said so, and where
+        bad += [k for k in ("paper", "table") if not isinstance(entry.get(k), str)
+                or not entry[k]]
+        if entry["kind"] != "reported, not recomputed" or entry.get("acr") is not None:
+            bad.append("kind (reported, not recomputed; no ACR)")
     if not bad:
         bad += _check_protocol(entry)
     if bad:
@@ -97,7 +102,8 @@ def _check_numbers(entry: dict, where: str) -> None:
         problems.append("radii must increase")
     if (np.diff(acc) > 1e-9).any():
         problems.append("certified accuracy cannot grow with the radius")
-    if (np.abs(np.round(np.rint(acc * count) / count, 4) - acc) > 1e-9).any():
+    if entry.get("type") != "reported" and (  # a paper's print need not be a share
+            np.abs(np.round(np.rint(acc * count) / count, 4) - acc) > 1e-9).any():
         problems.append(f"accuracy must be a share of its {count} inputs (4 decimals)")
     top = max_radius(entry)
     beyond = [r for r, a in zip(radii, acc) if r > top * (1 + 1e-9) and a > 0]

@@ -27,6 +27,7 @@ from .aces import aces_entries
 from .compose import Member, envelope_entry, oracle_entry
 from .entries import entry_filename
 from .logs import LOG_DATASETS, log_entry, parse_inputs, recompute_log
+from .reported import reported_entries
 
 _REPOSITORY_KEYS = {"commit", "url", "license", "paper", "protocol", "protocol_stated_in"}
 _LOG_KEYS = {"name", "repository", "path", "sha256", "dataset", "split", "inputs", "model",
@@ -78,9 +79,9 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
     except (OSError, yaml.YAMLError) as e:
         raise ResultsError(f"{manifest}: not a sources manifest ({e})") from None
     if not isinstance(raw, dict) or not {"repositories", "logs"} <= set(raw) <= {
-            "repositories", "logs", "aces"}:
+            "repositories", "logs", "aces", "reported"}:
         raise ResultsError(f"{manifest}: a sources manifest has `repositories` and `logs` (and "
-                           "optionally `aces`)")
+                           "optionally `aces` and `reported`)")
     repos = raw["repositories"] or {}
     for name, repo in repos.items():
         if not isinstance(repo, dict) or set(repo) != _REPOSITORY_KEYS:
@@ -226,7 +227,10 @@ def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
             for entry in (envelope_entry(family, **args), oracle_entry(family, **args)):
                 atomic_write_json(out / entry_filename(entry), entry)
     atomic_write_text(out / "sources.md", sources_report(done))
-    if "aces" in (yaml.safe_load(Path(manifest).read_text()) or {}):
+    raw = yaml.safe_load(Path(manifest).read_text()) or {}
+    for entry in reported_entries(raw.get("reported") or [], str(manifest)):
+        atomic_write_json(out / entry_filename(entry), entry)
+    if "aces" in raw:
         entries, report = aces_entries([r.source for r in done if r.frame is not None],
                                        manifest, radii)
         for entry in entries:

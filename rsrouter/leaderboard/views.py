@@ -1,0 +1,103 @@
+"""What a board shows of its entries: flags, provenance, each entry's role among the entries of
+its benchmark (one family of experts on the same inputs), and that family's routing headroom:
+its best single expert, envelope, per-input oracle and every routed or composed method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .entries import entry_sigmas, is_number
+
+
+def entry_flags(entry: dict) -> list[str]:
+    """What a reader must know before comparing ``entry``: what it is not (a classifier, a
+    certificate), choices made on the test inputs, an inferred protocol, a partial input set."""
+    flags = []
+    if entry.get("type") == "reported":
+        flags.append("reported, not recomputed")
+    elif entry["kind"] != "certificate":
+        flags.append(entry["kind"].split(":")[0])
+    if entry.get("chosen_on_test") and entry["kind"] == "certificate":
+        flags.append("choices made on the test inputs")
+    if entry.get("protocol_inferred"):
+        flags.append(entry["protocol_inferred"])
+    if entry.get("external") and entry["inputs"].get("spec") not in (None, "as published"):
+        flags.append(f"inputs: {entry['inputs']['spec']}")
+    return flags
+
+
+def provenance(entry: dict) -> str:
+    """Where an entry's numbers come from: a paper's table, a log at its repository and
+    commit, or an rsrouter run (and its experts' weights)."""
+    if entry.get("type") == "reported":
+        return f"{entry.get('paper', '')}, {entry.get('table', '')} ({entry.get('url', '')})"
+    if entry.get("external"):
+        parts = [f"{what}: {entry[key]}" for key, what in (("source", "source"),
+                                                            ("paper", "paper"))
+                 if entry.get(key)]
+        if entry.get("log_sha256"):
+            parts.append(f"log sha256 {entry['log_sha256'][:12]}...")
+        return "; ".join(parts) or "imported log (no source given)"
+    experts = [f"{e.get('name')} ({str(e.get('weights_sha256') or '')[:12]})"
+               for e in entry.get("experts") or [] if isinstance(e, dict)]
+    return "rsrouter bench run" + (f"; experts: {', '.join(experts)}" if experts else "")
+
+
+def counts_obtained(entry: dict) -> str:
+    """How the counts behind an entry were obtained, in words."""
+    if entry.get("type") == "reported":
+        return "none: the paper's printed numbers"
+    if entry.get("external") and entry.get("type") in ("envelope", "oracle"):
+        return "its logs' recomputed radii"
+    if entry.get("external"):
+        text = str(entry.get("counts") or entry["kind"].split("counts ", 1)[-1])
+        return text.split(" (")[0]
+    return "count store, checked" if entry.get("counts_available") else "not stored"
+
+
+def role(entry: dict) -> str:
+    """``expert`` (one model at one noise level), ``envelope``, ``oracle``, ``reported`` or
+    ``method`` (a routed, cascaded or composed certificate)."""
+    kind = entry.get("type")
+    if kind in ("envelope", "oracle", "reported", "expert"):
+        return kind
+    if entry.get("external") and entry.get("log_sha256") and len(set(entry_sigmas(entry))) <= 1:
+        return "expert"  # one published log: one model at one noise level
+    return "method"
+
+
+@dataclass
+class Family:
+    """The entries of one benchmark (experts on the same inputs) for the headroom view."""
+
+    benchmark: str
+    best: dict  # the single expert of largest ACR
+    experts: int
+    envelope: dict | None = None
+    oracle: dict | None = None
+    methods: list[dict] = field(default_factory=list)
+
+    def gain(self, entry: dict) -> float | None:
+        """``entry``'s ACR minus the best single expert's (the oracle's: the headroom)."""
+        if entry is self.best or not is_number(entry.get("acr")):
+            return None
+        return entry["acr"] - self.best["acr"]
+
+
+def families(rows: Sequence[dict]) -> list[Family]:
+    """A family per benchmark with at least two experts or one method beside an expert
+    (best single expert by ACR), in benchmark order."""
+    out = []
+    for benchmark in sorted({e["benchmark"] for e in rows}):
+        mine = [e for e in rows if e["benchmark"] == benchmark]
+        experts = [e for e in mine if role(e) == "expert" and is_number(e.get("acr"))]
+        methods = [e for e in mine if role(e) == "method" and is_number(e.get("acr"))]
+        if not experts or (len(experts) < 2 and not methods):
+            continue
+        by = {role(e): e for e in mine if role(e) in ("envelope", "oracle")}
+        out.append(Family(benchmark, max(experts, key=lambda e: e["acr"]), len(experts),
+                          by.get("envelope"), by.get("oracle"),
+                          sorted(methods, key=lambda e: -e["acr"])))
+    return out
