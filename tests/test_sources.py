@@ -137,7 +137,7 @@ def test_the_oracle_and_envelope_of_a_family(imported):
         envelope = entries[f"{family}/envelope (not a classifier)"]
         oracle = entries[f"{family}/oracle (not a certificate)"]
         members = [e for e in entries.values() if e["benchmark"] == family
-                   and e["type"] == "external"]
+                   and e.get("log_sha256")]  # the logs, not the compositions beside them
         assert len(members) == size and envelope["pool"] == oracle["pool"]
         for i in range(len(RADII)):
             assert envelope["accuracy"][i] == max(e["accuracy"][i] for e in members)
@@ -148,7 +148,7 @@ def test_the_oracle_and_envelope_of_a_family(imported):
     # the routing headroom of ACES's 12 CIFAR-10 experts: the best single one by ACR (SmoothAdv
     # sigma 1.0) against the per-input oracle over all twelve
     aces = [e for e in entries.values() if e["benchmark"] == "aces2022-cifar10"
-            and e["type"] == "external"]
+            and e.get("log_sha256")]
     best = max(aces, key=lambda e: e["acr"])
     assert best["method"] == "aces2022-cifar10-smoothadv-sigma1.00" and best["acr"] == 0.84
     assert entries["aces2022-cifar10/oracle (not a certificate)"]["acr"] == 1.359
@@ -188,6 +188,7 @@ def test_a_log_no_usual_protocol_produces_is_refused(tmp_path, capsys):
 
     first["sha256"] = hashlib.sha256(log.read_bytes()).hexdigest()
     raw["logs"] = [first]
+    del raw["reported"]  # the log alone
     (copy / "sources.yaml").write_text(yaml.safe_dump(raw))
     assert main(["leaderboard", "import-sources", str(copy / "sources.yaml"), "--out",
                  str(tmp_path / "e")]) == 2
