@@ -286,3 +286,9 @@ def pages(entries: list[dict]) -> dict[str, str]:
         f"<table class=\"headroom\"><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in heads)}"
         f"</tr></thead><tbody>{''.join(gaps)}</tbody></table>"))
     return out
+
+
+def page(entries: list[dict]) -> str:
+    """rsrouter 0.2's one page: now the overview, ``pages(entries)["index.html"]``; each
+    dataset's rows, curves and cost plane are on its own page (:func:`pages`)."""
+    return pages(entries)["index.html"]
