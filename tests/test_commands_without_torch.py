@@ -132,7 +132,7 @@ def test_leaderboard_build_draws_its_curves_without_pandas(tmp_path):
     site = tmp_path / "site"
     assert _imports(["leaderboard", "build", str(RESULTS / "digits"), "--out", str(site)],
                     tmp_path) == ["matplotlib"]
-    assert "<svg" in (site / "index.html").read_text()
+    assert "<svg" in (site / "digits.html").read_text()
 
 
 def test_bench_report_draws_curves_png_again_only_when_its_lines_change(tmp_path):

@@ -115,6 +115,8 @@ def test_every_inconsistency_with_the_stated_protocol_is_reported(imported):
     smoothadv = [r for r in done if r.source.repository == "Hadisalman/smoothing-adversarial"]
     assert len(smoothadv) == 38 and all(r.problem == "" and r.protocol["alpha"] == 0.001
                                         for r in smoothadv)
+    acr = [r for r in done if r.source.repository == "eth-sri/acr-weakness"]
+    assert len(acr) == 29 and all(r.problem == "" for r in acr)
     for name in ("cohen2019-cifar10-resnet110-sigma0.25", "cohen2019-imagenet-resnet50-sigma1.00"):
         r = by_name[name]
         assert "cannot produce" in r.problem and "every row fits n = 100000, alpha = 0.01" in \
@@ -133,7 +135,8 @@ def test_the_oracle_and_envelope_of_a_family(imported):
     _, entries, _ = imported
     for family, size in (("cohen2019-cifar10", 4), ("jeong2020-consistency-cifar10", 3),
                          ("aces2022-cifar10", 12), ("aces2022-imagenet", 9),
-                         ("salman2019-cifar10", 14), ("salman2019-imagenet", 24)):
+                         ("salman2019-cifar10", 14), ("salman2019-imagenet", 24),
+                         ("sun2025-acr-cifar10", 21), ("sun2025-acr-imagenet", 8)):
         envelope = entries[f"{family}/envelope (not a classifier)"]
         oracle = entries[f"{family}/oracle (not a certificate)"]
         members = [e for e in entries.values() if e["benchmark"] == family
@@ -152,10 +155,15 @@ def test_the_oracle_and_envelope_of_a_family(imported):
     best = max(aces, key=lambda e: e["acr"])
     assert best["method"] == "aces2022-cifar10-smoothadv-sigma1.00" and best["acr"] == 0.84
     assert entries["aces2022-cifar10/oracle (not a certificate)"]["acr"] == 1.359
+    # the widest family: seven training methods at three sigmas, every CIFAR-10 test image
+    acr = [e for e in entries.values() if e["benchmark"] == "sun2025-acr-cifar10"
+           and e.get("log_sha256")]
+    assert max(e["acr"] for e in acr) == 0.843
+    assert entries["sun2025-acr-cifar10/oracle (not a certificate)"]["acr"] == 1.457
 
 
 def test_a_log_is_pinned_by_its_sha256(tmp_path):
-    assert len(read_sources(MANIFEST)) == 69
+    assert len(read_sources(MANIFEST)) == 98
     copy = tmp_path / "external"
     shutil.copytree(EXTERNAL, copy, ignore=shutil.ignore_patterns("entries"))
     log = copy / "logs" / "locuslab-smoothing" / read_sources(MANIFEST)[0].path
