@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from rsrouter.cli import main
-from rsrouter.errors import IntegrityError, ResultsError
+from rsrouter.errors import HubError, IntegrityError, ResultsError
+from rsrouter.leaderboard.fetching import fetch_sources, pinned_files
 from rsrouter.leaderboard.sources import import_sources, read_sources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,3 +292,68 @@ def test_aces_files_are_pinned(tmp_path):
     core.write_text(core.read_text() + "\n")
     with pytest.raises(IntegrityError, match="not the bytes SHA256SUMS pins"):
         aces_files(copy / "sources.yaml")
+
+
+def _publish(work: Path, files: dict[str, bytes]) -> tuple[str, str]:
+    """A repository holding ``files`` at one commit, as an author publishes logs: its file://
+    URL and the commit's sha."""
+    import subprocess
+
+    for path, data in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_bytes(data)
+    git = ["git", "-C", str(work), "-c", "user.name=a", "-c", "user.email=a@b"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "logs"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    return work.as_uri(), sha
+
+
+def test_sources_are_fetched_at_their_commits_and_checked(tmp_path, capsys):
+    """`fetch-sources` gets every pinned log from its git remote at the pinned commit (rsrouter's
+    cache, as experts on git remotes), checks each sha256, and places it where `import-sources`
+    reads it; a commit whose bytes differ from the pins places nothing."""
+
+    raw = yaml.safe_load(MANIFEST.read_text())
+    pins = pinned_files(MANIFEST)  # the published manifest: its logs and ACES's listed files
+    assert set(pins) == set(raw["repositories"])
+    sums = (EXTERNAL / "logs" / "eth-sri-ACES" / "SHA256SUMS").read_text().splitlines()
+    assert {line.split()[1] for line in sums} <= set(pins["eth-sri/ACES"])
+    assert sum(map(len, pins.values())) >= len(raw["logs"]) + len(sums) - 21
+    logs = [log for log in raw["logs"] if log["repository"] == "locuslab/smoothing"][:2]
+    vendored = EXTERNAL / "logs" / "locuslab-smoothing"
+    url, sha = _publish(tmp_path / "smoothing", {
+        log["path"]: (vendored / log["path"]).read_bytes() for log in logs})
+    mine = {"repositories": {"locuslab/smoothing": {**raw["repositories"]["locuslab/smoothing"],
+                                                    "url": url, "commit": sha}},
+            "logs": logs}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "sources.yaml").write_text(yaml.safe_dump(mine))
+    assert main(["leaderboard", "fetch-sources", str(tmp_path / "m" / "sources.yaml"),
+                 "--into", str(tmp_path / "fetched")]) == 0
+    assert "2 pinned file(s) fetched and checked" in capsys.readouterr().out
+    fetched = tmp_path / "fetched"
+    assert [s.name for s in read_sources(fetched / "sources.yaml")] == [
+        log["name"] for log in logs]  # the copy's logs are the pinned bytes
+    assert main(["leaderboard", "import-sources", str(fetched / "sources.yaml"), "--out",
+                 str(tmp_path / "entries")]) == 0
+    assert len(list((tmp_path / "entries").glob("cohen2019-cifar10--cohen*.json"))) == 2
+    # a commit whose log is not the pinned bytes: refused, nothing placed
+    changed = {log["path"]: (vendored / log["path"]).read_bytes() + b"\n" for log in logs}
+    url, sha = _publish(tmp_path / "other", changed)
+    mine["repositories"]["locuslab/smoothing"].update(url=url, commit=sha)
+    (tmp_path / "m" / "sources.yaml").write_text(yaml.safe_dump(mine))
+    with pytest.raises(IntegrityError, match="not the published bytes"):
+        fetch_sources(tmp_path / "m" / "sources.yaml", tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+    # a path the commit does not hold, and a commit the remote does not have
+    mine["logs"][0] = {**logs[0], "path": "data/none.tsv"}
+    (tmp_path / "m" / "sources.yaml").write_text(yaml.safe_dump(mine))
+    with pytest.raises(HubError, match="data/none.tsv not in that commit"):
+        fetch_sources(tmp_path / "m" / "sources.yaml", tmp_path / "again")
+    mine["repositories"]["locuslab/smoothing"]["commit"] = "0" * 40
+    (tmp_path / "m" / "sources.yaml").write_text(yaml.safe_dump(mine))
+    with pytest.raises(HubError):
+        fetch_sources(tmp_path / "m" / "sources.yaml", tmp_path / "again")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import COUNT, POSITIVE, PROBABILITY, REPLACE_HELP
 
@@ -47,6 +48,12 @@ def add_leaderboard(sub) -> None:
     p.add_argument("manifest", help="sources manifest (YAML); logs vendored under logs/ beside it")
     p.add_argument("--out", required=True, help="folder for the entries and sources.md")
     p.set_defaults(func=cmd_leaderboard_import_sources)
+    p = lsub.add_parser("fetch-sources", help="fetch the logs a sources manifest pins from "
+                                               "their repositories, at the pinned commits")
+    p.add_argument("manifest", help="sources manifest (YAML)")
+    p.add_argument("--into", help="folder for the logs (and a copy of the manifest); default: "
+                                  "beside the manifest, where import-sources reads them")
+    p.set_defaults(func=cmd_leaderboard_fetch_sources)
     p = lsub.add_parser("publish", help="publish a built site (merging what is already there)")
     p.add_argument("site", help="folder written by `leaderboard build`")
     where = p.add_mutually_exclusive_group(required=True)
@@ -103,6 +110,15 @@ def cmd_leaderboard_import_sources(args: argparse.Namespace) -> None:
 
         raise RsrouterError(f"{len(refused)} log(s) refused, no protocol producing them: "
                             f"{', '.join(refused)} (see {args.out}/sources.md)")
+
+
+def cmd_leaderboard_fetch_sources(args: argparse.Namespace) -> None:
+    from ..leaderboard.fetching import fetch_sources
+
+    written = fetch_sources(args.manifest, args.into)
+    target = Path(args.into) / Path(args.manifest).name if args.into else Path(args.manifest)
+    print(f"{len(written)} pinned file(s) fetched and checked; next: rsrouter leaderboard "
+          f"import-sources {target} --out DIR")
 
 
 def cmd_leaderboard_publish(args: argparse.Namespace) -> None:

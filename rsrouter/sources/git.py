@@ -143,9 +143,13 @@ def cached_folder(url: str, sha: str, cache_dir: str | os.PathLike | None = None
     return _folder(url, sha, cache_dir)
 
 
+_EXPERT_FILES = ("an expert repository holds config.json, model.safetensors and README.md; a "
+                 "denoised expert's also the denoiser folder its card names")
+
+
 def fetch_files(url: str, sha: str, filenames: Sequence[str] = ARTIFACT_FILES, *,
                 cache_dir: str | os.PathLike | None = None,
-                offline: bool | None = None) -> Path:
+                offline: bool | None = None, expected: str = _EXPERT_FILES) -> Path:
     """The files of commit ``sha`` of ``url``, in rsrouter's cache; returns their folder.
 
     ``filenames`` are paths in the commit's tree (``denoiser/unet/config.json``: nested paths
@@ -153,7 +157,7 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = ARTIFACT_FILES, *
     the commit is fetched (depth 1) and each file written into the cache atomically, beside the
     files of that commit already there. Raises HubError offline when not cached (but a
     ``file://`` URL, which needs no network, is fetched), and when the commit or a file is
-    missing.
+    missing (``expected``: what the commit should hold, for the message).
     """
     if not is_commit_sha(sha):
         raise HubError(f"{url}@{sha}: a full commit sha is needed here")
@@ -172,9 +176,7 @@ def fetch_files(url: str, sha: str, filenames: Sequence[str] = ARTIFACT_FILES, *
         names = set(_git("ls-tree", "-r", "-z", "--name-only", sha, cwd=repo).split("\0"))
         missing = [f for f in filenames if f not in names]
         if missing:
-            raise HubError(f"{uri}: {', '.join(missing)} not in that commit (an expert repository "
-                           "holds config.json, model.safetensors and README.md; a denoised "
-                           "expert's also the denoiser folder its card names)")
+            raise HubError(f"{uri}: {', '.join(missing)} not in that commit ({expected})")
         out = Path(tmp) / "files"
         for name in filenames:
             blob = subprocess.run(["git", "cat-file", "blob", f"{sha}:{name}"], cwd=repo,
