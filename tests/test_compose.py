@@ -89,15 +89,24 @@ def test_per_input_radii_are_pinned(two):
     files[0].write_text(json.dumps(entry))
     with pytest.raises(ResultsError, match="leaves"):
         compose([out])
-    # a forged pair (file and sha256 agree) that does not give the entry's own numbers
-    forged = pd.read_csv(per_input, sep="\t").assign(radius=3.0, correct=1)
-    text = forged.to_csv(sep="\t", index=False)
-    (out / "per-input" / "forged.tsv").write_text(text)
-    entry["per_input"] = {"path": "per-input/forged.tsv",
-                          "sha256": hashlib.sha256(text.encode()).hexdigest()}
-    files[0].write_text(json.dumps(entry))
-    with pytest.raises(ResultsError, match="do not give"):
-        compose([out])
+    # forged pairs (file and sha256 agree) that are not the entry's radii: every input right
+    # at radius 3, or each right radius moved up to just below the next grid radius (the grid
+    # accuracies kept, the ACR and the curve not)
+    frame = pd.read_csv(per_input, sep="\t")
+    grid = np.array(entry["radii"])
+    below_next = grid[np.minimum(np.searchsorted(grid, frame["radius"], side="right"),
+                                 len(grid) - 1)] - 1e-4
+    moved = frame.assign(radius=np.where(frame["correct"] == 1, np.maximum(
+        frame["radius"], np.minimum(below_next, 0.9)), frame["radius"]))
+    for forged, message in ((frame.assign(radius=3.0, correct=1), "no certificate gives"),
+                            (moved, "another ACR")):
+        text = forged.to_csv(sep="\t", index=False)
+        (out / "per-input" / "forged.tsv").write_text(text)
+        entry["per_input"] = {"path": "per-input/forged.tsv",
+                              "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        files[0].write_text(json.dumps(entry))
+        with pytest.raises(ResultsError, match=message):
+            compose([out])
 
 
 def test_only_logs_on_the_same_inputs_compose(tmp_path, capsys):

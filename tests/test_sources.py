@@ -4,6 +4,7 @@ inconsistency with the stated protocol reported, and the published entries rebui
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -177,6 +178,24 @@ def test_a_log_is_pinned_by_its_sha256(tmp_path):
     (copy / "sources.yaml").write_text(yaml.safe_dump(escape))
     with pytest.raises(ResultsError, match="leaves the vendored folder"):
         read_sources(copy / "sources.yaml")
+    with pytest.raises(ResultsError, match="leaves the vendored folder"):
+        pinned_files(copy / "sources.yaml")  # checked before anything is fetched
+    # a repository named ".." would put logs/.. (the manifest's own folder) in reach
+    escape["repositories"][".."] = escape["repositories"]["locuslab/smoothing"]
+    escape["logs"][0].update(repository="..", path="sources.yaml")
+    (copy / "sources.yaml").write_text(yaml.safe_dump(escape))
+    for read in (read_sources, pinned_files):
+        with pytest.raises(ResultsError, match="is not OWNER/NAME"):
+            read(copy / "sources.yaml")
+    sums = copy / "logs" / "eth-sri-ACES" / "SHA256SUMS"  # ACES's list: its names stay inside
+    lines = sums.read_text().splitlines()
+    sums.write_text("\n".join([*lines[:-1], lines[-1].split()[0] + "  ../../../x"]) + "\n")
+    raw["aces"]["sha256"] = hashlib.sha256(sums.read_bytes()).hexdigest()
+    (copy / "sources.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ResultsError, match="leaves the vendored folder"):
+        pinned_files(copy / "sources.yaml")
+    sums.write_text("\n".join(lines) + "\n")
+    del raw["aces"]
     del raw["logs"][0]["sigma"]
     (copy / "sources.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ResultsError, match=r"logs\[0\] needs exactly"):

@@ -15,6 +15,7 @@ selection abstains). Torch-free.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import yaml
 from ..certify.bounds import radii_from_counts
 from ..errors import IntegrityError, ResultsError
 from ..results.logs import counts_from_radii
-from .logs import log_entry
+from .logs import log_entry, vendored
 
 
 def aces_files(manifest: str | Path) -> dict:
@@ -40,25 +41,39 @@ def aces_files(manifest: str | Path) -> dict:
     block = (yaml.safe_load(manifest.read_text()) or {}).get("aces")
     if not isinstance(block, dict):
         raise ResultsError(f"{manifest}: no `aces` block")
-    folder = manifest.parent / "logs" / block["repository"].replace("/", "-")
-    sums = _inside(folder, block["sha256sums"], manifest)
-    if hashlib.sha256(sums.read_bytes()).hexdigest() != block["sha256"]:
-        raise IntegrityError(f"{sums}: not the pinned sha256 list")
-    for line in sums.read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        if hashlib.sha256(_inside(folder, name, sums).read_bytes()).hexdigest() != digest:
-            raise IntegrityError(f"{folder / name}: not the bytes {sums.name} pins")
-    return {"folder": folder, "core": {d: _inside(folder, c, manifest)
-                                       for d, c in block["core"].items()},
-            "thresholds": [float(t) for t in block["thresholds"]]}
+    try:
+        repository, sums_name = block["repository"], block["sha256sums"]
+        core, thresholds = dict(block["core"]), [float(t) for t in block["thresholds"]]
+    except (KeyError, TypeError, ValueError):
+        raise ResultsError(f"{manifest}: the `aces` block needs repository, sha256sums, sha256, "
+                           "core (dataset: path) and thresholds") from None
+    sums = vendored(manifest, repository, sums_name, f"{manifest}: aces")
+    if not sums.is_file() or hashlib.sha256(sums.read_bytes()).hexdigest() != block.get("sha256"):
+        raise IntegrityError(f"{sums}: missing, or not the pinned sha256 list")
+    for name, digest in sha256_list(sums, manifest, repository).items():
+        if hashlib.sha256(vendored(manifest, repository, name, str(sums)).read_bytes()) \
+                .hexdigest() != digest:
+            raise IntegrityError(f"{sums.parent / name}: not the bytes {sums.name} pins")
+    return {"folder": sums.parent,
+            "core": {d: vendored(manifest, repository, c, str(manifest)) for d, c in core.items()},
+            "thresholds": thresholds}
 
 
-def _inside(folder: Path, name: str, where: Path) -> Path:
-    """``folder / name``, refused where it leaves ``folder`` (absolute, or with ``..``)."""
-    path = (folder / str(name)).resolve()
-    if not path.is_relative_to(folder.resolve()):
-        raise ResultsError(f"{where}: {name!r} leaves the vendored folder {folder}")
-    return path
+def sha256_list(sums: Path, manifest: Path, repository: str) -> dict[str, str]:
+    """A ``sha256sum``-style list (``DIGEST  PATH`` per line) as ``{path: digest}``, every path
+    inside the repository's vendored folder.
+
+    Raises:
+        ResultsError: a line that is not a sha256 and a path, or a path that leaves the folder.
+    """
+    out = {}
+    for i, line in enumerate(sums.read_text().splitlines(), 1):
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]):
+            raise ResultsError(f"{sums}:{i}: not a sha256 and a path")
+        vendored(manifest, repository, parts[1].lstrip("*"), f"{sums}:{i}")
+        out[parts[1].lstrip("*")] = parts[0]
+    return out
 
 
 def read_log(path: Path) -> pd.DataFrame:

@@ -16,9 +16,8 @@ from .. import __version__
 from ..errors import ResultsError
 from ..files import atomic_write_json, atomic_write_text
 from .entries import check_entry, entry_key, read_entry
-from .site import markdown, pages
+from .site import is_ours, markdown, pages
 
-_OURS = '<!doctype html><html><head><meta charset="utf-8"><title>rsrouter leaderboard'
 # what may differ between two copies of one entry (everything else is what it measured)
 _VOLATILE = ("key", "date", "rsrouter_version")
 
@@ -165,8 +164,9 @@ def build_site(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     atomic_write_text(out / "leaderboard.md", text)
     for name, html_page in html_pages.items():
         atomic_write_text(out / name, html_page)
-    for stale in set(p.name for p in out.glob("*.html")) - set(html_pages):
-        if (out / stale).read_text(errors="replace").startswith(_OURS):  # a page we wrote
-            (out / stale).unlink()
+    for stale in sorted({p.name for p in out.glob("*.html")} - set(html_pages)):
+        path = out / stale  # a page of a dataset no longer on the board; nothing else
+        if path.is_file() and is_ours(path.read_text(errors="replace")):
+            path.unlink()
     return out
 

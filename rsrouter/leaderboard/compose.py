@@ -22,8 +22,8 @@ import pandas as pd
 from ..errors import IntegrityError, ResultsError
 from ..files import atomic_write_json
 from ..protocol import RADII
-from ..results.curves import certified_accuracy, interval95
-from .entries import entry_filename, entry_key, read_entry
+from ..results.curves import average_certified_radius, certified_accuracy, interval95
+from .entries import entry_filename, entry_key, max_radius, read_entry, step_curve
 from .logs import PER_INPUT, PER_INPUT_COLUMNS, log_entry
 
 
@@ -75,6 +75,7 @@ def oracle_entry(members: Sequence[Member], *, dataset: str, benchmark: str, spe
                          kind="not a certificate: per-input ceiling over these logs",
                          spec=spec, radii=radii),
              "type": "oracle", "chosen_on": "test", "chosen_on_test": True,
+             "abstain": None,  # the inputs no log gets right: not abstentions
              "pool": [m.name for m in members]}
     entry["key"] = entry_key(entry)
     return entry
@@ -135,14 +136,36 @@ def read_member(entry_file: str | os.PathLike) -> tuple[dict, Member]:
         raise IntegrityError(f"{file}: not the per-input radii {entry_file.name} pins (sha256 "
                              "differs): import the log again")
     frame = pd.read_csv(file, sep="\t")
-    if list(frame.columns) != PER_INPUT_COLUMNS:
-        raise ResultsError(f"{file}: per-input radii need columns "
-                           f"{' '.join(PER_INPUT_COLUMNS)}")
-    acc = certified_accuracy(frame, entry["radii"]).to_numpy()
-    if len(frame) != entry["inputs"]["count"] or np.abs(acc - entry["accuracy"]).max() > 1e-4:
-        raise ResultsError(f"{file}: these per-input radii do not give {entry_file.name}'s "
-                           "certified accuracy: import the log again")
+    problem = _frame_problem(frame, entry)
+    if problem:
+        raise ResultsError(f"{file}: {problem}: not the per-input radii of {entry_file.name}; "
+                           "import the log again")
     return entry, Member(entry["method"], frame, entry["protocol"])
+
+
+def _frame_problem(frame: pd.DataFrame, entry: dict) -> str:
+    """What makes ``frame`` not the per-input radii behind ``entry`` ('' if nothing): its
+    columns, unique inputs, rows that contradict themselves (right without the label, radius
+    without a prediction, beyond the protocol's largest radius), or numbers other than the
+    entry's (count, grid accuracy, ACR, step curve)."""
+    if list(frame.columns) != PER_INPUT_COLUMNS:
+        return f"columns must be {' '.join(PER_INPUT_COLUMNS)}"
+    if len(frame) != entry["inputs"]["count"] or frame["idx"].duplicated().any():
+        return f"not {entry['inputs']['count']} distinct inputs"
+    radius, predict = frame["radius"].to_numpy(dtype=float), frame["predict"].to_numpy()
+    right = (predict == frame["label"].to_numpy()) & (predict != -1)
+    if not (frame["correct"].to_numpy() == right).all() or (radius < 0).any() \
+            or (radius[predict == -1] != 0).any() or radius.max() > max_radius(entry) + 1e-9:
+        return "rows that no certificate gives (correct, abstentions or radii)"
+    acc = certified_accuracy(frame, entry["radii"]).to_numpy()
+    if np.abs(acc - entry["accuracy"]).max() > 1e-4:
+        return "another certified accuracy"
+    if entry.get("acr") is not None and round(average_certified_radius(frame), 3) != entry["acr"]:
+        return "another ACR"
+    curve = entry.get("curve")
+    if curve is not None and step_curve(radius, right) != curve:
+        return "another step curve"
+    return ""
 
 
 def compose(sources: Iterable[str | os.PathLike], out: str | os.PathLike | None = None, *,

@@ -76,11 +76,7 @@ def check_entry(entry: object, where: str) -> dict:
         bad.append("router.children")
     bad += [k for k in _STRINGS if isinstance(entry[k], str) and any(
         unicodedata.category(c) in ("Cc", "Cf") for c in entry[k])]  # invisible characters
-    if entry.get("type") == "reported":  # numbers a paper prints: said so, and where
-        bad += [k for k in ("paper", "table") if not isinstance(entry.get(k), str)
-                or not entry[k]]
-        if entry["kind"] != "reported, not recomputed" or entry.get("acr") is not None:
-            bad.append("kind (reported, not recomputed; no ACR)")
+    bad += _check_kind(entry)
     if not bad:
         bad += _check_protocol(entry)
     if bad:
@@ -93,6 +89,33 @@ def check_entry(entry: object, where: str) -> dict:
     entry = {**entry, "ci95": [[round(float(lo), 4), round(float(hi), 4)]
                                for lo, hi in zip(low, high)]}
     return {**entry, "key": entry_key(entry)}
+
+
+REPORTED = "reported, not recomputed"
+
+
+def _check_kind(entry: dict) -> list[str]:
+    """An entry's kind must say what its type is: a paper's printed numbers (cited, no ACR), an
+    oracle (not a certificate), an envelope (not a classifier); an imported log's radii are
+    recomputed unless it is a paper's print."""
+    kind, what = entry["kind"], entry.get("type")
+    if not isinstance(kind, str):
+        return []
+    bad = []
+    if (what == "reported") != (kind == REPORTED):
+        bad.append(f"kind ({REPORTED!r} exactly when type is reported)")
+    if what == "reported":
+        bad += [k for k in ("paper", "table") if not isinstance(entry.get(k), str)
+                or not entry[k]]
+        if entry.get("acr") is not None:
+            bad.append("acr (a reported entry has none)")
+    elif entry.get("external") and entry.get("radii_recomputed") is not True:
+        bad.append("radii_recomputed (an imported log's radii are recomputed)")
+    if what == "oracle" and not kind.startswith("not a certificate"):
+        bad.append("kind (an oracle is 'not a certificate: ...')")
+    if what == "envelope" and not kind.startswith("not a classifier"):
+        bad.append("kind (an envelope is 'not a classifier: ...')")
+    return bad
 
 
 def _check_numbers(entry: dict, where: str) -> None:

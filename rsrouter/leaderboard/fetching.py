@@ -16,38 +16,59 @@ import yaml
 
 from ..errors import IntegrityError, ResultsError
 from ..files import atomic_write_bytes
-from ..sources.git import fetch_files
-from .sources import vendored
+from ..sources.git import discard_cached, fetch_files
+from .aces import sha256_list
+from .logs import vendored
 
 
-def pinned_files(manifest: Path) -> dict[str, dict[str, str]]:
-    """Every file a manifest pins, per repository: ``{repository: {path: sha256}}`` (its logs,
-    and the files its ``aces`` block's vendored sha256 list names, that list checked first).
+def read_manifest(manifest: Path) -> dict:
+    """A sources manifest's YAML, with its repositories (``url``, ``commit``) listed.
 
     Raises:
-        ResultsError: a manifest that is not one, or a log of an unlisted repository.
-        IntegrityError: the ``aces`` sha256 list missing or not the bytes the manifest pins.
+        ResultsError: a file that is not a sources manifest (what is missing named).
     """
     try:
         raw = yaml.safe_load(manifest.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ResultsError(f"{manifest}: not a sources manifest ({e})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("repositories"), dict):
-        raise ResultsError(f"{manifest}: a sources manifest has `repositories` and `logs`")
+    repos = raw.get("repositories") if isinstance(raw, dict) else None
+    if not isinstance(repos, dict) or not all(
+            isinstance(r, dict) and {"url", "commit"} <= set(r) for r in repos.values()):
+        raise ResultsError(f"{manifest}: a sources manifest lists `repositories`, each with "
+                           "url and commit")
+    return raw
+
+
+def pinned_files(manifest: Path) -> dict[str, dict[str, str]]:
+    """Every file a manifest pins, per repository: ``{repository: {path: sha256}}`` (its logs,
+    and the files its ``aces`` block's vendored sha256 list names, that list checked first);
+    every path checked to stay inside its vendored folder before anything is fetched.
+
+    Raises:
+        ResultsError: a manifest that is not one, a log of an unlisted repository, or a path
+            that leaves its folder.
+        IntegrityError: the ``aces`` sha256 list missing or not the bytes the manifest pins.
+    """
+    raw = read_manifest(manifest)
     files: dict[str, dict[str, str]] = {}
     for i, log in enumerate(raw.get("logs") or []):
-        if not isinstance(log, dict) or log.get("repository") not in raw["repositories"]:
-            raise ResultsError(f"{manifest}: logs[{i}] names no listed repository")
+        if not isinstance(log, dict) or log.get("repository") not in raw["repositories"] \
+                or not {"path", "sha256"} <= set(log):
+            raise ResultsError(f"{manifest}: logs[{i}] needs a listed repository, path and "
+                               "sha256")
+        vendored(manifest, log["repository"], log["path"], f"{manifest}: logs[{i}]")
         files.setdefault(log["repository"], {})[str(log["path"])] = str(log["sha256"])
     aces = raw.get("aces")
-    if isinstance(aces, dict):
+    if aces is not None:
+        if not isinstance(aces, dict) or not {"repository", "sha256sums", "sha256"} <= set(aces):
+            raise ResultsError(f"{manifest}: the `aces` block needs repository, sha256sums and "
+                               "sha256")
         sums = vendored(manifest, aces["repository"], aces["sha256sums"], f"{manifest}: aces")
         if not sums.is_file() or hashlib.sha256(sums.read_bytes()).hexdigest() != aces["sha256"]:
             raise IntegrityError(f"{sums}: the ACES sha256 list is missing or not the bytes the "
                                  "manifest pins")
-        for line in sums.read_text().splitlines():
-            digest, name = line.split(maxsplit=1)
-            files.setdefault(aces["repository"], {})[name] = digest
+        files.setdefault(aces["repository"], {}).update(
+            sha256_list(sums, manifest, aces["repository"]))
     return files
 
 
@@ -57,6 +78,7 @@ def fetch_sources(manifest: str | os.PathLike, into: str | os.PathLike | None = 
     against its sha256 and write it under ``into`` (default: the manifest's folder), at
     ``logs/OWNER-REPO/PATH``; returns the files written. With ``into`` elsewhere, the manifest
     (and the ACES sha256 list) are copied there too, so ``import-sources`` runs on the copy.
+    A cached copy that is not the pinned bytes is fetched once more before it is refused.
 
     Raises:
         ResultsError: as :func:`pinned_files`.
@@ -65,19 +87,25 @@ def fetch_sources(manifest: str | os.PathLike, into: str | os.PathLike | None = 
             repository is written then).
     """
     manifest = Path(manifest)
-    raw = yaml.safe_load(manifest.read_text())
+    pins, raw = pinned_files(manifest), read_manifest(manifest)
     into = Path(into) if into is not None else manifest.parent
     target = into / manifest.name
     written = []
-    for repository, files in pinned_files(manifest).items():
+    for repository, files in pins.items():
         repo = raw["repositories"][repository]
-        folder = fetch_files(str(repo["url"]), str(repo["commit"]), sorted(files),
-                             offline=offline, expected=f"the files {manifest.name} pins")
-        for path, digest in files.items():  # every file checked before any is placed
-            got = hashlib.sha256((folder / path).read_bytes()).hexdigest()
-            if got != digest:
-                raise IntegrityError(f"{repository}@{repo['commit']}/{path}: sha256 {got}, "
-                                     f"{manifest.name} pins {digest}: not the published bytes")
+        url, commit = str(repo["url"]), str(repo["commit"])
+        folder, off = None, []
+        for attempt in range(2):  # a cached copy that is not the pinned bytes: fetched again
+            folder = fetch_files(url, commit, sorted(files), offline=offline,
+                                 expected=f"the files {manifest.name} pins")
+            off = [p for p, digest in files.items()
+                   if hashlib.sha256((folder / p).read_bytes()).hexdigest() != digest]
+            if not off or attempt:
+                break
+            discard_cached(url, commit)
+        if off:
+            raise IntegrityError(f"{repository}@{commit}/{off[0]}: not the published bytes "
+                                 f"{manifest.name} pins ({len(off)} file(s) differ)")
         for path in files:
             dest = vendored(target, repository, path, str(manifest))
             atomic_write_bytes(dest, (folder / path).read_bytes())

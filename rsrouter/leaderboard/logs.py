@@ -275,6 +275,27 @@ def write_per_input(frame: pd.DataFrame, out: Path, stem: str) -> dict:
     return {"path": path.as_posix(), "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
+_REPOSITORY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def vendored(manifest: Path, repository: str, path: str, where: str) -> Path:
+    """Where a sources manifest's file of ``repository`` (``OWNER/NAME``) at ``path`` is
+    vendored: ``logs/OWNER-NAME/PATH`` beside the manifest, never outside that folder.
+
+    Raises:
+        ResultsError: a repository that is not ``OWNER/NAME``, or a path that leaves the
+            folder (absolute, or with ``..``).
+    """
+    if not isinstance(repository, str) or not _REPOSITORY.fullmatch(repository) \
+            or ".." in repository:
+        raise ResultsError(f"{where}: repository {repository!r} is not OWNER/NAME")
+    folder = (Path(manifest).parent / "logs" / repository.replace("/", "-")).resolve()
+    file = (folder / str(path)).resolve()
+    if not file.is_relative_to(folder) or file == folder:
+        raise ResultsError(f"{where}: path {path!r} leaves the vendored folder {folder}")
+    return file
+
+
 def _stored_protocol(df: pd.DataFrame, log: Path, **declared) -> dict:
     """The protocol a log's own counts were made with (its largest ``n``, its noise levels);
     a declared value must agree.

@@ -44,12 +44,12 @@ def svg(rows: list[dict], title: str, named: bool = True) -> str:
     fig, ax = accuracy_figure((5.9 + legend, max(4.0, 0.7 + 9.6 * len(labels) / 72)))
     for e, label in zip(rows, labels):
         style = {}
-        if e.get("external"):
-            style = {"linestyle": "-.", "alpha": 0.8}
-        elif e.get("type") == "envelope":
+        if e.get("type") == "envelope":
             style = {"linestyle": ":", "color": "black"}
-        elif e["kind"] != "certificate":
-            style = {"linestyle": "--", "color": "0.5"}
+        elif e.get("type") == "oracle" or (e["kind"] != "certificate" and not e.get("external")):
+            style = {"linestyle": "--", "color": "0.5"}  # references, never certificates
+        elif e.get("external"):
+            style = {"linestyle": "-.", "alpha": 0.8}
         curve = e.get("curve")
         if curve is None:
             reported = e.get("type") == "reported"  # a paper's print: crosses, never lines

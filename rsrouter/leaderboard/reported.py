@@ -15,21 +15,22 @@ from .. import __version__
 from ..errors import ResultsError
 from ..results.curves import interval95
 from ..urls import scrub_text
-from .entries import SCHEMA, check_entry, entry_key
+from .entries import REPORTED, SCHEMA, check_entry, entry_key
 from .logs import LOG_DATASETS
 
-KIND = "reported, not recomputed"
-_TABLE_KEYS = {"paper", "url", "table", "dataset", "benchmark", "inputs", "protocol", "radii",
-               "rows"}
+_TABLE_KEYS = {"paper", "url", "table", "read_from", "checked_against_paper", "dataset",
+               "benchmark", "inputs", "protocol", "radii", "rows"}
 
 
 def reported_entries(block: object, where: str) -> list[dict]:
     """One entry per row of every table in a manifest's ``reported`` block.
 
-    A table names its ``paper``, ``url`` (where it was read), ``table`` (number and caption),
-    ``dataset``, ``benchmark``, ``inputs`` (``count`` and ``spec``, as the paper states them),
-    ``protocol`` (``n0``, ``n``, ``alpha``, ``sigma``: the largest sigma any row uses, or a
-    list), the ``radii`` and ``rows`` (``method``, ``accuracy`` in percent as printed, null
+    A table names its ``paper``, ``url`` (the paper), ``table`` (number and caption),
+    ``read_from`` (where these numbers were actually read) and ``checked_against_paper``
+    (false: a secondary record, flagged on the board), ``dataset``, ``benchmark``, ``inputs``
+    (``count`` and ``spec``: what is stated, or inferred and said so), ``protocol`` (``n0``,
+    ``n``, ``alpha``, ``sigma``: the largest sigma any row uses, or a list; null where not
+    stated), the ``radii`` and ``rows`` (``method``, ``accuracy`` in percent as printed, null
     where the paper prints none; optional ``note``).
 
     Raises:
@@ -50,6 +51,10 @@ def reported_entries(block: object, where: str) -> list[dict]:
                 and isinstance(inputs["count"], int) and inputs["count"] >= 1):
             raise ResultsError(f"{here}: inputs needs count (the number of test images the "
                                "paper certified) and spec (which ones)")
+        if not isinstance(table["read_from"], str) or not table["read_from"] \
+                or not isinstance(table["checked_against_paper"], bool):
+            raise ResultsError(f"{here}: read_from (where the numbers were read) and "
+                               "checked_against_paper (true or false) are needed")
         radii = table["radii"]
         if not (isinstance(radii, list) and radii and all(
                 isinstance(r, (int, float)) and r >= 0 for r in radii)):
@@ -77,13 +82,15 @@ def _entry(table: dict, row: object, where: str) -> dict:
              "dataset": table["dataset"], "split": "test",
              "inputs": {"spec": str(table["inputs"]["spec"]), "count": count},
              "protocol": table["protocol"], "method": str(row["method"]), "type": "reported",
-             "kind": KIND, "radii": radii, "accuracy": acc,
+             "kind": REPORTED, "radii": radii, "accuracy": acc,
              "ci95": [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)],
              "acr": None, "abstain": None, "max_regret": None, "forwards_per_input": None,
              "seconds_per_input": None, "experts": [], "router": None, "chosen_on": "unknown",
              "chosen_on_test": False, "external": True, "counts_available": False,
              "radii_recomputed": False, "paper": scrub_text(str(table["paper"])),
              "table": scrub_text(str(table["table"])), "url": scrub_text(str(table["url"])),
+             "read_from": scrub_text(table["read_from"]),
+             "checked_against_paper": table["checked_against_paper"],
              "note": scrub_text(str(row.get("note", ""))),
              "rsrouter_version": __version__, "date": date.today().isoformat()}
     entry["key"] = entry_key(entry)

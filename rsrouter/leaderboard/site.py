@@ -87,15 +87,16 @@ def markdown(entries: list[dict]) -> str:
         fams = families(rows)
         if fams:
             lines += ["### Routing headroom", "", "| benchmark | role | method | ACR | r=0 | "
-                      "ACR - best expert | forwards / input |", "| --- | --- | --- | --- | --- "
-                      "| --- | --- |"]
+                      "ACR - best expert | forwards / input | flags |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
             for f in fams:
                 for what, e in _headroom_rows(f):
                     lines.append(f"| {md_text(f.benchmark)} | {what} | {md_text(e['method'])} | "
                                  f"{_num(e.get('acr'), '{:.3f}')} | "
                                  f"{_num((_acc_at(e, 0.0) or [None])[0], '{:.1%}')} | "
                                  f"{_gain(f, e)} | "
-                                 f"{_num(e.get('forwards_per_input'), '{:,.0f}')} |")
+                                 f"{_num(e.get('forwards_per_input'), '{:,.0f}')} | "
+                                 f"{md_text('; '.join(entry_flags(e)))} |")
             lines.append("")
         lines += _md_table(rows, ["ACR", "max regret", "n", "alpha", "counts",
                                   "choices made on", "provenance", "flags"])
@@ -160,26 +161,43 @@ document.addEventListener('DOMContentLoaded',()=>{
 """
 
 
+GENERATOR = "rsrouter leaderboard"  # every page names it: a rebuild may replace such pages only
+
+
 def _document(title: str, body: str) -> str:
     esc = html.escape
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>{body}"
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"generator\" "
+            f"content=\"{GENERATOR}\"><title>{esc(title)}</title><style>{_STYLE}</style>"
+            f"<script>{_SCRIPT}</script></head><body>{body}"
             f"<p><small>built by rsrouter {__version__}</small></p></body></html>\n")
 
 
-def _cell(value, fmt: str, title: str = "") -> str:
-    if value is None:
-        return '<td data-v="">–</td>'
-    hint = f' title="{html.escape(title)}"' if title else ""
-    return f'<td data-v="{value}"{hint}>{fmt.format(value)}</td>'
+def is_ours(text: str) -> bool:
+    """Whether ``text`` is a page :func:`pages` wrote (by its generator tag)."""
+    return f'<meta name="generator" content="{GENERATOR}">' in text[:400]
+
+
+def _cell(value, fmt: str) -> str:
+    return '<td data-v="">–</td>' if value is None else \
+        f'<td data-v="{value}">{fmt.format(value)}</td>'
 
 
 def _text(value: str, css: str = "text") -> str:
     return f'<td class="{css}">{html.escape(value)}</td>'
 
 
+def _flags_cell(entry: dict) -> str:
+    return f'<td class="text"><span class="flag">{html.escape("; ".join(entry_flags(entry)))}' \
+        "</span></td>"
+
+
+def _head(names: list[str]) -> str:
+    return f"<thead><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in names)}</tr></thead>"
+
+
 def _html_table(rows: list[dict], sortable: bool = True) -> str:
-    esc = html.escape
+    """Every entry with its numbers and provenance; a cell's hover gives its 95% interval
+    (none for a paper's printed numbers: their inputs are not ours to count)."""
     radii = _radii(rows)
     head = ["method", "benchmark", *[f"r={r:g}" for r in radii], "ACR", "max regret",
             "forwards / input", "n", "alpha", "counts", "choices made on", "provenance",
@@ -190,25 +208,22 @@ def _html_table(rows: list[dict], sortable: bool = True) -> str:
         cells = [_text(e["method"]), _text(f"{e['benchmark']} ({_protocol(e)})")]
         for r in radii:
             got = _acc_at(e, r)
+            hint = "" if got is None or e.get("type") == "reported" else \
+                f' title="95% interval {100 * got[1]:.1f}–{100 * got[2]:.1f}"'
             cells.append(_cell(None, "") if got is None else
-                         f'<td data-v="{got[0]:.4f}" title="95% interval {100 * got[1]:.1f}–'
-                         f'{100 * got[2]:.1f}">{100 * got[0]:.1f}</td>')
+                         f'<td data-v="{got[0]:.4f}"{hint}>{100 * got[0]:.1f}</td>')
         cells += [_cell(e.get("acr"), "{:.3f}"), _cell(e.get("max_regret"), "{:.1f}"),
                   _cell(e.get("forwards_per_input"), "{:,.0f}"),
                   _cell(protocol.get("n"), "{:,}"), _cell(protocol.get("alpha"), "{:g}"),
                   _text(counts_obtained(e)), _text(str(e.get("chosen_on", "unknown"))),
-                  _text(provenance(e), "text prov"),
-                  f'<td class="text"><span class="flag">{esc("; ".join(entry_flags(e)))}'
-                  "</span></td>"]
+                  _text(provenance(e), "text prov"), _flags_cell(e)]
         css = ' class="external"' if e.get("external") else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")
     css = ' class="sortable"' if sortable else ""
-    return (f"<table{css}><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>"
-            f"</thead><tbody>{''.join(body)}</tbody></table>")
+    return f"<table{css}>{_head(head)}<tbody>{''.join(body)}</tbody></table>"
 
 
 def _headroom_html(fams: list[Family]) -> str:
-    esc = html.escape
     body = []
     for f in fams:
         for what, e in _headroom_rows(f):
@@ -216,53 +231,54 @@ def _headroom_html(fams: list[Family]) -> str:
             body.append(f"<tr{css}>" + _text(f.benchmark) + _text(what) + _text(e["method"])
                         + _cell(e.get("acr"), "{:.3f}")
                         + _cell((_acc_at(e, 0.0) or [None])[0], "{:.1%}")
-                        + f'<td>{esc(_gain(f, e))}</td>'
-                        + _cell(e.get("forwards_per_input"), "{:,.0f}") + "</tr>")
+                        + f"<td>{html.escape(_gain(f, e))}</td>"
+                        + _cell(e.get("forwards_per_input"), "{:,.0f}") + _flags_cell(e)
+                        + "</tr>")
     head = ["benchmark", "role", "method", "ACR", "r=0", "ACR - best expert",
-            "forwards / input"]
+            "forwards / input", "flags"]
     return ('<h2>Routing headroom</h2><p class="caption">Per family of experts on the same '
-            "inputs: its best single expert by ACR, every routed or composed method, the "
-            "envelope (the best expert per radius: a selection on the test inputs, not a "
-            "classifier) and the per-input oracle (the best expert per input, using the label: "
-            "a ceiling, not a certificate). ACR - best expert: what a method gains over the best "
-            "single expert; on the oracle's row, the headroom routing could at most close.</p>"
-            f'<table class="headroom"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
+            "inputs: its best single expert by ACR, every routed or composed method (flagged "
+            "where its choices were made on the test inputs), the envelope (the best expert per "
+            "radius: a selection on the test inputs, not a classifier) and the per-input oracle "
+            "(the best expert per input, using the label: a ceiling, not a certificate), both "
+            "over exactly the family's experts. ACR - best expert: what a method gains over the "
+            "best single expert; on the oracle's row, the headroom routing could at most "
+            f'close.</p><table class="headroom">{_head(head)}<tbody>{"".join(body)}</tbody>'
+            "</table>")
 
 
-def pages(entries: list[dict]) -> dict[str, str]:
-    """``index.html`` and one page per dataset, each self-contained (inline CSS, JS and SVG;
-    nothing fetched): file name -> HTML."""
-    esc = html.escape
-    datasets = sorted({e["dataset"] for e in entries})
-    nav = "<nav><a href=\"index.html\">overview</a>" + "".join(
-        f'<a href="{esc(page_name(d))}">{esc(d)}</a>' for d in datasets) + "</nav>"
-    out, overview, gaps = {}, [], []
+def _dataset_page(dataset: str, entries: list[dict], nav: str) -> str:
+    rows, reported = _split(entries)
+    fams = families(rows)
+    body = [nav, f"<h1>{html.escape(dataset)}</h1><p class=\"caption\">{html.escape(_INTRO)} "
+            "Hover a cell for its exact 95% interval; click a column to sort.</p>"]
+    if fams:
+        body.append(_headroom_html(fams))
+    if rows:
+        body += ["<h2>Every entry</h2>", _html_table(rows),
+                 f'<div class="curves">{curves(rows, dataset)}</div>', cost_plane(rows, dataset)]
+    if reported:
+        body += ["<h2>Reported, not recomputed</h2><p class=\"caption\">Numbers a paper prints "
+                 "without per-input logs: not recomputed from counts, no interval, never ranked "
+                 "with the rows above; the provenance says where they were read.</p>",
+                 _html_table(reported, sortable=False),
+                 f'<div class="curves">{curves(reported, dataset)}</div>']
+    return _document(f"rsrouter leaderboard: {dataset}", "".join(body))
+
+
+def _overview(entries: list[dict], datasets: list[str], nav: str) -> str:
+    summary, gaps = [], []
     for d in datasets:
         rows, reported = _split([e for e in entries if e["dataset"] == d])
-        fams = families(rows)
-        body = [nav, f"<h1>{esc(d)}</h1><p class=\"caption\">{esc(_INTRO)} Hover a cell for "
-                "its exact 95% interval; click a column to sort.</p>"]
-        if fams:
-            body.append(_headroom_html(fams))
-        if rows:
-            body += ["<h2>Every entry</h2>", _html_table(rows),
-                     f'<div class="curves">{curves(rows, d)}</div>', cost_plane(rows, d)]
-        if reported:
-            body += ["<h2>Reported, not recomputed</h2><p class=\"caption\">Numbers a paper "
-                     "prints without per-input logs: not recomputed from counts, no interval "
-                     "beyond the paper's rounding, never ranked with the rows above.</p>",
-                     _html_table(reported, sortable=False),
-                     f'<div class="curves">{curves(reported, d)}</div>']
-        out[page_name(d)] = _document(f"rsrouter leaderboard: {d}", "".join(body))
+        link = f'<a href="{html.escape(page_name(d))}">{html.escape(d)}</a>'
         best = max((e for e in rows if role(e) in ("expert", "method")
-                    and is_number(e.get("acr"))), key=lambda e: e["acr"], default=None)
-        link = f'<a href="{esc(page_name(d))}">{esc(d)}</a>'
-        overview.append(f'<tr><td class="text">{link}</td><td>{len(rows)}</td>'
-                        f"<td>{len(reported)}</td>"
-                        + _text("–" if best is None else f"{best['method']} ({best['acr']:.3f})")
-                        + "</tr>")
-        for f in fams:
+                    and not e.get("chosen_on_test") and is_number(e.get("acr"))),
+                   key=lambda e: e["acr"], default=None)
+        summary.append(f'<tr><td class="text">{link}</td><td>{len(rows)}</td>'
+                       f"<td>{len(reported)}</td>" + _text(
+                           "–" if best is None else
+                           f"{best['method']} [{best['benchmark']}] ({best['acr']:.3f})") + "</tr>")
+        for f in families(rows):
             top = next((e for e in f.methods if not e.get("chosen_on_test")), None)
             gaps.append(f'<tr><td class="text">{link}</td>' + _text(f.benchmark)
                         + f"<td>{f.experts}</td>" + _text(f.best["method"])
@@ -271,24 +287,28 @@ def pages(entries: list[dict]) -> dict[str, str]:
                         + _cell(None if top is None else top["acr"], "{:.3f}")
                         + _cell(None if f.oracle is None else f.oracle["acr"], "{:.3f}")
                         + "</tr>")
-    head = ["dataset", "entries", "reported only", "best certificate by ACR (any family)"]
+    head = ["dataset", "entries", "reported only",
+            "best certificate by ACR [benchmark] (inputs, n and alpha differ between benchmarks)"]
     heads = ["dataset", "family (benchmark)", "experts", "best single expert", "ACR",
              "best routed or composed (choices not made on test)", "ACR",
              "oracle ACR (not a certificate)"]
-    out["index.html"] = _document("rsrouter leaderboard", (
-        f"{nav}<h1>Certified robustness leaderboard</h1><p class=\"caption\">{esc(_INTRO)}</p>"
-        f"<table><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead>"
-        f"<tbody>{''.join(overview)}</tbody></table>"
+    return _document("rsrouter leaderboard", (
+        f"{nav}<h1>Certified robustness leaderboard</h1><p class=\"caption\">"
+        f"{html.escape(_INTRO)}</p><table>{_head(head)}<tbody>{''.join(summary)}</tbody></table>"
         "<h2>Routing headroom</h2><p class=\"caption\">Per family of experts on the same "
         "inputs: the best single expert, the best routed or composed method and the per-input "
         "oracle's ACR, the ceiling routing over the family could reach (not a certificate). "
         "Each dataset's page has every row.</p>"
-        f"<table class=\"headroom\"><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in heads)}"
-        f"</tr></thead><tbody>{''.join(gaps)}</tbody></table>"))
+        f"<table class=\"headroom\">{_head(heads)}<tbody>{''.join(gaps)}</tbody></table>"))
+
+
+def pages(entries: list[dict]) -> dict[str, str]:
+    """``index.html`` and one page per dataset, each self-contained (inline CSS, JS and SVG;
+    nothing fetched): file name -> HTML."""
+    datasets = sorted({e["dataset"] for e in entries})
+    nav = "<nav><a href=\"index.html\">overview</a>" + "".join(
+        f'<a href="{html.escape(page_name(d))}">{html.escape(d)}</a>' for d in datasets) + "</nav>"
+    out = {page_name(d): _dataset_page(d, [e for e in entries if e["dataset"] == d], nav)
+           for d in datasets}
+    out["index.html"] = _overview(entries, datasets, nav)
     return out
-
-
-def page(entries: list[dict]) -> str:
-    """rsrouter 0.2's one page: now the overview, ``pages(entries)["index.html"]``; each
-    dataset's rows, curves and cost plane are on its own page (:func:`pages`)."""
-    return pages(entries)["index.html"]

@@ -26,7 +26,7 @@ from ..urls import scrub_text
 from .aces import aces_entries
 from .compose import Member, envelope_entry, oracle_entry
 from .entries import entry_filename
-from .logs import LOG_DATASETS, log_entry, parse_inputs, recompute_log
+from .logs import LOG_DATASETS, log_entry, parse_inputs, recompute_log, vendored
 from .reported import reported_entries
 
 _REPOSITORY_KEYS = {"commit", "url", "license", "paper", "protocol", "protocol_stated_in"}
@@ -131,20 +131,6 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
     return out
 
 
-def vendored(manifest: Path, repository: str, path: str, where: str) -> Path:
-    """Where a manifest's log of ``repository`` at ``path`` is vendored:
-    ``logs/OWNER-REPO/PATH`` beside it, never outside that folder.
-
-    Raises:
-        ResultsError: a path that leaves it (absolute, or with ``..``).
-    """
-    folder = (manifest.parent / "logs" / str(repository).replace("/", "-")).resolve()
-    file = (folder / str(path)).resolve()
-    if not file.is_relative_to(folder):
-        raise ResultsError(f"{where}: path {path!r} leaves the vendored folder {folder}")
-    return file
-
-
 @dataclass
 class Recovered:
     """A source recomputed: its per-input frame and protocol (None if refused), and what was
@@ -219,14 +205,17 @@ def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
             note=scrub_text(f"{s.model}, {s.training}; {note}"))
         atomic_write_json(out / entry_filename(entry), entry)
         families.setdefault(s.family, []).append(r)
-    for members in families.values():
-        if len(members) > 1 and len({tuple(m.frame["idx"]) for m in members}) == 1:
+    skipped = []
+    for name, members in families.items():
+        if len({tuple(sorted(m.frame["idx"])) for m in members}) > 1:
+            skipped.append(name)  # said in sources.md: an envelope compares the same inputs
+        elif len(members) > 1:
             family = [Member(m.source.name, m.frame, m.protocol) for m in members]
             args = dict(dataset=members[0].source.dataset, benchmark=members[0].source.family,
                         spec=members[0].spec, radii=radii)
             for entry in (envelope_entry(family, **args), oracle_entry(family, **args)):
                 atomic_write_json(out / entry_filename(entry), entry)
-    atomic_write_text(out / "sources.md", sources_report(done))
+    atomic_write_text(out / "sources.md", sources_report(done, skipped))
     raw = yaml.safe_load(Path(manifest).read_text()) or {}
     for entry in reported_entries(raw.get("reported") or [], str(manifest)):
         atomic_write_json(out / entry_filename(entry), entry)
@@ -239,8 +228,9 @@ def import_sources(manifest: str | os.PathLike, out: str | os.PathLike,
     return done
 
 
-def sources_report(done: Sequence[Recovered]) -> str:
-    """Markdown: one row per source, its provenance, protocol stated and used, and status."""
+def sources_report(done: Sequence[Recovered], skipped: Sequence[str] = ()) -> str:
+    """Markdown: one row per source, its provenance, protocol stated and used, and status;
+    the families given no envelope or oracle because their logs certify other inputs."""
     lines = ["# Published logs", "", "| log | provenance | inputs | stated (n, alpha) | "
              "recomputed under | status |", "| --- | --- | --- | --- | --- | --- |"]
     for r in done:
@@ -250,4 +240,7 @@ def sources_report(done: Sequence[Recovered]) -> str:
         rows = "–" if r.frame is None else f"{len(r.frame)} ({s.inputs})"
         lines.append(f"| {s.name} | {s.provenance} (sha256 {s.sha256[:12]}...) | {rows} | "
                      f"{s.n}, {s.alpha:g} | {used} | {r.problem or 'consistent'} |")
+    if skipped:
+        lines += ["", "No envelope or oracle (their logs certify other inputs): "
+                  + ", ".join(skipped) + "."]
     return "\n".join(lines) + "\n"

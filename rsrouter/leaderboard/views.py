@@ -17,6 +17,8 @@ def entry_flags(entry: dict) -> list[str]:
     flags = []
     if entry.get("type") == "reported":
         flags.append("reported, not recomputed")
+        if not entry.get("checked_against_paper"):
+            flags.append("secondary record, not checked against the paper's table")
     elif entry["kind"] != "certificate":
         flags.append(entry["kind"].split(":")[0])
     if entry.get("chosen_on_test") and entry["kind"] == "certificate":
@@ -32,7 +34,10 @@ def provenance(entry: dict) -> str:
     """Where an entry's numbers come from: a paper's table, a log at its repository and
     commit, or an rsrouter run (and its experts' weights)."""
     if entry.get("type") == "reported":
-        return f"{entry.get('paper', '')}, {entry.get('table', '')} ({entry.get('url', '')})"
+        return (f"{entry.get('paper', '')}, {entry.get('table', '')} ({entry.get('url', '')}); "
+                f"read from: {entry.get('read_from') or 'not said'}")
+    if entry.get("type") in ("envelope", "oracle") and entry.get("pool"):
+        return f"composed from {len(entry['pool'])} logs: {', '.join(entry['pool'])}"
     if entry.get("external"):
         parts = [f"{what}: {entry[key]}" for key, what in (("source", "source"),
                                                             ("paper", "paper"))
@@ -87,17 +92,24 @@ class Family:
 
 
 def families(rows: Sequence[dict]) -> list[Family]:
-    """A family per benchmark with at least two experts or one method beside an expert
-    (best single expert by ACR), in benchmark order."""
+    """A family per benchmark and input count (experts on the same inputs) with at least two
+    experts, or one beside a method; its best single expert by ACR, its methods by ACR, and
+    the envelope and oracle composed over exactly its experts (an entry naming its ``pool``
+    must name them all; one without a pool, from a bench run, is its benchmark's own)."""
     out = []
-    for benchmark in sorted({e["benchmark"] for e in rows}):
-        mine = [e for e in rows if e["benchmark"] == benchmark]
+    for benchmark, count in sorted({(e["benchmark"], e["inputs"]["count"]) for e in rows}):
+        mine = [e for e in rows if e["benchmark"] == benchmark and e["inputs"]["count"] == count]
         experts = [e for e in mine if role(e) == "expert" and is_number(e.get("acr"))]
         methods = [e for e in mine if role(e) == "method" and is_number(e.get("acr"))]
         if not experts or (len(experts) < 2 and not methods):
             continue
-        by = {role(e): e for e in mine if role(e) in ("envelope", "oracle")}
+        names = {e["method"] for e in experts}
+        refs = {}
+        for kind in ("envelope", "oracle"):
+            found = [e for e in mine if role(e) == kind
+                     and (set(e["pool"]) == names if e.get("pool") else True)]
+            refs[kind] = found[0] if len(found) == 1 else None
         out.append(Family(benchmark, max(experts, key=lambda e: e["acr"]), len(experts),
-                          by.get("envelope"), by.get("oracle"),
+                          refs["envelope"], refs["oracle"],
                           sorted(methods, key=lambda e: -e["acr"])))
     return out
