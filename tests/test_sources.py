@@ -16,8 +16,11 @@ import yaml
 
 from rsrouter.cli import main
 from rsrouter.errors import HubError, IntegrityError, ResultsError
+from rsrouter.leaderboard.board import build_site
 from rsrouter.leaderboard.fetching import fetch_sources, pinned_files
+from rsrouter.leaderboard.reported import reported_entries
 from rsrouter.leaderboard.sources import import_sources, read_sources
+from rsrouter.leaderboard.views import entry_flags, families
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL = ROOT / "benchmarks" / "external"
@@ -187,6 +190,12 @@ def test_a_log_is_pinned_by_its_sha256(tmp_path):
     for read in (read_sources, pinned_files):
         with pytest.raises(ResultsError, match="is not OWNER/NAME"):
             read(copy / "sources.yaml")
+    clash = json.loads(json.dumps(raw))  # a-b/c and a/b-c would share logs/a-b-c
+    clash["repositories"]["locuslab-x/smoothing"] = clash["repositories"]["locuslab/x-smoothing"] \
+        = clash["repositories"]["locuslab/smoothing"]
+    (copy / "sources.yaml").write_text(yaml.safe_dump(clash))
+    with pytest.raises(ResultsError, match="share a vendored folder"):
+        read_sources(copy / "sources.yaml")
     sums = copy / "logs" / "eth-sri-ACES" / "SHA256SUMS"  # ACES's list: its names stay inside
     lines = sums.read_text().splitlines()
     sums.write_text("\n".join([*lines[:-1], lines[-1].split()[0] + "  ../../../x"]) + "\n")
@@ -376,3 +385,47 @@ def test_sources_are_fetched_at_their_commits_and_checked(tmp_path, capsys):
     (tmp_path / "m" / "sources.yaml").write_text(yaml.safe_dump(mine))
     with pytest.raises(HubError):
         fetch_sources(tmp_path / "m" / "sources.yaml", tmp_path / "again")
+
+
+def test_reported_numbers_stay_apart(tmp_path):
+    """A paper's printed numbers enter as reported, not recomputed: cited with where they were
+    read, checked for what can be checked, in their own table, in no family's headroom."""
+    raw = yaml.safe_load(MANIFEST.read_text())
+    reported = reported_entries(raw["reported"], "manifest")
+    assert len(reported) == 3 and all(
+        e["type"] == "reported" and e["kind"] == "reported, not recomputed" and e["paper"]
+        and e["table"] and e["url"] and e["read_from"] and e["acr"] is None
+        and not e["radii_recomputed"] for e in reported)
+    dual = next(e for e in reported if e["method"].startswith("Dual RS (fine-tuned diffusion"))
+    assert dict(zip(dual["radii"], dual["accuracy"]))[0.5] == 0.4527
+    assert entry_flags(dual)[:2] == ["reported, not recomputed",
+                                     "secondary record, not checked against the paper's table"]
+    cascade = next(e for e in reported if e["method"].startswith("multiscale"))
+    assert 0.0 not in cascade["radii"]  # a cell the paper does not print is left out
+    site = build_site([EXTERNAL / "entries"], tmp_path / "site")
+    md = (site / "leaderboard.md").read_text()
+    cifar = md.split("## cifar10")[1].split("## imagenet")[0]
+    ranked, apart = cifar.split("### Reported, not recomputed")
+    assert "Dual RS" not in ranked and "Dual RS" in apart and "45.3" in apart
+    assert "read from: rsrouter's design notes" in apart
+    page = (site / "cifar10.html").read_text()
+    apart_html = page.split("<h2>Reported, not recomputed</h2>")[1]
+    assert "95% interval" not in apart_html.split("</table>")[0]  # not our inputs to count
+    board = json.loads((site / "leaderboard.json").read_text())["entries"]
+    assert all(e["type"] != "reported" for f in families(board)
+               for e in [f.best, *f.methods, f.envelope, f.oracle] if e)
+    table = raw["reported"][0]
+    for forge, message in [
+            (dict(rows=[{"method": "x", "accuracy": [101] * 7}]), "between 0 and 100"),
+            (dict(rows=[{"method": "x", "accuracy": [50] * 6}]), "one per radius"),
+            (dict(radii=[0, 1, 2, 3, 4, 5, 9]), "beyond the largest radius"),
+            (dict(rows=[{"method": "x", "accuracy": [50, 60, 40, 30, 20, 10, 5]}]),
+             "cannot grow"),
+            (dict(dataset="cifar100"), "not one of"),
+            (dict(read_from=""), "read_from"),
+            (dict(checked_against_paper="no"), "checked_against_paper")]:
+        with pytest.raises(ResultsError, match=message):
+            reported_entries([{**table, **forge}], "manifest")
+    for missing in ("table", "read_from"):
+        with pytest.raises(ResultsError, match="needs exactly"):
+            reported_entries([{k: v for k, v in table.items() if k != missing}], "manifest")

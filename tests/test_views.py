@@ -121,3 +121,26 @@ def test_a_rebuild_removes_only_its_own_stale_pages(field, tmp_path):
     assert not (site / "imagenet.html").exists()  # a dataset no longer on the board
     assert (site / "notes.html").read_text() == "<html>mine</html>"  # not one of ours
     assert (site / "folder.html").is_dir()
+
+
+def test_a_bench_runs_references_count_only_over_exactly_its_experts():
+    """A bench run's envelope and oracle name no pool: they are its family's when they are over
+    the weights of exactly its experts (the Dual RS bench's are over 3 of its 9)."""
+    results = ENTRIES.parents[1] / "results"
+    rows = [{k: v for k, v in e.items() if not k.startswith("_")} for e in
+            collect_entries([results / "fashion-mnist", results / "fashion-mnist-dualrs"])]
+    zoo = _family(rows, "fashion-mnist-zoo")
+    assert zoo.experts == 3 and zoo.oracle is not None and zoo.envelope is not None
+    dual = _family(rows, "fashion-mnist-dualrs")
+    assert dual.experts == 9 and dual.oracle is None and dual.envelope is None
+    oracle = next(e for e in rows if e["benchmark"] == "fashion-mnist-dualrs"
+                  and e["type"] == "oracle")
+    assert len(oracle["experts"]) == 3 and dual.label == "fashion-mnist-dualrs (500 inputs)"
+
+
+def test_entries_of_earlier_versions_and_malformed_pools(field):
+    oracle = next(e for e in field if e["type"] == "oracle")
+    older = {k: v for k, v in oracle.items() if k != "radii_recomputed"}  # written before it
+    check_entry(json.loads(json.dumps(older)), "older")
+    with pytest.raises(ResultsError, match="pool"):
+        check_entry(json.loads(json.dumps({**oracle, "pool": [1, 2]})), "forged")

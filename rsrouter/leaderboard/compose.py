@@ -106,7 +106,8 @@ def _protocol(members: Sequence[Member]) -> dict:
         sigma = p.get("sigma")
         sigmas |= {float(s) for s in (sigma if isinstance(sigma, list) else [sigma])
                    if s is not None}
-    return {"n0": protocols[0].get("n0"), "n": max(p["n"] for p in protocols),
+    n0 = {p.get("n0") for p in protocols}
+    return {"n0": n0.pop() if len(n0) == 1 else None, "n": max(p["n"] for p in protocols),
             "alpha": max(p["alpha"] for p in protocols), "sigma": sorted(sigmas)}
 
 
@@ -154,8 +155,9 @@ def _frame_problem(frame: pd.DataFrame, entry: dict) -> str:
         return f"not {entry['inputs']['count']} distinct inputs"
     radius, predict = frame["radius"].to_numpy(dtype=float), frame["predict"].to_numpy()
     right = (predict == frame["label"].to_numpy()) & (predict != -1)
+    top = max_radius(entry) * (1 + 1e-9) + 1e-9  # radii are written to 10 digits
     if not (frame["correct"].to_numpy() == right).all() or (radius < 0).any() \
-            or (radius[predict == -1] != 0).any() or radius.max() > max_radius(entry) + 1e-9:
+            or (radius[predict == -1] != 0).any() or radius.max() > top:
         return "rows that no certificate gives (correct, abstentions or radii)"
     acc = certified_accuracy(frame, entry["radii"]).to_numpy()
     if np.abs(acc - entry["accuracy"]).max() > 1e-4:

@@ -67,6 +67,9 @@ def check_entry(entry: object, where: str) -> dict:
     for key in ("data", "protocol", "router"):
         if entry.get(key) is not None and not isinstance(entry[key], dict):
             bad.append(key)
+    if not isinstance(entry.get("pool") or [], list) or not all(
+            isinstance(m, str) for m in entry.get("pool") or []):
+        bad.append("pool")
     if not isinstance(entry.get("experts") or [], list) or not all(
             isinstance(e, dict) for e in entry.get("experts") or []):
         bad.append("experts")
@@ -109,7 +112,7 @@ def _check_kind(entry: dict) -> list[str]:
                 or not entry[k]]
         if entry.get("acr") is not None:
             bad.append("acr (a reported entry has none)")
-    elif entry.get("external") and entry.get("radii_recomputed") is not True:
+    elif entry.get("external") and entry.get("radii_recomputed") is False:
         bad.append("radii_recomputed (an imported log's radii are recomputed)")
     if what == "oracle" and not kind.startswith("not a certificate"):
         bad.append("kind (an oracle is 'not a certificate: ...')")

@@ -91,7 +91,7 @@ def markdown(entries: list[dict]) -> str:
                       "| --- | --- | --- | --- | --- | --- | --- | --- |"]
             for f in fams:
                 for what, e in _headroom_rows(f):
-                    lines.append(f"| {md_text(f.benchmark)} | {what} | {md_text(e['method'])} | "
+                    lines.append(f"| {md_text(f.label)} | {what} | {md_text(e['method'])} | "
                                  f"{_num(e.get('acr'), '{:.3f}')} | "
                                  f"{_num((_acc_at(e, 0.0) or [None])[0], '{:.1%}')} | "
                                  f"{_gain(f, e)} | "
@@ -228,7 +228,7 @@ def _headroom_html(fams: list[Family]) -> str:
     for f in fams:
         for what, e in _headroom_rows(f):
             css = ' class="reference"' if e in (f.envelope, f.oracle) else ""
-            body.append(f"<tr{css}>" + _text(f.benchmark) + _text(what) + _text(e["method"])
+            body.append(f"<tr{css}>" + _text(f.label) + _text(what) + _text(e["method"])
                         + _cell(e.get("acr"), "{:.3f}")
                         + _cell((_acc_at(e, 0.0) or [None])[0], "{:.1%}")
                         + f"<td>{html.escape(_gain(f, e))}</td>"
@@ -280,7 +280,7 @@ def _overview(entries: list[dict], datasets: list[str], nav: str) -> str:
                            f"{best['method']} [{best['benchmark']}] ({best['acr']:.3f})") + "</tr>")
         for f in families(rows):
             top = next((e for e in f.methods if not e.get("chosen_on_test")), None)
-            gaps.append(f'<tr><td class="text">{link}</td>' + _text(f.benchmark)
+            gaps.append(f'<tr><td class="text">{link}</td>' + _text(f.label)
                         + f"<td>{f.experts}</td>" + _text(f.best["method"])
                         + _cell(f.best["acr"], "{:.3f}")
                         + _text("–" if top is None else top["method"])

@@ -83,6 +83,10 @@ def read_sources(manifest: str | os.PathLike) -> list[LogSource]:
         raise ResultsError(f"{manifest}: a sources manifest has `repositories` and `logs` (and "
                            "optionally `aces` and `reported`)")
     repos = raw["repositories"] or {}
+    folders = [str(name).replace("/", "-") for name in repos]
+    if len(set(folders)) != len(folders):
+        raise ResultsError(f"{manifest}: two repositories share a vendored folder (logs/OWNER-NAME"
+                           "): rename one key")
     for name, repo in repos.items():
         if not isinstance(repo, dict) or set(repo) != _REPOSITORY_KEYS:
             raise ResultsError(f"{manifest}: repositories.{name} needs exactly "

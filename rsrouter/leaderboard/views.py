@@ -78,11 +78,16 @@ class Family:
     """The entries of one benchmark (experts on the same inputs) for the headroom view."""
 
     benchmark: str
+    count: int  # the inputs its experts certify
     best: dict  # the single expert of largest ACR
     experts: int
     envelope: dict | None = None
     oracle: dict | None = None
     methods: list[dict] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.benchmark} ({self.count} inputs)"
 
     def gain(self, entry: dict) -> float | None:
         """``entry``'s ACR minus the best single expert's (the oracle's: the headroom)."""
@@ -103,13 +108,22 @@ def families(rows: Sequence[dict]) -> list[Family]:
         methods = [e for e in mine if role(e) == "method" and is_number(e.get("acr"))]
         if not experts or (len(experts) < 2 and not methods):
             continue
-        names = {e["method"] for e in experts}
         refs = {}
         for kind in ("envelope", "oracle"):
-            found = [e for e in mine if role(e) == kind
-                     and (set(e["pool"]) == names if e.get("pool") else True)]
+            found = [e for e in mine if role(e) == kind and _over(e, experts)]
             refs[kind] = found[0] if len(found) == 1 else None
-        out.append(Family(benchmark, max(experts, key=lambda e: e["acr"]), len(experts),
+        out.append(Family(benchmark, count, max(experts, key=lambda e: e["acr"]), len(experts),
                           refs["envelope"], refs["oracle"],
                           sorted(methods, key=lambda e: -e["acr"])))
     return out
+
+
+def _over(reference: dict, experts: Sequence[dict]) -> bool:
+    """Whether an envelope or oracle is composed over exactly ``experts``: by the logs its
+    ``pool`` names, or (a bench run's) by its experts' weights."""
+    if reference.get("pool"):
+        return set(reference["pool"]) == {e["method"] for e in experts}
+    weights = [{x.get("weights_sha256") for x in e.get("experts") or []} for e in experts]
+    mine = {x.get("weights_sha256") for x in reference.get("experts") or []}
+    return bool(mine) and None not in mine and all(len(w) == 1 for w in weights) \
+        and mine == set().union(*weights)
