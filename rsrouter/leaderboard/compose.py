@@ -111,8 +111,10 @@ def _protocol(members: Sequence[Member]) -> dict:
             "alpha": max(p["alpha"] for p in protocols), "sigma": sorted(sigmas)}
 
 
-def read_member(entry_file: str | os.PathLike) -> tuple[dict, Member]:
-    """An imported entry and its per-input radii, checked against the sha256 it pins.
+def read_member(entry_file: str | os.PathLike,
+                entry: dict | None = None) -> tuple[dict, Member]:
+    """An imported entry (``entry``: the file, already read and checked) and its per-input
+    radii, checked against the sha256 it pins.
 
     Raises:
         ResultsError: an entry without per-input radii (not written by ``import-tsv``), or
@@ -120,7 +122,7 @@ def read_member(entry_file: str | os.PathLike) -> tuple[dict, Member]:
         IntegrityError: the per-input file missing or not the bytes the entry pins.
     """
     entry_file = Path(entry_file)
-    entry = read_entry(entry_file)
+    entry = read_entry(entry_file) if entry is None else entry
     per_input = entry.get("per_input")
     if not isinstance(per_input, dict) or not {"path", "sha256"} <= set(per_input):
         raise ResultsError(f"{entry_file}: no per-input radii (entries written by `rsrouter "
@@ -182,19 +184,20 @@ def compose(sources: Iterable[str | os.PathLike], out: str | os.PathLike | None 
             without per-input radii.
         IntegrityError: as :func:`read_member`.
     """
-    files = []
+    files: list[tuple[Path, dict | None]] = []
     for source in map(Path, sources):
-        if source.is_dir():
-            found = sorted(p for p in source.glob("*.json") if _imported(p))
+        if source.is_dir():  # each entry read once; composed and other entries left out
+            found = [(p, e) for p in sorted(source.glob("*.json"))
+                     if isinstance((e := read_entry(p)).get("per_input"), dict)]
             if not found:
                 raise ResultsError(f"{source}: no imported logs (entries with per-input radii, "
                                    "from `rsrouter leaderboard import-tsv`)")
             files += found
         elif source.is_file():
-            files.append(source)
+            files.append((source, None))
         else:
             raise ResultsError(f"{source} not found")
-    read = [read_member(f) for f in files]
+    read = [read_member(f, e) for f, e in files]
     entries, members = [e for e, _ in read], [m for _, m in read]
     datasets = {e["dataset"] for e in entries}
     if len(datasets) != 1:
@@ -207,15 +210,10 @@ def compose(sources: Iterable[str | os.PathLike], out: str | os.PathLike | None 
     spec = _common(e["inputs"].get("spec") for e in entries) or "the same inputs"
     args = dict(dataset=datasets.pop(), benchmark=benchmark, spec=spec, radii=radii)
     composed = [envelope_entry(members, **args), oracle_entry(members, **args)]
-    out = Path(out) if out is not None else files[0].parent
+    out = Path(out) if out is not None else files[0][0].parent
     for entry in composed:
         atomic_write_json(out / entry_filename(entry), entry)
     return composed, out
-
-
-def _imported(path: Path) -> bool:
-    """An entry file with per-input radii (composed entries and others are left out)."""
-    return isinstance(read_entry(path).get("per_input"), dict)
 
 
 def _common(values: Iterable) -> str | None:

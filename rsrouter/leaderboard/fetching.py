@@ -39,9 +39,10 @@ def read_manifest(manifest: Path) -> dict:
     return raw
 
 
-def pinned_files(manifest: Path) -> dict[str, dict[str, str]]:
+def pinned_files(manifest: Path, raw: dict | None = None) -> dict[str, dict[str, str]]:
     """Every file a manifest pins, per repository: ``{repository: {path: sha256}}`` (its logs,
-    and the files its ``aces`` block's vendored sha256 list names, that list checked first);
+    and the files its ``aces`` block's vendored sha256 list names, that list checked first;
+    ``raw``: the manifest already read by :func:`read_manifest`);
     every path checked to stay inside its vendored folder before anything is fetched.
 
     Raises:
@@ -49,7 +50,7 @@ def pinned_files(manifest: Path) -> dict[str, dict[str, str]]:
             that leaves its folder.
         IntegrityError: the ``aces`` sha256 list missing or not the bytes the manifest pins.
     """
-    raw = read_manifest(manifest)
+    raw = read_manifest(manifest) if raw is None else raw
     files: dict[str, dict[str, str]] = {}
     for i, log in enumerate(raw.get("logs") or []):
         if not isinstance(log, dict) or log.get("repository") not in raw["repositories"] \
@@ -87,7 +88,8 @@ def fetch_sources(manifest: str | os.PathLike, into: str | os.PathLike | None = 
             repository is written then).
     """
     manifest = Path(manifest)
-    pins, raw = pinned_files(manifest), read_manifest(manifest)
+    raw = read_manifest(manifest)
+    pins = pinned_files(manifest, raw)
     into = Path(into) if into is not None else manifest.parent
     target = into / manifest.name
     written = []
